@@ -1,0 +1,228 @@
+"""The `sgeo` command line: one thin typer command per job. Commands parse options, build a config and call
+one library function; user errors (`SgeoError`) print one line and exit 2."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from .errors import SgeoError
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+                  help="SpatialGeo: spatial reasoning for multimodal LLMs, as a feature-caching pipeline.")
+cache_app = typer.Typer(no_args_is_help=True, help="Inspect, verify and plan feature stores.")
+data_app = typer.Typer(no_args_is_help=True, help="Built-in datasets.")
+app.add_typer(cache_app, name="cache")
+app.add_typer(data_app, name="data")
+
+MODEL_HELP = "a preset (tiny, spatialgeo-7b) or a model directory"
+
+
+@app.command()
+def info(model: str = typer.Option("tiny", help=MODEL_HELP), as_json: bool = typer.Option(False, "--json")):
+    """Parameter counts per part, without loading weights."""
+    from .jobs.info import model_info
+
+    result = model_info(model)
+    if as_json:
+        print(json.dumps(result, indent=2))
+        return
+    for part, count in result["parameters"].items():
+        print(f"{part:>18}  {count / 1e6:10.2f}M")
+    for key, value in result.items():
+        if key != "parameters":
+            print(f"{key:>18}  {value}")
+
+
+@app.command()
+def extract(
+    dataset: str = typer.Option("synthetic", help="coco, llava-pretrain, llava-mix665k, folder, synthetic"),
+    root: Path = typer.Option(..., help="the dataset's root directory"),
+    store: str = typer.Option(..., help="feature store path or URL (s3://...)"),
+    model: str = typer.Option("tiny", help=MODEL_HELP),
+    split: Optional[str] = typer.Option(None, help="dataset split (coco: train2017 or val2017)"),
+    dtype: str = typer.Option("bf16", help="bf16 or fp16"),
+    batch_size: int = typer.Option(16, help="images per encoder call"),
+    shard_size: int = typer.Option(64, help="images per store shard"),
+    num_cpus: Optional[int] = typer.Option(None, help="CPUs the local Ray cluster may use"),
+    num_gpus: int = typer.Option(0, help="GPUs to use (one encoder actor per GPU)"),
+    address: Optional[str] = typer.Option(None, help="join an existing Ray cluster instead of starting one"),
+    limit: Optional[int] = typer.Option(None, help="only the first N images"),
+):
+    """Encode every image of a dataset once into a Zarr feature store (Ray Data)."""
+    from .jobs.extract import ExtractConfig, run_extract
+
+    run_extract(ExtractConfig(dataset=dataset, root=root, store=store, model=model, split=split, dtype=dtype,
+                              batch_size=batch_size, shard_size=shard_size, num_cpus=num_cpus, num_gpus=num_gpus,
+                              address=address, limit=limit))
+
+
+@app.command()
+def train(
+    stage: int = typer.Option(..., help="1: MoGe adapter; 2: both adapters + LoRA on the LLM"),
+    data: Path = typer.Option(..., help="LLaVA-format training JSON"),
+    store: Optional[str] = typer.Option(None, help="feature store of the JSON's images"),
+    model: str = typer.Option("tiny", help=MODEL_HELP + " to start from"),
+    out: Path = typer.Option(..., help="output directory (HF format)"),
+    image_root: Optional[Path] = typer.Option(None, help="image root, for --online"),
+    lr: Optional[float] = typer.Option(None, help="learning rate (stage 1: 1e-3, stage 2: 2e-4)"),
+    adapter_lr: Optional[float] = typer.Option(None, help="stage 2 adapter learning rate (2e-5)"),
+    batch_size: Optional[int] = typer.Option(None, help="per-device batch size"),
+    grad_accum: Optional[int] = typer.Option(None, help="gradient accumulation steps"),
+    global_batch: Optional[int] = typer.Option(None, help="global batch (stage 1: 256, stage 2: 128)"),
+    epochs: float = typer.Option(1.0),
+    max_steps: Optional[int] = typer.Option(None),
+    model_max_length: int = typer.Option(2048),
+    deepspeed: Optional[Path] = typer.Option(None, help="DeepSpeed JSON config (default: shipped ZeRO-2)"),
+    zero: int = typer.Option(2, help="ZeRO stage of the shipped config (2 or 3)"),
+    save_every: int = typer.Option(500, help="checkpoint every N steps"),
+    seed: int = typer.Option(42),
+    lora_r: int = typer.Option(128),
+    lora_alpha: int = typer.Option(256),
+    clip_drop: float = typer.Option(0.0, help="probability of zeroing an image's CLIP features (stage 2)"),
+    group_by_length: bool = typer.Option(False, help="length-grouped batches, as LLaVA"),
+    num_workers: int = typer.Option(1, help="data loader workers"),
+    attn: Optional[str] = typer.Option(None, help="attention: sdpa, eager or flash_attention_2"),
+    merge_lora: bool = typer.Option(False, help="also write the LoRA-merged model"),
+    online: bool = typer.Option(False, help="encode pixels in the loop instead of reading the store"),
+):
+    """Train stage 1 or 2 with DeepSpeed on cached features."""
+    from .jobs.train import TrainConfig, run_train
+
+    run_train(TrainConfig(**{k: v for k, v in locals().items()}))
+
+
+@app.command()
+def ask(
+    image: Path = typer.Argument(..., help="an image file"),
+    question: Optional[str] = typer.Argument(None, help="the question; omit for an interactive session"),
+    model: str = typer.Option("tiny", help=MODEL_HELP),
+    temperature: float = typer.Option(0.2),
+    max_new_tokens: int = typer.Option(256),
+    as_json: bool = typer.Option(False, "--json", help="print one JSON object instead of streaming"),
+    load_4bit: bool = typer.Option(False, "--load-4bit"),
+    load_8bit: bool = typer.Option(False, "--load-8bit"),
+    device: Optional[str] = typer.Option(None, help="cpu or cuda (default: cuda when available)"),
+):
+    """Answer a question about an image, recomputing its features on the fly."""
+    from .jobs.ask import AskConfig, run_ask
+
+    run_ask(AskConfig(**{k: v for k, v in locals().items()}))
+
+
+@app.command("eval")
+def evaluate(
+    bench: str = typer.Option("synthetic", help="spatialrgpt, spatialscore or synthetic"),
+    data: Path = typer.Option(..., help="the benchmark file"),
+    image_root: Optional[Path] = typer.Option(None, help="image root (default: the benchmark file's folder)"),
+    model: str = typer.Option("tiny", help=MODEL_HELP),
+    out: Path = typer.Option(..., help="output directory: answers.jsonl, scores.json, scores.png"),
+    batch_size: int = typer.Option(8),
+    max_new_tokens: int = typer.Option(64),
+    limit: Optional[int] = typer.Option(None),
+    device: Optional[str] = typer.Option(None),
+):
+    """Run a model over a spatial VQA benchmark and score it."""
+    from .jobs.eval import EvalConfig, run_eval
+
+    run_eval(EvalConfig(**{k: v for k, v in locals().items()}))
+
+
+@app.command()
+def score(
+    answers: Path = typer.Argument(..., help="answers.jsonl"),
+    bench: str = typer.Option("spatialrgpt", help="spatialrgpt, spatialscore or synthetic"),
+    out: Optional[Path] = typer.Option(None, help="default: the answers file's folder"),
+):
+    """Score an existing answers file (no model is run)."""
+    from .jobs.score import score_answers
+
+    result = score_answers(answers, bench, out)
+    print(result["table"])
+
+
+@app.command()
+def quickstart(
+    workdir: Path = typer.Option(Path("sgeo-quickstart"), help="where everything is written"),
+    n: int = typer.Option(200, help="synthetic training images"),
+    seed: int = typer.Option(0),
+):
+    """The main job end to end on the tiny preset: data, extract, stage 1, stage 2, eval, ask."""
+    from .jobs.quickstart import run_quickstart
+
+    run_quickstart(workdir=workdir, n=n, seed=seed)
+
+
+@data_app.command("synthetic")
+def data_synthetic(
+    out: Path = typer.Option(..., help="output directory"),
+    n: int = typer.Option(200, help="training images"),
+    seed: int = typer.Option(0),
+    n_eval: Optional[int] = typer.Option(None, help="held-out images (default: max(20, n // 5))"),
+):
+    """Render the synthetic spatial dataset (images, stage-1 captions, stage-2 QA, held-out bench)."""
+    from .pipeline.synthetic import generate_synthetic
+
+    summary = generate_synthetic(out, n, seed, n_eval=n_eval)
+    print(json.dumps(summary, indent=2, default=str))
+
+
+@cache_app.command("info")
+def cache_info(store: str = typer.Argument(...), as_json: bool = typer.Option(False, "--json")):
+    """Counts, fingerprint, dtype, bytes and statuses of a store."""
+    from .cache import store_info
+
+    result = store_info(store)
+    print(json.dumps(result, indent=2, default=str) if as_json else _format_mapping(result))
+
+
+@cache_app.command("verify")
+def cache_verify(store: str = typer.Argument(...)):
+    """Check every committed shard; exit 1 on a problem."""
+    from .cache import verify_store
+
+    problems = verify_store(store)
+    for problem in problems:
+        print(f"problem: {problem}", file=sys.stderr)
+    if problems:
+        raise typer.Exit(1)
+    print(f"{store}: ok")
+
+
+@cache_app.command("plan")
+def cache_plan(model: str = typer.Option("spatialgeo-7b", help=MODEL_HELP),
+               images: int = typer.Option(..., help="number of images"), dtype: str = typer.Option("bf16")):
+    """Bytes a store will take for a model and a number of images."""
+    from .jobs.info import store_plan
+
+    print(_format_mapping(store_plan(model, images, dtype)))
+
+
+def _format_mapping(mapping: dict, indent: int = 0) -> str:
+    lines = []
+    for key, value in mapping.items():
+        if isinstance(value, dict):
+            lines.append(" " * indent + f"{key}:")
+            lines.append(_format_mapping(value, indent + 2))
+        else:
+            lines.append(" " * indent + f"{key}: {value}")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    try:
+        app()
+    except SgeoError as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Orchestration of the four jobs (extract, train, ask, eval); each module is one job."""

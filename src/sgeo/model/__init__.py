@@ -1,0 +1,29 @@
+"""The SpatialGeo model: towers, adapters, fusion, the PreTrainedModel, processor, templates and presets.
+
+Knows nothing of Ray, Zarr or the CLI.
+"""
+
+from .configuration import SpatialGeoConfig
+from .conversation import IGNORE_INDEX, IMAGE_TOKEN, TEMPLATES, get_template, render
+from .modeling import SpatialGeoForCausalLM
+from .presets import PRESETS, load_config, load_model, resolve_model_dir, sgeo_home
+from .processing import SpatialGeoProcessor
+from .stages import LoraSettings, configure_stage
+
+__all__ = [
+    "IGNORE_INDEX",
+    "IMAGE_TOKEN",
+    "PRESETS",
+    "TEMPLATES",
+    "LoraSettings",
+    "SpatialGeoConfig",
+    "SpatialGeoForCausalLM",
+    "SpatialGeoProcessor",
+    "configure_stage",
+    "get_template",
+    "load_config",
+    "load_model",
+    "render",
+    "resolve_model_dir",
+    "sgeo_home",
+]

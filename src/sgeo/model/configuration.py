@@ -1,0 +1,138 @@
+"""`SpatialGeoConfig`: the typed, self-validating description of a SpatialGeo model.
+
+It nests the text config of the LLM and describes both frozen vision towers (where their weights live and
+which layers are read), the adapters and the fusion. Tower weights are not part of a SpatialGeo checkpoint:
+like LLaVA's `mm_vision_tower`, the config names them and the towers load through their own loaders.
+"""
+
+from __future__ import annotations
+
+from transformers import AutoConfig, CLIPVisionConfig, PretrainedConfig
+
+ADAPTER_TYPES = ("linear", "mlp2x_gelu")
+FUSIONS = ("interleave", "concat")
+CLIP_BACKENDS = ("hf", "open_clip")
+MOGE_INPUTS = ("clip", "moge")  # which normalisation MoGe reads: CLIP's (reference) or ImageNet's (MoGe's own)
+
+# Width of the DINOv2 backbones that MoGe checkpoints name (`dinov2_vitl14`, ...).
+DINOV2_WIDTHS = {"dinov2_vits14": 384, "dinov2_vitb14": 768, "dinov2_vitl14": 1024, "dinov2_vitg14": 1536}
+
+
+class SpatialGeoConfig(PretrainedConfig):
+    r"""Configuration of [`SpatialGeoForCausalLM`].
+
+    Args:
+        clip_backend: `"hf"` (transformers `CLIPVisionModel`) or `"open_clip"`.
+        clip_path: HF directory / hub id (hf) or checkpoint file (open_clip) of the CLIP tower.
+        clip_vision_config: `CLIPVisionConfig` (or dict) of the hf tower; for open_clip, geometry is read from
+            `clip_model_name` and `clip_hidden_size` / `image_size` / `patch_size`.
+        clip_model_name: open_clip architecture name (open_clip backend only).
+        clip_layer: which hidden state the CLIP tower returns (LLaVA-1.5: -2, the penultimate layer).
+        moge_path: MoGe checkpoint (`{"model_config", "model"}` .pt file).
+        moge_backbone: the DINOv2 backbone the MoGe checkpoint names, e.g. `dinov2_vitl14`.
+        moge_layers: how many of the last backbone blocks are read (`get_intermediate_layers(x, n=...)`).
+        moge_input: `"clip"` feeds MoGe the CLIP-preprocessed pixels (reference); `"moge"` renormalises them
+            with ImageNet statistics first.
+        text_config: config of the LLM (any `AutoModelForCausalLM`).
+        image_token_id: id of the `<image>` token; the processor expands each image into
+            `num_image_tokens` copies of it and the model scatters the fused visual tokens there.
+        adapter_type: `mlp2x_gelu` (LLaVA-1.5) or `linear`.
+        fusion: `interleave` (c0, m0, c1, m1, ...: 2T tokens) or `concat` (all CLIP then all MoGe tokens).
+    """
+
+    model_type = "spatialgeo"
+    sub_configs = {"text_config": AutoConfig, "clip_vision_config": CLIPVisionConfig}
+
+    def __init__(
+        self,
+        clip_backend: str = "hf",
+        clip_path: str | None = None,
+        clip_vision_config: dict | CLIPVisionConfig | None = None,
+        clip_model_name: str | None = None,
+        clip_hidden_size: int | None = None,
+        clip_layer: int = -2,
+        image_size: int | None = None,
+        patch_size: int | None = None,
+        moge_path: str | None = None,
+        moge_backbone: str = "dinov2_vitl14",
+        moge_layers: int = 4,
+        moge_input: str = "clip",
+        text_config: dict | PretrainedConfig | None = None,
+        image_token_id: int = 32000,
+        adapter_type: str = "mlp2x_gelu",
+        fusion: str = "interleave",
+        **kwargs,
+    ):
+        if isinstance(clip_vision_config, dict):
+            clip_vision_config = CLIPVisionConfig(**clip_vision_config)
+        if clip_backend == "hf" and clip_vision_config is None:
+            clip_vision_config = CLIPVisionConfig(
+                hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16,
+                image_size=336, patch_size=14, projection_dim=768,
+            )  # openai/clip-vit-large-patch14-336
+        if isinstance(text_config, dict):
+            text_config = dict(text_config)
+            text_config = AutoConfig.for_model(text_config.pop("model_type", "llama"), **text_config)
+        if text_config is None:
+            text_config = AutoConfig.for_model("llama")
+
+        self.clip_backend = clip_backend
+        self.clip_path = clip_path
+        self.clip_vision_config = clip_vision_config
+        self.clip_model_name = clip_model_name
+        self.clip_layer = clip_layer
+        if clip_backend == "hf":
+            clip_hidden_size = clip_hidden_size or clip_vision_config.hidden_size
+            image_size = image_size or clip_vision_config.image_size
+            patch_size = patch_size or clip_vision_config.patch_size
+        self.clip_hidden_size = clip_hidden_size
+        self.image_size = image_size
+        self.patch_size = patch_size
+        self.moge_path = moge_path
+        self.moge_backbone = moge_backbone
+        self.moge_layers = moge_layers
+        self.moge_input = moge_input
+        self.text_config = text_config
+        self.image_token_id = image_token_id
+        self.adapter_type = adapter_type
+        self.fusion = fusion
+        super().__init__(**kwargs)
+        self._validate()
+
+    def _validate(self) -> None:
+        def check(value, allowed, name):
+            if value not in allowed:
+                raise ValueError(f"{name}={value!r} is not one of {list(allowed)}")
+
+        check(self.clip_backend, CLIP_BACKENDS, "clip_backend")
+        check(self.adapter_type, ADAPTER_TYPES, "adapter_type")
+        check(self.fusion, FUSIONS, "fusion")
+        check(self.moge_input, MOGE_INPUTS, "moge_input")
+        check(self.moge_backbone, DINOV2_WIDTHS, "moge_backbone")
+        if self.moge_layers < 1:
+            raise ValueError(f"moge_layers must be >= 1, got {self.moge_layers}")
+        if not (self.clip_hidden_size and self.image_size and self.patch_size):
+            raise ValueError("clip_hidden_size, image_size and patch_size are required for the open_clip backend")
+        if self.image_size % self.patch_size:
+            raise ValueError(f"image_size {self.image_size} is not a multiple of patch_size {self.patch_size}")
+        # MoGe's DINOv2 always has patch 14: both towers must see the same grid for one-to-one interleaving.
+        if self.fusion == "interleave" and self.patch_size != 14:
+            raise ValueError(f"interleave fusion needs CLIP patch size 14 (as DINOv2's), got {self.patch_size}")
+
+    @property
+    def num_patches(self) -> int:
+        """T: visual tokens per tower per image."""
+        return (self.image_size // self.patch_size) ** 2
+
+    @property
+    def num_image_tokens(self) -> int:
+        """Tokens one image occupies in the LLM sequence (2T for both fusions)."""
+        return 2 * self.num_patches
+
+    @property
+    def moge_hidden_size(self) -> int:
+        return DINOV2_WIDTHS[self.moge_backbone]
+
+    @property
+    def hidden_size(self) -> int:
+        return self.text_config.hidden_size

@@ -1,0 +1,96 @@
+"""Conversation templates with exactly LLaVA-1.5's strings and separators (`plain`, `vicuna_v1`).
+
+`render` turns LLaVA-format turns into the prompt text and the character spans that are supervised (the
+assistant replies and their end-of-turn separator), so the processor can label tokens by their offsets
+whatever the tokenizer does with spaces.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+IMAGE_TOKEN = "<image>"
+IGNORE_INDEX = -100
+
+
+@dataclass(frozen=True)
+class Template:
+    name: str
+    system: str
+    roles: tuple[str, str]
+    sep: str
+    sep2: str
+
+
+TEMPLATES = {
+    # LLaVA `conv_llava_plain`: the human turn is replaced by the image; the caption is the target.
+    "plain": Template(name="plain", system="", roles=("", ""), sep="\n", sep2="\n"),
+    # LLaVA `conv_vicuna_v1` (SeparatorStyle.TWO).
+    "vicuna_v1": Template(
+        name="vicuna_v1",
+        system="A chat between a curious human and an artificial intelligence assistant. "
+        "The assistant gives helpful, detailed, and polite answers to the human's questions.",
+        roles=("USER", "ASSISTANT"),
+        sep=" ",
+        sep2="</s>",
+    ),
+}
+
+
+def get_template(name: str) -> Template:
+    if name not in TEMPLATES:
+        raise ValueError(f"unknown conversation template {name!r}; known: {sorted(TEMPLATES)}")
+    return TEMPLATES[name]
+
+
+def normalise_turns(conversations: list[dict]) -> list[tuple[str, str]]:
+    """LLaVA-format turns -> [(role, text)] with `<image>` moved to the front of its turn, as LLaVA does."""
+    turns = []
+    for i, turn in enumerate(conversations):
+        role = {"human": "human", "user": "human", "gpt": "gpt", "assistant": "gpt"}.get(turn.get("from"))
+        if role is None:
+            raise ValueError(f"turn {i} has unknown speaker {turn.get('from')!r}; expected 'human' or 'gpt'")
+        if role != ("human" if i % 2 == 0 else "gpt"):
+            raise ValueError(f"turn {i} is from {role!r}; turns must alternate human, gpt, human, ...")
+        text = turn.get("value") or ""
+        if IMAGE_TOKEN in text:
+            text = IMAGE_TOKEN + "\n" + text.replace(IMAGE_TOKEN, "").strip()
+        turns.append((role, text))
+    return turns
+
+
+def render(
+    template: Template | str, conversations: list[dict], add_generation_prompt: bool = False
+) -> tuple[str, list[tuple[int, int]]]:
+    """Prompt text and the supervised [start, end) character spans.
+
+    With `add_generation_prompt`, the text ends where the assistant's next reply begins (the turns given
+    then end with a human turn).
+    """
+    template = get_template(template) if isinstance(template, str) else template
+    turns = normalise_turns(conversations)
+    if template.name == "plain":
+        return _render_plain(turns, add_generation_prompt)
+
+    text, spans = template.system + template.sep, []
+    for role, message in turns:
+        if role == "human":
+            text += f"{template.roles[0]}: {message}{template.sep}"
+        else:
+            text += f"{template.roles[1]}: "
+            start = len(text)
+            text += message + template.sep2
+            spans.append((start, len(text)))
+    if add_generation_prompt:
+        text += f"{template.roles[1]}:"
+    return text, spans
+
+
+def _render_plain(turns: list[tuple[str, str]], add_generation_prompt: bool) -> tuple[str, list[tuple[int, int]]]:
+    # LLaVA's preprocess_plain: "<image>" + caption + "\n"; the human text is dropped.
+    if add_generation_prompt:
+        return IMAGE_TOKEN, []
+    if len(turns) != 2:
+        raise ValueError(f"the plain template takes one (image, caption) pair, got {len(turns)} turns")
+    caption = turns[1][1]
+    return IMAGE_TOKEN + caption + "\n", [(len(IMAGE_TOKEN), len(IMAGE_TOKEN) + len(caption) + 1)]

@@ -1,0 +1,26 @@
+"""Fusion of the two adapted token sequences into the visual tokens the LLM reads."""
+
+from __future__ import annotations
+
+import torch
+
+
+def interleave(clip_tokens: torch.Tensor, moge_tokens: torch.Tensor) -> torch.Tensor:
+    """c0, m0, c1, m1, ...: [B, T, H] x 2 -> [B, 2T, H]."""
+    if clip_tokens.shape != moge_tokens.shape:
+        raise ValueError(f"cannot interleave CLIP tokens {tuple(clip_tokens.shape)} with MoGe {tuple(moge_tokens.shape)}")
+    return torch.stack((clip_tokens, moge_tokens), dim=2).flatten(1, 2)
+
+
+def concat(clip_tokens: torch.Tensor, moge_tokens: torch.Tensor) -> torch.Tensor:
+    """All CLIP tokens, then all MoGe tokens: [B, T, H] x 2 -> [B, 2T, H]."""
+    return torch.cat((clip_tokens, moge_tokens), dim=1)
+
+
+FUSIONS = {"interleave": interleave, "concat": concat}
+
+
+def fuse(name: str, clip_tokens: torch.Tensor, moge_tokens: torch.Tensor) -> torch.Tensor:
+    if name not in FUSIONS:
+        raise ValueError(f"unknown fusion {name!r}; known: {sorted(FUSIONS)}")
+    return FUSIONS[name](clip_tokens, moge_tokens)

@@ -1,0 +1,38 @@
+"""Parameter counts per part, with empty (meta) weights: nothing is read or allocated."""
+
+from __future__ import annotations
+
+import torch
+from accelerate import init_empty_weights
+
+from .configuration import SpatialGeoConfig
+
+PARTS = ("clip_tower", "moge_tower", "clip_adapter", "moge_adapter", "llm")
+
+
+def _count(module: torch.nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def parameter_counts(config: SpatialGeoConfig, lora_r: int = 128) -> dict[str, int]:
+    from .modeling import SpatialGeoForCausalLM
+    from .stages import LoraSettings, configure_stage
+    from .towers import VisionTowers
+
+    # init_empty_weights (not torch.device("meta")): DINOv2 computes Python scalars while it builds.
+    with init_empty_weights():
+        model = SpatialGeoForCausalLM(config)
+        towers = VisionTowers(config, None, None)
+    counts = {
+        "clip_tower": _count(towers.clip),
+        "moge_tower": _count(towers.moge),
+        "clip_adapter": _count(model.clip_adapter),
+        "moge_adapter": _count(model.moge_adapter),
+        "llm": _count(model.language_model),
+    }
+    counts["total"] = sum(counts[p] for p in PARTS)
+    counts["trainable_stage1"] = sum(p.numel() for p in model.moge_adapter.parameters())
+    with init_empty_weights():
+        configure_stage(model, 2, LoraSettings(r=lora_r))
+    counts["trainable_stage2"] = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return counts

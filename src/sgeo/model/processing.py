@@ -1,0 +1,186 @@
+"""`SpatialGeoProcessor`: images and LLaVA-format conversations -> model inputs.
+
+Tokens in, tensors out: each `<image>` becomes `num_image_tokens` image-token ids, labels supervise only the
+assistant replies (by token offsets against the template's supervised spans), and truncation never cuts
+through an image's tokens. Images get CLIP's preprocessing, after LLaVA's `pad` to a square by default.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from PIL import Image
+from transformers import AutoTokenizer, CLIPImageProcessor, PreTrainedTokenizerBase
+
+from .conversation import IGNORE_INDEX, IMAGE_TOKEN, render
+
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+ASPECT_MODES = ("pad", "crop")
+PROCESSOR_FILE = "processor_config.json"
+
+
+def build_image_processor(image_size: int) -> CLIPImageProcessor:
+    """openai/clip-vit-large-patch14-336's preprocessing, at `image_size`."""
+    return CLIPImageProcessor(
+        size={"shortest_edge": image_size},
+        crop_size={"height": image_size, "width": image_size},
+        image_mean=list(CLIP_MEAN),
+        image_std=list(CLIP_STD),
+        do_convert_rgb=True,
+    )
+
+
+def expand_to_square(image: Image.Image, background: tuple[int, int, int]) -> Image.Image:
+    """LLaVA's `expand2square`: pad the short side symmetrically with the mean colour."""
+    width, height = image.size
+    if width == height:
+        return image
+    side = max(width, height)
+    result = Image.new(image.mode, (side, side), background)
+    result.paste(image, ((side - width) // 2, (side - height) // 2))
+    return result
+
+
+class SpatialGeoProcessor:
+    def __init__(
+        self,
+        image_processor: CLIPImageProcessor,
+        tokenizer: PreTrainedTokenizerBase,
+        num_image_tokens: int,
+        image_aspect_ratio: str = "pad",
+        model_max_length: int = 2048,
+    ):
+        if image_aspect_ratio not in ASPECT_MODES:
+            raise ValueError(f"image_aspect_ratio={image_aspect_ratio!r} is not one of {list(ASPECT_MODES)}")
+        if IMAGE_TOKEN not in tokenizer.get_vocab():
+            tokenizer.add_special_tokens({"additional_special_tokens": [IMAGE_TOKEN]})
+        if tokenizer.pad_token is None:
+            tokenizer.pad_token = tokenizer.unk_token or tokenizer.eos_token  # LLaVA pads Llama with unk
+        self.image_processor = image_processor
+        self.tokenizer = tokenizer
+        self.num_image_tokens = num_image_tokens
+        self.image_aspect_ratio = image_aspect_ratio
+        self.model_max_length = model_max_length
+        self.image_token_id = tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
+
+    # -- persistence ---------------------------------------------------------------------------------
+    def save_pretrained(self, directory: str | Path) -> None:
+        directory = Path(directory)
+        self.tokenizer.save_pretrained(directory)
+        self.image_processor.save_pretrained(directory)
+        (directory / PROCESSOR_FILE).write_text(json.dumps(self.settings(), indent=2, sort_keys=True) + "\n")
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path, **overrides) -> SpatialGeoProcessor:
+        directory = Path(directory)
+        settings = json.loads((directory / PROCESSOR_FILE).read_text())
+        settings.update(overrides)
+        return cls(
+            CLIPImageProcessor.from_pretrained(directory),
+            AutoTokenizer.from_pretrained(directory),
+            **settings,
+        )
+
+    def settings(self) -> dict:
+        return {
+            "num_image_tokens": self.num_image_tokens,
+            "image_aspect_ratio": self.image_aspect_ratio,
+            "model_max_length": self.model_max_length,
+        }
+
+    def preprocessing_spec(self) -> dict:
+        """Everything about pixels that changes what the encoders see (part of the feature fingerprint)."""
+        ip = self.image_processor
+        return {
+            "image_aspect_ratio": self.image_aspect_ratio,
+            "size": dict(ip.size),
+            "crop_size": dict(ip.crop_size),
+            "image_mean": [float(x) for x in ip.image_mean],
+            "image_std": [float(x) for x in ip.image_std],
+            "resample": int(ip.resample),
+            "rescale_factor": float(ip.rescale_factor),
+        }
+
+    # -- images --------------------------------------------------------------------------------------
+    def preprocess_images(self, images: list[Image.Image]) -> torch.Tensor:
+        """RGB PIL images -> pixel_values [B, 3, S, S] (float32)."""
+        if self.image_aspect_ratio == "pad":
+            background = tuple(int(x * 255) for x in self.image_processor.image_mean)
+            images = [expand_to_square(image.convert("RGB"), background) for image in images]
+        return self.image_processor(images=images, return_tensors="pt")["pixel_values"]
+
+    # -- text ----------------------------------------------------------------------------------------
+    def tokenize(
+        self, conversations: list[dict], template: str, add_generation_prompt: bool = False
+    ) -> dict[str, list[int]]:
+        """One conversation -> input_ids and labels (lists), images expanded, truncated safely."""
+        text, spans = render(template, conversations, add_generation_prompt=add_generation_prompt)
+        encoded = self.tokenizer(text, return_offsets_mapping=True, add_special_tokens=True)
+        input_ids, labels = [], []
+        for token_id, (start, end) in zip(encoded["input_ids"], encoded["offset_mapping"], strict=True):
+            supervised = end > start and any(start < span_end and end > span_start for span_start, span_end in spans)
+            if token_id == self.image_token_id:
+                input_ids.extend([token_id] * self.num_image_tokens)
+                labels.extend([IGNORE_INDEX] * self.num_image_tokens)
+            else:
+                input_ids.append(token_id)
+                labels.append(token_id if supervised else IGNORE_INDEX)
+        return self._truncate(input_ids, labels)
+
+    def _truncate(self, input_ids: list[int], labels: list[int]) -> dict[str, list[int]]:
+        limit = self.model_max_length
+        if len(input_ids) > limit:
+            if input_ids[limit - 1] == self.image_token_id or (
+                limit < len(input_ids) and input_ids[limit] == self.image_token_id
+            ):
+                raise ValueError(
+                    f"model_max_length={limit} would cut through an image's {self.num_image_tokens} tokens; "
+                    "raise the maximum length"
+                )
+            input_ids, labels = input_ids[:limit], labels[:limit]
+        return {"input_ids": input_ids, "labels": labels}
+
+    def num_images(self, input_ids: list[int] | torch.Tensor) -> int:
+        count = int((torch.as_tensor(input_ids) == self.image_token_id).sum())
+        return count // self.num_image_tokens
+
+    def __call__(
+        self,
+        conversations: list[dict],
+        images: Image.Image | list[Image.Image] | None = None,
+        template: str = "vicuna_v1",
+        add_generation_prompt: bool = False,
+    ) -> dict[str, torch.Tensor]:
+        """One sample -> batch-of-one tensors: input_ids, attention_mask, labels[, pixel_values]."""
+        tokens = self.tokenize(conversations, template, add_generation_prompt)
+        batch = {
+            "input_ids": torch.tensor([tokens["input_ids"]]),
+            "attention_mask": torch.ones(1, len(tokens["input_ids"]), dtype=torch.long),
+            "labels": torch.tensor([tokens["labels"]]),
+        }
+        if images is not None:
+            images = [images] if isinstance(images, Image.Image) else images
+            batch["pixel_values"] = self.preprocess_images(images)
+        return batch
+
+    def pad(self, samples: list[dict[str, list[int]]], padding_side: str = "right") -> dict[str, torch.Tensor]:
+        """Pad tokenized samples into a batch (right for training, left for batched generation)."""
+        longest = max(len(s["input_ids"]) for s in samples)
+        batch = {"input_ids": [], "attention_mask": [], "labels": []}
+        for s in samples:
+            n = len(s["input_ids"])
+            fill = longest - n
+            ids = s["input_ids"]
+            labels = s.get("labels", [IGNORE_INDEX] * n)
+            mask = [1] * n
+            if padding_side == "right":
+                ids, labels, mask = ids + [self.tokenizer.pad_token_id] * fill, labels + [IGNORE_INDEX] * fill, mask + [0] * fill
+            else:
+                ids, labels, mask = [self.tokenizer.pad_token_id] * fill + ids, [IGNORE_INDEX] * fill + labels, [0] * fill + mask
+            batch["input_ids"].append(ids)
+            batch["labels"].append(labels)
+            batch["attention_mask"].append(mask)
+        return {key: torch.tensor(value) for key, value in batch.items()}

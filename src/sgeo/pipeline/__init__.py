@@ -1,0 +1,1 @@
+"""Datasets, image decoding and batching: everything between files on disk and model inputs."""
