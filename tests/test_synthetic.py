@@ -1,0 +1,225 @@
+"""The synthetic spatial dataset: determinism, file formats, and answers that match the 3D ground truth."""
+
+import hashlib
+import json
+import math
+import re
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from sgeo.errors import SgeoError
+from sgeo.pipeline.synthetic import (
+    BENCH_CATEGORIES,
+    CHOICES,
+    PREDICATES,
+    QUANTITATIVE,
+    Camera,
+    Scene,
+    SceneObject,
+    bbox_2d,
+    generate_synthetic,
+    render_scene,
+)
+
+SIZE = (96, 72)
+NAME = re.compile(r"the (\w+ (?:box|cylinder|sphere))")
+NUMBER = re.compile(r"\d+(?:\.\d+)?")
+
+
+def _hashes(root: Path) -> dict[str, str]:
+    return {
+        p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
+
+
+@pytest.fixture(scope="module")
+def out(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("syn") / "a"
+    summary = generate_synthetic(path, 8, seed=7, image_size=SIZE, n_eval=8)
+    assert summary["images"] == 8 and summary["eval_images"] == 8 and Path(summary["bench_json"]).is_file()
+    return path
+
+
+def _load(out: Path, rel: str):
+    return json.loads((out / rel).read_text())
+
+
+def test_same_seed_gives_identical_bytes_and_other_seed_differs(out, tmp_path):
+    generate_synthetic(tmp_path / "b", 8, seed=7, image_size=SIZE, n_eval=8)
+    first, second = _hashes(out), _hashes(tmp_path / "b")
+    assert len(first) == 8 + 8 + 4 and first == second
+    generate_synthetic(tmp_path / "c", 8, seed=8, image_size=SIZE, n_eval=8)
+    third = _hashes(tmp_path / "c")
+    assert third.keys() == first.keys()
+    assert all(third[k] != first[k] for k in first if k.endswith(".png"))
+    assert third["meta.json"] != first["meta.json"]
+
+
+def test_eval_scenes_differ_from_training_scenes(out):
+    train = {hashlib.sha256(p.read_bytes()).digest() for p in (out / "images").glob("*.png")}
+    held_out = {hashlib.sha256(p.read_bytes()).digest() for p in (out / "eval" / "images").glob("*.png")}
+    assert not train & held_out
+
+
+def test_images_and_stage_files_have_the_llava_format(out):
+    meta = _load(out, "meta.json")
+    assert (meta["version"], meta["seed"], meta["n"], meta["n_eval"], meta["image_size"]) == (
+        1,
+        7,
+        8,
+        8,
+        list(SIZE),
+    )
+    captions, qa = _load(out, "captions.json"), _load(out, "spatial_qa.json")
+    assert (
+        [c["image"] for c in captions]
+        == [q["image"] for q in qa]
+        == [f"images/{i:06d}.png" for i in range(8)]
+    )
+    for cap, q, truth in zip(captions, qa, meta["train"], strict=True):
+        assert Image.open(out / cap["image"]).size == SIZE
+        assert cap["conversations"][0] == {"from": "human", "value": "<image>\nDescribe the image briefly."}
+        for obj in truth["objects"]:
+            assert obj["name"] in cap["conversations"][1]["value"]
+        conv = q["conversations"]
+        assert len(conv) >= 8 and [t["from"] for t in conv] == ["human", "gpt"] * (len(conv) // 2)
+        assert conv[0]["value"].startswith("<image>\n")
+        assert not any("<image>" in t["value"] for t in conv[1:])
+        assert len({o["color"] for o in truth["objects"]}) == len(truth["objects"]) >= 2
+
+
+def _objects(meta: dict, image: str) -> dict[str, dict]:
+    (scene,) = [s for s in meta["eval"] if s["image"] == image]
+    return {o["name"]: o for o in scene["objects"]}
+
+
+def test_bench_format_and_balance(out):
+    bench = _load(out, "eval/bench.json")
+    assert len(bench) == 8 * 4
+    yes_no = []
+    for item in bench:
+        category, kind = item["qa_info"]["category"], item["qa_info"]["type"]
+        assert category in BENCH_CATEGORIES
+        assert kind == ("quantitative" if category in QUANTITATIVE else "qualitative")
+        assert (out / "eval" / item["file_path"]).is_file()
+        human, gpt = item["conversations"]
+        assert human == {"from": "human", "value": "<image>\n" + item["text_q"]} and gpt["from"] == "gpt"
+        if category in PREDICATES:
+            yes_no.append(gpt["value"].split(",")[0])
+            assert yes_no[-1] in ("Yes", "No")
+        if category in CHOICES:
+            winner = NAME.match(gpt["value"].lower()).group(1)
+            assert winner in NAME.findall(item["text_q"])
+    assert abs(yes_no.count("Yes") - yes_no.count("No")) <= 1 and len(yes_no) >= 6
+    counts = Counter(i["qa_info"]["category"] for i in bench)
+    assert set(counts) == set(BENCH_CATEGORIES) and max(counts.values()) <= 2  # 32 items, 28 categories
+
+
+def _truth(category: str, a: dict, b: dict | None) -> float:
+    pa = np.array(a["position"])
+    pb = np.array(b["position"]) if b else None
+    return {
+        "distance_data": lambda: float(np.linalg.norm(pa - pb)),
+        "horizontal_distance_data": lambda: math.hypot(pa[0] - pb[0], pa[2] - pb[2]),
+        "vertical_distance_data": lambda: abs(pa[1] - pb[1]),
+        "height_data": lambda: a["size"]["height"],
+        "width_data": lambda: a["size"]["width"],
+    }[category]()
+
+
+def test_quantitative_answers_match_meta_ground_truth(out):
+    meta, bench = _load(out, "meta.json"), _load(out, "eval/bench.json")
+    checked = set()
+    for item in bench:
+        category = item["qa_info"]["category"]
+        if category not in QUANTITATIVE:
+            continue
+        objects = _objects(meta, item["file_path"])
+        names = NAME.findall(item["text_q"])
+        a, b = objects[names[0]], objects[names[1]] if len(names) > 1 else None
+        answer = item["conversations"][1]["value"]
+        if category == "direction":
+            angle = math.degrees(
+                math.atan2(b["position"][0] - a["position"][0], b["position"][2] - a["position"][2])
+            )
+            hour = int(re.search(r"(\d+) o'clock", answer).group(1))
+            assert abs((angle - hour * 30 + 180) % 360 - 180) <= 15
+        else:
+            assert abs(float(NUMBER.search(answer).group()) - _truth(category, a, b)) <= 0.0051, (item, a, b)
+        checked.add(category)
+    assert checked == set(QUANTITATIVE)
+
+
+def test_predicate_answers_match_meta_ground_truth(out):
+    value = {
+        "left": lambda o: -o["position"][0],
+        "above": lambda o: o["position"][1],
+        "behind": lambda o: o["distance_to_camera"],
+        "tall": lambda o: o["size"]["height"],
+        "wide": lambda o: o["size"]["width"],
+        "big": lambda o: o["size"]["width"] * o["size"]["height"] * o["size"]["depth"],
+    }
+    relation = {"right": ("left", -1), "below": ("above", -1), "front": ("behind", -1), "short": ("tall", -1)}
+    relation |= {"thin": ("wide", -1), "small": ("big", -1)} | {k: (k, 1) for k in value}
+    meta, bench = _load(out, "meta.json"), _load(out, "eval/bench.json")
+    n = 0
+    for item in bench:
+        category = item["qa_info"]["category"]
+        if category not in PREDICATES:
+            continue
+        rel, sign = relation[category.removesuffix("_predicate")]
+        objects = _objects(meta, item["file_path"])
+        a, b = (objects[name] for name in NAME.findall(item["text_q"]))
+        holds = sign * (value[rel](a) - value[rel](b)) > 0
+        assert item["conversations"][1]["value"].startswith("Yes" if holds else "No"), item
+        n += 1
+    assert n >= 6
+
+
+def test_farther_points_project_higher_and_smaller():
+    cam = Camera(224, 224, focal=190.0, elevation=1.5, pitch_deg=12.0)
+    depths = np.linspace(2.0, 20.0, 10)
+    feet = np.stack([np.full(10, 0.4), np.zeros(10), depths], axis=1)
+    heads = feet + [0.0, 1.0, 0.0]
+    (uv_feet, z_feet), (uv_heads, _) = cam.project(feet), cam.project(heads)
+    assert np.all(np.diff(uv_feet[:, 1]) < 0)  # farther -> higher in the image (smaller v)
+    assert np.all(uv_feet[:, 1] > cam.horizon_v())
+    assert np.all(np.diff(uv_feet[:, 1] - uv_heads[:, 1]) < 0)  # a 1 m pole shrinks with distance
+    assert np.all(np.diff(uv_feet[:, 0] - cam.width / 2) < 0)  # and drifts towards the centre
+    assert np.all(np.diff(z_feet) > 0)
+
+
+def test_rendered_object_lands_in_its_projected_box():
+    cam = Camera(*SIZE, focal=80.0, elevation=1.5, pitch_deg=10.0)
+    near = SceneObject("box", "red", -0.8, 3.0, 0.6, 0.8, 0.5)
+    far = SceneObject("sphere", "blue", 1.0, 6.0, 0.6, 0.6, 0.6)
+    img = np.asarray(render_scene(Scene(cam, (near, far), "gray", (0.0, 0.6, -0.8)))).astype(int)
+    r, g, b = img[..., 0], img[..., 1], img[..., 2]
+    for mask, obj in (((r - g > 30) & (r - b > 30), near), ((b - r > 30) & (b - g > 30), far)):
+        vs, us = np.nonzero(mask)
+        u0, v0, u1, v1 = bbox_2d(cam, obj)
+        assert abs(us.min() - u0) <= 1.5 and abs(us.max() + 1 - u1) <= 1.5
+        assert abs(vs.min() - v0) <= 1.5 and abs(vs.max() + 1 - v1) <= 1.5
+    # same-sized objects: the farther one is smaller and higher in the picture
+    nb, fb = bbox_2d(cam, near), bbox_2d(cam, far)
+    assert fb[3] < nb[3] and (fb[2] - fb[0]) < (nb[2] - nb[0])
+
+
+def test_bad_arguments_and_non_empty_output_are_refused(out, tmp_path):
+    with pytest.raises(SgeoError, match="not empty"):
+        generate_synthetic(out, 2, seed=1, image_size=SIZE)
+    with pytest.raises(SgeoError, match="n must be"):
+        generate_synthetic(tmp_path / "x", 0, seed=1)
+    with pytest.raises(SgeoError, match="image_size"):
+        generate_synthetic(tmp_path / "x", 1, seed=1, image_size=(8, 8))
+    (tmp_path / "y").mkdir()
+    (tmp_path / "y" / "keep.txt").write_text("mine")
+    generate_synthetic(tmp_path / "y", 2, seed=1, image_size=SIZE, n_eval=1, overwrite=True)
+    assert (tmp_path / "y" / "keep.txt").read_text() == "mine"
+    assert len(_load(tmp_path / "y", "captions.json")) == 2
