@@ -4,6 +4,7 @@ one library function; user errors (`SgeoError`) print one line and exit 2."""
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Optional
@@ -109,9 +110,10 @@ def ask(
     device: Optional[str] = typer.Option(None, help="cpu or cuda (default: cuda when available)"),
 ):
     """Answer a question about an image, recomputing its features on the fly."""
+    options = dict(locals())  # before the imports below add names to locals()
     from .jobs.ask import AskConfig, run_ask
 
-    run_ask(AskConfig(**{k: v for k, v in locals().items()}))
+    run_ask(AskConfig(**options))
 
 
 @app.command("eval")
@@ -127,9 +129,10 @@ def evaluate(
     device: Optional[str] = typer.Option(None),
 ):
     """Run a model over a spatial VQA benchmark and score it."""
+    options = dict(locals())  # before the imports below add names to locals()
     from .jobs.eval import EvalConfig, run_eval
 
-    run_eval(EvalConfig(**{k: v for k, v in locals().items()}))
+    run_eval(EvalConfig(**options))
 
 
 @app.command()
@@ -213,7 +216,15 @@ def _format_mapping(mapping: dict, indent: int = 0) -> str:
     return "\n".join(lines)
 
 
+def _default_to_cpu_accelerator() -> None:
+    # DeepSpeed (imported by accelerate/transformers) prints its accelerator guess on stdout unless told;
+    # without an NVIDIA device the answer is the CPU. An explicit DS_ACCELERATOR always wins.
+    if "DS_ACCELERATOR" not in os.environ and not Path("/dev/nvidiactl").exists():
+        os.environ["DS_ACCELERATOR"] = "cpu"
+
+
 def main() -> None:
+    _default_to_cpu_accelerator()
     try:
         app()
     except SgeoError as error:

@@ -3,12 +3,18 @@
 Knows nothing of Ray, Zarr or the CLI.
 """
 
+from transformers import AutoConfig, AutoModelForCausalLM
+
 from .configuration import SpatialGeoConfig
 from .conversation import IGNORE_INDEX, IMAGE_TOKEN, TEMPLATES, get_template, render
 from .modeling import SpatialGeoForCausalLM
 from .presets import PRESETS, load_config, load_model, resolve_model_dir, sgeo_home
 from .processing import SpatialGeoProcessor
 from .stages import LoraSettings, configure_stage
+
+# Registered so that transformers' Auto* classes (and tokenizer/processor loading) recognise our directories.
+AutoConfig.register(SpatialGeoConfig.model_type, SpatialGeoConfig, exist_ok=True)
+AutoModelForCausalLM.register(SpatialGeoConfig, SpatialGeoForCausalLM, exist_ok=True)
 
 __all__ = [
     "IGNORE_INDEX",
