@@ -1,0 +1,166 @@
+"""Where a store lives: a local directory or any fsspec URL, with the few byte operations the store needs.
+
+Local paths (and file:// URLs) use zarr's LocalStore and plain os calls; everything else (s3://,
+memory://, gs://, ...) uses zarr's FsspecStore and an fsspec filesystem built from the same
+storage_options. `put_atomic` writes to a temp name and renames on local disk; on object storage a
+single PUT is already atomic.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+
+import fsspec
+from fsspec.implementations.local import LocalFileSystem
+from zarr.storage import FsspecStore, LocalStore
+
+from sgeo.errors import SgeoError
+
+
+def normalize_url(url: str | os.PathLike) -> str:
+    """Absolute local path for local stores, the URL unchanged otherwise."""
+    url = os.fspath(url)
+    if url.startswith("file://"):
+        url = url[len("file://") :]
+    if "://" not in url:
+        return os.path.abspath(os.path.expanduser(url))
+    return url.rstrip("/")
+
+
+class Location:
+    def __init__(self, url: str | os.PathLike, storage_options: dict | None = None):
+        self.url = normalize_url(url)
+        self.storage_options = dict(storage_options or {})
+        self.local = "://" not in self.url
+        if self.local:
+            self.fs = LocalFileSystem()
+            self.root = self.url
+        else:
+            try:
+                self.fs, self.root = fsspec.core.url_to_fs(self.url, **self.storage_options)
+            except (ImportError, ValueError) as e:
+                raise SgeoError(f"cannot open store URL {self.url}: {e}") from e
+            self.root = self.root.rstrip("/")
+        self._zarr_store = None
+
+    @property
+    def zarr_store(self):
+        if self._zarr_store is None:
+            if self.local:
+                self._zarr_store = LocalStore(self.root)
+            else:
+                self._zarr_store = FsspecStore.from_url(self.url, storage_options=self.storage_options)
+        return self._zarr_store
+
+    def path(self, key: str) -> str:
+        return f"{self.root}/{key}" if key else self.root
+
+    def exists(self, key: str) -> bool:
+        if self.local:
+            return os.path.exists(self.path(key))
+        return self.fs.exists(self.path(key))
+
+    def cat(self, key: str) -> bytes:
+        if self.local:
+            return Path(self.path(key)).read_bytes()
+        return self.fs.cat_file(self.path(key))
+
+    def cat_many(self, keys: list[str]) -> dict[str, bytes]:
+        """Read several small objects (concurrently on object storage)."""
+        if not keys:
+            return {}
+        if self.local:
+            return {k: Path(self.path(k)).read_bytes() for k in keys}
+        paths = [self.path(k) for k in keys]
+        got = self.fs.cat(paths, on_error="raise")
+        return {
+            k: got[p] if p in got else got[self.fs._strip_protocol(p)]
+            for k, p in zip(keys, paths, strict=True)
+        }
+
+    def size(self, key: str) -> int | None:
+        try:
+            if self.local:
+                return os.path.getsize(self.path(key))
+            return int(self.fs.size(self.path(key)))
+        except (FileNotFoundError, OSError):
+            return None
+
+    def put_atomic(self, key: str, data: bytes) -> None:
+        path = self.path(key)
+        if self.local:
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            tmp = f"{path}.{uuid.uuid4().hex}.tmp"
+            try:
+                with open(tmp, "wb") as f:
+                    f.write(data)
+                os.replace(tmp, path)
+            finally:
+                if os.path.exists(tmp):
+                    os.unlink(tmp)
+        else:
+            self.fs.pipe_file(path, data)
+
+    def rm(self, key: str) -> None:
+        """Remove one object if it exists."""
+        try:
+            if self.local:
+                os.unlink(self.path(key))
+            else:
+                self.fs.rm_file(self.path(key))
+        except FileNotFoundError:
+            pass
+
+    def listdir(self, key: str) -> list[str]:
+        """Base names in a directory/prefix; empty when it does not exist. Never served from a listing cache."""
+        path = self.path(key)
+        if self.local:
+            try:
+                return sorted(os.listdir(path))
+            except FileNotFoundError:
+                return []
+        self.fs.invalidate_cache(path)
+        try:
+            names = self.fs.ls(path, detail=False)
+        except FileNotFoundError:
+            return []
+        return sorted(n.rstrip("/").rsplit("/", 1)[-1] for n in names)
+
+    def remove_partials(self, key: str) -> None:
+        """Local disk only: drop temp files a killed zarr write left next to `key` (`<key>.<hex>.partial`)."""
+        if not self.local:
+            return
+        parent, base = os.path.split(self.path(key))
+        try:
+            names = os.listdir(parent)
+        except FileNotFoundError:
+            return
+        for name in names:
+            if name.startswith(base + ".") and name.endswith((".partial", ".tmp")):
+                os.unlink(os.path.join(parent, name))
+
+    def du(self) -> int:
+        """Bytes of all objects under the root."""
+        if self.local:
+            total = 0
+            for dirpath, _, files in os.walk(self.root):
+                total += sum(os.path.getsize(os.path.join(dirpath, f)) for f in files)
+            return total
+        self.fs.invalidate_cache(self.root)
+        return int(self.fs.du(self.root, total=True))
+
+    def files(self) -> dict[str, int]:
+        """Relative key -> size of every object under the root."""
+        if self.local:
+            out = {}
+            for dirpath, _, names in os.walk(self.root):
+                for name in names:
+                    p = os.path.join(dirpath, name)
+                    out[os.path.relpath(p, self.root).replace(os.sep, "/")] = os.path.getsize(p)
+            return out
+        self.fs.invalidate_cache(self.root)
+        found = self.fs.find(self.root, detail=True)
+        prefix = len(self.root) + 1
+        return {p[prefix:]: int(info.get("size") or 0) for p, info in found.items()}

@@ -1,0 +1,315 @@
+"""The feature store on real Zarr v3 files, real parquet and a real (moto) S3 server."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import pickle
+import socket
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import zarr
+
+from sgeo.cache import FeatureStore, StoreMismatchError, plan_store_bytes, store_info, verify_store
+from sgeo.errors import SgeoError
+
+T, DC, L, DM = 6, 8, 3, 4
+N, S = 10, 4  # 3 shards: 4 + 4 + 2 rows
+FAILED_ROW = 5
+FP = {
+    "clip": {"weights": "ab12" * 16, "layer": -2},
+    "moge": {"weights": "cd34" * 16, "layers": [20, 21, 22, 23]},
+    "preprocessing": {"size": 336, "mean": [0.48145466, 0.4578275, 0.40821073], "mode": "pad"},
+    "dtype": "bf16",
+}
+IDS = [f"img{i:03d}" for i in range(N)]
+PATHS = [f"/data/{i}.jpg" for i in IDS]
+
+
+def gaussian(seed: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return rng.standard_normal((N, T, DC), dtype=np.float32), rng.standard_normal(
+        (N, L, T, DM), dtype=np.float32
+    )
+
+
+def make_features(dtype: str, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Feature-like values in the storage dtype: bf16 words of gaussian floats (truncated), or float16."""
+    clip, moge = gaussian(seed)
+    if dtype == "bf16":
+        return (clip.view(np.uint32) >> 16).astype(np.uint16), (moge.view(np.uint32) >> 16).astype(np.uint16)
+    return clip.astype(np.float16), moge.astype(np.float16)
+
+
+def records_for(rows: range) -> list[dict]:
+    return [
+        {
+            "status": "failed",
+            "error": "cannot decode\nJPEG",
+            "content_hash": None,
+            "width": None,
+            "height": None,
+        }
+        if r == FAILED_ROW
+        else {"status": "ok", "error": None, "content_hash": f"h{r}", "width": 640 + r, "height": 480}
+        for r in rows
+    ]
+
+
+def create(url: str, dtype: str = "bf16", compressor: str | None = None, **kw) -> FeatureStore:
+    kw = {"image_ids": IDS, "paths": PATHS, "fingerprint": FP, **kw}
+    return FeatureStore.create(
+        url, clip_shape=(T, DC), moge_shape=(L, T, DM), dtype=dtype, shard_size=S, compressor=compressor, **kw
+    )
+
+
+def write(store: FeatureStore, clip: np.ndarray, moge: np.ndarray, shards=None) -> None:
+    for k in store.pending_shards() if shards is None else shards:
+        r = store.shard_rows(k)
+        store.write_shard(k, clip[r.start : r.stop], moge[r.start : r.stop], records_for(r))
+
+
+def expected(clip: np.ndarray, moge: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    clip, moge = clip.copy(), moge.copy()
+    clip[FAILED_ROW] = 0
+    moge[FAILED_ROW] = 0
+    return clip, moge
+
+
+def file_hashes(root: str) -> dict[str, str]:
+    out = {}
+    for dirpath, _, names in os.walk(root):
+        for name in names:
+            p = os.path.join(dirpath, name)
+            out[os.path.relpath(p, root)] = hashlib.sha256(Path(p).read_bytes()).hexdigest()
+    return out
+
+
+def test_roundtrip_manifest_and_plain_zarr_reader(tmp_path):
+    url = str(tmp_path / "f.zarr")
+    clip, moge = make_features("bf16")
+    store = create(url, attributes={"encoders": {"clip": "tiny"}})
+    assert store.pending_shards() == [0, 1, 2] and store.shard_rows(2) == range(8, 10)
+    assert set(store.manifest().column("status").to_pylist()) == {"pending"}
+    write(store, clip, moge)
+    want_clip, want_moge = expected(clip, moge)
+
+    order = np.array([9, 0, 5, 5, 3])  # any order, duplicates, across shards
+    got_clip, got_moge = store.read(order)
+    assert got_clip.dtype == np.uint16 and np.array_equal(got_clip, want_clip[order])
+    assert np.array_equal(got_moge, want_moge[order])
+    one_clip, _ = store.read(7)
+    assert one_clip.shape == (T, DC) and np.array_equal(one_clip, want_clip[7])
+    assert np.array_equal(store.read(slice(2, 9))[1], want_moge[2:9])
+
+    reopened = pickle.loads(pickle.dumps(FeatureStore.open(url, expect_fingerprint=FP)))
+    reopened._readers = {}  # force the zarr read path: both paths agree
+    assert np.array_equal(reopened.read(order)[0], want_clip[order])
+
+    table = store.manifest()
+    status = table.column("status").to_pylist()
+    assert status[FAILED_ROW] == "failed" and status.count("ok") == N - 1
+    assert table.column("error").to_pylist()[FAILED_ROW] == "cannot decode JPEG"
+    assert table.column("width").to_pylist()[3] == 643
+    assert store.row_of()["img007"] == 7
+    assert store.ok_rows().tolist() == [r for r in range(N) if r != FAILED_ROW]
+    store.finalize()
+    assert verify_store(url) == []
+
+    # no sgeo below: plain zarr + pyarrow + the bf16 recipe from store.py
+    g = zarr.open_group(url, mode="r")
+    attrs = g.attrs.asdict()
+    assert attrs["sgeo_dtype"] == "bfloat16" and attrs["counts"] == {"ok": 9, "failed": 1, "pending": 0}
+    assert attrs["encoders"] == {"clip": "tiny"} and attrs["preprocessing"]["size"] == 336
+    assert g["clip"].shape == (N, T, DC) and g["moge"].shards == (S, L, T, DM)
+    manifest = pq.read_table(os.path.join(url, "manifest.parquet"))
+    assert manifest.column("status").to_pylist() == status
+    words = g["moge"][3]
+    floats = (words.astype(np.uint32) << 16).view(np.float32)
+    source = gaussian(0)[1][3]  # the float32 values whose bf16 words were written
+    assert np.array_equal(floats.view(np.uint32), source.view(np.uint32) & 0xFFFF0000)
+    assert np.abs(floats - source).max() <= np.abs(source).max() / 128
+
+
+def test_killed_shard_is_redone_and_store_is_bit_identical(tmp_path):
+    clip, moge = make_features("bf16")
+    clean = create(str(tmp_path / "clean"))
+    write(clean, clip, moge)
+    clean.finalize()
+
+    url = str(tmp_path / "resumed")
+    first = create(url)
+    write(first, clip, moge, shards=[2])
+    killed_clip, killed_moge = make_features("bf16", seed=9)  # other bytes: the rerun must rewrite them
+    first._write_arrays(0, killed_clip[0:4], killed_moge[0:4])  # shard 0's arrays, killed before its marker
+    stale = os.path.join(url, "clip", "c", "1", "0", "0.deadbeef.partial")  # a zarr temp file of a kill
+    os.makedirs(os.path.dirname(stale))
+    Path(stale).write_bytes(b"half")
+
+    resumed = create(url)  # the rerun: same fingerprint and image list reopen the store
+    assert resumed.pending_shards() == [0, 1]
+    status = resumed.manifest().column("status").to_pylist()
+    assert status[:8] == ["pending"] * 8 and status[8:] == ["ok", "ok"]
+    with pytest.raises(SgeoError, match="not extracted yet"):
+        resumed.read([1])
+    write(resumed, clip, moge, shards=[1, 0])  # order of completion does not matter
+    resumed.finalize()
+    assert not os.path.exists(stale)
+    assert file_hashes(url) == file_hashes(str(tmp_path / "clean"))
+
+
+def test_mismatches_are_refused(tmp_path):
+    url = str(tmp_path / "f.zarr")
+    store = create(url)
+    clip, moge = make_features("bf16")
+    write(store, clip, moge, shards=[0])
+    other = {**FP, "clip": {**FP["clip"], "weights": "ee99" * 16}}
+    with pytest.raises(StoreMismatchError, match=r"clip\.weights=ab12ab12ab12\.\. but the model has ee99"):
+        FeatureStore.open(url, expect_fingerprint=other)
+    with pytest.raises(StoreMismatchError, match=r"clip\.weights"):
+        create(url, fingerprint=other)
+    with pytest.raises(StoreMismatchError, match=r"preprocessing\.mode"):
+        FeatureStore.open(
+            url, expect_fingerprint={**FP, "preprocessing": {**FP["preprocessing"], "mode": "crop"}}
+        )
+    with pytest.raises(StoreMismatchError, match="another image list.*row 3"):
+        create(url, image_ids=IDS[:3] + ["zzz"] + IDS[4:])
+    with pytest.raises(StoreMismatchError, match="holds 10 images but 9"):
+        create(url, image_ids=IDS[:9], paths=PATHS[:9])
+    with pytest.raises(StoreMismatchError, match="shard_size"):
+        FeatureStore.create(
+            url,
+            image_ids=IDS,
+            paths=PATHS,
+            fingerprint=FP,
+            clip_shape=(T, DC),
+            moge_shape=(L, T, DM),
+            shard_size=5,
+        )
+    # tuples vs lists do not count as a difference; the committed shard survives a reopen
+    same = {**FP, "moge": {**FP["moge"], "layers": (20, 21, 22, 23)}}
+    assert create(url, fingerprint=same).committed_shards() == {0}
+    with pytest.raises(SgeoError, match="dtype float32"):
+        store.write_shard(1, clip[4:8].astype(np.float32), moge[4:8], records_for(range(4, 8)))
+    with pytest.raises(SgeoError, match="shape"):
+        store.write_shard(2, clip[4:8], moge[4:8], records_for(range(8, 12)))
+    (tmp_path / "photos").mkdir()
+    (tmp_path / "photos" / "a.jpg").write_bytes(b"x")
+    with pytest.raises(SgeoError, match="not an sgeo feature store"):
+        create(str(tmp_path / "photos"))
+    with pytest.raises(SgeoError, match="no feature store"):
+        FeatureStore.open(str(tmp_path / "nothing"))
+
+
+def test_interrupted_create_starts_over(tmp_path):
+    url = str(tmp_path / "f.zarr")
+    create(url)
+    os.unlink(os.path.join(url, "manifest.parquet"))  # killed before create's last step
+    with pytest.raises(SgeoError, match="incomplete"):
+        FeatureStore.open(url)
+    store = create(url, image_ids=IDS[:5], paths=PATHS[:5])  # nothing was committed: any list may start over
+    assert store.num_rows == 5 and store.pending_shards() == [0, 1]
+
+
+@pytest.mark.parametrize(
+    "dtype,compressor,url", [("fp16", None, "dir"), ("bf16", "zstd", "dir"), ("fp16", "zstd", "memory://st")]
+)
+def test_dtypes_and_zstd_round_trip(tmp_path, dtype, compressor, url):
+    url = str(tmp_path / "f.zarr") if url == "dir" else f"{url}-{dtype}-{compressor}"
+    clip, moge = make_features(dtype, seed=1)
+    store = create(url, dtype=dtype, compressor=compressor)
+    write(store, clip, moge)
+    store.finalize()
+    want_clip, want_moge = expected(clip, moge)
+    reader = FeatureStore.open(url)
+    assert reader._readers_or_none() is not None  # the direct shard reader understands this codec chain
+    got_clip, got_moge = reader.read(np.arange(N)[::-1])
+    assert got_clip.dtype == (np.uint16 if dtype == "bf16" else np.float16)
+    assert np.array_equal(got_clip.view(np.uint16), want_clip[::-1].view(np.uint16))
+    assert np.array_equal(got_moge.view(np.uint16), want_moge[::-1].view(np.uint16))
+    g = zarr.open_group(url, mode="r")
+    assert g.attrs["compressor"] == compressor and g["clip"].dtype == got_clip.dtype
+    assert [c.__class__.__name__ for c in g["clip"].compressors] == (["ZstdCodec"] if compressor else [])
+    assert verify_store(url) == []
+
+
+@pytest.fixture(scope="module")
+def s3():
+    from moto.server import ThreadedMotoServer
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    endpoint = f"http://127.0.0.1:{port}"
+    opts = {
+        "key": "test",
+        "secret": "test",
+        "client_kwargs": {"endpoint_url": endpoint, "region_name": "us-east-1"},
+    }
+    import boto3
+
+    boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        aws_access_key_id="test",
+        aws_secret_access_key="test",
+        region_name="us-east-1",
+    ).create_bucket(Bucket="feats")
+    yield opts
+    server.stop()
+
+
+def test_s3_store(s3):
+    url = "s3://feats/coco/f.zarr"
+    clip, moge = make_features("bf16", seed=2)
+    store = create(url, storage_options=s3)
+    write(store, clip, moge, shards=[0, 2])
+    info = store_info(url, storage_options=s3)
+    assert info["shards_committed"] == 2 and info["counts"] == {"ok": 6, "failed": 0, "pending": 4}
+    write(store, clip, moge)
+    store.finalize()
+    want_clip, want_moge = expected(clip, moge)
+    opened = FeatureStore.open(url, expect_fingerprint=FP, storage_options=s3)
+    assert opened._readers_or_none() is not None  # ranged GETs, not zarr's per-call overhead
+    got_clip, got_moge = opened.read([8, 1, 5])
+    assert np.array_equal(got_clip, want_clip[[8, 1, 5]]) and np.array_equal(got_moge, want_moge[[8, 1, 5]])
+    info = store_info(url, storage_options=s3)
+    assert info["counts"] == {"ok": 9, "failed": 1, "pending": 0} and info["shards_total"] == 3
+    assert info["array_bytes"] > N * (T * DC + L * T * DM) * 2
+    assert verify_store(url, storage_options=s3) == []
+
+
+def test_verify_finds_damage(tmp_path):
+    url = str(tmp_path / "f.zarr")
+    store = create(url)
+    write(store, *make_features("bf16"))
+    store.finalize()
+    assert verify_store(url) == []
+
+    moge0 = Path(url, "moge", "c", "0", "0", "0", "0")
+    data = moge0.read_bytes()
+    moge0.write_bytes(data[: len(data) // 2])
+    problems = verify_store(url)
+    assert any("moge shard 0" in p and "truncated" in p for p in problems), problems
+    with pytest.raises(SgeoError, match="moge shard 0"):
+        FeatureStore.open(url).read([1])
+
+    moge0.write_bytes(data[:100] + bytes([data[100] ^ 1]) + data[101:])  # same size, one bit off
+    assert any("sha256 mismatch" in p for p in verify_store(url))
+    moge0.write_bytes(data)
+    os.unlink(os.path.join(url, "clip", "c", "1", "0", "0"))
+    problems = verify_store(url)
+    assert len(problems) == 1 and "clip shard 1 is committed but its object" in problems[0]
+
+
+def test_plan_reference_dims():
+    plan = plan_store_bytes(558128, (576, 1024), (4, 576, 1024), "bf16")
+    assert plan["bytes_per_image"] == pytest.approx(5.9e6, rel=0.01)
+    assert plan["clip_bytes_per_image"] == 576 * 1024 * 2
+    assert plan["total_bytes"] == pytest.approx(3.3e12, rel=0.01)
+    assert "3.29 TB" in plan["summary"]
