@@ -119,6 +119,13 @@ class SpatialGeoConfig(PretrainedConfig):
         if self.fusion == "interleave" and self.patch_size != 14:
             raise ValueError(f"interleave fusion needs CLIP patch size 14 (as DINOv2's), got {self.patch_size}")
 
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs) -> SpatialGeoConfig:
+        config = super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+        # Remember where the config came from: relative tower paths are relative to that directory.
+        config._name_or_path = str(pretrained_model_name_or_path)
+        return config
+
     @property
     def num_patches(self) -> int:
         """T: visual tokens per tower per image."""

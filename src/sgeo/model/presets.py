@@ -138,7 +138,9 @@ def load_model(
     else:
         directory = resolve_model_dir(model)
         if is_reference_checkpoint(directory):
-            spatialgeo, processor = load_reference(directory, dtype=dtype)
+            # A LoRA release is applied over the LLaVA-1.5 it was trained from.
+            base = os.environ.get(REFERENCE_PARTS["llava"].env)
+            spatialgeo, processor = load_reference(directory, model_base=base, dtype=dtype)
         else:
             kwargs = {"dtype": dtype} if dtype is not None else {}
             if attn_implementation:

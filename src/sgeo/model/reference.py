@@ -91,14 +91,15 @@ def _config_from_reference(directory: Path, clip_path: str | None, moge_path: st
         clip_vision_config=clip_vision_config,
         clip_layer=raw.get("mm_vision_select_layer", -2),
         moge_path=moge_path or raw.get("moge_path") or raw.get("mm_moge_tower"),
-        moge_backbone=raw.get("moge_backbone", "dinov2_vitl14" if clip_vision_config is None else _guess_backbone(moge_path)),
+        moge_backbone=raw.get("moge_backbone") or _backbone_of(moge_path),
         text_config=text_config,
         image_token_id=raw.get("vocab_size", 32000),
         adapter_type=raw.get("mm_projector_type", "mlp2x_gelu"),
     )
 
 
-def _guess_backbone(moge_path: str | None) -> str:
+def _backbone_of(moge_path: str | None) -> str:
+    """The DINOv2 backbone a MoGe checkpoint names (ViT-L, the reference, when there is no file to read)."""
     if moge_path and Path(moge_path).is_file():
         config = torch.load(moge_path, map_location="cpu", weights_only=True, mmap=True)["model_config"]
         encoder = config["encoder"]
@@ -155,7 +156,11 @@ def load_reference(
         model = SpatialGeoForCausalLM(config)
     finally:
         torch.set_default_dtype(previous)
-    result = model.load_state_dict(state, strict=False)
+    try:
+        result = model.load_state_dict(state, strict=False)
+    except RuntimeError as error:  # shape mismatches: another model size than the config says
+        detail = next((line.strip() for line in str(error).splitlines() if "size mismatch" in line), str(error))
+        raise SgeoError(f"{directory} does not fit its config.json: {detail}") from None
     missing = [k for k in result.missing_keys if not k.startswith("moge_adapter.")]
     if missing or result.unexpected_keys:
         raise SgeoError(
