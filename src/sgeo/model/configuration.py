@@ -120,11 +120,12 @@ class SpatialGeoConfig(PretrainedConfig):
             raise ValueError(f"interleave fusion needs CLIP patch size 14 (as DINOv2's), got {self.patch_size}")
 
     @classmethod
-    def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs) -> SpatialGeoConfig:
-        config = super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+    def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
+        loaded = super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
         # Remember where the config came from: relative tower paths are relative to that directory.
+        config = loaded[0] if isinstance(loaded, tuple) else loaded  # (config, unused) with return_unused_kwargs
         config._name_or_path = str(pretrained_model_name_or_path)
-        return config
+        return loaded
 
     @property
     def num_patches(self) -> int:
