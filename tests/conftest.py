@@ -56,8 +56,14 @@ def run_sgeo(*args: str, check: bool = False, timeout: float = 600, env: dict | 
     full_env = {**os.environ, **(env or {})}
     result = subprocess.run(
         [sys.executable, "-m", "sgeo.cli", *map(str, args)],
-        capture_output=True, text=True, timeout=timeout, env=full_env, **kwargs,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=full_env,
+        **kwargs,
     )
     if check and result.returncode != 0:
-        raise AssertionError(f"sgeo {' '.join(map(str, args))} exited {result.returncode}:\n{result.stderr[-3000:]}")
+        raise AssertionError(
+            f"sgeo {' '.join(map(str, args))} exited {result.returncode}:\n{result.stderr[-3000:]}"
+        )
     return result

@@ -33,8 +33,11 @@ def test_online_and_cached_losses_are_equal(tiny):
         online = model(**batch).loss
         clip, moge = model.encode_images(batch["pixel_values"])
         cached = model(
-            input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"],
-            clip_features=clip, moge_features=moge,
+            input_ids=batch["input_ids"],
+            attention_mask=batch["attention_mask"],
+            labels=batch["labels"],
+            clip_features=clip,
+            moge_features=moge,
         ).loss
     assert torch.isfinite(online)
     assert (online - cached).abs().item() <= 1e-5
@@ -56,11 +59,20 @@ def test_greedy_generation_is_the_same_from_pixels_and_features(tiny):
     model, processor = tiny
     batch = processor(CONVERSATION[:1], images=[_image()], add_generation_prompt=True)
     kwargs = {"max_new_tokens": 6, "do_sample": False}
-    from_pixels = model.generate(batch["input_ids"], batch["attention_mask"], pixel_values=batch["pixel_values"], **kwargs)
+    from_pixels = model.generate(
+        batch["input_ids"], batch["attention_mask"], pixel_values=batch["pixel_values"], **kwargs
+    )
     clip, moge = model.encode_images(batch["pixel_values"])
-    from_features = model.generate(batch["input_ids"], batch["attention_mask"], clip_features=clip, moge_features=moge, **kwargs)
+    from_features = model.generate(
+        batch["input_ids"], batch["attention_mask"], clip_features=clip, moge_features=moge, **kwargs
+    )
     without_cache = model.generate(
-        batch["input_ids"], batch["attention_mask"], clip_features=clip, moge_features=moge, use_cache=False, **kwargs
+        batch["input_ids"],
+        batch["attention_mask"],
+        clip_features=clip,
+        moge_features=moge,
+        use_cache=False,
+        **kwargs,
     )
     assert from_pixels.shape[1] >= 1
     assert torch.equal(from_pixels, from_features)
@@ -74,7 +86,12 @@ def test_token_feature_count_mismatch_raises_with_both_counts(tiny):
     with pytest.raises(ValueError, match=r"tokens: 128, features: 256"):
         model(input_ids=batch["input_ids"], clip_features=clip, moge_features=moge)
     with pytest.raises(ValueError, match="not both"):
-        model(input_ids=batch["input_ids"], pixel_values=batch["pixel_values"], clip_features=clip, moge_features=moge)
+        model(
+            input_ids=batch["input_ids"],
+            pixel_values=batch["pixel_values"],
+            clip_features=clip,
+            moge_features=moge,
+        )
     with pytest.raises(ValueError, match="no image was given"):
         model(input_ids=batch["input_ids"])
 
@@ -104,12 +121,18 @@ def test_batched_merge_matches_one_by_one(tiny):
     merged = model.embed_inputs(batch["input_ids"], clip_features=clip, moge_features=moge)
     for i in range(2):
         n = len(tokens[i]["input_ids"])
-        alone = model.embed_inputs(batch["input_ids"][i : i + 1, :n], clip_features=clip[i : i + 1], moge_features=moge[i : i + 1])
+        alone = model.embed_inputs(
+            batch["input_ids"][i : i + 1, :n], clip_features=clip[i : i + 1], moge_features=moge[i : i + 1]
+        )
         assert torch.equal(merged[i, :n], alone[0])
 
 
 def _trainable_parts(model) -> set[str]:
-    return {name.split(".")[0] + (".lora" if "lora_" in name else "") for name, p in model.named_parameters() if p.requires_grad}
+    return {
+        name.split(".")[0] + (".lora" if "lora_" in name else "")
+        for name, p in model.named_parameters()
+        if p.requires_grad
+    }
 
 
 def test_stage_trainable_sets(tiny_dir):
@@ -143,7 +166,9 @@ def test_config_json_round_trip_and_validation(tmp_path, tiny_dir):
     config.save_pretrained(tmp_path)
     again = SpatialGeoConfig.from_pretrained(tmp_path)
     where = "_name_or_path"  # records each config's own directory
-    assert {k: v for k, v in again.to_dict().items() if k != where} == {k: v for k, v in config.to_dict().items() if k != where}
+    assert {k: v for k, v in again.to_dict().items() if k != where} == {
+        k: v for k, v in config.to_dict().items() if k != where
+    }
     assert again.num_image_tokens == 2 * again.num_patches == 128
     with pytest.raises(ValueError, match="adapter_type"):
         SpatialGeoConfig(adapter_type="qformer")

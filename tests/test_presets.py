@@ -17,7 +17,9 @@ from conftest import run_sgeo
 
 def _tree_hashes(root: Path) -> dict[str, str]:
     return {
-        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*")) if p.is_file()
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
     }
 
 
@@ -26,11 +28,15 @@ def test_tiny_is_byte_identical_in_two_homes(tmp_path):
     dirs = []
     for name in ("a", "b"):
         env = {**os.environ, "SGEO_HOME": str(tmp_path / name)}
-        out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+        out = subprocess.run(
+            [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+        )
         dirs.append(Path(out.stdout.strip().splitlines()[-1]).parent)
     first, second = _tree_hashes(dirs[0]), _tree_hashes(dirs[1])
     assert first == second
-    assert {"clip/model.safetensors", "moge/model.pt", "llm/tokenizer.json", "spatialgeo/config.json"} <= set(first)
+    assert {"clip/model.safetensors", "moge/model.pt", "llm/tokenizer.json", "spatialgeo/config.json"} <= set(
+        first
+    )
 
 
 def test_tiny_parts_load_through_their_real_loaders(tiny_dir):
@@ -50,9 +56,17 @@ def test_tiny_parts_load_through_their_real_loaders(tiny_dir):
 
 
 def test_info_for_the_reference_model_needs_no_weights(tmp_path):
-    result = run_sgeo("info", "--model", "spatialgeo-7b", "--json", check=True, env={"SGEO_HOME": str(tmp_path)})
+    result = run_sgeo(
+        "info", "--model", "spatialgeo-7b", "--json", check=True, env={"SGEO_HOME": str(tmp_path)}
+    )
     counts = json.loads(result.stdout)["parameters"]
-    expected = {"clip_tower": 303.5e6, "clip_adapter": 20.98e6, "moge_adapter": 4 * 20.98e6, "llm": 6738.4e6, "moge_tower": 304e6}
+    expected = {
+        "clip_tower": 303.5e6,
+        "clip_adapter": 20.98e6,
+        "moge_adapter": 4 * 20.98e6,
+        "llm": 6738.4e6,
+        "moge_tower": 304e6,
+    }
     for part, value in expected.items():
         assert abs(counts[part] - value) / value < 0.005, (part, counts[part])
     assert abs(counts["clip_adapter"] + counts["moge_adapter"] - 104.9e6) / 104.9e6 < 0.005
@@ -67,7 +81,12 @@ def test_info_materialises_tiny(tmp_path):
 
 
 def test_reference_model_without_weights_is_a_one_line_error(tmp_path):
-    env = {"SGEO_HOME": str(tmp_path), "HF_HOME": str(tmp_path / "hf"), "SGEO_CLIP_PATH": "", "HF_HUB_OFFLINE": "1"}
+    env = {
+        "SGEO_HOME": str(tmp_path),
+        "HF_HOME": str(tmp_path / "hf"),
+        "SGEO_CLIP_PATH": "",
+        "HF_HUB_OFFLINE": "1",
+    }
     image = tmp_path / "x.png"
     from PIL import Image
 

@@ -27,7 +27,8 @@ def processor(tiny_dir) -> SpatialGeoProcessor:
 def test_vicuna_v1_prompt_is_llava_exact():
     text, spans = render("vicuna_v1", TWO_TURNS)
     assert text == (
-        VICUNA_SYSTEM + " USER: <image>\nWhat is this? ASSISTANT: A red box.</s>USER: Is it left? ASSISTANT: Yes.</s>"
+        VICUNA_SYSTEM
+        + " USER: <image>\nWhat is this? ASSISTANT: A red box.</s>USER: Is it left? ASSISTANT: Yes.</s>"
     )
     assert [text[a:b] for a, b in spans] == ["A red box.</s>", "Yes.</s>"]
     prompt, _ = render("vicuna_v1", TWO_TURNS[:1], add_generation_prompt=True)
@@ -35,14 +36,18 @@ def test_vicuna_v1_prompt_is_llava_exact():
 
 
 def test_plain_prompt_is_image_then_caption():
-    text, spans = render("plain", [{"from": "human", "value": "<image>\nDescribe."}, {"from": "gpt", "value": "A box."}])
+    text, spans = render(
+        "plain", [{"from": "human", "value": "<image>\nDescribe."}, {"from": "gpt", "value": "A box."}]
+    )
     assert text == "<image>A box.\n"
     assert [text[a:b] for a, b in spans] == ["A box.\n"]
 
 
 def _pairs(processor, tokens):
     names = processor.tokenizer.convert_ids_to_tokens(tokens["input_ids"])
-    return [(n, label != IGNORE_INDEX) for n, label in zip(names, tokens["labels"], strict=True) if n != "<image>"]
+    return [
+        (n, label != IGNORE_INDEX) for n, label in zip(names, tokens["labels"], strict=True) if n != "<image>"
+    ]
 
 
 def test_vicuna_v1_labels_token_by_token(processor):
@@ -52,9 +57,21 @@ def test_vicuna_v1_labels_token_by_token(processor):
     assert supervised == ["A", "Ġred", "Ġbox", ".", "</s>", "Y", "es", ".", "</s>"]
     # The tail of the sequence, token by token: the second prompt is masked, its reply supervised.
     assert pairs[-15:] == [
-        ("</s>", True), ("USER", False), (":", False), ("Ġ", False), ("I", False), ("s", False), ("Ġit", False),
-        ("Ġleft", False), ("?", False), ("ĠASSISTANT", False), (":", False), ("Ġ", False),
-        ("Y", True), ("es", True), (".", True),
+        ("</s>", True),
+        ("USER", False),
+        (":", False),
+        ("Ġ", False),
+        ("I", False),
+        ("s", False),
+        ("Ġit", False),
+        ("Ġleft", False),
+        ("?", False),
+        ("ĠASSISTANT", False),
+        (":", False),
+        ("Ġ", False),
+        ("Y", True),
+        ("es", True),
+        (".", True),
     ] or pairs[-16:-1][0] == ("</s>", True)
     assert pairs[0] == ("<s>", False)
     assert not any(s for n, s in pairs[:40])  # system prompt, first question
@@ -65,11 +82,21 @@ def test_vicuna_v1_labels_token_by_token(processor):
 
 
 def test_plain_labels_token_by_token(processor):
-    caption = [{"from": "human", "value": "<image>\nDescribe."}, {"from": "gpt", "value": "A red box on the left."}]
+    caption = [
+        {"from": "human", "value": "<image>\nDescribe."},
+        {"from": "gpt", "value": "A red box on the left."},
+    ]
     pairs = _pairs(processor, processor.tokenize(caption, "plain"))
     assert pairs == [
-        ("<s>", False), ("A", True), ("Ġred", True), ("Ġbox", True), ("Ġon", True), ("Ġthe", True),
-        ("Ġleft", True), (".", True), ("Ċ", True),
+        ("<s>", False),
+        ("A", True),
+        ("Ġred", True),
+        ("Ġbox", True),
+        ("Ġon", True),
+        ("Ġthe", True),
+        ("Ġleft", True),
+        (".", True),
+        ("Ċ", True),
     ]
 
 

@@ -20,10 +20,14 @@ def _reference_state(model, with_moge: bool) -> dict[str, torch.Tensor]:
         if key.startswith("clip_adapter."):
             state["model.mm_projector." + key.removeprefix("clip_adapter.")] = value.clone()
         elif key.startswith("moge_adapter.adapters.") and with_moge:
-            state["model.moge_mm_projector_list." + key.removeprefix("moge_adapter.adapters.")] = value.clone()
+            state["model.moge_mm_projector_list." + key.removeprefix("moge_adapter.adapters.")] = (
+                value.clone()
+            )
         elif key.startswith("language_model."):
             state[key.removeprefix("language_model.")] = value.clone()
-    state["model.vision_tower.vision_tower.embeddings.patch_embedding.weight"] = torch.zeros(2)  # dropped on import
+    state["model.vision_tower.vision_tower.embeddings.patch_embedding.weight"] = torch.zeros(
+        2
+    )  # dropped on import
     return state
 
 
@@ -31,8 +35,12 @@ def _write_reference(directory: Path, model, processor, state: dict, clip_dir: P
     directory.mkdir(parents=True)
     config = model.config.text_config.to_dict()
     config.update(
-        architectures=["LlavaLlamaForCausalLM"], model_type="llava_llama", mm_projector_type="mlp2x_gelu",
-        mm_vision_tower=str(clip_dir), mm_vision_select_layer=-2, mm_hidden_size=model.config.clip_hidden_size,
+        architectures=["LlavaLlamaForCausalLM"],
+        model_type="llava_llama",
+        mm_projector_type="mlp2x_gelu",
+        mm_vision_tower=str(clip_dir),
+        mm_vision_select_layer=-2,
+        mm_hidden_size=model.config.clip_hidden_size,
     )
     (directory / "config.json").write_text(json.dumps(config))
     torch.save(state, directory / "pytorch_model.bin")
@@ -55,14 +63,19 @@ def test_key_mapping():
     assert map_reference_key("model.mm_projector.2.bias") == "clip_adapter.2.bias"
     assert map_reference_key("model.moge_mm_projector_list.3.0.weight") == "moge_adapter.adapters.3.0.weight"
     assert map_reference_key("base_model.model.model.mm_projector.0.weight") == "clip_adapter.0.weight"
-    assert map_reference_key("model.layers.0.mlp.up_proj.weight") == "language_model.model.layers.0.mlp.up_proj.weight"
+    assert (
+        map_reference_key("model.layers.0.mlp.up_proj.weight")
+        == "language_model.model.layers.0.mlp.up_proj.weight"
+    )
     assert map_reference_key("lm_head.weight") == "language_model.lm_head.weight"
     assert map_reference_key("model.vision_tower.vision_tower.x") is None
 
 
 def test_llava_checkpoint_imports_with_fresh_moge_adapter(tmp_path, tiny_parts):
     model, processor, clip_dir, moge_path = tiny_parts
-    ref = _write_reference(tmp_path / "llava", model, processor, _reference_state(model, with_moge=False), clip_dir)
+    ref = _write_reference(
+        tmp_path / "llava", model, processor, _reference_state(model, with_moge=False), clip_dir
+    )
     imported, imported_processor = load_reference(ref, moge_path=str(moge_path))
     ours, theirs = model.state_dict(), imported.state_dict()
     for key in ours:
@@ -72,8 +85,10 @@ def test_llava_checkpoint_imports_with_fresh_moge_adapter(tmp_path, tiny_parts):
             assert torch.equal(ours[key], theirs[key]), key
     assert imported_processor.image_token_id == imported.config.image_token_id
     imported.load_towers()
-    batch = imported_processor([{"from": "human", "value": "<image>\nHi"}, {"from": "gpt", "value": "Yo"}],
-                               images=__import__("PIL.Image").Image.new("RGB", (50, 40)))
+    batch = imported_processor(
+        [{"from": "human", "value": "<image>\nHi"}, {"from": "gpt", "value": "Yo"}],
+        images=__import__("PIL.Image").Image.new("RGB", (50, 40)),
+    )
     assert torch.isfinite(imported(**batch).loss)
 
 
@@ -81,7 +96,9 @@ def test_spatialgeo_lora_release_imports_over_its_base(tmp_path, tiny_parts):
     from peft import LoraConfig, get_peft_model
 
     model, processor, clip_dir, moge_path = tiny_parts
-    base = _write_reference(tmp_path / "base", model, processor, _reference_state(model, with_moge=False), clip_dir)
+    base = _write_reference(
+        tmp_path / "base", model, processor, _reference_state(model, with_moge=False), clip_dir
+    )
 
     # The release: a peft adapter over the LLM + the adapters in non_lora_trainables.bin.
     lora_llm = get_peft_model(

@@ -23,7 +23,9 @@ def open_clip_dir(tmp_path_factory):
         "vision_cfg": {"image_size": 112, "layers": 3, "width": 64, "patch_size": 14, "head_width": 16},
         "text_cfg": {"context_length": 16, "vocab_size": 100, "width": 32, "heads": 2, "layers": 1},
     }
-    (directory / "open_clip_config.json").write_text(json.dumps({"model_cfg": model_cfg, "preprocess_cfg": {}}))
+    (directory / "open_clip_config.json").write_text(
+        json.dumps({"model_cfg": model_cfg, "preprocess_cfg": {}})
+    )
     torch.manual_seed(0)
     save_file(open_clip.CLIP(**model_cfg).state_dict(), directory / "open_clip_model.safetensors")
     return directory
@@ -31,8 +33,14 @@ def open_clip_dir(tmp_path_factory):
 
 def _open_clip_config(directory, layer=-2) -> SpatialGeoConfig:
     return SpatialGeoConfig(
-        clip_backend="open_clip", clip_model_name=f"local-dir:{directory}", clip_path=str(directory),
-        clip_hidden_size=64, image_size=112, patch_size=14, clip_layer=layer, moge_backbone="dinov2_vits14",
+        clip_backend="open_clip",
+        clip_model_name=f"local-dir:{directory}",
+        clip_path=str(directory),
+        clip_hidden_size=64,
+        image_size=112,
+        patch_size=14,
+        clip_layer=layer,
+        moge_backbone="dinov2_vits14",
     )
 
 

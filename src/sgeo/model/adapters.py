@@ -46,5 +46,7 @@ class HierarchicalAdapter(nn.Module):
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         # features: [B, L, T, Dm] -> [B, T, H]
         if features.shape[1] != len(self.adapters):
-            raise ValueError(f"MoGe features have {features.shape[1]} blocks, the adapter expects {len(self.adapters)}")
+            raise ValueError(
+                f"MoGe features have {features.shape[1]} blocks, the adapter expects {len(self.adapters)}"
+            )
         return sum(adapter(features[:, i]) for i, adapter in enumerate(self.adapters))

@@ -12,7 +12,10 @@ from transformers import AutoConfig, CLIPVisionConfig, PretrainedConfig
 ADAPTER_TYPES = ("linear", "mlp2x_gelu")
 FUSIONS = ("interleave", "concat")
 CLIP_BACKENDS = ("hf", "open_clip")
-MOGE_INPUTS = ("clip", "moge")  # which normalisation MoGe reads: CLIP's (reference) or ImageNet's (MoGe's own)
+MOGE_INPUTS = (
+    "clip",
+    "moge",
+)  # which normalisation MoGe reads: CLIP's (reference) or ImageNet's (MoGe's own)
 
 # Width of the DINOv2 backbones that MoGe checkpoints name (`dinov2_vitl14`, ...).
 DINOV2_WIDTHS = {"dinov2_vits14": 384, "dinov2_vitb14": 768, "dinov2_vitl14": 1024, "dinov2_vitg14": 1536}
@@ -67,8 +70,13 @@ class SpatialGeoConfig(PretrainedConfig):
             clip_vision_config = CLIPVisionConfig(**clip_vision_config)
         if clip_backend == "hf" and clip_vision_config is None:
             clip_vision_config = CLIPVisionConfig(
-                hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16,
-                image_size=336, patch_size=14, projection_dim=768,
+                hidden_size=1024,
+                intermediate_size=4096,
+                num_hidden_layers=24,
+                num_attention_heads=16,
+                image_size=336,
+                patch_size=14,
+                projection_dim=768,
             )  # openai/clip-vit-large-patch14-336
         if isinstance(text_config, dict):
             text_config = dict(text_config)
@@ -112,18 +120,26 @@ class SpatialGeoConfig(PretrainedConfig):
         if self.moge_layers < 1:
             raise ValueError(f"moge_layers must be >= 1, got {self.moge_layers}")
         if not (self.clip_hidden_size and self.image_size and self.patch_size):
-            raise ValueError("clip_hidden_size, image_size and patch_size are required for the open_clip backend")
+            raise ValueError(
+                "clip_hidden_size, image_size and patch_size are required for the open_clip backend"
+            )
         if self.image_size % self.patch_size:
-            raise ValueError(f"image_size {self.image_size} is not a multiple of patch_size {self.patch_size}")
+            raise ValueError(
+                f"image_size {self.image_size} is not a multiple of patch_size {self.patch_size}"
+            )
         # MoGe's DINOv2 always has patch 14: both towers must see the same grid for one-to-one interleaving.
         if self.fusion == "interleave" and self.patch_size != 14:
-            raise ValueError(f"interleave fusion needs CLIP patch size 14 (as DINOv2's), got {self.patch_size}")
+            raise ValueError(
+                f"interleave fusion needs CLIP patch size 14 (as DINOv2's), got {self.patch_size}"
+            )
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
         loaded = super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
         # Remember where the config came from: relative tower paths are relative to that directory.
-        config = loaded[0] if isinstance(loaded, tuple) else loaded  # (config, unused) with return_unused_kwargs
+        config = (
+            loaded[0] if isinstance(loaded, tuple) else loaded
+        )  # (config, unused) with return_unused_kwargs
         config._name_or_path = str(pretrained_model_name_or_path)
         return loaded
 

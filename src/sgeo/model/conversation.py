@@ -86,7 +86,9 @@ def render(
     return text, spans
 
 
-def _render_plain(turns: list[tuple[str, str]], add_generation_prompt: bool) -> tuple[str, list[tuple[int, int]]]:
+def _render_plain(
+    turns: list[tuple[str, str]], add_generation_prompt: bool
+) -> tuple[str, list[tuple[int, int]]]:
     # LLaVA's preprocess_plain: "<image>" + caption + "\n"; the human text is dropped.
     if add_generation_prompt:
         return IMAGE_TOKEN, []

@@ -8,7 +8,9 @@ import torch
 def interleave(clip_tokens: torch.Tensor, moge_tokens: torch.Tensor) -> torch.Tensor:
     """c0, m0, c1, m1, ...: [B, T, H] x 2 -> [B, 2T, H]."""
     if clip_tokens.shape != moge_tokens.shape:
-        raise ValueError(f"cannot interleave CLIP tokens {tuple(clip_tokens.shape)} with MoGe {tuple(moge_tokens.shape)}")
+        raise ValueError(
+            f"cannot interleave CLIP tokens {tuple(clip_tokens.shape)} with MoGe {tuple(moge_tokens.shape)}"
+        )
     return torch.stack((clip_tokens, moge_tokens), dim=2).flatten(1, 2)
 
 

@@ -33,7 +33,9 @@ class SpatialGeoForCausalLM(PreTrainedModel):
         super().__init__(config)
         hidden = config.hidden_size
         self.clip_adapter = build_adapter(config.adapter_type, config.clip_hidden_size, hidden)
-        self.moge_adapter = HierarchicalAdapter(config.adapter_type, config.moge_layers, config.moge_hidden_size, hidden)
+        self.moge_adapter = HierarchicalAdapter(
+            config.adapter_type, config.moge_layers, config.moge_hidden_size, hidden
+        )
         self.language_model = AutoModelForCausalLM.from_config(config.text_config)
         self.towers: VisionTowers | None = None
         self.post_init()
@@ -94,7 +96,9 @@ class SpatialGeoForCausalLM(PreTrainedModel):
         """Token embeddings with the fused visual tokens scattered over the image-token positions."""
         has_features = clip_features is not None or moge_features is not None
         if pixel_values is not None and has_features:
-            raise ValueError("pass either pixel_values (online) or clip_features and moge_features (cached), not both")
+            raise ValueError(
+                "pass either pixel_values (online) or clip_features and moge_features (cached), not both"
+            )
         if has_features and (clip_features is None or moge_features is None):
             raise ValueError("cached features need both clip_features and moge_features")
         image_mask = input_ids == self.config.image_token_id  # [B, N]
@@ -130,7 +134,9 @@ class SpatialGeoForCausalLM(PreTrainedModel):
     ):
         if inputs_embeds is None:
             inputs_embeds = self.embed_inputs(input_ids, pixel_values, clip_features, moge_features)
-        return self.language_model(inputs_embeds=inputs_embeds, attention_mask=attention_mask, labels=labels, **kwargs)
+        return self.language_model(
+            inputs_embeds=inputs_embeds, attention_mask=attention_mask, labels=labels, **kwargs
+        )
 
     @torch.no_grad()
     def generate(
@@ -166,7 +172,9 @@ class SpatialGeoForCausalLM(PreTrainedModel):
             self.towers = towers
 
 
-def resolve_tower_path(config: SpatialGeoConfig, path: str | None, field: str, must_exist: bool = True) -> str | None:
+def resolve_tower_path(
+    config: SpatialGeoConfig, path: str | None, field: str, must_exist: bool = True
+) -> str | None:
     """A tower path as the config gives it: relative paths are relative to the model directory.
 
     Anything that is not an existing path is returned unchanged (a hub id, or an open_clip name).

@@ -96,9 +96,13 @@ def resolve_model_dir(model: str) -> Path | None:
         return PRESETS[model]()
     path = Path(model).expanduser()
     if not path.is_dir():
-        raise SgeoError(f"--model {model!r} is neither a preset ({', '.join(sorted(PRESETS))}) nor a directory")
+        raise SgeoError(
+            f"--model {model!r} is neither a preset ({', '.join(sorted(PRESETS))}) nor a directory"
+        )
     if not (path / "config.json").exists():
-        raise SgeoError(f"{path} has no config.json; point --model at a model directory written by sgeo or LLaVA")
+        raise SgeoError(
+            f"{path} has no config.json; point --model at a model directory written by sgeo or LLaVA"
+        )
     return path
 
 
@@ -114,7 +118,9 @@ def load_config(model: str):
     try:
         return SpatialGeoConfig.from_pretrained(directory)
     except (ValueError, OSError, KeyError, TypeError) as error:
-        raise SgeoError(f"{directory}/config.json is not a SpatialGeo config ({error}); use a dir written by sgeo") from None
+        raise SgeoError(
+            f"{directory}/config.json is not a SpatialGeo config ({error}); use a dir written by sgeo"
+        ) from None
 
 
 def load_model(

@@ -121,7 +121,9 @@ class SpatialGeoProcessor:
         encoded = self.tokenizer(text, return_offsets_mapping=True, add_special_tokens=True)
         input_ids, labels = [], []
         for token_id, (start, end) in zip(encoded["input_ids"], encoded["offset_mapping"], strict=True):
-            supervised = end > start and any(start < span_end and end > span_start for span_start, span_end in spans)
+            supervised = end > start and any(
+                start < span_end and end > span_start for span_start, span_end in spans
+            )
             if token_id == self.image_token_id:
                 input_ids.extend([token_id] * self.num_image_tokens)
                 labels.extend([IGNORE_INDEX] * self.num_image_tokens)
@@ -166,7 +168,9 @@ class SpatialGeoProcessor:
             batch["pixel_values"] = self.preprocess_images(images)
         return batch
 
-    def pad(self, samples: list[dict[str, list[int]]], padding_side: str = "right") -> dict[str, torch.Tensor]:
+    def pad(
+        self, samples: list[dict[str, list[int]]], padding_side: str = "right"
+    ) -> dict[str, torch.Tensor]:
         """Pad tokenized samples into a batch (right for training, left for batched generation)."""
         longest = max(len(s["input_ids"]) for s in samples)
         batch = {"input_ids": [], "attention_mask": [], "labels": []}
@@ -177,9 +181,17 @@ class SpatialGeoProcessor:
             labels = s.get("labels", [IGNORE_INDEX] * n)
             mask = [1] * n
             if padding_side == "right":
-                ids, labels, mask = ids + [self.tokenizer.pad_token_id] * fill, labels + [IGNORE_INDEX] * fill, mask + [0] * fill
+                ids, labels, mask = (
+                    ids + [self.tokenizer.pad_token_id] * fill,
+                    labels + [IGNORE_INDEX] * fill,
+                    mask + [0] * fill,
+                )
             else:
-                ids, labels, mask = [self.tokenizer.pad_token_id] * fill + ids, [IGNORE_INDEX] * fill + labels, [0] * fill + mask
+                ids, labels, mask = (
+                    [self.tokenizer.pad_token_id] * fill + ids,
+                    [IGNORE_INDEX] * fill + labels,
+                    [0] * fill + mask,
+                )
             batch["input_ids"].append(ids)
             batch["labels"].append(labels)
             batch["attention_mask"].append(mask)

@@ -19,10 +19,19 @@ from .configuration import SpatialGeoConfig
 REFERENCE_ARCHITECTURES = ("LlavaLlamaForCausalLM", "LlavaMoGeLlamaForCausalLM")
 
 _LLAMA_7B = {
-    "model_type": "llama", "vocab_size": 32000, "hidden_size": 4096, "intermediate_size": 11008,
-    "num_hidden_layers": 32, "num_attention_heads": 32, "num_key_value_heads": 32,
-    "max_position_embeddings": 4096, "rms_norm_eps": 1e-5, "tie_word_embeddings": False,
-    "bos_token_id": 1, "eos_token_id": 2, "pad_token_id": 0,
+    "model_type": "llama",
+    "vocab_size": 32000,
+    "hidden_size": 4096,
+    "intermediate_size": 11008,
+    "num_hidden_layers": 32,
+    "num_attention_heads": 32,
+    "num_key_value_heads": 32,
+    "max_position_embeddings": 4096,
+    "rms_norm_eps": 1e-5,
+    "tie_word_embeddings": False,
+    "bos_token_id": 1,
+    "eos_token_id": 2,
+    "pad_token_id": 0,
 }
 
 
@@ -131,7 +140,9 @@ def load_reference(
     directory = Path(directory)
     is_lora = (directory / "adapter_config.json").exists()
     if is_lora and model_base is None:
-        raise SgeoError(f"{directory} is a LoRA checkpoint; give the LLaVA-1.5 base it was trained from (--model-base)")
+        raise SgeoError(
+            f"{directory} is a LoRA checkpoint; give the LLaVA-1.5 base it was trained from (--model-base)"
+        )
     weights_dir = Path(model_base) if is_lora else directory
     config = _config_from_reference(weights_dir if is_lora else directory, clip_path, moge_path)
 
@@ -159,7 +170,9 @@ def load_reference(
     try:
         result = model.load_state_dict(state, strict=False)
     except RuntimeError as error:  # shape mismatches: another model size than the config says
-        detail = next((line.strip() for line in str(error).splitlines() if "size mismatch" in line), str(error))
+        detail = next(
+            (line.strip() for line in str(error).splitlines() if "size mismatch" in line), str(error)
+        )
         raise SgeoError(f"{directory} does not fit its config.json: {detail}") from None
     missing = [k for k in result.missing_keys if not k.startswith("moge_adapter.")]
     if missing or result.unexpected_keys:
@@ -173,6 +186,8 @@ def load_reference(
         model.language_model = PeftModel.from_pretrained(model.language_model, directory).merge_and_unload()
 
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir or weights_dir, use_fast=True)
-    processor = SpatialGeoProcessor(build_image_processor(config.image_size), tokenizer, config.num_image_tokens)
+    processor = SpatialGeoProcessor(
+        build_image_processor(config.image_size), tokenizer, config.num_image_tokens
+    )
     model.config.image_token_id = processor.image_token_id
     return model, processor

@@ -21,7 +21,11 @@ class LoraSettings:
 
 def llm_linear_names(language_model: nn.Module) -> list[str]:
     """Every linear layer of the LLM except the output head (LLaVA's `find_all_linear_names`)."""
-    names = {name.split(".")[-1] for name, module in language_model.named_modules() if isinstance(module, nn.Linear)}
+    names = {
+        name.split(".")[-1]
+        for name, module in language_model.named_modules()
+        if isinstance(module, nn.Linear)
+    }
     names.discard("lm_head")
     return sorted(names)
 

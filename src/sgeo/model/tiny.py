@@ -52,7 +52,9 @@ def build_tokenizer(vocab_size: int = 1024):
         show_progress=False,
     )
     tok.train_from_iterator(_corpus(), trainer=trainer)
-    tok.post_processor = processors.TemplateProcessing(single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", 1)])
+    tok.post_processor = processors.TemplateProcessing(
+        single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", 1)]
+    )
     return PreTrainedTokenizerFast(
         tokenizer_object=tok,
         bos_token="<s>",
@@ -67,8 +69,8 @@ def build_tokenizer(vocab_size: int = 1024):
 
 def write_tiny(root: Path, seed: int = TINY_SEED) -> Path:
     """Write every tiny part under `root`; returns the SpatialGeo model directory."""
-    from transformers import CLIPVisionConfig, CLIPVisionModel, LlamaConfig, LlamaForCausalLM
     from moge.model.v1 import MoGeModel
+    from transformers import CLIPVisionConfig, CLIPVisionModel, LlamaConfig, LlamaForCausalLM
 
     from .configuration import SpatialGeoConfig
     from .modeling import SpatialGeoForCausalLM
@@ -79,15 +81,24 @@ def write_tiny(root: Path, seed: int = TINY_SEED) -> Path:
 
     torch.manual_seed(seed)
     clip_config = CLIPVisionConfig(
-        hidden_size=64, intermediate_size=128, num_hidden_layers=3, num_attention_heads=4,
-        image_size=TINY_IMAGE_SIZE, patch_size=14, projection_dim=32,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=3,
+        num_attention_heads=4,
+        image_size=TINY_IMAGE_SIZE,
+        patch_size=14,
+        projection_dim=32,
     )
     CLIPVisionModel(clip_config).save_pretrained(root / "clip")
 
     torch.manual_seed(seed + 1)
     moge_config = {
-        "encoder": "dinov2_vits14", "intermediate_layers": 4, "dim_proj": 32, "dim_upsample": [32, 32, 32],
-        "last_conv_channels": 32, "num_tokens_range": [16, 64],
+        "encoder": "dinov2_vits14",
+        "intermediate_layers": 4,
+        "dim_proj": 32,
+        "dim_upsample": [32, 32, 32],
+        "last_conv_channels": 32,
+        "num_tokens_range": [16, 64],
     }
     moge = MoGeModel(**moge_config)
     (root / "moge").mkdir(parents=True, exist_ok=True)
@@ -95,9 +106,16 @@ def write_tiny(root: Path, seed: int = TINY_SEED) -> Path:
 
     torch.manual_seed(seed + 2)
     text_config = LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=64, intermediate_size=176, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=2048,
-        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=176,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=4,
+        max_position_embeddings=2048,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
         tie_word_embeddings=False,
     )
     llm = LlamaForCausalLM(text_config)
@@ -106,15 +124,22 @@ def write_tiny(root: Path, seed: int = TINY_SEED) -> Path:
 
     torch.manual_seed(seed + 3)
     config = SpatialGeoConfig(
-        clip_backend="hf", clip_path="../clip", clip_vision_config=clip_config,
-        moge_path="../moge/model.pt", moge_backbone="dinov2_vits14", moge_layers=4,
-        text_config=text_config, image_token_id=tokenizer.convert_tokens_to_ids("<image>"),
+        clip_backend="hf",
+        clip_path="../clip",
+        clip_vision_config=clip_config,
+        moge_path="../moge/model.pt",
+        moge_backbone="dinov2_vits14",
+        moge_layers=4,
+        text_config=text_config,
+        image_token_id=tokenizer.convert_tokens_to_ids("<image>"),
     )
     model = SpatialGeoForCausalLM(config)
     model.language_model.load_state_dict(llm.state_dict())
     out = root / "spatialgeo"
     # Saved through PreTrainedModel directly: the preset keeps its relative tower paths on purpose.
     super(SpatialGeoForCausalLM, model).save_pretrained(out)
-    processor = SpatialGeoProcessor(build_image_processor(TINY_IMAGE_SIZE), tokenizer, config.num_image_tokens)
+    processor = SpatialGeoProcessor(
+        build_image_processor(TINY_IMAGE_SIZE), tokenizer, config.num_image_tokens
+    )
     processor.save_pretrained(out)
     return out

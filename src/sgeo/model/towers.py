@@ -48,7 +48,9 @@ class OpenCLIPTower(nn.Module):
 
         name = config.clip_model_name
         if name is None:
-            raise ValueError("the open_clip backend needs clip_model_name (an open_clip name or 'local-dir:DIR')")
+            raise ValueError(
+                "the open_clip backend needs clip_model_name (an open_clip name or 'local-dir:DIR')"
+            )
         pretrained = None if name.startswith(("local-dir:", "hf-hub:")) else path
         model = open_clip.create_model(name, pretrained=pretrained, load_weights=path is not None)
         self.visual = model.visual

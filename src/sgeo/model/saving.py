@@ -1,0 +1,47 @@
+"""Saving a trained model as an HF directory that `load_model(dir)` reads back.
+
+Without LoRA: `save_pretrained` of model and processor. With LoRA (stage 2): the LoRA adapter in peft
+format under `dir/lora/`, the base weights (adapters + the unchanged LLM, no LoRA keys) in `dir/`, and,
+when asked, the LoRA-merged model under `dir/merged/` (a plain model directory without `lora/`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+LORA_DIR = "lora"
+MERGED_DIR = "merged"
+
+
+def has_lora(model) -> bool:
+    from peft import PeftModel
+
+    return isinstance(model.language_model, PeftModel)
+
+
+def save_trained(model, processor, out: str | Path, merge_lora: bool = False) -> dict[str, Path]:
+    """Write `model` to `out`; returns the directories written. Unwraps (so consumes) a LoRA model."""
+    out = Path(out)
+    written = {"model": out}
+    if has_lora(model):
+        from peft import PeftModel
+
+        model.language_model.save_pretrained(out / LORA_DIR)
+        written["lora"] = out / LORA_DIR
+        model.language_model = model.language_model.unload()  # the base LLM with its LoRA layers removed
+        _save(model, processor, out)
+        if merge_lora:
+            # Merged from the adapter just written, so merged/ is exactly what `load_model(out)` computes.
+            lora = PeftModel.from_pretrained(model.language_model, out / LORA_DIR)
+            model.language_model = lora.merge_and_unload()
+            _save(model, processor, out / MERGED_DIR)
+            written["merged"] = out / MERGED_DIR
+    else:
+        _save(model, processor, out)
+    return written
+
+
+def _save(model, processor, directory: Path) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(directory)
+    processor.save_pretrained(directory)
