@@ -1,6 +1,6 @@
 """The Zarr v3 feature store: layout, fingerprint, writer, reader. Knows nothing of torch modules."""
 
-from sgeo.cache.fingerprint import canonicalize, check_fingerprint, fingerprint_digest, hash_files
+from sgeo.cache.fingerprint import canonicalize, check_fingerprint, fingerprint_digest
 from sgeo.cache.inspect import plan_store_bytes, store_info, verify_store
 from sgeo.cache.layout import SCHEMA_VERSION, StoreMismatchError
 from sgeo.cache.store import FeatureStore
@@ -12,7 +12,6 @@ __all__ = [
     "canonicalize",
     "check_fingerprint",
     "fingerprint_digest",
-    "hash_files",
     "plan_store_bytes",
     "store_info",
     "verify_store",

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -91,16 +90,3 @@ def check_fingerprint(url: str, stored: dict, expected: dict) -> None:
         f"store {url} was made with {key}={short(a)} but the model has {short(b)}; "
         "use another --store or the matching --model"
     )
-
-
-def hash_files(paths: Iterable[str | Path], chunk_bytes: int = 1 << 22) -> str:
-    """sha256 over the bytes of files (in the given order), for the `weights` entry of a fingerprint."""
-    h = hashlib.sha256()
-    for p in paths:
-        p = Path(p)
-        if not p.is_file():
-            raise SgeoError(f"cannot hash weights: {p} is not a file; check the model path")
-        with p.open("rb") as f:
-            while block := f.read(chunk_bytes):
-                h.update(block)
-    return h.hexdigest()
