@@ -1,0 +1,48 @@
+"""Rule-based scoring of spatial VQA answers, and the per-type / per-category summary of a run.
+
+The reference (SpatialRGPT's scripts/srgpt/eval/evaluate_spatial_with_gpt4.py, also used for SpatialGeo)
+asks GPT-4 to read numbers and to judge qualitative answers. Here rules make the same decisions, so scores
+are free, offline and reproducible; an LLM judge can still be plugged in through `Judge`.
+
+- quantitative (`quantities`): both texts read as metres; success iff 0.75 * gt <= pred <= 1.25 * gt (the
+  reference's rule); rel_error = |pred - gt| / gt.
+- direction (`direction`, "N o'clock"): success iff the hours differ by at most 1 on the 12-hour circle
+  (the reference's).
+- qualitative (`qualitative`): predicates ("Is A left of B?") compare the truth value each text asserts;
+  choices ("Which is more to the left, A or B?") compare the object each text picks.
+- multiple choice (`choice`): the option letter (or option text) of the prediction against the gt letter.
+
+`dispatch.score_item` picks the scorer for one record; `report` summarises a run.
+"""
+
+from .choice import CHOICE_LETTERS, MULTIPLE_CHOICE_TYPES, parse_choice, score_multiple_choice
+from .direction import parse_clock, score_direction
+from .dispatch import Judge, kind_of, score_item
+from .qualitative import candidates_in, is_choice, pick, relation_of, score_qualitative, yes_no
+from .quantities import UNITS, parse_quantity, score_quantitative
+from .report import aggregate, format_table, plot_scores, report_group
+
+__all__ = [
+    "CHOICE_LETTERS",
+    "MULTIPLE_CHOICE_TYPES",
+    "UNITS",
+    "Judge",
+    "aggregate",
+    "candidates_in",
+    "format_table",
+    "is_choice",
+    "kind_of",
+    "parse_choice",
+    "parse_clock",
+    "parse_quantity",
+    "pick",
+    "plot_scores",
+    "relation_of",
+    "report_group",
+    "score_direction",
+    "score_item",
+    "score_multiple_choice",
+    "score_qualitative",
+    "score_quantitative",
+    "yes_no",
+]

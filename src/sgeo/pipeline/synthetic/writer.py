@@ -1,0 +1,223 @@
+"""Writing the synthetic dataset to a folder: images, captions, spatial QA, the benchmark and metadata.
+
+Layout of `out`: images/NNNNNN.png, captions.json (stage 1), spatial_qa.json (stage 2, LLaVA
+conversations), eval/images/NNNNNN.png with eval/bench.json (the benchmark), and meta.json (generator,
+arguments, camera and per-object 3D ground truth of every image).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from sgeo.errors import SgeoError
+
+from .questions import (
+    _PREDICATE_TEXT,
+    BENCH_CATEGORIES,
+    CAPTION_PROMPT,
+    TRAIN_CATEGORIES,
+    caption,
+    category_type,
+    make_question,
+)
+from .render import render_scene
+from .sampling import sample_scene
+from .scene import COLOURS, Scene, bbox_2d, camera_distance
+
+GENERATOR_VERSION = 1
+BENCH_ITEMS_PER_IMAGE = 4
+
+
+def _scene_rng(seed: int, split: int, index: int) -> np.random.Generator:
+    return np.random.default_rng([seed, split, index])
+
+
+def _scene_meta(image: str, scene: Scene) -> dict:
+    objects = []
+    for o in scene.objects:
+        objects.append(
+            {
+                "name": o.name,
+                "shape": o.shape,
+                "color": o.color,
+                "rgb": list(COLOURS[o.color]),
+                "position": [round(float(c), 4) for c in o.centre],
+                "size": {"width": o.width, "height": o.height, "depth": o.depth},
+                "distance_to_camera": round(camera_distance(scene.camera, o), 4),
+                "bbox": [round(c, 1) for c in bbox_2d(scene.camera, o)],
+            }
+        )
+    return {
+        "image": image,
+        "camera": scene.camera.to_json(),
+        "floor": scene.floor,
+        "light": list(scene.light),
+        "objects": objects,
+    }
+
+
+def _conversation(turns: list[tuple[str, str]]) -> list[dict]:
+    conv = []
+    for i, (q, a) in enumerate(turns):
+        conv.append({"from": "human", "value": f"<image>\n{q}" if i == 0 else q})
+        conv.append({"from": "gpt", "value": a})
+    return conv
+
+
+def _qa_turns(scene: Scene, rng: np.random.Generator) -> list[tuple[str, str]]:
+    n_turns = int(rng.integers(4, 8))
+    turns = []
+    for category in rng.permutation(list(TRAIN_CATEGORIES)):
+        qa = make_question(str(category), scene, rng, want_yes=bool(rng.random() < 0.5))
+        if qa is not None:
+            turns.append(qa)
+        if len(turns) == n_turns:
+            break
+    return turns
+
+
+def _bench_items(scenes: list[Scene], seed: int) -> list[dict]:
+    """Each item asks the least-used category the scene can answer, so categories stay balanced;
+    predicates alternate between yes and no."""
+    items: list[dict] = []
+    used = dict.fromkeys(BENCH_CATEGORIES, 0)
+    n_predicates = 0
+    for i, scene in enumerate(scenes):
+        rng = _scene_rng(seed, 2, i)
+        asked: set[str] = set()
+        for _ in range(BENCH_ITEMS_PER_IMAGE):
+            for category in sorted(
+                BENCH_CATEGORIES, key=lambda c: used[c]
+            ):  # stable: ties keep the listed order
+                if category in asked:
+                    continue
+                qa = make_question(category, scene, rng, want_yes=n_predicates % 2 == 0)
+                if qa is not None:
+                    break
+            else:
+                break
+            asked.add(category)
+            used[category] += 1
+            n_predicates += category in _PREDICATE_TEXT
+            question, answer = qa
+            items.append(
+                {
+                    "id": str(len(items)),
+                    "file_path": f"images/{i:06d}.png",
+                    "text_q": question,
+                    "qa_info": {"category": category, "type": category_type(category)},
+                    "conversations": _conversation([(question, answer)]),
+                }
+            )
+    return items
+
+
+def _write_json(path: Path, obj) -> None:
+    path.write_text(json.dumps(obj, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+_OUTPUTS = ("images", "eval", "captions.json", "spatial_qa.json", "meta.json")
+
+
+def _prepare_out(out: Path, overwrite: bool) -> None:
+    if out.exists() and not out.is_dir():
+        raise SgeoError(f"output path {out} exists and is not a folder; choose a folder")
+    if out.is_dir() and any(out.iterdir()):
+        if not overwrite:
+            raise SgeoError(f"output folder {out} is not empty; choose a new folder or pass overwrite=True")
+        for name in _OUTPUTS:  # only what we write, never anything else in the folder
+            p = out / name
+            if p.is_dir():
+                shutil.rmtree(p)
+            elif p.exists():
+                p.unlink()
+    (out / "images").mkdir(parents=True, exist_ok=True)
+    (out / "eval" / "images").mkdir(parents=True, exist_ok=True)
+
+
+def generate_synthetic(
+    out: str | Path,
+    n: int,
+    seed: int,
+    *,
+    image_size: tuple[int, int] = (224, 224),
+    n_eval: int | None = None,
+    overwrite: bool = False,
+) -> dict:
+    """Write the synthetic spatial dataset to `out` (layout in the module docs); returns paths and counts.
+
+    Deterministic: the same arguments give byte-identical files. Training and eval scenes come from
+    disjoint random streams.
+    """
+    if not isinstance(n, int) or n < 1:
+        raise SgeoError(f"n must be a positive number of images, got {n!r}")
+    if not isinstance(seed, int) or seed < 0:
+        raise SgeoError(f"seed must be a non-negative integer, got {seed!r}")
+    width, height = image_size
+    if not (32 <= width <= 4096 and 32 <= height <= 4096):
+        raise SgeoError(f"image_size must be between 32 and 4096 pixels per side, got {image_size!r}")
+    n_eval = max(20, n // 5) if n_eval is None else n_eval
+    if n_eval < 0:
+        raise SgeoError(f"n_eval must be >= 0, got {n_eval}")
+    out = Path(out)
+    _prepare_out(out, overwrite)
+
+    captions, qa, train_meta = [], [], []
+    for i in range(n):
+        rng = _scene_rng(seed, 0, i)
+        scene = sample_scene(rng, width, height)
+        image = f"images/{i:06d}.png"
+        render_scene(scene).save(out / image, format="PNG")
+        sample_id = f"{i:06d}"
+        captions.append(
+            {
+                "id": sample_id,
+                "image": image,
+                "conversations": _conversation([(CAPTION_PROMPT, caption(scene, rng))]),
+            }
+        )
+        qa.append({"id": sample_id, "image": image, "conversations": _conversation(_qa_turns(scene, rng))})
+        train_meta.append(_scene_meta(image, scene))
+
+    eval_scenes, eval_meta = [], []
+    for i in range(n_eval):
+        scene = sample_scene(_scene_rng(seed, 1, i), width, height)
+        image = f"images/{i:06d}.png"
+        render_scene(scene).save(out / "eval" / image, format="PNG")
+        eval_scenes.append(scene)
+        eval_meta.append(_scene_meta(image, scene))
+    bench = _bench_items(eval_scenes, seed)
+
+    _write_json(out / "captions.json", captions)
+    _write_json(out / "spatial_qa.json", qa)
+    _write_json(out / "eval" / "bench.json", bench)
+    _write_json(
+        out / "meta.json",
+        {
+            "generator": "sgeo.pipeline.synthetic",
+            "version": GENERATOR_VERSION,
+            "seed": seed,
+            "n": n,
+            "n_eval": n_eval,
+            "image_size": [width, height],
+            "coordinates": "metres; x right, y up, z forward from the ground point below the camera; "
+            "position is the object centre",
+            "train": train_meta,
+            "eval": eval_meta,
+        },
+    )
+    return {
+        "out": str(out),
+        "images": n,
+        "eval_images": n_eval,
+        "captions_json": str(out / "captions.json"),
+        "spatial_qa_json": str(out / "spatial_qa.json"),
+        "bench_json": str(out / "eval" / "bench.json"),
+        "meta_json": str(out / "meta.json"),
+        "qa_turns": sum(len(s["conversations"]) // 2 for s in qa),
+        "bench_items": len(bench),
+    }
