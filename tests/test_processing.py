@@ -30,7 +30,7 @@ def test_vicuna_v1_prompt_is_llava_exact():
         VICUNA_SYSTEM
         + " USER: <image>\nWhat is this? ASSISTANT: A red box.</s>USER: Is it left? ASSISTANT: Yes.</s>"
     )
-    assert [text[a:b] for a, b in spans] == ["A red box.</s>", "Yes.</s>"]
+    assert [text[a:b] for a, b in spans] == [" A red box.</s>", " Yes.</s>"]
     prompt, _ = render("vicuna_v1", TWO_TURNS[:1], add_generation_prompt=True)
     assert prompt.endswith("USER: <image>\nWhat is this? ASSISTANT:")
 
@@ -54,9 +54,10 @@ def test_vicuna_v1_labels_token_by_token(processor):
     tokens = processor.tokenize(TWO_TURNS, "vicuna_v1")
     pairs = _pairs(processor, tokens)
     supervised = [n for n, s in pairs if s]
-    assert supervised == ["A", "Ġred", "Ġbox", ".", "</s>", "Y", "es", ".", "</s>"]
-    # The tail of the sequence, token by token: the second prompt is masked, its reply supervised.
-    assert pairs[-15:] == [
+    # The space after "ASSISTANT:" is its own token here: supervised, since generation starts at the colon.
+    assert supervised == ["Ġ", "A", "Ġred", "Ġbox", ".", "</s>", "Ġ", "Y", "es", ".", "</s>"]
+    # The tail, token by token: the second prompt is masked; its reply, leading space and </s> supervised.
+    assert pairs[-16:] == [
         ("</s>", True),
         ("USER", False),
         (":", False),
@@ -68,11 +69,12 @@ def test_vicuna_v1_labels_token_by_token(processor):
         ("?", False),
         ("ĠASSISTANT", False),
         (":", False),
-        ("Ġ", False),
+        ("Ġ", True),
         ("Y", True),
         ("es", True),
         (".", True),
-    ] or pairs[-16:-1][0] == ("</s>", True)
+        ("</s>", True),
+    ]
     assert pairs[0] == ("<s>", False)
     assert not any(s for n, s in pairs[:40])  # system prompt, first question
     image_positions = [i for i, t in enumerate(tokens["input_ids"]) if t == processor.image_token_id]

@@ -1,7 +1,7 @@
 """Conversation templates with exactly LLaVA-1.5's strings and separators (`plain`, `vicuna_v1`).
 
 `render` turns LLaVA-format turns into the prompt text and the character spans that are supervised (the
-assistant replies and their end-of-turn separator), so the processor can label tokens by their offsets
+assistant replies with their leading space and their end-of-turn separator), so the processor can label tokens by their offsets
 whatever the tokenizer does with spaces.
 """
 
@@ -77,9 +77,11 @@ def render(
         if role == "human":
             text += f"{template.roles[0]}: {message}{template.sep}"
         else:
-            text += f"{template.roles[1]}: "
+            # The space after "ASSISTANT:" belongs to the reply: the generation prompt ends at the colon,
+            # so the model must learn to write it (a tokenizer may make it a token of its own).
+            text += f"{template.roles[1]}:"
             start = len(text)
-            text += message + template.sep2
+            text += " " + message + template.sep2
             spans.append((start, len(text)))
     if add_generation_prompt:
         text += f"{template.roles[1]}:"
