@@ -16,7 +16,6 @@ import numpy as np
 from sgeo.errors import SgeoError
 
 from .questions import (
-    _PREDICATE_TEXT,
     BENCH_CATEGORIES,
     CAPTION_PROMPT,
     TRAIN_CATEGORIES,
@@ -28,7 +27,7 @@ from .render import render_scene
 from .sampling import sample_scene
 from .scene import COLOURS, Scene, bbox_2d, camera_distance
 
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2  # 2: yes/no alternates per category in the bench
 BENCH_ITEMS_PER_IMAGE = 4
 
 
@@ -82,10 +81,9 @@ def _qa_turns(scene: Scene, rng: np.random.Generator) -> list[tuple[str, str]]:
 
 def _bench_items(scenes: list[Scene], seed: int) -> list[dict]:
     """Each item asks the least-used category the scene can answer, so categories stay balanced;
-    predicates alternate between yes and no."""
+    each predicate category alternates between yes and no, so no constant answer beats chance."""
     items: list[dict] = []
     used = dict.fromkeys(BENCH_CATEGORIES, 0)
-    n_predicates = 0
     for i, scene in enumerate(scenes):
         rng = _scene_rng(seed, 2, i)
         asked: set[str] = set()
@@ -95,14 +93,13 @@ def _bench_items(scenes: list[Scene], seed: int) -> list[dict]:
             ):  # stable: ties keep the listed order
                 if category in asked:
                     continue
-                qa = make_question(category, scene, rng, want_yes=n_predicates % 2 == 0)
+                qa = make_question(category, scene, rng, want_yes=used[category] % 2 == 0)
                 if qa is not None:
                     break
             else:
                 break
             asked.add(category)
             used[category] += 1
-            n_predicates += category in _PREDICATE_TEXT
             question, answer = qa
             items.append(
                 {
