@@ -190,7 +190,9 @@ def resolve(config: TrainConfig, world_size: int, device: str) -> Resolved:
         epochs=config.epochs, max_steps=config.max_steps, model_max_length=config.model_max_length,
         zero=config.zero, deepspeed=str(Path(config.deepspeed).resolve()) if config.deepspeed else None,
         save_every=config.save_every, seed=config.seed,
-        lora={"r": config.lora_r, "alpha": config.lora_alpha, "dropout": LORA_DROPOUT} if config.stage == 2 else None,
+        # lora_r 0 in stage 2 fine-tunes the whole LLM instead of LoRA (what the tiny model needs to learn).
+        lora={"r": config.lora_r, "alpha": config.lora_alpha, "dropout": LORA_DROPOUT}
+        if config.stage == 2 and config.lora_r > 0 else None,
         clip_drop=config.clip_drop, group_by_length=config.group_by_length, num_workers=config.num_workers,
         attn=config.attn, merge_lora=config.merge_lora, device=device,
     )  # fmt: skip
