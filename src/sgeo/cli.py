@@ -53,13 +53,15 @@ def extract(
     num_gpus: int = typer.Option(0, help="GPUs to use (one encoder actor per GPU)"),
     address: Optional[str] = typer.Option(None, help="join an existing Ray cluster instead of starting one"),
     limit: Optional[int] = typer.Option(None, help="only the first N images"),
+    autocast: bool = typer.Option(True, "--autocast/--no-autocast",
+                                  help="on GPU, encode under autocast to the store dtype (CPU: always fp32)"),
 ):
     """Encode every image of a dataset once into a Zarr feature store (Ray Data)."""
     from .jobs.extract import ExtractConfig, run_extract
 
     run_extract(ExtractConfig(dataset=dataset, root=root, store=store, model=model, split=split, dtype=dtype,
                               batch_size=batch_size, shard_size=shard_size, num_cpus=num_cpus, num_gpus=num_gpus,
-                              address=address, limit=limit))
+                              address=address, limit=limit, autocast=autocast))
 
 
 @app.command()
@@ -82,7 +84,7 @@ def train(
     zero: int = typer.Option(2, help="ZeRO stage of the shipped config (2 or 3)"),
     save_every: int = typer.Option(500, help="checkpoint every N steps"),
     seed: int = typer.Option(42),
-    lora_r: int = typer.Option(128),
+    lora_r: int = typer.Option(128, help="LoRA rank of stage 2; 0 fine-tunes the whole LLM"),
     lora_alpha: int = typer.Option(256),
     clip_drop: float = typer.Option(0.0, help="probability of zeroing an image's CLIP features (stage 2)"),
     group_by_length: bool = typer.Option(False, help="length-grouped batches, as LLaVA"),
@@ -92,9 +94,10 @@ def train(
     online: bool = typer.Option(False, help="encode pixels in the loop instead of reading the store"),
 ):
     """Train stage 1 or 2 with DeepSpeed on cached features."""
+    options = dict(locals())  # before the import below adds names to locals()
     from .jobs.train import TrainConfig, run_train
 
-    run_train(TrainConfig(**{k: v for k, v in locals().items()}))
+    run_train(TrainConfig(**options))
 
 
 @app.command()
@@ -127,6 +130,8 @@ def evaluate(
     max_new_tokens: int = typer.Option(64),
     limit: Optional[int] = typer.Option(None),
     device: Optional[str] = typer.Option(None),
+    format_hint: bool = typer.Option(True, "--format-hint/--no-format-hint",
+                                     help="append the benchmark's answer-format instruction to each question"),
 ):
     """Run a model over a spatial VQA benchmark and score it."""
     options = dict(locals())  # before the imports below add names to locals()
@@ -153,11 +158,16 @@ def quickstart(
     workdir: Path = typer.Option(Path("sgeo-quickstart"), help="where everything is written"),
     n: int = typer.Option(200, help="synthetic training images"),
     seed: int = typer.Option(0),
+    n_eval: Optional[int] = typer.Option(None, help="held-out images, 4 questions each (default: 100)"),
+    max_steps: Optional[int] = typer.Option(None, help="cap each training stage at N steps (smoke runs)"),
 ):
     """The main job end to end on the tiny preset: data, extract, stage 1, stage 2, eval, ask."""
-    from .jobs.quickstart import run_quickstart
+    from dataclasses import replace
 
-    run_quickstart(workdir=workdir, n=n, seed=seed)
+    from .jobs.quickstart import QUICKSTART, run_quickstart
+
+    given = {k: v for k, v in {"n_eval": n_eval, "max_steps": max_steps}.items() if v is not None}
+    run_quickstart(workdir=workdir, n=n, seed=seed, recipe=replace(QUICKSTART, **given))
 
 
 @data_app.command("synthetic")

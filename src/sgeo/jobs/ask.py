@@ -1,0 +1,202 @@
+"""`sgeo ask`: answer questions about one image, recomputing its features with the model's own towers.
+
+One question streams its answer token by token (a transformers `TextStreamer`); without a question, an
+interactive loop like LLaVA's CLI keeps the conversation (the image is in the first turn only, and is encoded
+once). `--json` prints one object instead of streaming. 4/8-bit loading needs bitsandbytes and a GPU.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import SgeoError
+
+TEMPLATE = "vicuna_v1"
+
+
+@dataclass
+class AskConfig:
+    image: Path
+    question: str | None = None
+    model: str = "tiny"
+    temperature: float = 0.2
+    max_new_tokens: int = 256
+    as_json: bool = False
+    load_4bit: bool = False
+    load_8bit: bool = False
+    device: str | None = None
+
+
+def pick_device(device: str | None = None):
+    """(device, dtype): cuda in bf16 (fp16 where bf16 is unsupported) when available, else cpu in fp32."""
+    import torch
+
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise SgeoError(f"--device {device} was asked for but no CUDA GPU is visible; use --device cpu")
+        return device, torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return device, torch.float32
+
+
+def _quantize_language_model(model, bits: int, device: str) -> None:
+    """Swap the LLM's linear layers (not lm_head) for bitsandbytes ones, as LLaVA's `--load-4bit/8bit` do.
+
+    Done after loading rather than through `from_pretrained`, so it applies to every way a model loads
+    (sgeo directories and reference checkpoints alike); the settings come from one `BitsAndBytesConfig`.
+    """
+    import torch
+    from torch import nn
+    from transformers import BitsAndBytesConfig
+
+    try:
+        import bitsandbytes as bnb
+    except ImportError:
+        raise SgeoError("--load-4bit/--load-8bit need bitsandbytes: pip install 'sgeo[gpu]'") from None
+    settings = BitsAndBytesConfig(
+        load_in_4bit=bits == 4, load_in_8bit=bits == 8, bnb_4bit_compute_dtype=torch.float16,
+        bnb_4bit_use_double_quant=True, bnb_4bit_quant_type="nf4",
+    )  # fmt: skip
+    llm = model.language_model
+    for parent in list(llm.modules()):
+        for name, child in list(parent.named_children()):
+            if not isinstance(child, nn.Linear) or name == "lm_head":
+                continue
+            weight = child.weight.data.to("cpu", torch.float16)
+            if bits == 4:
+                layer = bnb.nn.Linear4bit(
+                    child.in_features, child.out_features, bias=child.bias is not None,
+                    compute_dtype=settings.bnb_4bit_compute_dtype, quant_type=settings.bnb_4bit_quant_type,
+                    compress_statistics=settings.bnb_4bit_use_double_quant,
+                )  # fmt: skip
+                layer.weight = bnb.nn.Params4bit(
+                    weight, requires_grad=False, quant_type=settings.bnb_4bit_quant_type,
+                    compress_statistics=settings.bnb_4bit_use_double_quant,
+                )  # fmt: skip
+            else:
+                layer = bnb.nn.Linear8bitLt(
+                    child.in_features, child.out_features, bias=child.bias is not None,
+                    has_fp16_weights=False, threshold=settings.llm_int8_threshold,
+                )  # fmt: skip
+                layer.weight = bnb.nn.Int8Params(weight, requires_grad=False, has_fp16_weights=False)
+            if child.bias is not None:
+                layer.bias = nn.Parameter(child.bias.data.to(torch.float16), requires_grad=False)
+            setattr(parent, name, layer)
+    model.to(device)  # bitsandbytes quantizes the weights as they move to the GPU
+
+
+def load_for_inference(
+    model: str, device: str | None = None, load_4bit: bool = False, load_8bit: bool = False
+):
+    """(model, processor) on the chosen device, towers attached; optionally with a 4/8-bit LLM."""
+    from ..model import load_model
+
+    if load_4bit and load_8bit:
+        raise SgeoError("choose one of --load-4bit and --load-8bit")
+    device, dtype = pick_device(device)
+    bits = 4 if load_4bit else 8 if load_8bit else None
+    if bits is None:
+        return load_model(model, dtype=dtype, device=device)
+    if not device.startswith("cuda"):
+        raise SgeoError(f"--load-{bits}bit needs a CUDA GPU (bitsandbytes); on {device}, drop the flag")
+    import torch
+
+    spatialgeo, processor = load_model(model, dtype=torch.float16, load_towers=False)
+    _quantize_language_model(spatialgeo, bits, device)
+    spatialgeo.load_towers()
+    return spatialgeo, processor
+
+
+class ImageChat:
+    """A conversation about one image: the image is encoded once, its features reused on every turn."""
+
+    def __init__(self, model, processor, image, template: str = TEMPLATE):
+        self.model, self.processor, self.template = model, processor, template
+        pixel_values = processor.preprocess_images([image])  # [1, 3, S, S]
+        self.clip_features, self.moge_features = model.encode_images(
+            pixel_values
+        )  # [1, T, Dc], [1, L, T, Dm]
+        self.turns: list[dict] = []
+
+    def ask(self, question: str, temperature: float = 0.0, max_new_tokens: int = 256, streamer=None) -> dict:
+        """Add a human turn, generate the reply (streamed if `streamer`), keep it; returns answer and counts."""
+        value = f"<image>\n{question}" if not self.turns else question
+        turns = [*self.turns, {"from": "human", "value": value}]
+        tokens = self.processor.tokenize(turns, self.template, add_generation_prompt=True)
+        input_ids = self._tensor(tokens["input_ids"])  # [1, N]
+        sampling = (
+            {"do_sample": True, "temperature": temperature} if temperature > 0 else {"do_sample": False}
+        )
+        start = time.perf_counter()
+        new_tokens = self.model.generate(
+            input_ids, clip_features=self.clip_features, moge_features=self.moge_features,
+            max_new_tokens=max_new_tokens, streamer=streamer,
+            pad_token_id=self.processor.tokenizer.pad_token_id, **sampling,
+        )[0]  # fmt: skip
+        seconds = time.perf_counter() - start
+        answer_ids = _until_eos(new_tokens.tolist(), self.processor.tokenizer.eos_token_id)
+        answer = self.processor.tokenizer.decode(answer_ids, skip_special_tokens=True).strip()
+        self.turns = [*turns, {"from": "gpt", "value": answer}]
+        return {"answer": answer, "tokens": len(answer_ids), "seconds": seconds}
+
+    def _tensor(self, ids: list[int]):
+        import torch
+
+        return torch.tensor([ids], device=self.model.device)
+
+
+def _until_eos(ids: list[int], eos_id: int | None) -> list[int]:
+    return ids[: ids.index(eos_id)] if eos_id is not None and eos_id in ids else ids
+
+
+def run_ask(config: AskConfig) -> dict | None:
+    """Answer `config.question` (or questions read from stdin) about `config.image`."""
+    from ..pipeline.images import load_image
+
+    image, _ = load_image(config.image)  # a missing or broken image fails before any model loads
+    if config.max_new_tokens < 1:
+        raise SgeoError(f"--max-new-tokens must be at least 1, got {config.max_new_tokens}")
+    if config.temperature < 0:
+        raise SgeoError(f"--temperature must be >= 0 (0 is greedy), got {config.temperature}")
+    if config.as_json and config.question is None:
+        raise SgeoError("--json needs a QUESTION argument (the interactive session streams)")
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # "Loading weights" bars would mix with the answer
+    model, processor = load_for_inference(config.model, config.device, config.load_4bit, config.load_8bit)
+    chat = ImageChat(model, processor, image)
+    if config.question is not None:
+        streamer = None if config.as_json else _streamer(processor)
+        result = chat.ask(config.question, config.temperature, config.max_new_tokens, streamer)
+        result = {"answer": result["answer"], "model": config.model, "tokens": result["tokens"],
+                  "seconds": round(result["seconds"], 3)}  # fmt: skip
+        if config.as_json:
+            print(json.dumps(result))
+        return result
+    _interactive(chat, processor, config)
+    return None
+
+
+def _streamer(processor):
+    from transformers import TextStreamer
+
+    return TextStreamer(processor.tokenizer, skip_prompt=True, skip_special_tokens=True)
+
+
+def _interactive(chat: ImageChat, processor, config: AskConfig) -> None:
+    """LLaVA's CLI loop: `USER: ` prompts until an empty line or end of input."""
+    user, assistant = "USER", "ASSISTANT"
+    while True:
+        try:
+            question = input(f"{user}: ")
+        except EOFError:
+            print(file=sys.stdout)
+            return
+        if not question.strip():
+            return
+        print(f"{assistant}: ", end="", flush=True)
+        chat.ask(question.strip(), config.temperature, config.max_new_tokens, _streamer(processor))
