@@ -1,0 +1,337 @@
+"""Throughput of `sgeo extract` against (a) a naive single-process loop and (b) a bare `encode_images` loop,
+and peak memory of `sgeo extract` at N and 10N images. Prints figures; asserts nothing.
+
+    python bench/extract.py                                   # tiny and vitb, default sizes (~10 min, 2 cores)
+    python bench/extract.py --models tiny --n-tiny 256 --rss-n 0
+
+One run, same images (the synthetic dataset at 224 px), same model, batch size, shard size and CPUs for all
+three. `vitb` is a random-init model written here the way the tiny preset is: a CLIPVisionModel
+ViT-B/16-sized (width 768, 12 layers) at 224 px with patch 14, and a MoGe v1 checkpoint with a
+dinov2_vitb14 backbone, so the encoders dominate as they do at reference scale.
+
+What is measured:
+- extract: the real `sgeo extract` CLI in a subprocess (its own local Ray cluster, --num-cpus = --threads).
+  "Once warm" is the job's own figure (per encoder actor, images after its first shard over the time since,
+  summed: cluster start, worker imports and model load excluded); the ratios use it. Whole-job figures
+  are printed too.
+- naive: model loaded once, then for each shard: read + decode + preprocess each image, encode in batches,
+  `write_shard` to a store (model load excluded).
+- bare: `encode_images` over pre-decoded, preprocessed pixel batches (nothing else).
+  Both loops run at 1 torch thread and at --threads; the ratios use the faster of the two. CPU seconds
+  per image are printed for them (robust to other load on the host, which wall-clock rates are not).
+- memory: the whole process tree of the CLI (driver, raylet, GCS, workers) polled every 0.2 s; PSS sums
+  shared pages once (the object store in /dev/shm included), RSS sums double-count them. Both runs use
+  at least 2 shards, so both start every encoder actor.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import psutil
+import torch
+
+
+def write_vitb(root: Path, seed: int = 0) -> Path:
+    """A random-init SpatialGeo model dir with ViT-B-sized towers (as sgeo.model.tiny writes the tiny one)."""
+    from moge.model.v1 import MoGeModel
+    from transformers import CLIPVisionConfig, CLIPVisionModel, LlamaConfig, LlamaForCausalLM
+
+    from sgeo.model import SpatialGeoConfig, SpatialGeoForCausalLM, SpatialGeoProcessor
+    from sgeo.model.processing import build_image_processor
+    from sgeo.model.tiny import build_tokenizer
+
+    tokenizer = build_tokenizer()
+    torch.manual_seed(seed)
+    clip_config = CLIPVisionConfig(
+        hidden_size=768,
+        intermediate_size=3072,
+        num_hidden_layers=12,
+        num_attention_heads=12,
+        image_size=224,
+        patch_size=14,
+        projection_dim=512,
+    )
+    CLIPVisionModel(clip_config).save_pretrained(root / "clip")
+    torch.manual_seed(seed + 1)
+    moge_config = {
+        "encoder": "dinov2_vitb14",
+        "intermediate_layers": 4,
+        "dim_proj": 32,
+        "dim_upsample": [32, 32, 32],
+        "last_conv_channels": 32,
+        "num_tokens_range": [16, 256],
+    }
+    (root / "moge").mkdir(parents=True)
+    torch.save(
+        {"model_config": moge_config, "model": MoGeModel(**moge_config).state_dict()},
+        root / "moge" / "model.pt",
+    )
+    torch.manual_seed(seed + 2)
+    text_config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=176,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=4,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    llm = LlamaForCausalLM(text_config)
+    config = SpatialGeoConfig(
+        clip_backend="hf",
+        clip_path="../clip",
+        clip_vision_config=clip_config,
+        moge_path="../moge/model.pt",
+        moge_backbone="dinov2_vitb14",
+        moge_layers=4,
+        text_config=text_config,
+        image_token_id=tokenizer.convert_tokens_to_ids("<image>"),
+    )
+    model = SpatialGeoForCausalLM(config)
+    model.language_model.load_state_dict(llm.state_dict())
+    out = root / "spatialgeo"
+    super(SpatialGeoForCausalLM, model).save_pretrained(out)  # keeps the relative tower paths, as tiny does
+    SpatialGeoProcessor(build_image_processor(224), tokenizer, config.num_image_tokens).save_pretrained(out)
+    return out
+
+
+def tree_sample(pid: int, cpu_by_pid: dict[int, float]) -> tuple[int, int]:
+    """(PSS, RSS) summed over a process and its descendants; records each one's CPU seconds so far."""
+    pss = rss = 0
+    try:
+        procs = [psutil.Process(pid)]
+        procs += procs[0].children(recursive=True)
+    except psutil.Error:
+        return 0, 0
+    for proc in procs:
+        try:
+            with proc.oneshot():
+                info = proc.memory_full_info()
+                cpu = proc.cpu_times()
+            pss += info.pss
+            rss += info.rss
+            cpu_by_pid[proc.pid] = max(cpu_by_pid.get(proc.pid, 0.0), cpu.user + cpu.system)
+        except psutil.Error:
+            pass
+    return pss, rss
+
+
+def run_cli(args: list[str], store: Path) -> dict:
+    """Run `sgeo extract ...`: wall time, peak tree memory, CPU seconds of the tree, the summary's figures."""
+    t = time.perf_counter()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sgeo.cli", "extract", *args, "--store", str(store)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    peak_pss = peak_rss = 0
+    cpu_by_pid: dict[int, float] = {}
+    while proc.poll() is None:
+        pss, rss = tree_sample(proc.pid, cpu_by_pid)
+        peak_pss, peak_rss = max(peak_pss, pss), max(peak_rss, rss)
+        time.sleep(0.2)
+    out, err = proc.communicate()
+    wall = time.perf_counter() - t
+    if proc.returncode:
+        raise SystemExit(f"sgeo extract failed ({proc.returncode}):\n{err[-3000:]}")
+    rate = float(re.search(r"; ([\d.]+) images/s;", out).group(1))
+    steady = re.search(r"startup \(.*?\) ([\d.]+) s, then ([\d.]+) images/s once warm", out)
+    return {
+        "wall": wall,
+        "rate": rate,
+        "startup": float(steady.group(1)) if steady else float("nan"),
+        "steady": float(steady.group(2)) if steady else rate,
+        "peak_pss": peak_pss,
+        "peak_rss": peak_rss,
+        "cpu": sum(cpu_by_pid.values()),
+        "stdout": out.strip(),
+    }
+
+
+def naive_loop(
+    model, processor, root: Path, ids: list[str], store_url: str, batch: int, shard: int, fingerprint: dict
+) -> float:
+    """(images/s, CPU s/image) of read + decode + preprocess -> encode_images -> write_shard, one process."""
+    from sgeo.cache import FeatureStore
+    from sgeo.jobs.extract import to_storage
+    from sgeo.pipeline.images import content_hash, load_image
+
+    store = FeatureStore.create(
+        store_url,
+        image_ids=ids,
+        paths=ids,
+        fingerprint=fingerprint,
+        clip_shape=tuple(fingerprint["clip"]["shape"]),
+        moge_shape=tuple(fingerprint["moge"]["shape"]),
+        shard_size=shard,
+    )
+    t, c = time.perf_counter(), time.process_time()
+    for k in range(store.num_shards):
+        rows = store.shard_rows(k)
+        images, records = [], []
+        for r in rows:
+            image, data = load_image(root / ids[r])
+            images.append(image)
+            records.append(
+                {
+                    "status": "ok",
+                    "error": None,
+                    "content_hash": content_hash(data),
+                    "width": image.width,
+                    "height": image.height,
+                }
+            )
+        pixels = processor.preprocess_images(images)
+        clips, moges = [], []
+        for i in range(0, len(rows), batch):
+            with torch.inference_mode():
+                clip, moge = model.encode_images(pixels[i : i + batch])
+            clips.append(to_storage(clip, "bf16"))
+            moges.append(to_storage(moge, "bf16"))
+        store.write_shard(k, np.concatenate(clips), np.concatenate(moges), records)
+    store.finalize()
+    return len(ids) / (time.perf_counter() - t), (time.process_time() - c) / len(ids)
+
+
+def bare_loop(model, pixels: torch.Tensor, batch: int) -> float:
+    """(images/s, CPU s/image) of encode_images alone over pre-decoded pixels."""
+    t, c = time.perf_counter(), time.process_time()
+    with torch.inference_mode():
+        for i in range(0, len(pixels), batch):
+            model.encode_images(pixels[i : i + batch])
+    return len(pixels) / (time.perf_counter() - t), (time.process_time() - c) / len(pixels)
+
+
+def bench_model(
+    name: str, model_arg: str, root: Path, n: int, batch: int, shard: int, threads: int, work: Path
+):
+    from sgeo.model import load_model
+    from sgeo.model.fingerprint import encoder_fingerprint
+    from sgeo.pipeline.datasets import get_dataset
+    from sgeo.pipeline.images import load_image
+
+    ids = [ref.image_id for ref in get_dataset("synthetic", root).images()][:n]
+    common = f"--dataset synthetic --batch-size {batch} --shard-size {shard} --num-cpus {threads}".split()
+    common += ["--root", str(root), "--model", model_arg]
+    load = "/".join(f"{x:.1f}" for x in os.getloadavg())
+    print(
+        f"\n== {name}: {n} images, batch {batch}, shard {shard}, {threads} CPUs (load average {load})",
+        flush=True,
+    )
+    ext = run_cli([*common, "--limit", str(n)], work / f"{name}-extract.zarr")
+    print(
+        f"extract: {ext['steady']:.2f} images/s once warm (whole job {ext['rate']:.2f} images/s, startup "
+        f"{ext['startup']:.1f} s, wall {ext['wall']:.1f} s, {ext['cpu']:.0f} CPU-s in the process tree)",
+        flush=True,
+    )
+    t = time.perf_counter()
+    model, processor = load_model(model_arg)
+    load_s = time.perf_counter() - t
+    fingerprint = encoder_fingerprint(model.config, processor.preprocessing_spec(), "bf16")
+    pixels = processor.preprocess_images([load_image(root / i)[0] for i in ids])
+    naive, bare = {}, {}
+    # one process cannot run two one-thread encoders: try 1 thread and every thread, keep the faster
+    for t in sorted({1, threads}):
+        torch.set_num_threads(t)
+        naive[t] = naive_loop(
+            model, processor, root, ids, str(work / f"{name}-naive-{t}.zarr"), batch, shard, fingerprint
+        )
+        bare[t] = bare_loop(model, pixels, batch)
+        for what, (rate, cpu) in (("naive", naive[t]), ("bare", bare[t])):
+            print(
+                f"{what} ({t} thread{'s' if t > 1 else ''}): {rate:.2f} images/s, {1000 * cpu:.0f} CPU-ms/image",
+                flush=True,
+            )
+    naive_rate, bare_rate = max(r for r, _ in naive.values()), max(r for r, _ in bare.values())
+    print(f"(model load {load_s:.1f} s excluded from the loops)")
+    print(
+        f"ratios (images/s): extract/naive = {ext['steady'] / naive_rate:.2f} (goal >= 1.0), "
+        f"extract/bare = {ext['steady'] / bare_rate:.2f} (goal >= 0.9 where encoders dominate)",
+        flush=True,
+    )
+    del model
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--models", default="tiny,vitb", help="comma-separated: tiny, vitb")
+    parser.add_argument("--n-tiny", type=int, default=512)
+    parser.add_argument("--n-vitb", type=int, default=24)
+    parser.add_argument("--batch-tiny", type=int, default=16)
+    parser.add_argument("--batch-vitb", type=int, default=3)
+    parser.add_argument("--shard-tiny", type=int, default=64)
+    parser.add_argument("--shard-vitb", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
+    parser.add_argument(
+        "--rss-n", type=int, default=128, help="peak memory at N and 10N images (tiny); 0: skip"
+    )
+    parser.add_argument("--keep", action="store_true", help="keep the work directory")
+    args = parser.parse_args()
+
+    from sgeo.pipeline.synthetic import generate_synthetic
+
+    work = Path(tempfile.mkdtemp(prefix="sgeo-bench-extract-"))
+    os.environ.setdefault("SGEO_HOME", str(work / "home"))  # a fresh tiny preset unless the caller has one
+    try:
+        models = args.models.split(",")
+        n_data = max(
+            [args.n_tiny if "tiny" in models else 0, args.n_vitb if "vitb" in models else 0, 10 * args.rss_n]
+        )
+        root = work / "synthetic"
+        generate_synthetic(root, n_data, seed=0, n_eval=0)
+        print(
+            f"torch {torch.__version__}, {args.threads} threads, {psutil.cpu_count()} CPUs; work dir {work}"
+        )
+        if "tiny" in models:
+            bench_model(
+                "tiny", "tiny", root, args.n_tiny, args.batch_tiny, args.shard_tiny, args.threads, work
+            )
+        if "vitb" in models:
+            model_dir = write_vitb(work / "vitb")
+            bench_model(
+                "vitb",
+                str(model_dir),
+                root,
+                args.n_vitb,
+                args.batch_vitb,
+                args.shard_vitb,
+                args.threads,
+                work,
+            )
+        if args.rss_n:
+            print(
+                f"\n== peak memory of `sgeo extract` (tiny, shard {args.shard_tiny}), process tree",
+                flush=True,
+            )
+            for n in (args.rss_n, 10 * args.rss_n):
+                args_n = ["--dataset", "synthetic", "--root", str(root), "--limit", str(n)]
+                args_n += ["--shard-size", str(args.shard_tiny), "--batch-size", str(args.batch_tiny)]
+                args_n += ["--num-cpus", str(args.threads)]
+                res = run_cli(args_n, work / f"rss-{n}.zarr")
+                print(
+                    f"{n:6d} images: peak PSS {res['peak_pss'] / 2**20:7.0f} MiB, peak RSS sum "
+                    f"{res['peak_rss'] / 2**20:7.0f} MiB, wall {res['wall']:.1f} s",
+                    flush=True,
+                )
+    finally:
+        if args.keep:
+            print(f"kept {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
