@@ -66,7 +66,7 @@ class SpatialGeoForCausalLM(PreTrainedModel):
         """pixels [B, 3, S, S] -> (clip [B, T, Dc], moge [B, L, T, Dm]): exactly what a feature store holds."""
         if self.towers is None:
             raise RuntimeError("the vision towers are not loaded; call model.load_towers() to encode pixels")
-        return self.towers(pixel_values.to(self.device))
+        return self.towers.encode_images(pixel_values)
 
     # -- visual tokens -------------------------------------------------------------------------------
     def get_image_features(self, clip_features: torch.Tensor, moge_features: torch.Tensor) -> torch.Tensor:

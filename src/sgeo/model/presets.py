@@ -167,3 +167,49 @@ def load_model(
             raise SgeoError(f"cannot load the vision towers of {model}: {error}") from None
     spatialgeo.eval()
     return spatialgeo, processor
+
+
+def load_processor(model: str):
+    """The model's processor alone: no weights are read (a reference checkpoint reads only its tokenizer)."""
+    from .processing import PROCESSOR_FILE, SpatialGeoProcessor, build_image_processor
+
+    if model == "spatialgeo-7b":
+        from transformers import AutoTokenizer
+
+        from .reference import reference_7b_config
+
+        tokenizer = AutoTokenizer.from_pretrained(REFERENCE_PARTS["llava"].locate(), use_fast=True)
+        config = reference_7b_config()
+        return SpatialGeoProcessor(build_image_processor(config.image_size), tokenizer, config.num_image_tokens)
+    directory = resolve_model_dir(model)
+    if (directory / PROCESSOR_FILE).exists():
+        return SpatialGeoProcessor.from_pretrained(directory)
+    return load_model(model, load_towers=False)[1]  # a reference checkpoint: its tokenizer needs the import
+
+
+def load_encoders(model: str, *, dtype=None, device: str | None = None):
+    """(towers, processor): only what encoding pixels needs, without the LLM (e.g. Ray encoder actors).
+
+    `towers.encode_images` is the same road as `SpatialGeoForCausalLM.encode_images`.
+    """
+    from .modeling import resolve_tower_path
+    from .towers import VisionTowers
+
+    if model == "spatialgeo-7b":
+        from .reference import reference_7b_config
+
+        config = reference_7b_config(
+            clip_path=REFERENCE_PARTS["clip"].locate(), moge_path=REFERENCE_PARTS["moge"].locate()
+        )
+    else:
+        config = load_config(model)
+    try:
+        towers = VisionTowers(
+            config,
+            resolve_tower_path(config, config.clip_path, "clip_path"),
+            resolve_tower_path(config, config.moge_path, "moge_path"),
+        )
+    except (FileNotFoundError, OSError) as error:
+        raise SgeoError(f"cannot load the vision towers of {model}: {error}") from None
+    towers.to(device=device or "cpu", dtype=dtype)
+    return towers, load_processor(model)

@@ -127,6 +127,7 @@ class VisionTowers(nn.Module):
 
     def __init__(self, config: SpatialGeoConfig, clip_path: str | None, moge_path: str | None):
         super().__init__()
+        self.config = config
         self.clip = build_clip_tower(config, clip_path)
         self.moge = MoGeTower(config, moge_path)
         self.requires_grad_(False)
@@ -135,6 +136,14 @@ class VisionTowers(nn.Module):
     def train(self, mode: bool = True):
         return super().train(False)  # frozen: dropout and friends stay off whatever the caller asks
 
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
     @torch.no_grad()
     def forward(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.clip(pixel_values), self.moge(pixel_values)
+
+    def encode_images(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """pixels [B, 3, S, S] -> (clip [B, T, Dc], moge [B, L, T, Dm]): exactly what a feature store holds."""
+        return self(pixel_values.to(self.device))
