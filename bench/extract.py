@@ -42,69 +42,10 @@ import torch
 
 
 def write_vitb(root: Path, seed: int = 0) -> Path:
-    """A random-init SpatialGeo model dir with ViT-B-sized towers (as sgeo.model.tiny writes the tiny one)."""
-    from moge.model.v1 import MoGeModel
-    from transformers import CLIPVisionConfig, CLIPVisionModel, LlamaConfig, LlamaForCausalLM
+    """A random-init SpatialGeo model dir with ViT-B-sized towers, written as the tiny preset is."""
+    from sgeo.model.tiny import VIT_B, write_tiny
 
-    from sgeo.model import SpatialGeoConfig, SpatialGeoForCausalLM, SpatialGeoProcessor
-    from sgeo.model.processing import build_image_processor
-    from sgeo.model.tiny import build_tokenizer
-
-    tokenizer = build_tokenizer()
-    torch.manual_seed(seed)
-    clip_config = CLIPVisionConfig(
-        hidden_size=768,
-        intermediate_size=3072,
-        num_hidden_layers=12,
-        num_attention_heads=12,
-        image_size=224,
-        patch_size=14,
-        projection_dim=512,
-    )
-    CLIPVisionModel(clip_config).save_pretrained(root / "clip")
-    torch.manual_seed(seed + 1)
-    moge_config = {
-        "encoder": "dinov2_vitb14",
-        "intermediate_layers": 4,
-        "dim_proj": 32,
-        "dim_upsample": [32, 32, 32],
-        "last_conv_channels": 32,
-        "num_tokens_range": [16, 256],
-    }
-    (root / "moge").mkdir(parents=True)
-    torch.save(
-        {"model_config": moge_config, "model": MoGeModel(**moge_config).state_dict()},
-        root / "moge" / "model.pt",
-    )
-    torch.manual_seed(seed + 2)
-    text_config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=64,
-        intermediate_size=176,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=4,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-    )
-    llm = LlamaForCausalLM(text_config)
-    config = SpatialGeoConfig(
-        clip_backend="hf",
-        clip_path="../clip",
-        clip_vision_config=clip_config,
-        moge_path="../moge/model.pt",
-        moge_backbone="dinov2_vitb14",
-        moge_layers=4,
-        text_config=text_config,
-        image_token_id=tokenizer.convert_tokens_to_ids("<image>"),
-    )
-    model = SpatialGeoForCausalLM(config)
-    model.language_model.load_state_dict(llm.state_dict())
-    out = root / "spatialgeo"
-    super(SpatialGeoForCausalLM, model).save_pretrained(out)  # keeps the relative tower paths, as tiny does
-    SpatialGeoProcessor(build_image_processor(224), tokenizer, config.num_image_tokens).save_pretrained(out)
-    return out
+    return write_tiny(root, seed, VIT_B)
 
 
 def tree_sample(pid: int, cpu_by_pid: dict[int, float]) -> tuple[int, int]:

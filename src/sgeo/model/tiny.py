@@ -2,7 +2,7 @@
 
 - `clip/`: a transformers `CLIPVisionModel` directory;
 - `moge/model.pt`: a MoGe v1 checkpoint (`{"model_config", "model"}`) with a ViT-S/14 backbone (the smallest
-  DINOv2 that MoGe builds);
+  DINOv2 that MoGe builds; `VIT_B` sizes write ViT-B towers for benchmarks);
 - `llm/`: a 2-layer Llama with a byte-level BPE tokenizer trained deterministically at creation;
 - `spatialgeo/`: the assembled starting model (adapters + LLM) with its processor, naming the towers by
   relative path so two homes hold byte-identical files.
@@ -11,12 +11,33 @@ Every part then loads through its real loader. Same seed, same bytes.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-TINY_IMAGE_SIZE = 112  # 8 x 8 patches of 14 px: 64 tokens per tower, 128 visual tokens per image
 TINY_SEED = 0
+
+
+@dataclass(frozen=True)
+class RandomInitSizes:
+    """Tower sizes of a random-init preset; the LLM is always the tiny 2-layer Llama."""
+
+    image_size: int = 112  # 8 x 8 patches of 14 px: 64 tokens per tower, 128 visual tokens per image
+    clip_hidden: int = 64
+    clip_intermediate: int = 128
+    clip_layers: int = 3
+    clip_heads: int = 4
+    clip_projection: int = 32
+    moge_backbone: str = "dinov2_vits14"  # the smallest DINOv2 that MoGe builds
+
+
+TINY = RandomInitSizes()
+# Encoders that dominate the cost (benchmarks): CLIP ViT-B at 224 px and MoGe with a ViT-B/14 backbone.
+VIT_B = RandomInitSizes(
+    image_size=224, clip_hidden=768, clip_intermediate=3072, clip_layers=12, clip_heads=12, clip_projection=512,
+    moge_backbone="dinov2_vitb14",
+)  # fmt: skip
 
 _CORPUS_WORDS = (
     "the a an of to in on at is are was be and or not no yes with from by for as it this that there what which "
@@ -67,8 +88,8 @@ def build_tokenizer(vocab_size: int = 1024):
     )
 
 
-def write_tiny(root: Path, seed: int = TINY_SEED) -> Path:
-    """Write every tiny part under `root`; returns the SpatialGeo model directory."""
+def write_tiny(root: Path, seed: int = TINY_SEED, sizes: RandomInitSizes = TINY) -> Path:
+    """Write every part (of `sizes`) under `root`; returns the SpatialGeo model directory."""
     from moge.model.v1 import MoGeModel
     from transformers import CLIPVisionConfig, CLIPVisionModel, LlamaConfig, LlamaForCausalLM
 
@@ -81,24 +102,24 @@ def write_tiny(root: Path, seed: int = TINY_SEED) -> Path:
 
     torch.manual_seed(seed)
     clip_config = CLIPVisionConfig(
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=3,
-        num_attention_heads=4,
-        image_size=TINY_IMAGE_SIZE,
+        hidden_size=sizes.clip_hidden,
+        intermediate_size=sizes.clip_intermediate,
+        num_hidden_layers=sizes.clip_layers,
+        num_attention_heads=sizes.clip_heads,
+        image_size=sizes.image_size,
         patch_size=14,
-        projection_dim=32,
+        projection_dim=sizes.clip_projection,
     )
     CLIPVisionModel(clip_config).save_pretrained(root / "clip")
 
     torch.manual_seed(seed + 1)
     moge_config = {
-        "encoder": "dinov2_vits14",
+        "encoder": sizes.moge_backbone,
         "intermediate_layers": 4,
         "dim_proj": 32,
         "dim_upsample": [32, 32, 32],
         "last_conv_channels": 32,
-        "num_tokens_range": [16, 64],
+        "num_tokens_range": [16, (sizes.image_size // 14) ** 2],
     }
     moge = MoGeModel(**moge_config)
     (root / "moge").mkdir(parents=True, exist_ok=True)
@@ -128,7 +149,7 @@ def write_tiny(root: Path, seed: int = TINY_SEED) -> Path:
         clip_path="../clip",
         clip_vision_config=clip_config,
         moge_path="../moge/model.pt",
-        moge_backbone="dinov2_vits14",
+        moge_backbone=sizes.moge_backbone,
         moge_layers=4,
         text_config=text_config,
         image_token_id=tokenizer.convert_tokens_to_ids("<image>"),
@@ -139,7 +160,7 @@ def write_tiny(root: Path, seed: int = TINY_SEED) -> Path:
     # Saved through PreTrainedModel directly: the preset keeps its relative tower paths on purpose.
     super(SpatialGeoForCausalLM, model).save_pretrained(out)
     processor = SpatialGeoProcessor(
-        build_image_processor(TINY_IMAGE_SIZE), tokenizer, config.num_image_tokens
+        build_image_processor(sizes.image_size), tokenizer, config.num_image_tokens
     )
     processor.save_pretrained(out)
     return out
