@@ -51,6 +51,26 @@ def synthetic_root(tmp_path_factory) -> Path:
     return root
 
 
+@pytest.fixture(scope="module")
+def s3_bucket():
+    """A local S3 server (moto, 127.0.0.1 only) with an empty bucket "feats"; yields fsspec storage options."""
+    import socket
+
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    endpoint = f"http://127.0.0.1:{port}"
+    credentials = {"aws_access_key_id": "test", "aws_secret_access_key": "test", "region_name": "us-east-1"}
+    boto3.client("s3", endpoint_url=endpoint, **credentials).create_bucket(Bucket="feats")
+    yield {"key": "test", "secret": "test", "client_kwargs": {"endpoint_url": endpoint, "region_name": "us-east-1"}}
+    server.stop()
+
+
 def run_sgeo(*args: str, check: bool = False, timeout: float = 600, env: dict | None = None, **kwargs):
     """Run the real `sgeo` console entry point in a subprocess; returns CompletedProcess (text)."""
     full_env = {**os.environ, **(env or {})}

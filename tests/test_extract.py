@@ -445,48 +445,26 @@ def test_address_joins_a_started_cluster(synthetic_root, tmp_path):
         shutil.rmtree(temp_dir, ignore_errors=True)
 
 
-def test_s3_store(ray_cluster, synthetic_root, tmp_path):
+def test_s3_store(ray_cluster, synthetic_root, s3_bucket):
     """An s3:// store on a local S3 server (moto) takes the same pipeline."""
-    boto3 = pytest.importorskip("boto3")
-    from moto.server import ThreadedMotoServer
-
     from sgeo.cache import FeatureStore
     from sgeo.jobs.extract import ExtractConfig, run_extract
 
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    try:
-        endpoint = f"http://127.0.0.1:{port}"
-        boto3.client(
-            "s3",
-            endpoint_url=endpoint,
-            aws_access_key_id="test",
-            aws_secret_access_key="test",
-            region_name="us-east-1",
-        ).create_bucket(Bucket="feats")
-        options = {
-            "key": "test",
-            "secret": "test",
-            "client_kwargs": {"endpoint_url": endpoint, "region_name": "us-east-1"},
-        }
-        config = ExtractConfig(
-            dataset="synthetic",
-            root=synthetic_root,
-            store="s3://feats/synthetic.zarr",
-            limit=5,
-            shard_size=2,
-            batch_size=1,
-            storage_options=options,
-            progress=False,
-        )
-        summary = run_extract(config)
-        assert (summary.ok, summary.failed, summary.shards_written) == (5, 0, 3)
-        again = run_extract(config)
-        assert (again.ok, again.skipped, again.shards_written) == (0, 5, 0)
-        opened = FeatureStore.open("s3://feats/synthetic.zarr", storage_options=options)
-        assert [r["status"] for r in opened.manifest().to_pylist()] == ["ok"] * 5
-        clip, moge = opened.read([0, 4])
-        assert clip.any() and moge.any()
-    finally:
-        server.stop()
+    config = ExtractConfig(
+        dataset="synthetic",
+        root=synthetic_root,
+        store="s3://feats/synthetic.zarr",
+        limit=5,
+        shard_size=2,
+        batch_size=1,
+        storage_options=s3_bucket,
+        progress=False,
+    )
+    summary = run_extract(config)
+    assert (summary.ok, summary.failed, summary.shards_written) == (5, 0, 3)
+    again = run_extract(config)
+    assert (again.ok, again.skipped, again.shards_written) == (0, 5, 0)
+    opened = FeatureStore.open("s3://feats/synthetic.zarr", storage_options=s3_bucket)
+    assert [r["status"] for r in opened.manifest().to_pylist()] == ["ok"] * 5
+    clip, moge = opened.read([0, 4])
+    assert clip.any() and moge.any()

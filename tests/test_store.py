@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import os
 import pickle
-import socket
 from pathlib import Path
 
 import numpy as np
@@ -236,52 +235,24 @@ def test_dtypes_and_zstd_round_trip(tmp_path, dtype, compressor, url):
     assert verify_store(url) == []
 
 
-@pytest.fixture(scope="module")
-def s3():
-    from moto.server import ThreadedMotoServer
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    endpoint = f"http://127.0.0.1:{port}"
-    opts = {
-        "key": "test",
-        "secret": "test",
-        "client_kwargs": {"endpoint_url": endpoint, "region_name": "us-east-1"},
-    }
-    import boto3
-
-    boto3.client(
-        "s3",
-        endpoint_url=endpoint,
-        aws_access_key_id="test",
-        aws_secret_access_key="test",
-        region_name="us-east-1",
-    ).create_bucket(Bucket="feats")
-    yield opts
-    server.stop()
-
-
-def test_s3_store(s3):
+def test_s3_store(s3_bucket):
     url = "s3://feats/coco/f.zarr"
     clip, moge = make_features("bf16", seed=2)
-    store = create(url, storage_options=s3)
+    store = create(url, storage_options=s3_bucket)
     write(store, clip, moge, shards=[0, 2])
-    info = store_info(url, storage_options=s3)
+    info = store_info(url, storage_options=s3_bucket)
     assert info["shards_committed"] == 2 and info["counts"] == {"ok": 6, "failed": 0, "pending": 4}
     write(store, clip, moge)
     store.finalize()
     want_clip, want_moge = expected(clip, moge)
-    opened = FeatureStore.open(url, expect_fingerprint=FP, storage_options=s3)
+    opened = FeatureStore.open(url, expect_fingerprint=FP, storage_options=s3_bucket)
     assert opened._readers_or_none() is not None  # ranged GETs, not zarr's per-call overhead
     got_clip, got_moge = opened.read([8, 1, 5])
     assert np.array_equal(got_clip, want_clip[[8, 1, 5]]) and np.array_equal(got_moge, want_moge[[8, 1, 5]])
-    info = store_info(url, storage_options=s3)
+    info = store_info(url, storage_options=s3_bucket)
     assert info["counts"] == {"ok": 9, "failed": 1, "pending": 0} and info["shards_total"] == 3
     assert info["array_bytes"] > N * (T * DC + L * T * DM) * 2
-    assert verify_store(url, storage_options=s3) == []
+    assert verify_store(url, storage_options=s3_bucket) == []
 
 
 def test_verify_finds_damage(tmp_path):
