@@ -67,7 +67,11 @@ def s3_bucket():
     endpoint = f"http://127.0.0.1:{port}"
     credentials = {"aws_access_key_id": "test", "aws_secret_access_key": "test", "region_name": "us-east-1"}
     boto3.client("s3", endpoint_url=endpoint, **credentials).create_bucket(Bucket="feats")
-    yield {"key": "test", "secret": "test", "client_kwargs": {"endpoint_url": endpoint, "region_name": "us-east-1"}}
+    yield {
+        "key": "test",
+        "secret": "test",
+        "client_kwargs": {"endpoint_url": endpoint, "region_name": "us-east-1"},
+    }
     server.stop()
 
 

@@ -7,14 +7,17 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Optional
 
 import typer
 
 from .errors import SgeoError
 
-app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
-                  help="SpatialGeo: spatial reasoning for multimodal LLMs, as a feature-caching pipeline.")
+app = typer.Typer(
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    help="SpatialGeo: spatial reasoning for multimodal LLMs, as a feature-caching pipeline.",
+)
 cache_app = typer.Typer(no_args_is_help=True, help="Inspect, verify and plan feature stores.")
 data_app = typer.Typer(no_args_is_help=True, help="Built-in datasets.")
 app.add_typer(cache_app, name="cache")
@@ -45,42 +48,59 @@ def extract(
     root: Path = typer.Option(..., help="the dataset's root directory"),
     store: str = typer.Option(..., help="feature store path or URL (s3://...)"),
     model: str = typer.Option("tiny", help=MODEL_HELP),
-    split: Optional[str] = typer.Option(None, help="dataset split (coco: train2017 or val2017)"),
+    split: str | None = typer.Option(None, help="dataset split (coco: train2017 or val2017)"),
     dtype: str = typer.Option("bf16", help="bf16 or fp16"),
     batch_size: int = typer.Option(16, help="images per encoder call"),
     shard_size: int = typer.Option(64, help="images per store shard"),
-    num_cpus: Optional[int] = typer.Option(None, help="CPUs the local Ray cluster may use"),
+    num_cpus: int | None = typer.Option(None, help="CPUs the local Ray cluster may use"),
     num_gpus: int = typer.Option(0, help="GPUs to use (one encoder actor per GPU)"),
-    address: Optional[str] = typer.Option(None, help="join an existing Ray cluster instead of starting one"),
-    limit: Optional[int] = typer.Option(None, help="only the first N images"),
-    autocast: bool = typer.Option(True, "--autocast/--no-autocast",
-                                  help="on GPU, encode under autocast to the store dtype (CPU: always fp32)"),
+    address: str | None = typer.Option(None, help="join an existing Ray cluster instead of starting one"),
+    limit: int | None = typer.Option(None, help="only the first N images"),
+    autocast: bool = typer.Option(
+        True,
+        "--autocast/--no-autocast",
+        help="on GPU, encode under autocast to the store dtype (CPU: always fp32)",
+    ),
 ):
     """Encode every image of a dataset once into a Zarr feature store (Ray Data)."""
     from .jobs.extract import ExtractConfig, run_extract
 
-    run_extract(ExtractConfig(dataset=dataset, root=root, store=store, model=model, split=split, dtype=dtype,
-                              batch_size=batch_size, shard_size=shard_size, num_cpus=num_cpus, num_gpus=num_gpus,
-                              address=address, limit=limit, autocast=autocast))
+    run_extract(
+        ExtractConfig(
+            dataset=dataset,
+            root=root,
+            store=store,
+            model=model,
+            split=split,
+            dtype=dtype,
+            batch_size=batch_size,
+            shard_size=shard_size,
+            num_cpus=num_cpus,
+            num_gpus=num_gpus,
+            address=address,
+            limit=limit,
+            autocast=autocast,
+        )
+    )
 
 
 @app.command()
 def train(
     stage: int = typer.Option(..., help="1: MoGe adapter; 2: both adapters + LoRA on the LLM"),
     data: Path = typer.Option(..., help="LLaVA-format training JSON"),
-    store: Optional[str] = typer.Option(None, help="feature store of the JSON's images"),
+    store: str | None = typer.Option(None, help="feature store of the JSON's images"),
     model: str = typer.Option("tiny", help=MODEL_HELP + " to start from"),
     out: Path = typer.Option(..., help="output directory (HF format)"),
-    image_root: Optional[Path] = typer.Option(None, help="image root, for --online"),
-    lr: Optional[float] = typer.Option(None, help="learning rate (stage 1: 1e-3, stage 2: 2e-4)"),
-    adapter_lr: Optional[float] = typer.Option(None, help="stage 2 adapter learning rate (2e-5)"),
-    batch_size: Optional[int] = typer.Option(None, help="per-device batch size"),
-    grad_accum: Optional[int] = typer.Option(None, help="gradient accumulation steps"),
-    global_batch: Optional[int] = typer.Option(None, help="global batch (stage 1: 256, stage 2: 128)"),
+    image_root: Path | None = typer.Option(None, help="image root, for --online"),
+    lr: float | None = typer.Option(None, help="learning rate (stage 1: 1e-3, stage 2: 2e-4)"),
+    adapter_lr: float | None = typer.Option(None, help="stage 2 adapter learning rate (2e-5)"),
+    batch_size: int | None = typer.Option(None, help="per-device batch size"),
+    grad_accum: int | None = typer.Option(None, help="gradient accumulation steps"),
+    global_batch: int | None = typer.Option(None, help="global batch (stage 1: 256, stage 2: 128)"),
     epochs: float = typer.Option(1.0),
-    max_steps: Optional[int] = typer.Option(None),
+    max_steps: int | None = typer.Option(None),
     model_max_length: int = typer.Option(2048),
-    deepspeed: Optional[Path] = typer.Option(None, help="DeepSpeed JSON config (default: shipped ZeRO-2)"),
+    deepspeed: Path | None = typer.Option(None, help="DeepSpeed JSON config (default: shipped ZeRO-2)"),
     zero: int = typer.Option(2, help="ZeRO stage of the shipped config (2 or 3)"),
     save_every: int = typer.Option(500, help="checkpoint every N steps"),
     seed: int = typer.Option(42),
@@ -89,7 +109,7 @@ def train(
     clip_drop: float = typer.Option(0.0, help="probability of zeroing an image's CLIP features (stage 2)"),
     group_by_length: bool = typer.Option(False, help="length-grouped batches, as LLaVA"),
     num_workers: int = typer.Option(1, help="data loader workers"),
-    attn: Optional[str] = typer.Option(None, help="attention: sdpa, eager or flash_attention_2"),
+    attn: str | None = typer.Option(None, help="attention: sdpa, eager or flash_attention_2"),
     merge_lora: bool = typer.Option(False, help="also write the LoRA-merged model"),
     online: bool = typer.Option(False, help="encode pixels in the loop instead of reading the store"),
 ):
@@ -103,14 +123,14 @@ def train(
 @app.command()
 def ask(
     image: Path = typer.Argument(..., help="an image file"),
-    question: Optional[str] = typer.Argument(None, help="the question; omit for an interactive session"),
+    question: str | None = typer.Argument(None, help="the question; omit for an interactive session"),
     model: str = typer.Option("tiny", help=MODEL_HELP),
     temperature: float = typer.Option(0.2),
     max_new_tokens: int = typer.Option(256),
     as_json: bool = typer.Option(False, "--json", help="print one JSON object instead of streaming"),
     load_4bit: bool = typer.Option(False, "--load-4bit"),
     load_8bit: bool = typer.Option(False, "--load-8bit"),
-    device: Optional[str] = typer.Option(None, help="cpu or cuda (default: cuda when available)"),
+    device: str | None = typer.Option(None, help="cpu or cuda (default: cuda when available)"),
 ):
     """Answer a question about an image, recomputing its features on the fly."""
     options = dict(locals())  # before the imports below add names to locals()
@@ -123,15 +143,18 @@ def ask(
 def evaluate(
     bench: str = typer.Option("synthetic", help="spatialrgpt, spatialscore or synthetic"),
     data: Path = typer.Option(..., help="the benchmark file"),
-    image_root: Optional[Path] = typer.Option(None, help="image root (default: the benchmark file's folder)"),
+    image_root: Path | None = typer.Option(None, help="image root (default: the benchmark file's folder)"),
     model: str = typer.Option("tiny", help=MODEL_HELP),
     out: Path = typer.Option(..., help="output directory: answers.jsonl, scores.json, scores.png"),
     batch_size: int = typer.Option(8),
     max_new_tokens: int = typer.Option(64),
-    limit: Optional[int] = typer.Option(None),
-    device: Optional[str] = typer.Option(None),
-    format_hint: bool = typer.Option(True, "--format-hint/--no-format-hint",
-                                     help="append the benchmark's answer-format instruction to each question"),
+    limit: int | None = typer.Option(None),
+    device: str | None = typer.Option(None),
+    format_hint: bool = typer.Option(
+        True,
+        "--format-hint/--no-format-hint",
+        help="append the benchmark's answer-format instruction to each question",
+    ),
 ):
     """Run a model over a spatial VQA benchmark and score it."""
     options = dict(locals())  # before the imports below add names to locals()
@@ -144,7 +167,7 @@ def evaluate(
 def score(
     answers: Path = typer.Argument(..., help="answers.jsonl"),
     bench: str = typer.Option("spatialrgpt", help="spatialrgpt, spatialscore or synthetic"),
-    out: Optional[Path] = typer.Option(None, help="default: the answers file's folder"),
+    out: Path | None = typer.Option(None, help="default: the answers file's folder"),
 ):
     """Score an existing answers file (no model is run)."""
     from .jobs.score import score_answers
@@ -158,8 +181,8 @@ def quickstart(
     workdir: Path = typer.Option(Path("sgeo-quickstart"), help="where everything is written"),
     n: int = typer.Option(200, help="synthetic training images"),
     seed: int = typer.Option(0),
-    n_eval: Optional[int] = typer.Option(None, help="held-out images, 4 questions each (default: 100)"),
-    max_steps: Optional[int] = typer.Option(None, help="cap each training stage at N steps (smoke runs)"),
+    n_eval: int | None = typer.Option(None, help="held-out images, 4 questions each (default: 100)"),
+    max_steps: int | None = typer.Option(None, help="cap each training stage at N steps (smoke runs)"),
 ):
     """The main job end to end on the tiny preset: data, extract, stage 1, stage 2, eval, ask."""
     from dataclasses import replace
@@ -175,7 +198,7 @@ def data_synthetic(
     out: Path = typer.Option(..., help="output directory"),
     n: int = typer.Option(200, help="training images"),
     seed: int = typer.Option(0),
-    n_eval: Optional[int] = typer.Option(None, help="held-out images (default: max(20, n // 5))"),
+    n_eval: int | None = typer.Option(None, help="held-out images (default: max(20, n // 5))"),
 ):
     """Render the synthetic spatial dataset (images, stage-1 captions, stage-2 QA, held-out bench)."""
     from .pipeline.synthetic import generate_synthetic
@@ -207,8 +230,11 @@ def cache_verify(store: str = typer.Argument(...)):
 
 
 @cache_app.command("plan")
-def cache_plan(model: str = typer.Option("spatialgeo-7b", help=MODEL_HELP),
-               images: int = typer.Option(..., help="number of images"), dtype: str = typer.Option("bf16")):
+def cache_plan(
+    model: str = typer.Option("spatialgeo-7b", help=MODEL_HELP),
+    images: int = typer.Option(..., help="number of images"),
+    dtype: str = typer.Option("bf16"),
+):
     """Bytes a store will take for a model and a number of images."""
     from .jobs.info import store_plan
 

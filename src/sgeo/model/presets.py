@@ -180,7 +180,9 @@ def load_processor(model: str):
 
         tokenizer = AutoTokenizer.from_pretrained(REFERENCE_PARTS["llava"].locate(), use_fast=True)
         config = reference_7b_config()
-        return SpatialGeoProcessor(build_image_processor(config.image_size), tokenizer, config.num_image_tokens)
+        return SpatialGeoProcessor(
+            build_image_processor(config.image_size), tokenizer, config.num_image_tokens
+        )
     directory = resolve_model_dir(model)
     if (directory / PROCESSOR_FILE).exists():
         return SpatialGeoProcessor.from_pretrained(directory)
