@@ -19,7 +19,8 @@ from sgeo.errors import SgeoError
 VERIFY_BLOCK_ROWS = 8  # rows per zarr read while hashing a shard: bounds memory at reference dims
 
 
-def _human(n: float) -> str:
+def human_bytes(n: float) -> str:
+    """Decimal units, 3 significant digits: 5.9 MB, 3.29 TB."""
     for unit in ("B", "kB", "MB", "GB", "TB", "PB"):
         if abs(n) < 1000 or unit == "PB":
             return f"{n:.3g} {unit}" if unit != "B" else f"{int(n)} B"
@@ -53,8 +54,8 @@ def plan_store_bytes(
         "index_bytes": index_b,
         "total_bytes": total,
         "summary": (
-            f"{_human(clip_b + moge_b)}/image (clip {_human(clip_b)} + moge {_human(moge_b)}), "
-            f"{_human(total)} for {num_images:,} images"
+            f"{human_bytes(clip_b + moge_b)}/image (clip {human_bytes(clip_b)} + moge {human_bytes(moge_b)}), "
+            f"{human_bytes(total)} for {num_images:,} images"
         ),
     }
 

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from sgeo.cache import human_bytes
 from sgeo.errors import SgeoError
 
 STORE_DTYPES = ("bf16", "fp16")
@@ -88,7 +89,7 @@ class ExtractSummary:
         out = [
             f"extracted {done} images ({self.shards_written} shards) in {self.seconds:.1f} s: {self.ok} ok, "
             f"{self.failed} failed, {self.skipped} skipped (already committed); "
-            f"{self.images_per_s:.2f} images/s; {_fmt_bytes(self.bytes_written)} written to {self.store}"
+            f"{self.images_per_s:.2f} images/s; {human_bytes(self.bytes_written)} written to {self.store}"
         ]
         if self.steady_images_per_s:
             out.append(
@@ -313,14 +314,6 @@ def _write_shard(batch: dict, run: _Run) -> dict:
 
 
 # ------------------------------------------------------------------------------------------ the job
-
-
-def _fmt_bytes(n: float) -> str:
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if n < 1000 or unit == "TB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000
-    return f"{n:.1f} TB"
 
 
 def _check_config(config: ExtractConfig) -> None:
