@@ -54,6 +54,11 @@ def _check_samples(records: Any, path: Path) -> list[dict]:
     return records
 
 
+def read_llava_samples(path: Path, what: str) -> list[dict]:
+    """A LLaVA-format JSON sample list (dataset annotations or training data), checked once."""
+    return _check_samples(_read_json(path, what), path)
+
+
 def _unique_refs(ids: Iterable[str]) -> list[ImageRef]:
     return [ImageRef(i) for i in sorted(set(ids))]
 
@@ -156,7 +161,7 @@ class _JsonSamplesDataset(Dataset):
     @cached_property
     def _records(self) -> list[dict]:
         path = self.default_json()
-        return _check_samples(_read_json(path, f"{self.name} annotation file"), path)
+        return read_llava_samples(path, f"{self.name} annotation file")
 
     def default_json(self) -> Path:
         return self.root / self.json_name
@@ -269,7 +274,7 @@ class SyntheticSpatial(Dataset):
 
     def _stage_records(self, stage: int) -> list[dict]:
         path = self.stage_json(stage)
-        return _check_samples(_read_json(path, f"synthetic stage-{stage} file"), path)
+        return read_llava_samples(path, f"synthetic stage-{stage} file")
 
     @cached_property
     def _bench(self) -> list[dict]:

@@ -14,7 +14,6 @@ Nothing here runs an encoder: online batches carry pixels, which the trainer enc
 
 from __future__ import annotations
 
-import json
 import queue
 import threading
 from collections import Counter
@@ -26,6 +25,7 @@ import numpy as np
 import torch
 
 from sgeo.errors import SgeoError
+from sgeo.pipeline.datasets import read_llava_samples
 
 IMAGE_TOKEN = "<image>"
 
@@ -33,23 +33,9 @@ IMAGE_TOKEN = "<image>"
 # -- samples ---------------------------------------------------------------------------------------
 def load_samples(path: str | Path) -> list[dict]:
     """The LLaVA-format sample list of a JSON file; a missing or malformed file is a one-line error."""
-    path = Path(path)
-    if not path.is_file():
-        raise SgeoError(f"training JSON not found: {path}; pass --data with a LLaVA-format JSON file")
-    try:
-        with path.open("rb") as handle:
-            samples = json.load(handle)
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise SgeoError(f"{path} is not valid JSON ({error}); pass a LLaVA-format JSON file") from None
-    if not isinstance(samples, list) or not samples:
-        raise SgeoError(f"{path} must hold a non-empty JSON list of LLaVA-format samples")
-    for i, sample in enumerate(samples):
-        if not isinstance(sample, dict) or not isinstance(sample.get("conversations"), list):
-            raise SgeoError(f"{path}: sample {i} has no 'conversations' list; is this a LLaVA-format file?")
-        if "image" in sample and not isinstance(sample["image"], str):
-            raise SgeoError(
-                f"{path}: sample {i} has a non-string 'image' {sample['image']!r} (one image per sample)"
-            )
+    samples = read_llava_samples(Path(path), "training JSON")
+    if not samples:
+        raise SgeoError(f"{path} holds no samples; pass a non-empty LLaVA-format JSON list")
     return samples
 
 
