@@ -140,10 +140,7 @@ def generate_answers(
 
 def answer_record(item, pred: str, error: str | None = None) -> dict[str, Any]:
     """One answers.jsonl line: what the scorer reads, plus everything the benchmark item carried."""
-    record = {"question_id": item.question_id, "pred": pred, "gt": item.gt, "qa_info": item.qa_info,
-              "image": item.image, **item.extra}  # fmt: skip
-    if item.options is not None:
-        record["options"] = item.options
+    record = item.to_record(pred)
     if error is not None:
         record["error"] = error
     return record

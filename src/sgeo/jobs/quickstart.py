@@ -234,8 +234,7 @@ def constant_baseline(bench: Path) -> dict[str, Any]:
         for name, answer_of in policies.items():
             scored = []
             for item in items:
-                record = {"question_id": item.question_id, "pred": answer_of(item), "gt": item.gt,
-                          "qa_info": item.qa_info, **item.extra}  # fmt: skip
+                record = item.to_record(answer_of(item))
                 scored.append({**record, **score_item(record)})
             if best is None or sum(r["success"] for r in scored) > sum(r["success"] for r in best):
                 best_name, best = name, scored

@@ -153,7 +153,9 @@ def load_model(
                 kwargs["attn_implementation"] = attn_implementation
             spatialgeo = SpatialGeoForCausalLM.from_pretrained(directory, **kwargs)
             processor = SpatialGeoProcessor.from_pretrained(directory)
-            lora_dir = directory / "lora"
+            from .saving import LORA_DIR
+
+            lora_dir = directory / LORA_DIR
             if lora_dir.is_dir():
                 from peft import PeftModel
 
