@@ -110,6 +110,15 @@ def test_truncation_never_cuts_through_image_tokens(tiny_dir):
     tokens = roomy.tokenize(TWO_TURNS, "vicuna_v1")
     assert len(tokens["input_ids"]) == 180
     assert tokens["input_ids"].count(roomy.image_token_id) == roomy.num_image_tokens
+    # Edges: a cut right before the block would drop the whole image; a cut right after it keeps it all.
+    first = tokens["input_ids"].index(roomy.image_token_id)
+    end = first + roomy.num_image_tokens
+    with pytest.raises(ValueError, match="cut through an image"):
+        SpatialGeoProcessor.from_pretrained(tiny_dir, model_max_length=first).tokenize(TWO_TURNS, "vicuna_v1")
+    exact = SpatialGeoProcessor.from_pretrained(tiny_dir, model_max_length=end).tokenize(
+        TWO_TURNS, "vicuna_v1"
+    )
+    assert len(exact["input_ids"]) == end and exact["input_ids"][-1] == roomy.image_token_id
 
 
 def test_turns_must_alternate():

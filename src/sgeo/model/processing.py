@@ -135,9 +135,8 @@ class SpatialGeoProcessor:
     def _truncate(self, input_ids: list[int], labels: list[int]) -> dict[str, list[int]]:
         limit = self.model_max_length
         if len(input_ids) > limit:
-            if input_ids[limit - 1] == self.image_token_id or (
-                limit < len(input_ids) and input_ids[limit] == self.image_token_id
-            ):
+            # Any image token past the cut would leave its image's features without positions.
+            if self.image_token_id in input_ids[limit:]:
                 raise ValueError(
                     f"model_max_length={limit} would cut through an image's {self.num_image_tokens} tokens; "
                     "raise the maximum length"
