@@ -159,7 +159,7 @@ def bare_loop(model, pixels: torch.Tensor, batch: int) -> float:
 def bench_model(
     name: str, model_arg: str, root: Path, n: int, batch: int, shard: int, threads: int, work: Path
 ):
-    from sgeo.model import load_model
+    from sgeo.model import load_model, resolve_model
     from sgeo.model.fingerprint import encoder_fingerprint
     from sgeo.pipeline.datasets import get_dataset
     from sgeo.pipeline.images import load_image
@@ -181,7 +181,7 @@ def bench_model(
     t = time.perf_counter()
     model, processor = load_model(model_arg)
     load_s = time.perf_counter() - t
-    fingerprint = encoder_fingerprint(model.config, processor.preprocessing_spec(), "bf16")
+    fingerprint = encoder_fingerprint(resolve_model(model_arg), processor.preprocessing_spec(), "bf16")
     pixels = processor.preprocess_images([load_image(root / i)[0] for i in ids])
     naive, bare = {}, {}
     # one process cannot run two one-thread encoders: try 1 thread and every thread, keep the faster

@@ -11,7 +11,7 @@ import torch
 
 from sgeo.errors import SgeoError
 from sgeo.model import load_model
-from sgeo.model.reference import load_reference, map_reference_key
+from sgeo.model.reference import map_reference_key
 
 
 def _reference_state(model, with_moge: bool) -> dict[str, torch.Tensor]:
@@ -59,6 +59,11 @@ def tiny_parts(tiny_dir):
     return model, processor, root / "clip", root / "moge" / "model.pt"
 
 
+@pytest.fixture()
+def moge_env(tiny_parts, monkeypatch):
+    monkeypatch.setenv("SGEO_MOGE_PATH", str(tiny_parts[3]))
+
+
 def test_key_mapping():
     assert map_reference_key("model.mm_projector.2.bias") == "clip_adapter.2.bias"
     assert map_reference_key("model.moge_mm_projector_list.3.0.weight") == "moge_adapter.adapters.3.0.weight"
@@ -71,20 +76,21 @@ def test_key_mapping():
     assert map_reference_key("model.vision_tower.vision_tower.x") is None
 
 
-def test_llava_checkpoint_imports_with_fresh_moge_adapter(tmp_path, tiny_parts):
-    model, processor, clip_dir, moge_path = tiny_parts
+def test_llava_checkpoint_imports_with_fresh_moge_adapter(tmp_path, tiny_parts, moge_env):
+    model, processor, clip_dir, _ = tiny_parts
     ref = _write_reference(
         tmp_path / "llava", model, processor, _reference_state(model, with_moge=False), clip_dir
     )
-    imported, imported_processor = load_reference(ref, moge_path=str(moge_path))
+    imported, imported_processor = load_model(str(ref))
     ours, theirs = model.state_dict(), imported.state_dict()
     for key in ours:
         if key.startswith("moge_adapter."):
             assert not torch.equal(ours[key], theirs[key]), key  # not in LLaVA: freshly initialised
         else:
             assert torch.equal(ours[key], theirs[key]), key
+    again, _ = load_model(str(ref), load_towers=False)
+    assert torch.equal(again.moge_adapter.adapters[0][0].weight, imported.moge_adapter.adapters[0][0].weight)
     assert imported_processor.image_token_id == imported.config.image_token_id
-    imported.load_towers()
     batch = imported_processor(
         [{"from": "human", "value": "<image>\nHi"}, {"from": "gpt", "value": "Yo"}],
         images=__import__("PIL.Image").Image.new("RGB", (50, 40)),
@@ -92,59 +98,29 @@ def test_llava_checkpoint_imports_with_fresh_moge_adapter(tmp_path, tiny_parts):
     assert torch.isfinite(imported(**batch).loss)
 
 
-def test_spatialgeo_lora_release_imports_over_its_base(tmp_path, tiny_parts):
-    from peft import LoraConfig, get_peft_model
-
-    model, processor, clip_dir, moge_path = tiny_parts
-    base = _write_reference(
-        tmp_path / "base", model, processor, _reference_state(model, with_moge=False), clip_dir
-    )
-
-    # The release: a peft adapter over the LLM + the adapters in non_lora_trainables.bin.
-    lora_llm = get_peft_model(
-        __import__("copy").deepcopy(model.language_model),
-        LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], init_lora_weights=False),
-    )
-    release = tmp_path / "release"
-    lora_llm.save_pretrained(release)
-    non_lora = {
-        "base_model.model." + k: v
-        for k, v in _reference_state(model, with_moge=True).items()
-        if "projector" in k
-    }
-    torch.save(non_lora, release / "non_lora_trainables.bin")
-    (release / "config.json").write_text((base / "config.json").read_text())
-
-    with pytest.raises(SgeoError, match="LoRA"):
-        load_reference(release, moge_path=str(moge_path))
-    imported, _ = load_reference(release, model_base=base, moge_path=str(moge_path), tokenizer_dir=base)
-    theirs = imported.state_dict()
-    for key, value in model.state_dict().items():
-        if "_adapter." in key:
-            assert torch.equal(value, theirs[key]), key
-    merged = lora_llm.merge_and_unload().state_dict()
-    q = "model.layers.0.self_attn.q_proj.weight"
-    assert torch.allclose(theirs["language_model." + q], merged[q])
-    assert not torch.equal(theirs["language_model." + q], model.state_dict()["language_model." + q])
-
-
-def test_mismatched_checkpoint_is_a_one_line_error(tmp_path, tiny_parts):
-    model, processor, clip_dir, moge_path = tiny_parts
+def test_mismatched_checkpoint_is_a_one_line_error(tmp_path, tiny_parts, moge_env):
+    model, processor, clip_dir, _ = tiny_parts
     state = _reference_state(model, with_moge=False)
     state["model.layers.0.self_attn.q_proj.weight"] = torch.zeros(3, 3)
     ref = _write_reference(tmp_path / "bad_shape", model, processor, state, clip_dir)
-    with pytest.raises(SgeoError, match="size mismatch") as error:
-        load_reference(ref, moge_path=str(moge_path))
+    with pytest.raises(SgeoError, match="size mismatch|does not fit|mismatched") as error:
+        load_model(str(ref), load_towers=False)
     assert "\n" not in str(error.value)
 
     state = _reference_state(model, with_moge=False)
     state.pop("model.norm.weight")
     ref = _write_reference(tmp_path / "missing_key", model, processor, state, clip_dir)
     with pytest.raises(SgeoError, match="missing .*model.norm.weight"):
-        load_reference(ref, moge_path=str(moge_path))
+        load_model(str(ref), load_towers=False)
+
+    state = _reference_state(model, with_moge=False)
+    state["model.mm_projector.0.weight"] = torch.zeros(3, 3)
+    ref = _write_reference(tmp_path / "bad_adapter", model, processor, state, clip_dir)
+    with pytest.raises(SgeoError, match="clip_adapter.0.weight has shape"):
+        load_model(str(ref), load_towers=False)
 
     empty = tmp_path / "empty"
     _write_reference(empty, model, processor, {}, clip_dir)
     (empty / "pytorch_model.bin").unlink()
-    with pytest.raises(SgeoError, match="no \\*.safetensors"):
-        load_reference(empty, moge_path=str(moge_path))
+    with pytest.raises(SgeoError, match="without weights"):
+        load_model(str(empty), load_towers=False)

@@ -67,11 +67,12 @@ def test_open_clip_loads_its_checkpoint(open_clip_dir):
 
 
 def test_hf_and_moge_towers_follow_the_contract(tiny_dir):
-    from sgeo.model.modeling import resolve_tower_path
+    from sgeo.model import resolve_model
 
-    config = SpatialGeoConfig.from_pretrained(tiny_dir)
-    clip = HFCLIPTower(config, resolve_tower_path(config, config.clip_path, "clip_path")).eval()
-    moge = MoGeTower(config, resolve_tower_path(config, config.moge_path, "moge_path")).eval()
+    resolved = resolve_model(str(tiny_dir))
+    config = resolved.config
+    clip = HFCLIPTower(config, resolved.clip.path).eval()
+    moge = MoGeTower(config, resolved.moge.path).eval()
     pixels = torch.randn(1, 3, 112, 112)
     with torch.no_grad():
         clip_tokens = clip(pixels)
@@ -84,10 +85,10 @@ def test_hf_and_moge_towers_follow_the_contract(tiny_dir):
 
 
 def test_moge_input_option_renormalises(tiny_dir):
-    from sgeo.model.modeling import resolve_tower_path
+    from sgeo.model import resolve_model
 
-    config = SpatialGeoConfig.from_pretrained(tiny_dir)
-    path = resolve_tower_path(config, config.moge_path, "moge_path")
+    resolved = resolve_model(str(tiny_dir))
+    config, path = SpatialGeoConfig.from_pretrained(tiny_dir), resolved.moge.path
     reference = MoGeTower(config, path).eval()
     config.moge_input = "moge"
     own = MoGeTower(config, path).eval()

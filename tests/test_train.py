@@ -40,6 +40,7 @@ def data(tmp_path_factory, synthetic_root, tiny):
     image is absent from the store.
     """
     from sgeo.cache import FeatureStore
+    from sgeo.model import resolve_model
     from sgeo.model.fingerprint import encoder_fingerprint
     from sgeo.pipeline.images import load_image
 
@@ -50,7 +51,7 @@ def data(tmp_path_factory, synthetic_root, tiny):
     ids = sorted({s["image"] for s in captions + qa})
     pixels = processor.preprocess_images([load_image(synthetic_root / i)[0] for i in ids])
     clip, moge = model.encode_images(pixels)  # fp32: [N, T, Dc], [N, L, T, Dm]
-    fingerprint = encoder_fingerprint(model.config, processor.preprocessing_spec(), "bf16")
+    fingerprint = encoder_fingerprint(resolve_model("tiny"), processor.preprocessing_spec(), "bf16")
     store = FeatureStore.create(
         str(work / "store.zarr"), image_ids=ids, paths=[str(synthetic_root / i) for i in ids],
         fingerprint=fingerprint, clip_shape=tuple(clip.shape[1:]), moge_shape=tuple(moge.shape[1:]),
@@ -143,13 +144,10 @@ def test_join_skips_failed_and_absent_images_and_keeps_text_only(data, tiny):
     assert (join.counts["failed"], join.counts["absent"], join.counts["kept_text"]) == (1, 1, 2)
     assert join.counts["kept_image"] == len(data["ids"]) - 1
     assert "skipped 1 failed, 1 absent" in join.summary()
-    # plain (stage 1) cannot take a text-only sample
-    assert (
-        join_samples(load_samples(data["stage2"]), manifest_statuses(store), needs_image=True).counts[
-            "malformed"
-        ]
-        == 2
-    )
+    # plain (stage 1) skips a text-only sample and cannot take a multi-turn one: refused before any step
+    plain = join_samples(load_samples(data["stage2"]), manifest_statuses(store), needs_image=True)
+    assert plain.counts["no_image"] == 2 and plain.counts["invalid"] == len(plain.invalid) == len(data["ids"]) + 1
+    assert "(image, caption) pair, not" in plain.refusal("qa.json") and "--skip-invalid" in plain.refusal("qa.json")
 
     dataset = TrainingDataset(join, processor, "vicuna_v1")
     text = [i for i, row in enumerate(join.rows) if row < 0]

@@ -56,6 +56,10 @@ def extract(
     num_gpus: int = typer.Option(0, help="GPUs to use (one encoder actor per GPU)"),
     address: str | None = typer.Option(None, help="join an existing Ray cluster instead of starting one"),
     limit: int | None = typer.Option(None, help="only the first N images"),
+    image_aspect_ratio: str | None = typer.Option(
+        None,
+        help="pad or crop (default: the dataset's: crop for llava-pretrain as LLaVA's stage 1, else pad)",
+    ),
     autocast: bool = typer.Option(
         True,
         "--autocast/--no-autocast",
@@ -79,6 +83,7 @@ def extract(
             num_gpus=num_gpus,
             address=address,
             limit=limit,
+            image_aspect_ratio=image_aspect_ratio,
             autocast=autocast,
         )
     )
@@ -112,6 +117,10 @@ def train(
     attn: str | None = typer.Option(None, help="attention: sdpa, eager or flash_attention_2"),
     merge_lora: bool = typer.Option(False, help="also write the LoRA-merged model"),
     online: bool = typer.Option(False, help="encode pixels in the loop instead of reading the store"),
+    image_aspect_ratio: str | None = typer.Option(
+        None, help="--online pixels: pad or crop (default: stage 1 crop, stage 2 pad, as LLaVA's scripts)"
+    ),
+    skip_invalid: bool = typer.Option(False, help="train without the samples that cannot be trained"),
 ):
     """Train stage 1 or 2 with DeepSpeed on cached features."""
     options = dict(locals())  # before the import below adds names to locals()
@@ -207,6 +216,19 @@ def data_synthetic(
     print(json.dumps(summary, indent=2, default=str))
 
 
+@data_app.command("coco")
+def data_coco(
+    root: Path = typer.Option(..., help="the COCO root (annotations/captions_<split>.json, <split>/)"),
+    split: str = typer.Option("train2017", help="train2017 or val2017"),
+    out: Path = typer.Option(..., help="the LLaVA-format training JSON to write"),
+):
+    """Write COCO captions as LLaVA-format training JSON (image fields = the store's image ids)."""
+    from .pipeline.datasets import write_training_json
+
+    count = write_training_json("coco", root, out, split=split)
+    print(f"wrote {count} caption samples to {out}")
+
+
 @cache_app.command("info")
 def cache_info(store: str = typer.Argument(...), as_json: bool = typer.Option(False, "--json")):
     """Counts, fingerprint, dtype, bytes and statuses of a store."""
@@ -259,10 +281,10 @@ def _default_to_cpu_accelerator() -> None:
         os.environ["DS_ACCELERATOR"] = "cpu"
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     _default_to_cpu_accelerator()
     try:
-        app()
+        app(args=argv, prog_name="sgeo")
     except SgeoError as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)

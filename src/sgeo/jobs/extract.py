@@ -27,6 +27,7 @@ import numpy as np
 
 from sgeo.cache import human_bytes
 from sgeo.errors import SgeoError
+from sgeo.model.processing import ASPECT_MODES
 
 STORE_DTYPES = ("bf16", "fp16")
 # Object store of the local Ray cluster: room for a few shards in flight per stage, within these bounds.
@@ -61,6 +62,7 @@ class ExtractConfig:
     num_gpus: int = 0
     address: str | None = None
     limit: int | None = None
+    image_aspect_ratio: str | None = None  # pad | crop; None: the dataset's default (see run_extract)
     autocast: bool = True  # on GPU, encode under autocast to the store dtype; CPU always encodes in fp32
     storage_options: dict | None = None  # fsspec options of an s3://... store (library use)
     progress: bool = True
@@ -188,14 +190,14 @@ def encode_shard(encoder, pixels, ok: np.ndarray, batch_size: int, dtype: str, a
 class _Encoder:
     """Ray Data actor: the vision towers, loaded once; one call encodes one shard."""
 
-    def __init__(self, model: str, dtype: str, batch_size: int, threads: int, device: str, autocast: bool):
+    def __init__(self, model, dtype: str, batch_size: int, threads: int, device: str, autocast: bool):
         import torch
 
-        from sgeo.model.presets import load_encoders
+        from sgeo.model import load_encoders
 
         if threads > 0:
             torch.set_num_threads(threads)  # Ray sets OMP_NUM_THREADS=1 in workers
-        self.encoder, _ = load_encoders(model, device=device)  # the towers only: no LLM in encoder actors
+        self.encoder = load_encoders(model, device=device)  # the towers only: no LLM in encoder actors
         self.dtype, self.batch_size = dtype, batch_size
         self.autocast_dtype = None
         if device != "cpu" and autocast:
@@ -328,23 +330,10 @@ def _check_config(config: ExtractConfig) -> None:
         raise SgeoError(f"--num-cpus must be at least 1, got {config.num_cpus}")
     if config.num_gpus < 0:
         raise SgeoError(f"--num-gpus must be 0 or more, got {config.num_gpus}")
-
-
-def _model_argument(model: str) -> str:
-    """What encoder actors load: an absolute directory, so workers do not depend on the driver's cwd."""
-    from sgeo.model import resolve_model_dir
-
-    directory = resolve_model_dir(model)
-    return str(Path(directory).resolve()) if directory is not None else model
-
-
-def _check_weights(fingerprint: dict, model: str) -> None:
-    for tower in ("clip", "moge"):
-        weights = str(fingerprint[tower]["weights"])
-        if weights.startswith("unresolved:"):
-            raise SgeoError(
-                f"the {tower} tower of --model {model} is not found at {weights[len('unresolved:') :]}"
-            )
+    if config.image_aspect_ratio not in (None, *ASPECT_MODES):
+        raise SgeoError(
+            f"--image-aspect-ratio must be one of {', '.join(ASPECT_MODES)}, got {config.image_aspect_ratio}"
+        )
 
 
 def _start_ray(config: ExtractConfig, object_store: int) -> bool:
@@ -426,9 +415,8 @@ def run_extract(config: ExtractConfig) -> ExtractSummary:
     from PIL import Image
 
     from sgeo.cache import FeatureStore
-    from sgeo.model import load_config
+    from sgeo.model import resolve_model
     from sgeo.model.fingerprint import encoder_fingerprint
-    from sgeo.model.presets import load_processor
     from sgeo.pipeline.datasets import get_dataset
 
     _check_config(config)
@@ -441,10 +429,12 @@ def run_extract(config: ExtractConfig) -> ExtractSummary:
         )
     image_root = str(Path(dataset.image_root).resolve())
 
-    model_config = load_config(config.model)
-    processor = load_processor(config.model)
-    fingerprint = encoder_fingerprint(model_config, processor.preprocessing_spec(), config.dtype)
-    _check_weights(fingerprint, config.model)
+    model = resolve_model(config.model)  # once: the driver and every encoder actor use this object
+    processor = model.processor()
+    # Stage-1 data (LCS-558K) is encoded as LLaVA's pretraining saw it (CLIP's resize + centre crop), the rest
+    # padded to a square; both are recorded in the fingerprint.
+    processor.image_aspect_ratio = config.image_aspect_ratio or dataset.image_aspect_ratio
+    fingerprint = encoder_fingerprint(model, processor.preprocessing_spec(), config.dtype)
     pixel_shape = tuple(processor.preprocess_images([Image.new("RGB", (8, 8))]).shape[1:])
     store = FeatureStore.create(
         config.store,
@@ -468,7 +458,7 @@ def run_extract(config: ExtractConfig) -> ExtractSummary:
             + 2 * (int(np.prod(fingerprint["clip"]["shape"])) + int(np.prod(fingerprint["moge"]["shape"])))
         )
         _run_pipeline(
-            config, store, pending, image_ids, image_root, processor, pixel_shape, shard_bytes, summary
+            config, model, store, pending, image_ids, image_root, processor, pixel_shape, shard_bytes, summary
         )
     store.finalize()
     summary.seconds = time.perf_counter() - t0
@@ -478,7 +468,7 @@ def run_extract(config: ExtractConfig) -> ExtractSummary:
 
 
 def _run_pipeline(
-    config, store, pending, image_ids, image_root, processor, pixel_shape, shard_bytes, summary
+    config, model, store, pending, image_ids, image_root, processor, pixel_shape, shard_bytes, summary
 ):
     import psutil
     import ray
@@ -537,7 +527,7 @@ def _run_pipeline(
             num_gpus=plan.actor_gpus,
             compute=ray.data.ActorPoolStrategy(size=plan.encoder_actors, max_tasks_in_flight_per_actor=2),
             fn_constructor_kwargs={
-                "model": _model_argument(config.model),
+                "model": model,
                 "dtype": config.dtype,
                 "batch_size": config.batch_size,
                 "threads": plan.torch_threads,

@@ -2,26 +2,44 @@
 
 from __future__ import annotations
 
-from ..model.presets import load_config
+from ..errors import SgeoError
+from ..model import load_config
+
+
+def _config_and_source(model: str):
+    """The model's config and where its parts are; the reference preset's geometry when its files are absent
+    (parameter counts need no weights; loading it still fails, naming what is missing)."""
+    from ..model import resolve_model
+
+    try:
+        resolved = resolve_model(model)
+    except SgeoError as missing:
+        if model != "spatialgeo-7b":
+            raise
+        from ..model.reference import reference_7b_config
+
+        return reference_7b_config(), f"not found on this machine ({missing})"
+    return load_config(resolved), resolved.describe()
 
 
 def model_info(model: str) -> dict:
     from ..model.info import parameter_counts
 
-    config = load_config(model)
+    config, source = _config_and_source(model)
     return {
         "model": model,
         "parameters": parameter_counts(config),
         "visual_tokens_per_image": config.num_image_tokens,
         "clip_features": [config.num_patches, config.clip_hidden_size],
         "moge_features": [config.moge_layers, config.num_patches, config.moge_hidden_size],
+        "weights": source,
     }
 
 
 def store_plan(model: str, images: int, dtype: str = "bf16") -> dict:
     from ..cache import plan_store_bytes
 
-    config = load_config(model)
+    config, _ = _config_and_source(model)
     return plan_store_bytes(
         images,
         (config.num_patches, config.clip_hidden_size),

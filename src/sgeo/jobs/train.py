@@ -51,6 +51,15 @@ TRAINER_STATE = "trainer_state.json"
 KEEP_CHECKPOINTS = 2
 # Options a rerun may change without changing what it computes (everything else must match to resume).
 RESUME_FREE = ("out", "save_every", "num_workers", "merge_lora", "attn")
+# Filled from the data and the model once they are read (so compared only after they are known).
+DERIVED = (
+    "num_samples",
+    "steps_per_epoch",
+    "total_steps",
+    "warmup_steps",
+    "image_aspect_ratio",
+    "model_parts",
+)
 LAUNCHER_ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
 
 
@@ -103,6 +112,7 @@ class Run:
     plan: Any
     trainable: list[str]
     owns_process_group: bool
+    model_ref: Any = None  # the ResolvedModel training started from
     features: Any = None  # the FeatureStore (None online)
     threads_before: int | None = None  # torch threads before setup (CPU), restored by cleanup
     step: int = 0
@@ -127,7 +137,7 @@ def setup(config: TrainConfig, features=None) -> Run:
     device_type, _ = prepare_environment()
     import torch
 
-    from sgeo.pipeline.training_data import BatchPlan, Collator, TrainingDataset
+    from sgeo.pipeline.training_data import BatchPlan, Collator, TrainingDataset, images_past_the_cut
 
     world_size = int(os.environ["WORLD_SIZE"])
     resolved = resolve(config, world_size, device_type)
@@ -141,11 +151,23 @@ def setup(config: TrainConfig, features=None) -> Run:
 
         features = FeatureStore.open(resolved.store)
     dtype = torch.bfloat16 if device_type == "cuda" else torch.float32
-    processor, model_config, model = _processor_and_config(resolved, dtype)
+    from sgeo.model import resolve_model
+
+    model_ref = resolve_model(resolved.model)  # once; everything below loads through this object
+    processor = model_ref.processor()
+    processor.image_aspect_ratio = _aspect_mode(resolved, features)
     if features is not None and not resolved.online:  # online, the store only picks the samples
-        check_features(features, model_config, processor)
+        check_features(features, model_ref, processor)
     processor.model_max_length = resolved.model_max_length
     join = _join(resolved, features)
+    join.invalid += images_past_the_cut(join, processor, resolved.template)
+    if join.invalid:
+        if not resolved.skip_invalid:
+            raise SgeoError(join.refusal(resolved.data))
+        bad = {sample_id for sample_id, _ in join.invalid}
+        keep = [i for i, s in enumerate(join.samples) if str(s.get("id", i)) not in bad]
+        join.samples, join.rows = [join.samples[i] for i in keep], [join.rows[i] for i in keep]
+        join.counts["invalid"] = len(join.invalid)
     log(f"data {resolved.data}: {join.summary()}")
     dataset = TrainingDataset(
         join, processor, resolved.template, resolved.image_root if resolved.online else None
@@ -161,7 +183,8 @@ def setup(config: TrainConfig, features=None) -> Run:
     total = resolved.max_steps or math.ceil(resolved.epochs * plan.steps_per_epoch)
     resolved = dataclasses.replace(
         resolved, num_samples=len(dataset), steps_per_epoch=plan.steps_per_epoch, total_steps=total,
-        warmup_steps=math.ceil(resolved.warmup_ratio * total),
+        warmup_steps=math.ceil(resolved.warmup_ratio * total), image_aspect_ratio=processor.image_aspect_ratio,
+        model_parts=model_ref.describe(),
     )  # fmt: skip
     log(
         f"stage {resolved.stage}: global batch {resolved.global_batch} = {resolved.batch_size} per device x "
@@ -170,11 +193,12 @@ def setup(config: TrainConfig, features=None) -> Run:
     )
 
     # model: the towers only online; stage 2 starts from a model without LoRA
-    from sgeo.model import LoraSettings, configure_stage
+    from sgeo.model import LoraSettings, configure_stage, load_model
     from sgeo.model.saving import has_lora
 
-    if model is None:
-        model = _load_start(resolved, dtype)[0]
+    model = load_model(
+        model_ref, load_towers=resolved.online, dtype=dtype, attn_implementation=resolved.attn
+    )[0]
     if has_lora(model):
         raise SgeoError(
             f"--model {resolved.model} already carries a LoRA adapter; start stage {resolved.stage} from a model "
@@ -219,7 +243,7 @@ def setup(config: TrainConfig, features=None) -> Run:
         collator=Collator(processor, None if resolved.online else features,
                           (config_.num_patches, config_.clip_hidden_size),
                           (config_.moge_layers, config_.num_patches, config_.moge_hidden_size)),
-        owns_process_group=owns_process_group, features=features, threads_before=threads,
+        owns_process_group=owns_process_group, model_ref=model_ref, features=features, threads_before=threads,
     )  # fmt: skip
     if rank == 0:
         run.out.mkdir(parents=True, exist_ok=True)
@@ -227,27 +251,19 @@ def setup(config: TrainConfig, features=None) -> Run:
     return run
 
 
-def _load_start(resolved: Resolved, dtype):
-    """(model, processor) of the starting model: the towers only online."""
-    from sgeo.model import load_model
-
-    return load_model(
-        resolved.model, load_towers=resolved.online, dtype=dtype, attn_implementation=resolved.attn
-    )
-
-
-def _processor_and_config(resolved: Resolved, dtype):
-    """(processor, config, model or None) of the starting model: from its directory without loading weights
-    where it has one (so a wrong store is refused at once), else by loading it (kept for training)."""
-    from sgeo.model import SpatialGeoProcessor, load_config
-    from sgeo.model.presets import resolve_model_dir
-    from sgeo.model.processing import PROCESSOR_FILE
-
-    directory = resolve_model_dir(resolved.model)  # None for a preset assembled at load (spatialgeo-7b)
-    if directory is not None and (directory / PROCESSOR_FILE).is_file():
-        return SpatialGeoProcessor.from_pretrained(directory), load_config(resolved.model), None
-    model, processor = _load_start(resolved, dtype)
-    return processor, model.config, model
+def _aspect_mode(resolved: Resolved, features) -> str:
+    """The pixels' aspect mode: the store's own (cached); online --image-aspect-ratio, else the stage's as in
+    LLaVA's scripts (pretraining: CLIP's resize + centre crop; finetuning: pad to a square)."""
+    if features is not None and not resolved.online:
+        mode = (features.fingerprint.get("preprocessing") or {}).get("image_aspect_ratio")
+        if resolved.image_aspect_ratio and mode and resolved.image_aspect_ratio != mode:
+            raise SgeoError(
+                f"--image-aspect-ratio {resolved.image_aspect_ratio} but the store was extracted with {mode}; "
+                "drop the option (a cached run uses the store's pixels) or re-extract"
+            )
+        if mode:
+            return mode
+    return resolved.image_aspect_ratio or STAGE_RECIPES[resolved.stage].image_aspect_ratio
 
 
 def _cpu_threads(num_workers: int) -> int | None:
@@ -271,13 +287,13 @@ def _quiet_deepspeed() -> None:
     logger.setLevel(logging.WARNING)
 
 
-def check_features(features, model_config, processor) -> None:
+def check_features(features, model_ref, processor) -> None:
     """Refuse a store made by other encoders or preprocessing; its storage dtype is its own business."""
     from sgeo.cache import check_fingerprint
     from sgeo.model.fingerprint import encoder_fingerprint
 
     expected = encoder_fingerprint(
-        model_config, processor.preprocessing_spec(), features.fingerprint.get("dtype")
+        model_ref, processor.preprocessing_spec(), features.fingerprint.get("dtype")
     )
     check_fingerprint(getattr(features, "url", "(in memory)"), features.fingerprint, expected)
 
@@ -348,7 +364,7 @@ def _check_resumable(resolved: Resolved) -> None:
     saved = json.loads((checkpoints / tag / TRAINER_STATE).read_text())["resolved"]
     now = json.loads(json.dumps(asdict(resolved)))
     for key in now:
-        if key in RESUME_FREE or key in ("num_samples", "steps_per_epoch", "total_steps", "warmup_steps"):
+        if key in RESUME_FREE or key in DERIVED:
             continue
         if saved.get(key) != now[key]:
             raise SgeoError(
@@ -529,7 +545,7 @@ def _final_model(run: Run):
                     state[name] = param.detach().cpu().clone()
     if run.rank != 0:
         return None
-    fresh, _ = load_model(run.resolved.model, load_towers=False, dtype=next(iter(state.values())).dtype)
+    fresh, _ = load_model(run.model_ref, load_towers=False, dtype=next(iter(state.values())).dtype)
     configure_stage(
         fresh, run.resolved.stage, LoraSettings(**run.resolved.lora) if run.resolved.lora else None
     )

@@ -45,11 +45,14 @@ class TrainConfig:
     attn: str | None = None
     merge_lora: bool = False
     online: bool = False
+    skip_invalid: bool = False
+    image_aspect_ratio: str | None = None  # online pixels (None: the stage's); cached runs use the store's
 
 
 @dataclass(frozen=True)
 class StageRecipe:
     template: str
+    image_aspect_ratio: str  # online pixels: LLaVA's pretrain script uses CLIP's crop, finetuning pads
     lr: float
     adapter_lr: float | None  # None: the adapters train at `lr`
     global_batch: int
@@ -57,8 +60,22 @@ class StageRecipe:
 
 
 STAGE_RECIPES = {
-    1: StageRecipe(template="plain", lr=1e-3, adapter_lr=None, global_batch=256, per_device_batch=32),
-    2: StageRecipe(template="vicuna_v1", lr=2e-4, adapter_lr=2e-5, global_batch=128, per_device_batch=16),
+    1: StageRecipe(
+        template="plain",
+        image_aspect_ratio="crop",
+        lr=1e-3,
+        adapter_lr=None,
+        global_batch=256,
+        per_device_batch=32,
+    ),
+    2: StageRecipe(
+        template="vicuna_v1",
+        image_aspect_ratio="pad",
+        lr=2e-4,
+        adapter_lr=2e-5,
+        global_batch=128,
+        per_device_batch=16,
+    ),
 }
 
 
@@ -97,7 +114,10 @@ class Resolved:
     attn: str | None
     merge_lora: bool
     device: str
-    # filled once the data is joined
+    skip_invalid: bool = False
+    image_aspect_ratio: str | None = None  # as given; then filled with what the run uses
+    # filled once the model and the data are read
+    model_parts: dict | None = None
     num_samples: int = 0
     steps_per_epoch: int = 0
     total_steps: int = 0
@@ -161,7 +181,8 @@ def resolve(config: TrainConfig, world_size: int, device: str) -> Resolved:
         lora={"r": config.lora_r, "alpha": config.lora_alpha, "dropout": LORA_DROPOUT}
         if config.stage == 2 and config.lora_r > 0 else None,
         clip_drop=config.clip_drop, group_by_length=config.group_by_length, num_workers=config.num_workers,
-        attn=config.attn, merge_lora=config.merge_lora, device=device,
+        attn=config.attn, merge_lora=config.merge_lora, device=device, skip_invalid=config.skip_invalid,
+        image_aspect_ratio=config.image_aspect_ratio,
     )  # fmt: skip
 
 
@@ -200,5 +221,7 @@ def check_config(config: TrainConfig) -> None:
         raise SgeoError(f"--save-every must be positive, got {config.save_every}")
     if config.num_workers < 0:
         raise SgeoError(f"--num-workers must be >= 0, got {config.num_workers}")
+    if config.image_aspect_ratio not in (None, "pad", "crop"):
+        raise SgeoError(f"--image-aspect-ratio must be pad or crop, got {config.image_aspect_ratio}")
     if config.attn not in (None, "sdpa", "eager", "flash_attention_2"):
         raise SgeoError(f"--attn must be sdpa, eager or flash_attention_2, got {config.attn}")

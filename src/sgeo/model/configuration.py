@@ -17,8 +17,14 @@ MOGE_INPUTS = (
     "moge",
 )  # which normalisation MoGe reads: CLIP's (reference) or ImageNet's (MoGe's own)
 
-# Width of the DINOv2 backbones that MoGe checkpoints name (`dinov2_vitl14`, ...).
-DINOV2_WIDTHS = {"dinov2_vits14": 384, "dinov2_vitb14": 768, "dinov2_vitl14": 1024, "dinov2_vitg14": 1536}
+# (width, depth) of the DINOv2 backbones that MoGe checkpoints name (`dinov2_vitl14`, ...).
+DINOV2_GEOMETRY = {
+    "dinov2_vits14": (384, 12),
+    "dinov2_vitb14": (768, 12),
+    "dinov2_vitl14": (1024, 24),
+    "dinov2_vitg14": (1536, 40),
+}
+DINOV2_WIDTHS = {name: width for name, (width, _) in DINOV2_GEOMETRY.items()}
 
 
 class SpatialGeoConfig(PretrainedConfig):

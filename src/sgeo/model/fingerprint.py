@@ -1,20 +1,54 @@
 """The encoder fingerprint: everything that decides the numbers in a feature store.
 
-Weights are identified by hashing the tower checkpoint files, so a trainer can check a store without
-loading (or even constructing) the towers.
+Weights are identified by hashing the tower checkpoint files where they were located (never by the name a
+config gives them), so a trainer can check a store without loading, or even constructing, the towers. At
+reference size that is ~3 GB of reading, so digests are remembered per (path, size, mtime) in
+`$SGEO_HOME/weight-digests.json`.
 """
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
-from functools import lru_cache
+import json
+import os
 from pathlib import Path
 
-from .configuration import SpatialGeoConfig
+DIGESTS_FILE = "weight-digests.json"
 
 
-@lru_cache(maxsize=16)
-def _hash_path(path: str, mtime_ns: int, size: int) -> str:
+def _digests_path() -> Path:
+    from .presets import sgeo_home
+
+    return sgeo_home() / DIGESTS_FILE
+
+
+def _remembered(key: str) -> str | None:
+    try:
+        return json.loads(_digests_path().read_text()).get(key)
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def _remember(key: str, digest: str) -> None:
+    path = _digests_path()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path.with_suffix(".lock"), "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # ranks and actors may hash at once
+            try:
+                known = json.loads(path.read_text())
+            except (OSError, ValueError):
+                known = {}
+            known[key] = digest
+            tmp = path.with_name(f".{path.name}.{os.getpid()}")
+            tmp.write_text(json.dumps(known, indent=0, sort_keys=True))
+            os.replace(tmp, path)
+    except OSError:
+        pass  # a read-only home only costs the next run a rehash
+
+
+def _hash_path(path: str) -> str:
     digest = hashlib.sha256()
     root = Path(path)
     files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file() and _is_weight(p))
@@ -30,31 +64,33 @@ def _is_weight(path: Path) -> bool:
     return path.suffix in (".safetensors", ".bin", ".pt", ".pth") or path.name == "config.json"
 
 
-def hash_weights(path: str | None) -> str:
+def hash_weights(path: str) -> str:
     """sha256 of a checkpoint file or of a directory's weight files (+ config.json)."""
-    if path is None or not Path(path).exists():
-        return f"unresolved:{path}"
-    stat = Path(path).stat()
-    return _hash_path(str(Path(path).resolve()), stat.st_mtime_ns, stat.st_size)
+    root = Path(path).resolve()
+    files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file() and _is_weight(p))
+    stamp = [(str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files]
+    key = hashlib.sha256(json.dumps(stamp).encode()).hexdigest()
+    digest = _remembered(key)
+    if digest is None:
+        digest = _hash_path(str(root))
+        _remember(key, digest)
+    return digest
 
 
-def encoder_fingerprint(config: SpatialGeoConfig, preprocessing: dict, dtype: str) -> dict:
-    """A JSON-able dict; two stores may share rows only if their fingerprints are equal."""
-    from .modeling import resolve_tower_path
-
-    clip_path = resolve_tower_path(config, config.clip_path, "clip_path", must_exist=False)
-    moge_path = resolve_tower_path(config, config.moge_path, "moge_path", must_exist=False)
+def encoder_fingerprint(resolved, preprocessing: dict, dtype: str) -> dict:
+    """A JSON-able dict for a ResolvedModel; two stores may share rows only if their fingerprints are equal."""
+    config = resolved.config
     return {
         "clip": {
             "backend": config.clip_backend,
             "model_name": config.clip_model_name,
-            "weights": hash_weights(clip_path),
+            "weights": hash_weights(resolved.clip.path),
             "layer": config.clip_layer,
             "shape": [config.num_patches, config.clip_hidden_size],
         },
         "moge": {
             "backbone": config.moge_backbone,
-            "weights": hash_weights(moge_path),
+            "weights": hash_weights(resolved.moge.path),
             "layers": config.moge_layers,
             "input": config.moge_input,
             "shape": [config.moge_layers, config.num_patches, config.moge_hidden_size],

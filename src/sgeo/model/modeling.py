@@ -51,11 +51,38 @@ class SpatialGeoForCausalLM(PreTrainedModel):
         for adapter in (self.clip_adapter, self.moge_adapter) if hasattr(self, "moge_adapter") else ():
             yield from (m for m in adapter.modules() if isinstance(m, nn.Linear))
 
+    @classmethod
+    def from_language_model(cls, config: SpatialGeoConfig, language_model: nn.Module, seed: int = 0):
+        """A model around an already loaded LLM (e.g. from a LLaVA checkpoint), adapters freshly initialised
+        (seeded). The LLM is never materialised twice: the wrapper is built on the meta device first."""
+        from accelerate import init_empty_weights
+
+        with init_empty_weights():
+            model = cls(config)
+        model.language_model = language_model
+        parameter = next(language_model.parameters())
+        generator_state = torch.random.get_rng_state()
+        torch.manual_seed(seed)
+        try:
+            for adapter in (model.clip_adapter, model.moge_adapter):
+                adapter.to_empty(device=parameter.device)
+            for linear in model._adapter_linears():
+                model._init_weights(linear)
+        finally:
+            torch.random.set_rng_state(generator_state)
+        model.clip_adapter.to(parameter.dtype)
+        model.moge_adapter.to(parameter.dtype)
+        return model
+
     # -- towers --------------------------------------------------------------------------------------
     def load_towers(self, clip_path: str | None = None, moge_path: str | None = None) -> VisionTowers:
-        """Attach the frozen towers, loaded through their own loaders from the config's (or given) paths."""
-        clip_path = clip_path or resolve_tower_path(self.config, self.config.clip_path, "clip_path")
-        moge_path = moge_path or resolve_tower_path(self.config, self.config.moge_path, "moge_path")
+        """Attach the frozen towers, loaded through their own loaders from the given paths, or from where the
+        config names them (a path relative to the model directory, or a hub id found locally)."""
+        from .hub import locate_tower
+
+        base = getattr(self.config, "_name_or_path", "") or None
+        clip_path = clip_path or locate_tower(self.config.clip_path, "clip", base, "the model").path
+        moge_path = moge_path or locate_tower(self.config.moge_path, "moge", base, "the model").path
         towers = VisionTowers(self.config, clip_path, moge_path)
         towers.to(device=self.device)
         self.towers = towers
@@ -163,8 +190,8 @@ class SpatialGeoForCausalLM(PreTrainedModel):
         config, towers = self.config, self.towers
         saved = config.clip_path, config.moge_path
         self.towers = None
-        config.clip_path = resolve_tower_path(config, config.clip_path, "clip_path", must_exist=False)
-        config.moge_path = resolve_tower_path(config, config.moge_path, "moge_path", must_exist=False)
+        config.clip_path = _absolute_tower_path(config, config.clip_path)
+        config.moge_path = _absolute_tower_path(config, config.moge_path)
         try:
             return super().save_pretrained(save_directory, *args, **kwargs)
         finally:
@@ -172,19 +199,9 @@ class SpatialGeoForCausalLM(PreTrainedModel):
             self.towers = towers
 
 
-def resolve_tower_path(
-    config: SpatialGeoConfig, path: str | None, field: str, must_exist: bool = True
-) -> str | None:
-    """A tower path as the config gives it: relative paths are relative to the model directory.
-
-    Anything that is not an existing path is returned unchanged (a hub id, or an open_clip name).
-    """
-    if path is None:
-        if must_exist:
-            raise FileNotFoundError(f"the model config names no {field}; set it to the tower's weights")
-        return None
-    candidate = Path(path)
-    base = getattr(config, "_name_or_path", "") or getattr(config, "name_or_path", "")
-    if not candidate.is_absolute() and base and (Path(base) / candidate).exists():
-        return str((Path(base) / candidate).resolve())
-    return str(candidate.resolve()) if candidate.exists() else path
+def _absolute_tower_path(config: SpatialGeoConfig, path: str | None) -> str | None:
+    """A tower path relative to the model directory -> absolute; hub ids and absolute paths are kept."""
+    base = getattr(config, "_name_or_path", "") or ""
+    if path is None or Path(path).is_absolute() or not base or not (Path(base) / path).exists():
+        return path
+    return str((Path(base) / path).resolve())

@@ -1,8 +1,14 @@
 """`SpatialGeoProcessor`: images and LLaVA-format conversations -> model inputs.
 
 Tokens in, tensors out: each `<image>` becomes `num_image_tokens` image-token ids, labels supervise only the
-assistant replies (by token offsets against the template's supervised spans), and truncation never cuts
-through an image's tokens. Images get CLIP's preprocessing, after LLaVA's `pad` to a square by default.
+assistant replies, and truncation never cuts through an image's tokens. Two tokenization rules:
+
+- `single_pass`: the prompt is tokenized once and labels follow the template's supervised character spans
+  (token offsets), whatever the tokenizer does with spaces (the tiny preset's byte-level BPE);
+- `llava`: LLaVA-1.5's own `tokenizer_image_token` + `preprocess_plain` / `preprocess_v1`, bit for bit, for
+  models from LLaVA / SpatialGeo checkpoints (see `llava_text.py`).
+
+Images get CLIP's preprocessing, after LLaVA's `pad` to a square (or CLIP's own resize + centre crop).
 """
 
 from __future__ import annotations
@@ -14,12 +20,33 @@ import torch
 from PIL import Image
 from transformers import AutoTokenizer, CLIPImageProcessor, PreTrainedTokenizerBase
 
-from .conversation import IGNORE_INDEX, IMAGE_TOKEN, render
+from ..errors import SgeoError
+from .conversation import IGNORE_INDEX, IMAGE_TOKEN, get_template, render
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 ASPECT_MODES = ("pad", "crop")
+TOKENIZATIONS = ("single_pass", "llava")
 PROCESSOR_FILE = "processor_config.json"
+
+
+def load_tokenizer(directory: str | Path) -> PreTrainedTokenizerBase:
+    """A tokenizer directory as the class its `tokenizer_config.json` names (LLaVA's `LlamaTokenizer`, whose
+    `legacy` flag its label rule reads), else through AutoTokenizer; never running code from the directory."""
+    import transformers
+
+    try:
+        named = json.loads((Path(directory) / "tokenizer_config.json").read_text()).get("tokenizer_class")
+    except (OSError, ValueError, AttributeError):
+        named = None
+    cls = getattr(transformers, str(named), None) if named else None
+    if not (isinstance(cls, type) and issubclass(cls, PreTrainedTokenizerBase)):
+        cls = AutoTokenizer
+    try:
+        return cls.from_pretrained(str(directory), trust_remote_code=False)
+    except (OSError, ValueError, KeyError, ImportError) as error:
+        detail = " ".join(str(error).split())[:240]
+        raise SgeoError(f"cannot load the tokenizer in {directory}: {detail}") from None
 
 
 def build_image_processor(image_size: int) -> CLIPImageProcessor:
@@ -52,9 +79,12 @@ class SpatialGeoProcessor:
         num_image_tokens: int,
         image_aspect_ratio: str = "pad",
         model_max_length: int = 2048,
+        tokenization: str = "single_pass",
     ):
         if image_aspect_ratio not in ASPECT_MODES:
             raise ValueError(f"image_aspect_ratio={image_aspect_ratio!r} is not one of {list(ASPECT_MODES)}")
+        if tokenization not in TOKENIZATIONS:
+            raise ValueError(f"tokenization={tokenization!r} is not one of {list(TOKENIZATIONS)}")
         if IMAGE_TOKEN not in tokenizer.get_vocab():
             tokenizer.add_special_tokens({"additional_special_tokens": [IMAGE_TOKEN]})
         if tokenizer.pad_token is None:
@@ -64,6 +94,7 @@ class SpatialGeoProcessor:
         self.num_image_tokens = num_image_tokens
         self.image_aspect_ratio = image_aspect_ratio
         self.model_max_length = model_max_length
+        self.tokenization = tokenization
         self.image_token_id = tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
 
     # -- persistence ---------------------------------------------------------------------------------
@@ -78,17 +109,14 @@ class SpatialGeoProcessor:
         directory = Path(directory)
         settings = json.loads((directory / PROCESSOR_FILE).read_text())
         settings.update(overrides)
-        return cls(
-            CLIPImageProcessor.from_pretrained(directory),
-            AutoTokenizer.from_pretrained(directory),
-            **settings,
-        )
+        return cls(CLIPImageProcessor.from_pretrained(directory), load_tokenizer(directory), **settings)
 
     def settings(self) -> dict:
         return {
             "num_image_tokens": self.num_image_tokens,
             "image_aspect_ratio": self.image_aspect_ratio,
             "model_max_length": self.model_max_length,
+            "tokenization": self.tokenization,
         }
 
     def preprocessing_spec(self) -> dict:
@@ -117,6 +145,13 @@ class SpatialGeoProcessor:
         self, conversations: list[dict], template: str, add_generation_prompt: bool = False
     ) -> dict[str, list[int]]:
         """One conversation -> input_ids and labels (lists), images expanded, truncated safely."""
+        if self.tokenization == "llava":
+            input_ids, labels = self._tokenize_llava(conversations, template, add_generation_prompt)
+        else:
+            input_ids, labels = self._tokenize_single_pass(conversations, template, add_generation_prompt)
+        return self._truncate(input_ids, labels)
+
+    def _tokenize_single_pass(self, conversations, template, add_generation_prompt):
         text, spans = render(template, conversations, add_generation_prompt=add_generation_prompt)
         encoded = self.tokenizer(text, return_offsets_mapping=True, add_special_tokens=True)
         input_ids, labels = [], []
@@ -130,7 +165,30 @@ class SpatialGeoProcessor:
             else:
                 input_ids.append(token_id)
                 labels.append(token_id if supervised else IGNORE_INDEX)
-        return self._truncate(input_ids, labels)
+        return input_ids, labels
+
+    def _tokenize_llava(self, conversations, template, add_generation_prompt):
+        from .llava_text import IMAGE_INDEX, plain_labels, tokenizer_image_token, v1_labels
+
+        template = get_template(template)
+        text, _ = render(template, conversations, add_generation_prompt=add_generation_prompt)
+        has_image = IMAGE_TOKEN in text
+        if add_generation_prompt:
+            ids = tokenizer_image_token(text, self.tokenizer) if has_image else self.tokenizer(text).input_ids
+            labels = [IGNORE_INDEX] * len(ids)
+        elif template.name == "plain":
+            ids, labels = plain_labels(text, self.tokenizer)
+        else:
+            ids, labels = v1_labels(text, template, self.tokenizer, has_image, self.model_max_length)
+        input_ids, expanded = [], []
+        for token_id, label in zip(ids, labels, strict=True):
+            if token_id == IMAGE_INDEX:  # what LLaVA's prepare_inputs_labels_for_multimodal puts there
+                input_ids.extend([self.image_token_id] * self.num_image_tokens)
+                expanded.extend([IGNORE_INDEX] * self.num_image_tokens)
+            else:
+                input_ids.append(token_id)
+                expanded.append(label)
+        return input_ids, expanded
 
     def _truncate(self, input_ids: list[int], labels: list[int]) -> dict[str, list[int]]:
         limit = self.model_max_length

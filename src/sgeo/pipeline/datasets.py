@@ -42,6 +42,14 @@ def _read_json(path: Path, what: str) -> Any:
         raise SgeoError(f"{what} {path} is not valid JSON: {e}") from e
 
 
+def read_json_list(path: Path, what: str) -> list:
+    """A JSON file that must hold a list; its items are not checked here."""
+    records = _read_json(path, what)
+    if not isinstance(records, list):
+        raise SgeoError(f"{path} must hold a JSON list of samples, found {type(records).__name__}")
+    return records
+
+
 def _check_samples(records: Any, path: Path) -> list[dict]:
     """Check the LLaVA sample shape once, so a malformed file fails here and not mid-training."""
     if not isinstance(records, list):
@@ -79,6 +87,9 @@ class Dataset:
 
     name: ClassVar[str] = ""
     splits: ClassVar[tuple[str, ...]] = ()
+    # How its images are made square for the encoders: LLaVA-1.5 pads finetuning images to a square and
+    # gives pretraining images CLIP's resize + centre crop (its pretrain script passes no aspect ratio).
+    image_aspect_ratio: ClassVar[str] = "pad"
 
     def __init__(self, root: str | Path, *, split: str | None = None) -> None:
         self.root = Path(root)
@@ -213,6 +224,7 @@ class LlavaPretrain(_JsonSamplesDataset):
     """LCS-558K: `blip_laion_cc_sbu_558k.json`, its `image` fields relative to `images/` (the image_root)."""
 
     json_name = "blip_laion_cc_sbu_558k.json"
+    image_aspect_ratio = "crop"
 
     def __init__(self, root: str | Path, *, split: str | None = None) -> None:
         super().__init__(root, split=split)
@@ -300,3 +312,17 @@ class SyntheticSpatial(Dataset):
                 for item in self._bench
             ]
         return self._stage_records(2)
+
+
+def write_training_json(name: str, root: str | Path, out: str | Path, *, split: str | None = None) -> int:
+    """Write a layout's LLaVA-format samples (e.g. COCO captions) as the training JSON `sgeo train` reads;
+    image fields are the store's image ids. Returns the number of samples."""
+    samples = get_dataset(name, root, split=split).samples()
+    if not samples:
+        raise SgeoError(f"dataset {name!r} at {root} has no training samples (only images); nothing to write")
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp")
+    tmp.write_text(json.dumps(samples, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    os.replace(tmp, out)
+    return len(samples)

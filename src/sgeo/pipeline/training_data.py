@@ -25,63 +25,77 @@ import numpy as np
 import torch
 
 from sgeo.errors import SgeoError
-from sgeo.pipeline.datasets import read_llava_samples
-
-IMAGE_TOKEN = "<image>"
+from sgeo.pipeline.samples import IMAGE_TOKEN, check_sample
 
 
 # -- samples ---------------------------------------------------------------------------------------
-def load_samples(path: str | Path) -> list[dict]:
-    """The LLaVA-format sample list of a JSON file; a missing or malformed file is a one-line error."""
-    samples = read_llava_samples(Path(path), "training JSON")
+def load_samples(path: str | Path) -> list:
+    """The sample list of a LLaVA-format JSON file (each sample is checked by `join_samples`)."""
+    from sgeo.pipeline.datasets import read_json_list
+
+    samples = read_json_list(Path(path), "training JSON")
     if not samples:
         raise SgeoError(f"{path} holds no samples; pass a non-empty LLaVA-format JSON list")
     return samples
 
 
-def _image_token_count(sample: dict) -> int:
-    return sum(str(turn.get("value") or "").count(IMAGE_TOKEN) for turn in sample["conversations"])
-
-
 @dataclass
 class JoinResult:
-    samples: list[dict]  # kept samples, in JSON order
+    samples: list[dict]  # kept samples, in JSON order (LLaVA's fixes applied)
     rows: list[int]  # store row of each kept sample, -1 when it has no image
-    counts: Counter = field(
-        default_factory=Counter
-    )  # kept_image, kept_text, failed, pending, absent, malformed
+    # kept_image, kept_text; skipped: failed, pending, absent, no_image, invalid; fixed: first_turn_not_human
+    counts: Counter = field(default_factory=Counter)
+    invalid: list[tuple[str, str]] = field(default_factory=list)  # (sample id, why it cannot train)
 
     def summary(self) -> str:
         c = self.counts
-        skipped = {k: c[k] for k in ("failed", "pending", "absent", "malformed") if c[k]}
+        skipped = {k: c[k] for k in ("failed", "pending", "absent", "no_image", "invalid") if c[k]}
         text = f"{len(self.samples)} samples ({c['kept_image']} with an image, {c['kept_text']} text-only)"
         if skipped:
-            text += "; skipped " + ", ".join(f"{n} {why}" for why, n in skipped.items())
+            text += "; skipped " + ", ".join(f"{n} {why.replace('_', ' ')}" for why, n in skipped.items())
+        if c["first_turn_not_human"]:
+            text += (
+                f"; dropped the first turn (not from the human, as LLaVA does) of {c['first_turn_not_human']}"
+            )
         return text
 
+    def refusal(self, path, limit: int = 3) -> str:
+        """One line naming the first samples that cannot train."""
+        shown = "; ".join(f"sample {sid}: {why}" for sid, why in self.invalid[:limit])
+        more = f" (and {len(self.invalid) - limit} more)" if len(self.invalid) > limit else ""
+        return (
+            f"{path}: {len(self.invalid)} samples cannot be trained: {shown}{more}; fix them, or pass "
+            "--skip-invalid to train without them"
+        )
 
-def join_samples(samples: list[dict], statuses: dict[str, tuple[int, str]] | None, *,
+
+def join_samples(samples: list, statuses: dict[str, tuple[int, str]] | None, *,
                  needs_image: bool = False, exists=None) -> JoinResult:  # fmt: skip
     """Keep the samples that can train.
 
     statuses: image_id -> (row, status) from a store's manifest; an image not "ok" there is skipped
     ("failed", "pending" or, when not listed, "absent"). Without a store (online, no --store), `exists`
-    decides which image files are present. needs_image: the template cannot take text-only samples
-    (`plain`); those count as "malformed", as do image samples whose text has no single `<image>`.
+    decides which image files are present. needs_image: the `plain` template (stage 1) cannot take
+    text-only samples ("no_image"). Samples that cannot be trained at all are listed in `invalid`.
     """
     result = JoinResult([], [])
-    for sample in samples:
+    for i, raw in enumerate(samples):
+        checked = check_sample(raw, needs_image=needs_image, plain=needs_image)
+        if checked.fix:
+            result.counts[checked.fix] += 1
+        if checked.problem:
+            result.counts["invalid"] += 1
+            sample_id = raw.get("id", i) if isinstance(raw, dict) else i
+            result.invalid.append((str(sample_id), checked.problem))
+            continue
+        sample = checked.sample
+        if sample is None:
+            continue
         image = sample.get("image")
         if image is None:
-            if needs_image or _image_token_count(sample):
-                result.counts["malformed"] += 1
-                continue
             result.samples.append(sample)
             result.rows.append(-1)
             result.counts["kept_text"] += 1
-            continue
-        if _image_token_count(sample) != 1:
-            result.counts["malformed"] += 1
             continue
         if statuses is not None:
             row, status = statuses.get(image, (-1, "absent"))
@@ -97,6 +111,28 @@ def join_samples(samples: list[dict], statuses: dict[str, tuple[int, str]] | Non
         result.rows.append(int(row))
         result.counts["kept_image"] += 1
     return result
+
+
+def images_past_the_cut(join: JoinResult, processor, template: str) -> list[tuple[str, str]]:
+    """Samples whose `<image>` would fall after `model_max_length` (they cannot train; LLaVA would crash).
+
+    Cheap: a token covers at least one UTF-8 byte, so the text before the image has at most that many tokens
+    (plus BOS and a word-start piece); only samples over that bound are tokenized exactly."""
+    from sgeo.model.conversation import render
+
+    limit, width = processor.model_max_length, processor.num_image_tokens
+    found = []
+    for i, (sample, row) in enumerate(zip(join.samples, join.rows, strict=True)):
+        if row < 0:
+            continue
+        text, _ = render(template, sample["conversations"])
+        if len(text[: text.index(IMAGE_TOKEN)].encode()) + 2 + width <= limit:
+            continue
+        try:
+            processor.tokenize(sample["conversations"], template)
+        except ValueError as error:
+            found.append((str(sample.get("id", i)), str(error)))
+    return found
 
 
 def manifest_statuses(features) -> dict[str, tuple[int, str]]:

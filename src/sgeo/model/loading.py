@@ -1,0 +1,113 @@
+"""Loading a resolved model: the whole model, the encoders alone, the processor alone, the config alone.
+
+Each takes a preset name, a directory or a `ResolvedModel` (resolve once, pass the result along). Only
+`load_model` and `load_encoders` read weights; `load_processor` and `load_config` read config files.
+"""
+
+from __future__ import annotations
+
+import warnings
+from contextlib import contextmanager
+
+from ..errors import SgeoError
+from .resolve import ResolvedModel, resolve_model
+
+
+@contextmanager
+def quiet_loading():
+    """Loading known layouts is not news: no per-file progress bars, no reports of the keys a layout leaves
+    unused on purpose (CLIP's text tower, LLaVA's vision tower), no deprecation chatter of old configs."""
+    from transformers.utils import logging as hf_logging
+
+    verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            warnings.filterwarnings("ignore", message="Could not find a config file")  # peft, base model
+            yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()
+
+
+def load_config(model: str | ResolvedModel):
+    """The model's `SpatialGeoConfig` without loading any weights (used by `info` and fingerprints)."""
+    resolved = resolve_model(model)
+    try:
+        return resolved.config
+    except (ValueError, OSError, KeyError, TypeError) as error:
+        raise SgeoError(f"{resolved.directory}/config.json is not a valid model config ({error})") from None
+
+
+def load_processor(model: str | ResolvedModel):
+    """The model's processor alone: tokenizer and image preprocessing; no weight file is opened."""
+    return resolve_model(model).processor()
+
+
+def load_model(
+    model: str | ResolvedModel,
+    *,
+    load_towers: bool = True,
+    dtype=None,
+    device: str | None = None,
+    attn_implementation: str | None = None,
+):
+    """(model, processor) through the real loaders; the towers only when asked."""
+    with quiet_loading():
+        return _load_model(resolve_model(model), load_towers, dtype, device, attn_implementation)
+
+
+def _load_model(resolved: ResolvedModel, load_towers: bool, dtype, device, attn_implementation):
+    from .modeling import SpatialGeoForCausalLM
+
+    config = load_config(resolved)
+    if resolved.layout == "sgeo":
+        kwargs = {"dtype": dtype} if dtype is not None else {}
+        if attn_implementation:
+            kwargs["attn_implementation"] = attn_implementation
+        spatialgeo = SpatialGeoForCausalLM.from_pretrained(resolved.directory, **kwargs)
+        from .saving import LORA_DIR
+
+        lora_dir = resolved.directory / LORA_DIR
+        if lora_dir.is_dir():
+            from peft import PeftModel
+
+            spatialgeo.language_model = PeftModel.from_pretrained(spatialgeo.language_model, lora_dir)
+    else:
+        from .reference import load_reference_model
+
+        spatialgeo = load_reference_model(resolved, dtype=dtype, attn_implementation=attn_implementation)
+    # The tower names a saved model carries: hub ids stay hub ids, local towers become absolute paths.
+    spatialgeo.config.clip_path, spatialgeo.config.moge_path = config.clip_path, config.moge_path
+    processor = resolved.processor()
+    # The processor's `<image>` id is what the merge looks for (LLaVA: just past its 32000-token vocabulary).
+    spatialgeo.config.image_token_id = processor.image_token_id
+    if device:
+        spatialgeo.to(device)
+    if load_towers:
+        try:
+            spatialgeo.load_towers(resolved.clip.path, resolved.moge.path)
+        except (FileNotFoundError, OSError) as error:
+            raise SgeoError(f"cannot load the vision towers of {resolved.name}: {error}") from None
+    spatialgeo.eval()
+    return spatialgeo, processor
+
+
+def load_encoders(model: str | ResolvedModel, *, dtype=None, device: str | None = None):
+    """The frozen towers alone, without the LLM (e.g. Ray encoder actors).
+
+    `towers.encode_images` is the same road as `SpatialGeoForCausalLM.encode_images`.
+    """
+    from .towers import VisionTowers
+
+    resolved = resolve_model(model)
+    try:
+        with quiet_loading():
+            towers = VisionTowers(load_config(resolved), resolved.clip.path, resolved.moge.path)
+    except (FileNotFoundError, OSError) as error:
+        raise SgeoError(f"cannot load the vision towers of {resolved.name}: {error}") from None
+    towers.to(device=device or "cpu", dtype=dtype)
+    return towers

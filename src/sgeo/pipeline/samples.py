@@ -1,0 +1,71 @@
+"""Checking LLaVA-format training samples before the first step, as LLaVA-1.5 would read them.
+
+`check_sample` returns the sample to train (LLaVA's silent fixes applied: a first turn that is not from the
+human is dropped, as `preprocess_v1` does) or the reason it cannot be trained at all (a turn that is not an
+object, a value that is not text, an unknown speaker, turns that do not alternate, `<image>` tokens that do not
+match the sample's image). The trainer refuses a file with such samples before it starts, naming the first
+few, instead of failing at step N.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+IMAGE_TOKEN = "<image>"
+SPEAKERS = ("human", "gpt")  # LLaVA's `roles = {"human": ..., "gpt": ...}`: anything else is a KeyError there
+
+
+@dataclass(frozen=True)
+class Checked:
+    sample: dict | None  # what trains (None when it cannot)
+    fix: str | None = None  # what LLaVA silently changed, for the counts
+    problem: str | None = None  # why it cannot train
+
+
+def _turn_problem(i: int, turn) -> str | None:
+    if not isinstance(turn, dict):
+        return f"turn {i} is a {type(turn).__name__}, not an object with 'from' and 'value'"
+    if turn.get("from") not in SPEAKERS:
+        return f"turn {i} is from {turn.get('from')!r}; LLaVA knows only 'human' and 'gpt'"
+    if not isinstance(turn.get("value"), str):
+        return f"turn {i} has a 'value' of type {type(turn.get('value')).__name__}, not text"
+    return None
+
+
+def check_sample(sample, *, needs_image: bool = False, plain: bool = False) -> Checked:
+    """One sample -> Checked. `needs_image`/`plain`: the `plain` template (stage 1) takes one image and one
+    caption; a text-only sample there is skipped (fix "no_image"), not an error."""
+    if not isinstance(sample, dict) or not isinstance(sample.get("conversations"), list):
+        return Checked(None, problem="has no 'conversations' list")
+    turns = sample["conversations"]
+    for i, turn in enumerate(turns):
+        problem = _turn_problem(i, turn)
+        if problem:
+            return Checked(None, problem=problem)
+    fix = None
+    if turns and turns[0]["from"] != "human":
+        turns, fix = turns[1:], "first_turn_not_human"  # LLaVA's preprocess_v1: "Skip the first one"
+    if not turns:
+        return Checked(None, problem="has no turns")
+    for i, turn in enumerate(turns):
+        if turn["from"] != SPEAKERS[i % 2]:
+            return Checked(
+                None, problem=f"turn {i} is from {turn['from']!r}; turns must alternate human, gpt"
+            )
+    images = sum(turn["value"].count(IMAGE_TOKEN) for turn in turns)
+    has_image = "image" in sample
+    if has_image and not isinstance(sample["image"], str):
+        return Checked(None, problem=f"has a non-string 'image' field {sample['image']!r}")
+    if not has_image:
+        if images:
+            return Checked(None, problem=f"has {images} {IMAGE_TOKEN} in its text but no 'image' field")
+        if needs_image:
+            return Checked(None, fix="no_image")
+    elif images != 1:
+        return Checked(None, problem=f"has one image but {images} {IMAGE_TOKEN} tokens in its text")
+    if plain and len(turns) != 2:
+        return Checked(
+            None, problem=f"the plain template takes one (image, caption) pair, not {len(turns)} turns"
+        )
+    cleaned = sample if fix is None else {**sample, "conversations": turns}
+    return Checked(cleaned, fix=fix)
