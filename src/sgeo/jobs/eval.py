@@ -106,6 +106,11 @@ def run_eval(config: EvalConfig, loaded: tuple | None = None, quiet: bool = Fals
         judge = ChatJudge(config.judge, config.judge_model)
     result = score_answers(answers, bench, out, judge=judge)
     say(result["table"])
+    if skipped := result["scores"]["overall"].get("skipped"):
+        say(
+            f"eval: {skipped} items did not fit the model's model_max_length with one <image> per image; "
+            "--multi-image tile or first shows each of them as one image"
+        )
     say(f"eval: answers {answers}; scores {result['files']['scores']}, {result['files']['plot']}")
     return result
 
@@ -161,6 +166,7 @@ def answer_items(
     from ..pipeline.benchmarks import model_images
     from ..pipeline.images import load_image, resolve_inside
     from .score import append_answer
+    from .seeded_sampling import item_seed
 
     run = run or {}
     with tqdm(total=len(items), desc="eval", unit="q", file=sys.stderr, dynamic_ncols=True) as bar:
@@ -187,17 +193,11 @@ def answer_items(
                 samples.append(sample)
                 pictures.append(model_images(prompt, loaded))
             if batch:
-                seeds = [item_seed_of(run, item.question_id) for item, _ in batch]
+                seeds = [item_seed(int(run.get("seed", 0)), item.question_id) for item, _ in batch]
                 preds = generate_batch(model, processor, samples, pictures, decoding, seeds)
                 for (item, extra), pred in zip(batch, preds, strict=True):
                     append_answer(answers, answer_record(item, pred, **extra))
             bar.update(min(batch_size, len(items) - start))
-
-
-def item_seed_of(run: dict[str, Any], question_id: str) -> int:
-    from .seeded_sampling import item_seed
-
-    return item_seed(int(run.get("seed", 0)), question_id)
 
 
 def generate_batch(
