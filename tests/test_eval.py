@@ -1,4 +1,4 @@
-"""`sgeo eval` on the synthetic held-out split: answers.jsonl, scores.json, resuming a killed run, bad images."""
+"""`sgeo eval`: answers.jsonl, scores.json, resuming a killed run, bad images, SpatialScore's multi-image items."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import time
 
 from PIL import Image
 
+from benchmark_fixtures import SPATIALSCORE_ROWS, write_spatialscore
 from conftest import run_sgeo
 from sgeo.jobs.eval import EvalConfig, run_eval
 from sgeo.pipeline.benchmarks import load_benchmark
@@ -96,3 +97,48 @@ def test_bad_image_is_recorded_and_the_rest_answered(tiny, tmp_path):
     assert records["q2"]["pred"] == "" and "outside" in records["q2"]["error"]
     assert "error" not in records["q0"] and "error" not in records["q3"]
     assert result["scores"]["overall"]["n"] == 4
+
+
+def _spatialscore_with_a_long_row(root):
+    # 17 frames x 128 image tokens (tiny) do not fit model_max_length 2048: recorded as skipped
+    long_row = {
+        **SPATIALSCORE_ROWS[5],
+        "index": 9999,
+        "img_paths": [f"./dataset/long/f{k}.jpg" for k in range(17)],
+    }
+    return write_spatialscore(root, [*SPATIALSCORE_ROWS, long_row])
+
+
+def test_eval_spatialscore_end_to_end_with_multi_image_rows(tiny, tmp_path):
+    data = _spatialscore_with_a_long_row(tmp_path)
+    out = tmp_path / "out"
+    args = ["eval", "--bench", "spatialscore", "--data", data, "--out", out, "--model", "tiny"]
+    result = run_sgeo(*args, "--max-new-tokens", "4", "--batch-size", "4", check=True)
+    records = {r["question_id"]: r for r in _lines(out / "answers.jsonl")}
+    assert sorted(records) == sorted([str(r["index"]) for r in SPATIALSCORE_ROWS] + ["9999"])
+    assert "model_max_length" in records["9999"]["skipped"] and records["9999"]["pred"] == ""
+    for row in SPATIALSCORE_ROWS:
+        record = records[str(row["index"])]
+        assert "skipped" not in record and "error" not in record
+        assert record["prompt"].count("<image>") == len(row["img_paths"])  # one <image> per image
+        assert record["protocol"] == "reference" and record["gt"] == row["answer"]
+        if len(row["img_paths"]) > 1:
+            assert record["images"] == row["img_paths"]
+    scores = json.loads((out / "scores.json").read_text())
+    assert scores["overall"]["n"] == 15 and scores["overall"]["skipped"] == 1
+    assert scores["by_source"]["VSI-Bench_8"]["n"] == 3 and scores["by_source"]["VGBench"]["n"] == 3
+    assert scores["by_category"]["Counting"]["n"] == 4
+    assert scores["by_subcategory"]["Depth and Distance / Absolute"]["n"] == 2
+    assert set(scores["by_type"]) == {"multi-choice", "open-ended", "judgment"}
+    for line in ("by category:", "by subcategory:", "by source:", "  VSI-Bench_8", "1 skipped"):
+        assert line in result.stdout
+    with Image.open(out / "scores.png") as plot:  # three panels: category, subcategory, source
+        assert plot.height >= 3 * 4 * 100
+
+    # a single-image view of the same items: the long row fits once its frames are tiled into one canvas
+    config = EvalConfig(
+        data=data, out=tmp_path / "tiled", bench="spatialscore", max_new_tokens=2, multi_image="tile"
+    )
+    tiled = run_eval(config, loaded=tiny, quiet=True)
+    assert tiled["scores"]["overall"]["n"] == 15 and "skipped" not in tiled["scores"]["overall"]
+    assert all(r["prompt"].count("<image>") == 1 for r in _lines(tmp_path / "tiled" / "answers.jsonl"))

@@ -152,18 +152,36 @@ def ask(
 def evaluate(
     bench: str = typer.Option("synthetic", help="spatialrgpt, spatialscore or synthetic"),
     data: Path = typer.Option(..., help="the benchmark file"),
-    image_root: Path | None = typer.Option(None, help="image root (default: the benchmark file's folder)"),
+    image_root: Path | None = typer.Option(
+        None,
+        help="image root (default: the benchmark file's folder; SpatialScore: the folder above dataset/)",
+    ),
     model: str = typer.Option("tiny", help=MODEL_HELP),
     out: Path = typer.Option(..., help="output directory: answers.jsonl, scores.json, scores.png"),
+    protocol: str | None = typer.Option(
+        None,
+        help="reference: prompts and decoding of the benchmark's own eval code (default; SpatialRGPT-Bench: "
+        "SpatialGeo's, sampled at temperature 0.2 with --seed); sgeo: greedy sgeo prompts (synthetic default)",
+    ),
+    multi_image: str = typer.Option(
+        "all",
+        help="an item with several images: all (one <image> each, as SpatialScore's LLaVA-1.5), tile, first",
+    ),
+    seed: int = typer.Option(0, help="sampling seed: the same seed gives the same answers"),
     batch_size: int = typer.Option(8),
-    max_new_tokens: int = typer.Option(64),
+    max_new_tokens: int | None = typer.Option(None, help="default: the protocol's (sgeo: 64)"),
     limit: int | None = typer.Option(None),
     device: str | None = typer.Option(None),
     format_hint: bool = typer.Option(
         True,
         "--format-hint/--no-format-hint",
-        help="append the benchmark's answer-format instruction to each question",
+        help="sgeo protocol: append the benchmark's answer-format instruction to each question",
     ),
+    judge: str | None = typer.Option(
+        None,
+        help="OpenAI-compatible endpoint (e.g. http://127.0.0.1:8000/v1) to score as SpatialRGPT's judge",
+    ),
+    judge_model: str | None = typer.Option(None, help="the judge's model name (default: the first it lists)"),
 ):
     """Run a model over a spatial VQA benchmark and score it."""
     options = dict(locals())  # before the imports below add names to locals()
@@ -177,12 +195,15 @@ def score(
     answers: Path = typer.Argument(..., help="answers.jsonl"),
     bench: str = typer.Option("spatialrgpt", help="spatialrgpt, spatialscore or synthetic"),
     out: Path | None = typer.Option(None, help="default: the answers file's folder"),
+    judge: str | None = typer.Option(
+        None, help="OpenAI-compatible endpoint to score as SpatialRGPT's judge (verdicts cached in ANSWERS)"
+    ),
+    judge_model: str | None = typer.Option(None, help="the judge's model name (default: the first it lists)"),
 ):
     """Score an existing answers file (no model is run)."""
-    from .jobs.score import score_answers
+    from .jobs.score import run_score
 
-    result = score_answers(answers, bench, out)
-    print(result["table"])
+    print(run_score(answers, bench, out, judge=judge, judge_model=judge_model)["table"])
 
 
 @app.command()

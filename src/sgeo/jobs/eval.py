@@ -1,21 +1,27 @@
 """`sgeo eval`: run a model over a spatial VQA benchmark, append each answer as it goes, then score.
 
-Items come from `load_benchmark`; each batch is greedy, left-padded generation from pixels (the model's own
-towers). Every answer is appended to `answers.jsonl` at once, so a killed eval resumes where it stopped:
-question ids already in the file are skipped. Scoring is the `score` job's, on the whole file.
+Items come from `load_benchmark`, their prompts and decoding from the chosen protocol (`reference`: the
+benchmark's own evaluation code; `sgeo`: greedy, sgeo's prompts; see `pipeline.benchmarks.protocols`).
+Each batch is left-padded generation from pixels (the model's own towers); an item may show several images.
+Every answer is appended to `answers.jsonl` at once, so a killed eval resumes where it stopped: question
+ids already in the file are skipped, and sampled answers come from per-item seeds, so the resumed run gives
+what an uninterrupted one would. An unreadable image or an item too long for the model is recorded with
+the reason instead of an answer. Scoring is the `score` job's, on the whole file.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ..errors import SgeoError
-from .ask import TEMPLATE, _until_eos, load_for_inference
+from .ask import load_for_inference
 
 ANSWERS_FILE = "answers.jsonl"
+CHAT_TEMPLATE = "vicuna_v1"  # LLaVA-1.5's
 
 
 @dataclass
@@ -26,12 +32,17 @@ class EvalConfig:
     image_root: Path | None = None
     model: str = "tiny"
     batch_size: int = 8
-    max_new_tokens: int = 64
+    max_new_tokens: int | None = None  # None: the protocol's (reference: 128 SpatialRGPT, 1024 SpatialScore)
     limit: int | None = None
     device: str | None = None
-    # The benchmark's answer-format instruction after each question (the reference's eval does this). Off
-    # for a model trained only on synthetic QA, which never saw those instructions.
+    # sgeo protocol: the benchmark's answer-format instruction after each question. Off for a model trained
+    # only on synthetic QA, which never saw those instructions.
     format_hint: bool = True
+    protocol: str | None = None  # reference | sgeo; None: reference, but sgeo for the synthetic bench
+    multi_image: str = "all"  # all | tile | first: what the model gets from an item with several images
+    seed: int = 0  # sampling seed (reference protocol of SpatialRGPT-Bench)
+    judge: str | None = None  # OpenAI-compatible endpoint that scores as SpatialRGPT's GPT-4 judge
+    judge_model: str | None = None
 
 
 def run_eval(config: EvalConfig, loaded: tuple | None = None, quiet: bool = False) -> dict[str, Any]:
@@ -40,97 +51,179 @@ def run_eval(config: EvalConfig, loaded: tuple | None = None, quiet: bool = Fals
     `loaded` is an optional (model, processor) already in memory; otherwise `config.model` is loaded, and only
     if something is left to answer. Returns `score_answers`' result.
     """
-    from ..pipeline.benchmarks import image_root, load_benchmark
-    from .score import answered_ids, score_answers
+    from ..pipeline.benchmarks import (
+        build_prompt,
+        check_bench,
+        check_multi_image,
+        check_protocol,
+        decoding_for,
+        default_protocol,
+        image_root,
+        load_benchmark,
+    )
+    from .score import read_answers, score_answers
 
-    if config.batch_size < 1:
-        raise SgeoError(f"--batch-size must be at least 1, got {config.batch_size}")
-    if config.max_new_tokens < 1:
-        raise SgeoError(f"--max-new-tokens must be at least 1, got {config.max_new_tokens}")
-    if config.limit is not None and config.limit < 1:
-        raise SgeoError(f"--limit must be at least 1, got {config.limit}")
-    items = load_benchmark(config.bench, config.data)[: config.limit]
-    root = Path(config.image_root) if config.image_root is not None else image_root(config.bench, config.data)
+    for name in ("batch_size", "max_new_tokens", "limit"):
+        value = getattr(config, name)
+        if value is not None and value < 1:
+            raise SgeoError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
+    bench = check_bench(config.bench)
+    protocol = check_protocol(config.protocol or default_protocol(bench))
+    check_multi_image(config.multi_image)
+    if protocol == "reference" and not config.format_hint:
+        raise SgeoError("--no-format-hint applies to --protocol sgeo; the reference protocol keeps its hints")
+    if config.judge is not None and bench == "spatialscore":
+        raise SgeoError("--judge scores as SpatialRGPT does; SpatialScore's own scoring uses rules only")
+    decoding = decoding_for(bench, protocol, config.max_new_tokens)
+    items = load_benchmark(bench, config.data)[: config.limit]
+    prompts = {
+        item.question_id: build_prompt(item, bench, protocol, config.multi_image, config.format_hint)
+        for item in items
+    }
+    root = Path(config.image_root) if config.image_root is not None else image_root(bench, config.data)
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
     answers = out / ANSWERS_FILE
-    done = answered_ids(answers)
+    run = {"protocol": protocol, **({"seed": config.seed} if decoding.sample else {})}
+    done = _answered(read_answers(answers) if answers.is_file() else [], run, answers)
     todo = [item for item in items if item.question_id not in done]
     say = (lambda *_: None) if quiet else (lambda text: print(text, flush=True))
     say(
-        f"eval: {len(items)} items of {config.data}: {len(items) - len(todo)} already answered in {answers}, "
-        f"{len(todo)} to answer"
+        f"eval: {len(items)} items of {config.data} (protocol {protocol}): {len(items) - len(todo)} already "
+        f"answered in {answers}, {len(todo)} to answer"
     )
+    if blind := sum(not prompts[item.question_id].images for item in todo):
+        say(
+            f"eval: {blind} items have no <image> in their human turn; as in the reference, they get no image"
+        )
     if todo:
         model, processor = loaded if loaded is not None else load_for_inference(config.model, config.device)
-        hint, size, tokens = config.format_hint, config.batch_size, config.max_new_tokens
-        answer_items(model, processor, todo, root, answers, size, tokens, format_hint=hint)
-    result = score_answers(answers, config.bench, out)
+        answer_items(model, processor, todo, prompts, root, answers, decoding, config.batch_size, run)
+    judge = None
+    if config.judge is not None:
+        from ..pipeline.scoring import ChatJudge
+
+        judge = ChatJudge(config.judge, config.judge_model)
+    result = score_answers(answers, bench, out, judge=judge)
     say(result["table"])
+    if skipped := result["scores"]["overall"].get("skipped"):
+        say(
+            f"eval: {skipped} items did not fit the model's model_max_length with one <image> per image; "
+            "--multi-image tile or first shows each of them as one image"
+        )
     say(f"eval: answers {answers}; scores {result['files']['scores']}, {result['files']['plot']}")
     return result
+
+
+def _answered(records: list[dict[str, Any]], run: dict[str, Any], answers: Path) -> set[str]:
+    """The question ids already answered, after checking they were answered the way this run asks."""
+    for record in records:
+        # records of older sgeo versions carry no protocol: they were sgeo's greedy prompts
+        was = {key: record.get(key, "sgeo" if key == "protocol" else None) for key in run}
+        if was != run:
+            raise SgeoError(
+                f"{answers} holds answers made with {was}, this run asks {run}; use another --out "
+                "or the same options"
+            )
+    return {str(r["question_id"]) for r in records if "question_id" in r}
+
+
+def chat_template(system: str | None):
+    """LLaVA-1.5's template, with `system` as its system prompt when given."""
+    from ..model.conversation import get_template
+
+    template = get_template(CHAT_TEMPLATE)
+    return template if system is None else dataclasses.replace(template, system=system)
+
+
+def prompt_text(prompt) -> str:
+    """The exact text the tokenizer reads for a `Prompt` (what the answers file records)."""
+    from ..model.conversation import render
+
+    turn = [{"from": "human", "value": prompt.human}]
+    return render(chat_template(prompt.system), turn, add_generation_prompt=True)[0]
 
 
 def answer_items(
     model,
     processor,
     items: list,
+    prompts: dict,
     image_root: Path,
     answers: Path,
+    decoding,
     batch_size: int = 8,
-    max_new_tokens: int = 64,
-    format_hint: bool = True,
+    run: dict[str, Any] | None = None,
 ) -> None:
     """Answer `items` in batches, appending one record per item to `answers` as each batch finishes.
 
-    An image that cannot be read is recorded with `pred` "" and an `error`, and never reaches the model.
+    `prompts` maps question ids to `Prompt`s; `run` ({"protocol", "seed"?}) is written into every record.
+    An unreadable image is recorded with pred "" and an `error`, an item longer than the model's
+    `model_max_length` with pred "" and `skipped`; neither reaches the model.
     """
     from tqdm.auto import tqdm
 
+    from ..pipeline.benchmarks import model_images
     from ..pipeline.images import load_image, resolve_inside
     from .score import append_answer
+    from .seeded_sampling import item_seed
 
+    run = run or {}
     with tqdm(total=len(items), desc="eval", unit="q", file=sys.stderr, dynamic_ncols=True) as bar:
         for start in range(0, len(items), batch_size):
-            batch, images = [], []
+            batch, samples, pictures = [], [], []
             for item in items[start : start + batch_size]:
+                prompt = prompts[item.question_id]
+                text = prompt_text(prompt)
+                extra = {**run, "prompt": text}
                 try:
-                    image, _ = load_image(resolve_inside(image_root, item.image))
+                    loaded = [load_image(resolve_inside(image_root, path))[0] for path in prompt.images]
                 except SgeoError as error:  # unreadable, missing or outside the root
-                    append_answer(answers, answer_record(item, "", error=str(error)))
+                    append_answer(answers, answer_record(item, "", error=str(error), **extra))
                     continue
-                batch.append(item)
-                images.append(image)
+                conversation = [{"from": "human", "value": prompt.human}]
+                try:
+                    sample = processor.tokenize(
+                        conversation, chat_template(prompt.system), add_generation_prompt=True
+                    )
+                except ValueError as error:  # longer than model_max_length, through an image's tokens
+                    append_answer(answers, answer_record(item, "", skipped=str(error), **extra))
+                    continue
+                batch.append((item, extra))
+                samples.append(sample)
+                pictures.append(model_images(prompt, loaded))
             if batch:
-                prompts = [
-                    item.prompt if format_hint else item.extra.get("question", item.prompt) for item in batch
-                ]
-                preds = generate_answers(model, processor, prompts, images, max_new_tokens)
-                for item, pred in zip(batch, preds, strict=True):
-                    append_answer(answers, answer_record(item, pred))
+                seeds = [item_seed(int(run.get("seed", 0)), item.question_id) for item, _ in batch]
+                preds = generate_batch(model, processor, samples, pictures, decoding, seeds)
+                for (item, extra), pred in zip(batch, preds, strict=True):
+                    append_answer(answers, answer_record(item, pred, **extra))
             bar.update(min(batch_size, len(items) - start))
 
 
-def generate_answers(
-    model, processor, prompts: list[str], images: list, max_new_tokens: int = 64
+def generate_batch(
+    model, processor, samples: list[dict], pictures: list[list], decoding, seeds: list[int]
 ) -> list[str]:
-    """One greedy answer per (prompt, image): a left-padded batch through `model.generate`."""
-    samples = [
-        processor.tokenize(
-            [{"from": "human", "value": f"<image>\n{prompt}"}], TEMPLATE, add_generation_prompt=True
-        )
-        for prompt in prompts
-    ]
+    """One answer per tokenized sample (its images in `pictures`, in order): a left-padded batch through
+    `model.generate`, greedy or seeded sampling as `decoding` says."""
     batch = processor.pad(samples, padding_side="left")  # input_ids, attention_mask: [B, N]
-    pixel_values = processor.preprocess_images(images)  # [B, 3, S, S]
+    images = [image for item_images in pictures for image in item_images]
+    kwargs: dict[str, Any] = {}
+    if decoding.sample:
+        from transformers import LogitsProcessorList
+
+        from .seeded_sampling import SeededSampler
+
+        sampler = SeededSampler(decoding.temperature, decoding.top_k, seeds, model.device)
+        kwargs["logits_processor"] = LogitsProcessorList([sampler])
     new_tokens = model.generate(
         batch["input_ids"].to(model.device),
         attention_mask=batch["attention_mask"].to(model.device),
-        pixel_values=pixel_values,
-        max_new_tokens=max_new_tokens,
-        do_sample=False,
+        pixel_values=processor.preprocess_images(images) if images else None,  # [I, 3, S, S], I >= B or 0
+        max_new_tokens=decoding.max_new_tokens,
+        do_sample=False,  # the sampler, when there is one, has already picked the token
         pad_token_id=processor.tokenizer.pad_token_id,
-    )  # [B, <= max_new_tokens]; fmt: skip
+        **kwargs,
+    )  # [B, <= max_new_tokens]
     eos = processor.tokenizer.eos_token_id
     return [
         processor.tokenizer.decode(_until_eos(row, eos), skip_special_tokens=True).strip()
@@ -138,9 +231,34 @@ def generate_answers(
     ]
 
 
-def answer_record(item, pred: str, error: str | None = None) -> dict[str, Any]:
-    """One answers.jsonl line: what the scorer reads, plus everything the benchmark item carried."""
-    record = item.to_record(pred)
+def _until_eos(row: list[int], eos: int | None) -> list[int]:
+    return row[: row.index(eos)] if eos is not None and eos in row else row
+
+
+def generate_answers(
+    model, processor, prompts: list[str], images: list, max_new_tokens: int = 64
+) -> list[str]:
+    """One greedy answer per (prompt, image) with sgeo's chat template: a left-padded batch."""
+    from ..pipeline.benchmarks import Decoding
+
+    conversation = [[{"from": "human", "value": f"<image>\n{prompt}"}] for prompt in prompts]
+    samples = [processor.tokenize(c, CHAT_TEMPLATE, add_generation_prompt=True) for c in conversation]
+    decoding = Decoding(max_new_tokens=max_new_tokens)
+    return generate_batch(
+        model, processor, samples, [[image] for image in images], decoding, [0] * len(prompts)
+    )
+
+
+def answer_record(
+    item, pred: str, error: str | None = None, skipped: str | None = None, **extra
+) -> dict[str, Any]:
+    """One answers.jsonl line: what the scorer reads, everything the benchmark item carried, how it was
+    asked (`extra`: protocol, seed, prompt) and, for an item not answered, why (`error` / `skipped`)."""
+    record = {**item.to_record(pred), **extra}
+    if len(item.images) > 1:
+        record["images"] = list(item.images)
     if error is not None:
         record["error"] = error
+    if skipped is not None:
+        record["skipped"] = skipped
     return record

@@ -3,7 +3,9 @@
 answers.jsonl holds one JSON object per answered question: {"question_id", "pred", "gt", "qa_info", ...}
 plus whatever the benchmark item carried (`question`, `options`, bbox, ...). A killed eval leaves at most a
 truncated last line: readers skip it and `append_answer` cuts it off before writing, so a resumed run
-answers that question again.
+answers that question again. Scoring uses the benchmark's rules (`scoring.SCORERS`) or, given a judge, asks
+it as SpatialRGPT does; the judge's verdicts are written back into the answers file (replaced whole, never
+half-written), so rescoring asks only for what it has not seen.
 """
 
 from __future__ import annotations
@@ -15,7 +17,17 @@ from typing import Any
 
 from sgeo.errors import SgeoError
 from sgeo.pipeline.benchmarks import check_bench
-from sgeo.pipeline.scoring import Judge, aggregate, format_table, plot_scores, score_item
+from sgeo.pipeline.scoring import (
+    SCORERS,
+    ChatJudge,
+    JudgeError,
+    aggregate,
+    format_table,
+    judge_record,
+    plot_scores,
+)
+
+SAVE_EVERY = 20  # judge verdicts between two rewrites of the answers file
 
 
 def read_answers(path: Path) -> list[dict[str, Any]]:
@@ -81,32 +93,75 @@ def append_answer(path: Path, record: dict[str, Any]) -> None:
         f.flush()
 
 
+def rewrite_answers(path: Path, records: list[dict[str, Any]]) -> None:
+    """Replace `path` with `records`, one per line, atomically: a crash leaves the old file or the new one."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _not_answered(record: dict[str, Any]) -> dict[str, Any] | None:
+    """The score of a record the eval could not answer (an unreadable image, too long): wrong, 0 credit."""
+    if record.get("skipped") or record.get("error"):
+        return {"kind": "not answered", "success": False, "credit": 0.0}
+    return None
+
+
 def score_answers(
-    answers: Path, bench: str, out: Path | None = None, judge: Judge | None = None
+    answers: Path, bench: str, out: Path | None = None, judge: ChatJudge | None = None
 ) -> dict[str, Any]:
     """Score every record of `answers` and write scores.json, scores.png and scored.jsonl (each record with
     its verdict) to `out` (default: the answers file's folder). Returns {"scores", "table", "files"}.
 
-    `bench` selects the scoring rules: "spatialscore" treats records without a type as multiple choice;
-    the SpatialRGPT-style benches dispatch on qa_info type and category.
+    `bench` selects the rules: SpatialScore's own for "spatialscore", sgeo's SpatialRGPT-style ones
+    otherwise. `judge` (SpatialRGPT-style benches only) scores what SpatialRGPT's script sends to GPT-4; an
+    unreachable endpoint stops with a one-line error after the verdicts so far are saved.
     """
     check_bench(bench)
+    if judge is not None and bench == "spatialscore":
+        raise SgeoError("--judge scores as SpatialRGPT does; SpatialScore's own scoring uses rules only")
     answers = Path(answers)
     out = Path(out) if out is not None else answers.parent
     records = read_answers(answers)
     if not records:
         raise SgeoError(f"{answers} holds no answers")
-    scored = []
     for n, record in enumerate(records):
         if "pred" not in record or "gt" not in record:
             raise SgeoError(
                 f"{answers} record {n} (question_id {record.get('question_id')}) lacks pred or gt"
             )
-        if bench == "spatialscore":
-            info = record.setdefault("qa_info", {})
-            info.setdefault("type", "multi-choice")
-        scored.append({**record, **score_item(record, judge=judge)})
+    scored, unsaved = [], 0
+    try:
+        for record in records:
+            result = _not_answered(record)
+            if result is None and judge is not None:
+                judged = judge_record(record, judge)  # may add the verdict to `record`
+                if judged is not None:
+                    result, asked = judged
+                    unsaved += asked
+                    if unsaved >= SAVE_EVERY:
+                        rewrite_answers(answers, records)
+                        unsaved = 0
+            if result is None:
+                result = SCORERS[bench](record)
+            scored.append({**record, **result})
+    except JudgeError:
+        if unsaved:
+            rewrite_answers(answers, records)
+        raise
+    if unsaved:
+        rewrite_answers(answers, records)
     scores = aggregate(scored)
+    if judge is not None:
+        scores["judge"] = {
+            "endpoint": judge.base,
+            "requests": judge.calls,
+            "reference_format_fails": sum(bool(r.get("reference_format_fails")) for r in scored),
+        }
     table = format_table(scores)
     out.mkdir(parents=True, exist_ok=True)
     files = {"scores": out / "scores.json", "plot": out / "scores.png", "scored": out / "scored.jsonl"}
@@ -115,3 +170,14 @@ def score_answers(
         f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in scored)
     plot_scores(scores, files["plot"])
     return {"scores": scores, "table": table, "files": {k: str(v) for k, v in files.items()}}
+
+
+def run_score(
+    answers: Path,
+    bench: str,
+    out: Path | None = None,
+    judge: str | None = None,
+    judge_model: str | None = None,
+) -> dict[str, Any]:
+    """`sgeo score`: `score_answers` with the judge, if any, at endpoint URL `judge`."""
+    return score_answers(answers, bench, out, judge=ChatJudge(judge, judge_model) if judge else None)

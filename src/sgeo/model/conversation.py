@@ -44,7 +44,11 @@ def get_template(name: str) -> Template:
 
 
 def normalise_turns(conversations: list[dict]) -> list[tuple[str, str]]:
-    """LLaVA-format turns -> [(role, text)] with `<image>` moved to the front of its turn, as LLaVA does."""
+    """LLaVA-format turns -> [(role, text)] with `<image>` moved to the front of its turn, as LLaVA does.
+
+    A turn with k `<image>` starts with k of them, each followed by "\n", then the rest of its text: the
+    images keep their order, and a single image gives exactly LLaVA's "<image>\n" + text.
+    """
     turns = []
     for i, turn in enumerate(conversations):
         role = {"human": "human", "user": "human", "gpt": "gpt", "assistant": "gpt"}.get(turn.get("from"))
@@ -53,8 +57,8 @@ def normalise_turns(conversations: list[dict]) -> list[tuple[str, str]]:
         if role != ("human" if i % 2 == 0 else "gpt"):
             raise ValueError(f"turn {i} is from {role!r}; turns must alternate human, gpt, human, ...")
         text = turn.get("value") or ""
-        if IMAGE_TOKEN in text:
-            text = IMAGE_TOKEN + "\n" + text.replace(IMAGE_TOKEN, "").strip()
+        if images := text.count(IMAGE_TOKEN):
+            text = (IMAGE_TOKEN + "\n") * images + text.replace(IMAGE_TOKEN, "").strip()
         turns.append((role, text))
     return turns
 

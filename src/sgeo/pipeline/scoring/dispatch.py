@@ -1,22 +1,18 @@
-"""Scoring one answer: pick the scorer a record needs (or an optional judge) and run it."""
+"""Scoring one answer: pick the scorer a record needs and run it; `SCORERS` names each benchmark's rules."""
 
 from __future__ import annotations
 
 import math
 import re
-from typing import Any, Protocol
+from collections.abc import Callable
+from typing import Any
 
 from .choice import MULTIPLE_CHOICE_TYPES, score_multiple_choice
 from .direction import score_direction
 from .qualitative import score_qualitative
 from .quantities import _NUM, _normalise, _num, parse_quantity, score_quantitative
+from .spatialscore import score_spatialscore
 from .text import _text
-
-
-class Judge(Protocol):
-    """An optional (LLM) judge for qualitative answers: True when `pred` answers like `gt`."""
-
-    def __call__(self, question: str, pred: str, gt: str) -> bool: ...
 
 
 def kind_of(record: dict[str, Any]) -> str:
@@ -42,9 +38,9 @@ def _score_open(pred: str, gt: str) -> dict[str, Any]:
     return {"success": p is not None and math.isclose(_num(p.group()), _num(g.group()))}
 
 
-def score_item(record: Any, pred: str | None = None, judge: Judge | None = None) -> dict[str, Any]:
-    """Score one answer: a record {"pred", "gt", "qa_info", "question"?, "options"?} or a `BenchItem`
-    with `pred`. Returns at least {"kind", "success"}; `judge`, when given, decides qualitative items."""
+def score_item(record: Any, pred: str | None = None) -> dict[str, Any]:
+    """Score one answer by sgeo's rules: a record {"pred", "gt", "qa_info", "question"?, "options"?} or a
+    `BenchItem` with `pred`. Returns at least {"kind", "success"}."""
     if not isinstance(record, dict):  # a BenchItem
         record = record.to_record(pred or "")
     pred = str(record.get("pred") or "") if pred is None else pred
@@ -59,9 +55,15 @@ def score_item(record: Any, pred: str | None = None, judge: Judge | None = None)
         out = score_quantitative(pred, gt)
     elif kind == "open":
         out = _score_open(pred, gt)
-    elif judge is not None:
-        out = {"success": bool(judge(question, pred, gt)), "method": "judge"}
     else:
         category = None if kind == "judgment" else (record.get("qa_info") or {}).get("category")
         out = score_qualitative(pred, gt, category, question)
     return {"kind": kind, **out}
+
+
+# benchmark -> the rules its answers are scored by: SpatialScore's own, or sgeo's (SpatialRGPT-style)
+SCORERS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
+    "spatialrgpt": score_item,
+    "spatialscore": score_spatialscore,
+    "synthetic": score_item,
+}

@@ -1,4 +1,4 @@
-"""The summary of a scored run: per-type and per-category scores, a text table and a bar chart."""
+"""The summary of a scored run: scores per type, category (and subcategory, source), a text table, bar charts."""
 
 from __future__ import annotations
 
@@ -34,7 +34,11 @@ def report_group(category: str) -> str | None:
 def _summary(records: list[dict[str, Any]]) -> dict[str, Any]:
     n = len(records)
     correct = sum(bool(r.get("success")) for r in records)
-    s: dict[str, Any] = {"n": n, "score": correct / n if n else 0.0, "correct": correct}
+    # an item's credit: 1 or 0, or a partial one (SpatialScore's VSI-Bench counts)
+    credit = sum(float(r["credit"]) if "credit" in r else float(bool(r.get("success"))) for r in records)
+    s: dict[str, Any] = {"n": n, "score": credit / n if n else 0.0, "correct": correct}
+    if credit != correct:
+        s["score_sum"] = credit
     for key, name in (("rel_error", "mean_rel_error"), ("error_hours", "mean_error_hours")):
         values = [r[key] for r in records if r.get(key) is not None]
         if values:
@@ -46,26 +50,47 @@ def _summary(records: list[dict[str, Any]]) -> dict[str, Any]:
     )
     if unread:
         s["unparsed"] = unread
+    for key, name in (("skipped", "skipped"), ("error", "errors"), ("match_failed", "judge_match_failed")):
+        if count := sum(bool(r.get(key)) for r in records):
+            s[name] = count
     return s
 
 
-def aggregate(records: Iterable[dict[str, Any]]) -> dict[str, Any]:
-    """{"by_type": {type: summary}, "by_category": {category: summary}, "overall": summary}.
+# (summary key, qa_info field): by_type and by_category always; the others where the records have them
+# (SpatialScore's tables are by category, subcategory and source).
+GROUPS = (
+    ("by_type", "type"),
+    ("by_category", "category"),
+    ("by_subcategory", "subcategory"),
+    ("by_source", "source"),
+)
 
-    A summary is {"n", "score" (success rate / accuracy in [0, 1]), "correct"} plus, where they apply,
-    "mean_rel_error" and "mean_error_hours" (over readable predictions, as the reference), "unparsed" and,
-    per category, the reference's report "group". Records need "success" and "qa_info".
+
+def _group_name(info: dict[str, Any], field: str) -> str:
+    if field == "subcategory":  # subcategory names repeat across categories ("Relative", ...)
+        return f"{info.get('category', 'unknown')} / {info['subcategory']}"
+    return str(info.get(field, "unknown"))
+
+
+def aggregate(records: Iterable[dict[str, Any]]) -> dict[str, Any]:
+    """{"by_type": {type: summary}, "by_category": {...}, ["by_subcategory", "by_source",] "overall"}.
+
+    A summary is {"n", "score" (mean credit: success rate / accuracy in [0, 1]), "correct"} plus, where they
+    apply, "score_sum" (when partial credits make it differ from "correct"), "mean_rel_error" and
+    "mean_error_hours" (over readable predictions, as the reference), "unparsed", "skipped", "errors" and,
+    per category, the reference's report "group". Records need "success" (or "credit") and "qa_info".
     """
     records = list(records)
-    by: dict[str, dict[str, list[dict[str, Any]]]] = {
-        "by_type": defaultdict(list),
-        "by_category": defaultdict(list),
-    }
-    for r in records:
-        info = r.get("qa_info") or {}
-        by["by_type"][str(info.get("type", "unknown"))].append(r)
-        by["by_category"][str(info.get("category", "unknown"))].append(r)
-    out: dict[str, Any] = {key: {k: _summary(v) for k, v in sorted(by[key].items())} for key in by}
+    infos = [r.get("qa_info") or {} for r in records]
+    out: dict[str, Any] = {}
+    for key, field in GROUPS:
+        if key not in ("by_type", "by_category") and not any(field in info for info in infos):
+            continue
+        groups: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        for r, info in zip(records, infos, strict=True):
+            if field in info or key in ("by_type", "by_category"):
+                groups[_group_name(info, field)].append(r)
+        out[key] = {name: _summary(members) for name, members in sorted(groups.items())}
     for category, s in out["by_category"].items():
         if group := report_group(category):
             s["group"] = group
@@ -74,7 +99,7 @@ def aggregate(records: Iterable[dict[str, Any]]) -> dict[str, Any]:
 
 
 def format_table(scores: dict[str, Any]) -> str:
-    """Aligned text: overall, each type, each category; score in %."""
+    """Aligned text: overall, then each group (type, category, subcategory, source); score in %."""
     rows = [("", "n", "score %", "rel err", "group")]
 
     def row(name: str, s: dict[str, Any]) -> tuple[str, ...]:
@@ -88,33 +113,53 @@ def format_table(scores: dict[str, Any]) -> str:
         )
 
     rows.append(row("overall", scores["overall"]))
-    for title in ("by_type", "by_category"):
-        rows.append((f"{title.replace('_', ' ')}:", "", "", "", ""))
-        rows.extend(row(f"  {name}", s) for name, s in scores.get(title, {}).items())
+    for title, _ in GROUPS:
+        if title in scores:
+            rows.append((f"{title.replace('_', ' ')}:", "", "", "", ""))
+            rows.extend(row(f"  {name}", s) for name, s in scores[title].items())
     widths = [max(len(r[i]) for r in rows) for i in range(5)]
     lines = []
     for r in rows:
         cells = [r[0].ljust(widths[0]), *(c.rjust(w) for c, w in zip(r[1:4], widths[1:4], strict=True)), r[4]]
         lines.append("  ".join(cells).rstrip())
+    overall = scores["overall"]
+    notes = [
+        f"{overall[key]} {what}"
+        for key, what in (
+            ("skipped", "skipped (too long for the model; see 'skipped' in answers.jsonl)"),
+            ("errors", "not answered (unreadable image; see 'error')"),
+            ("judge_match_failed", "judge replies unreadable (counted wrong, as SpatialRGPT's script)"),
+        )
+        if overall.get(key)
+    ]
+    if notes:
+        lines.append("note: " + "; ".join(notes) + "; all count as wrong answers")
     return "\n".join(lines)
 
 
 def plot_scores(scores: dict[str, Any], path: Path) -> Path:
-    """Bar chart of the score of each category (n above each bar) to a PNG at `path`."""
+    """Bar charts to a PNG at `path`: one panel per group (category, and subcategory and source where the
+    scores have them), the score of each bar in %, its n above it."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg  # lazy: only the plot needs matplotlib
     from matplotlib.figure import Figure
 
-    cats = scores.get("by_category", {})
-    names = list(cats)
-    fig = Figure(figsize=(max(4.0, 0.45 * len(names) + 2.0), 4.0), layout="constrained")
+    panels = [key for key, _ in GROUPS if key != "by_type" and key in scores] or ["by_category"]
+    longest = max((len(scores.get(key, {})) for key in panels), default=1)
+    fig = Figure(figsize=(max(4.0, 0.45 * longest + 2.0), 4.0 * len(panels)), layout="constrained")
     FigureCanvasAgg(fig)  # an Agg canvas without touching pyplot's global backend
-    ax = fig.add_subplot()
-    bars = ax.bar(range(len(names)), [100 * cats[n]["score"] for n in names], color="#4878a8")
-    ax.bar_label(bars, labels=[str(cats[n]["n"]) for n in names], fontsize=7)
-    ax.set_xticks(range(len(names)), names, rotation=60, ha="right", fontsize=8)
-    ax.set_ylim(0, 105)
-    ax.set_ylabel("score (%)")
     overall = scores.get("overall", {"score": 0.0, "n": 0})
-    ax.set_title(f"overall {100 * overall['score']:.1f}% of {overall['n']} (n above bars)", fontsize=10)
+    for k, key in enumerate(panels):
+        groups = scores.get(key, {})
+        names = list(groups)
+        ax = fig.add_subplot(len(panels), 1, k + 1)
+        bars = ax.bar(range(len(names)), [100 * groups[n]["score"] for n in names], color="#4878a8")
+        ax.bar_label(bars, labels=[str(groups[n]["n"]) for n in names], fontsize=7)
+        ax.set_xticks(range(len(names)), names, rotation=60, ha="right", fontsize=8)
+        ax.set_ylim(0, 105)
+        ax.set_ylabel(f"score (%) {key.replace('_', ' ')}")
+        if k == 0:
+            ax.set_title(
+                f"overall {100 * overall['score']:.1f}% of {overall['n']} (n above bars)", fontsize=10
+            )
     fig.savefig(Path(path), dpi=120)
     return Path(path)

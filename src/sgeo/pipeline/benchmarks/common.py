@@ -1,0 +1,67 @@
+"""What every benchmark loader shares: the `BenchItem` it yields and the reading of a JSON / JSONL file."""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sgeo.errors import SgeoError
+
+
+@dataclass
+class BenchItem:
+    """One question of a benchmark, ready to be asked (by either protocol) and scored."""
+
+    question_id: str
+    image: str  # the first image, relative to the image root
+    prompt: str  # sgeo protocol: question + answer-format instruction, without "<image>"
+    gt: str
+    qa_info: dict[str, Any]  # category, type, (subcategory, source, ...)
+    options: list[str] | None = None  # multiple-choice option texts, in letter order
+    extra: dict[str, Any] = field(default_factory=dict)  # question, bbox, images, ...: kept in the answers
+    images: list[str] = field(default_factory=list)  # every image of the item (default: [image])
+    # The question exactly as the benchmark ships it, for the reference protocol: SpatialRGPT-Bench's human
+    # turn (with its "<image>"), SpatialScore's `question`.
+    raw_question: str | None = None
+
+    def __post_init__(self) -> None:
+        if not self.images:
+            self.images = [self.image]
+
+    def to_record(self, pred: str) -> dict[str, Any]:
+        """The answers.jsonl line for this item: what `scoring.score_item` reads, plus `extra`."""
+        record = {**self.extra, "question_id": self.question_id, "image": self.image, "pred": pred}
+        record.update(gt=self.gt, qa_info=self.qa_info)
+        if self.options is not None:
+            record["options"] = self.options
+        return record
+
+
+def clean(text: str) -> str:
+    """Text without "<image>", on one line with single spaces."""
+    text = text.replace("<image>", " ")
+    return re.sub(r"\s+", " ", text).strip()
+
+
+def read_rows(path: Path) -> list[dict[str, Any]]:
+    """The items of a JSON list or of a JSONL file."""
+    if not path.is_file():
+        raise SgeoError(f"benchmark file not found: {path}")
+    text = path.read_text(encoding="utf-8")
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError:
+        try:
+            data = [json.loads(line) for line in text.splitlines() if line.strip()]
+        except json.JSONDecodeError as e:
+            raise SgeoError(f"{path} is neither JSON nor JSONL: {e}") from None
+    if isinstance(data, dict):  # JSONL with a single line
+        data = [data]
+    if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
+        raise SgeoError(f"{path}: expected a list of JSON objects")
+    if not data:
+        raise SgeoError(f"{path} holds no items")
+    return data
