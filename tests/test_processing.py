@@ -7,7 +7,11 @@ import pytest
 from sgeo.model import IGNORE_INDEX, render
 from sgeo.model.processing import SpatialGeoProcessor
 
-VICUNA_SYSTEM = (
+VICUNA_SYSTEM = (  # LLaVA's conv_vicuna_v1 (`--version v1`), what LLaVA-1.5 and SpatialGeo finetune with
+    "A chat between a curious user and an artificial intelligence assistant. "
+    "The assistant gives helpful, detailed, and polite answers to the user's questions."
+)
+LLAVA_V1_SYSTEM = (  # LLaVA's conv_llava_v1 (its CLI, SpatialGeo's eval_spatial.py)
     "A chat between a curious human and an artificial intelligence assistant. "
     "The assistant gives helpful, detailed, and polite answers to the human's questions."
 )
@@ -33,6 +37,7 @@ def test_vicuna_v1_prompt_is_llava_exact():
     assert [text[a:b] for a, b in spans] == [" A red box.</s>", " Yes.</s>"]
     prompt, _ = render("vicuna_v1", TWO_TURNS[:1], add_generation_prompt=True)
     assert prompt.endswith("USER: <image>\nWhat is this? ASSISTANT:")
+    assert render("llava_v1", TWO_TURNS)[0] == text.replace(VICUNA_SYSTEM, LLAVA_V1_SYSTEM)
 
 
 def test_plain_prompt_is_image_then_caption():

@@ -20,9 +20,9 @@ from reference_layouts import CLIP_REPO, IMAGE_SIZE, LLAVA_REPO, MOGE_REPO, Stan
 from sgeo.errors import SgeoError
 
 IGNORE, IMAGE_INDEX = -100, -200
-SYSTEM = (
-    "A chat between a curious human and an artificial intelligence assistant. "
-    "The assistant gives helpful, detailed, and polite answers to the human's questions."
+SYSTEM = (  # conv_vicuna_v1, LLaVA's `--version v1`
+    "A chat between a curious user and an artificial intelligence assistant. "
+    "The assistant gives helpful, detailed, and polite answers to the user's questions."
 )
 TESTS = Path(__file__).resolve().parent
 
@@ -266,6 +266,7 @@ def _generated_samples(n: int, seed: int = 0) -> list[tuple[str, dict]]:
             question = text()
             if r == 0 and kind not in ("text_only",):
                 question = f"{question}\n<image>" if kind == "image_after" else f"<image>\n{question}"
+                question = "<image>" if i % 13 == 0 else question  # a turn that is only the image
             turns += [{"from": "human", "value": question}, {"from": "gpt", "value": text()}]
         if kind == "gpt_first":
             turns = [{"from": "gpt", "value": text()}, *turns]

@@ -146,8 +146,13 @@ def test_join_skips_failed_and_absent_images_and_keeps_text_only(data, tiny):
     assert "skipped 1 failed, 1 absent" in join.summary()
     # plain (stage 1) skips a text-only sample and cannot take a multi-turn one: refused before any step
     plain = join_samples(load_samples(data["stage2"]), manifest_statuses(store), needs_image=True)
-    assert plain.counts["no_image"] == 2 and plain.counts["invalid"] == len(plain.invalid) == len(data["ids"]) + 1
-    assert "(image, caption) pair, not" in plain.refusal("qa.json") and "--skip-invalid" in plain.refusal("qa.json")
+    assert (
+        plain.counts["no_image"] == 2
+        and plain.counts["invalid"] == len(plain.invalid) == len(data["ids"]) + 1
+    )
+    assert "(image, caption) pair, not" in plain.refusal("qa.json") and "--skip-invalid" in plain.refusal(
+        "qa.json"
+    )
 
     dataset = TrainingDataset(join, processor, "vicuna_v1")
     text = [i for i, row in enumerate(join.rows) if row < 0]

@@ -22,17 +22,21 @@ class Template:
     sep2: str
 
 
+_SYSTEM = (
+    "A chat between a curious {who} and an artificial intelligence assistant. "
+    "The assistant gives helpful, detailed, and polite answers to the {who}'s questions."
+)
+
 TEMPLATES = {
     # LLaVA `conv_llava_plain`: the human turn is replaced by the image; the caption is the target.
     "plain": Template(name="plain", system="", roles=("", ""), sep="\n", sep2="\n"),
-    # LLaVA `conv_vicuna_v1` (SeparatorStyle.TWO).
+    # LLaVA `conv_vicuna_v1` (SeparatorStyle.TWO): `--version v1`, what LLaVA-1.5 and SpatialGeo finetune with.
     "vicuna_v1": Template(
-        name="vicuna_v1",
-        system="A chat between a curious human and an artificial intelligence assistant. "
-        "The assistant gives helpful, detailed, and polite answers to the human's questions.",
-        roles=("USER", "ASSISTANT"),
-        sep=" ",
-        sep2="</s>",
+        name="vicuna_v1", system=_SYSTEM.format(who="user"), roles=("USER", "ASSISTANT"), sep=" ", sep2="</s>"
+    ),
+    # LLaVA `conv_llava_v1`: the same, "curious human"; what LLaVA's CLI and SpatialGeo's eval_spatial.py use.
+    "llava_v1": Template(
+        name="llava_v1", system=_SYSTEM.format(who="human"), roles=("USER", "ASSISTANT"), sep=" ", sep2="</s>"
     ),
 }
 
@@ -58,7 +62,8 @@ def normalise_turns(conversations: list[dict]) -> list[tuple[str, str]]:
             raise ValueError(f"turn {i} is from {role!r}; turns must alternate human, gpt, human, ...")
         text = turn.get("value") or ""
         if images := text.count(IMAGE_TOKEN):
-            text = (IMAGE_TOKEN + "\n") * images + text.replace(IMAGE_TOKEN, "").strip()
+            # LLaVA strips the result too: a turn that is only "<image>" stays "<image>"
+            text = ((IMAGE_TOKEN + "\n") * images + text.replace(IMAGE_TOKEN, "").strip()).strip()
         turns.append((role, text))
     return turns
 

@@ -50,10 +50,15 @@ _CORPUS_WORDS = (
 )
 
 
-def _corpus() -> list[str]:
-    from .conversation import TEMPLATES
+# The corpus is frozen text (not the live template strings), so the preset's bytes never move with them.
+_CORPUS_SYSTEM = (
+    "A chat between a curious human and an artificial intelligence assistant. "
+    "The assistant gives helpful, detailed, and polite answers to the human's questions."
+)
 
-    system = TEMPLATES["vicuna_v1"].system
+
+def _corpus() -> list[str]:
+    system = _CORPUS_SYSTEM
     numbers = " ".join(f"{i / 10:.1f} {i / 100:.2f} {i}" for i in range(0, 200))
     return [system + " USER: ASSISTANT:", _CORPUS_WORDS, _CORPUS_WORDS.capitalize(), numbers] * 4
 

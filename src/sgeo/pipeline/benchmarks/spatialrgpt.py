@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from sgeo.errors import SgeoError
+from sgeo.model.conversation import TEMPLATES
 
 from .common import BenchItem, clean, read_rows
 
@@ -34,10 +35,7 @@ QUALITATIVE_SUFFIX = (
 )
 # The system prompt of LLaVA's `conv_llava_v1`, which eval_spatial.py's default `--conv-mode llava_v1` picks
 # (SpatialGeo/llava/conversation.py); the hint is glued to it without a space, as `conv.system + ...` does.
-LLAVA_V1_SYSTEM = (
-    "A chat between a curious human and an artificial intelligence assistant. "
-    "The assistant gives helpful, detailed, and polite answers to the human's questions."
-)
+LLAVA_V1_SYSTEM = TEMPLATES["llava_v1"].system
 
 
 def answer_suffix(qa_info: dict[str, Any]) -> str:
