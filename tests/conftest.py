@@ -5,6 +5,7 @@ Everything is real (real loaders, real files); sizes are small so the suite runs
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -73,6 +74,73 @@ def s3_bucket():
         "client_kwargs": {"endpoint_url": endpoint, "region_name": "us-east-1"},
     }
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def tiny_store(tmp_path_factory, synthetic_root, tiny) -> dict:
+    """Every training image of `synthetic_root` in a bf16 feature store of the tiny preset (written through
+    `FeatureStore` from `encode_images`, without Ray), with the stage-1 and stage-2 JSONs."""
+    from sgeo.cache import FeatureStore
+    from sgeo.model import resolve_model
+    from sgeo.model.fingerprint import encoder_fingerprint
+    from sgeo.pipeline.images import load_image
+
+    model, processor = tiny
+    work = tmp_path_factory.mktemp("tiny_store")
+    ids = sorted({s["image"] for name in ("captions.json", "spatial_qa.json")
+                  for s in json.loads((synthetic_root / name).read_text())})  # fmt: skip
+    pixels = processor.preprocess_images([load_image(synthetic_root / i)[0] for i in ids])
+    clip, moge = model.encode_images(pixels)  # [N, T, Dc], [N, L, T, Dm]
+    store = FeatureStore.create(
+        str(work / "store.zarr"), image_ids=ids, paths=[str(synthetic_root / i) for i in ids],
+        fingerprint=encoder_fingerprint(resolve_model("tiny"), processor.preprocessing_spec(), "bf16"),
+        clip_shape=tuple(clip.shape[1:]), moge_shape=tuple(moge.shape[1:]), dtype="bf16", shard_size=8,
+    )  # fmt: skip
+
+    def words(t):
+        import torch
+
+        return t.to(torch.bfloat16).view(torch.uint16).numpy()
+
+    for k in range(store.num_shards):
+        rows = store.shard_rows(k)
+        store.write_shard(k, words(clip[rows.start : rows.stop]), words(moge[rows.start : rows.stop]),
+                          [{"status": "ok"}] * len(rows))  # fmt: skip
+    store.finalize()
+    return {"store": str(work / "store.zarr"), "root": synthetic_root, "ids": ids,
+            "stage1": synthetic_root / "captions.json", "stage2": synthetic_root / "spatial_qa.json"}  # fmt: skip
+
+
+def run_sgeo_batch(commands: list[list], env: dict | None = None, timeout: float = 900) -> list[dict]:
+    """Several command lines through `sgeo.cli.main` in one fresh process (tests/cli_batch.py), imports
+    paid once; one {"args", "code", "stdout", "stderr"} per command."""
+    import tempfile
+
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as spec:
+        json.dump([[str(a) for a in command] for command in commands], spec)
+    full_env = {**os.environ, **(env or {})}
+    out = subprocess.run([sys.executable, str(REPO / "tests" / "cli_batch.py"), spec.name], env=full_env,
+                         capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)  # fmt: skip
+    os.unlink(spec.name)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
+
+
+def assert_one_line_error(result: dict, *fragments: str) -> None:
+    """A user error: non-zero exit, no traceback, at most 3 stderr lines, one `error:` line naming the fragments."""
+    where = f"sgeo {' '.join(result['args'])}"
+    assert result["code"] != 0, f"{where} exited 0:\n{result['stdout'][-1500:]}"
+    assert "Traceback" not in result["stderr"], f"{where}:\n{result['stderr'][-3000:]}"
+    errors = [line for line in result["stderr"].splitlines() if line.startswith("error:")]
+    lines = [line for line in result["stderr"].splitlines() if line.strip() and not _is_noise(line)]
+    assert len(errors) == 1 and len(lines) <= 3, f"{where}:\n{result['stderr'][-3000:]}"
+    for fragment in fragments:
+        assert fragment in errors[0], f"{where}: {errors[0]}"
+
+
+def _is_noise(line: str) -> bool:
+    # progress bars and the trainer's own [sgeo train] log lines are not error output
+    return line.startswith("[sgeo train]") or "it/s]" in line or "step/s]" in line or "img/s]" in line
 
 
 def run_sgeo(*args: str, check: bool = False, timeout: float = 600, env: dict | None = None, **kwargs):

@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import subprocess
 import sys
 from pathlib import Path
 
@@ -517,15 +516,11 @@ def _road(model: str, data: dict, work: Path, stores: str) -> list[list[str]]:
 
 
 def _run_batch(commands: list[list], env: dict, tmp_path: Path) -> list[dict]:
-    """Every command through `sgeo.cli.main` in one fresh process (tests/cli_batch.py)."""
-    spec = tmp_path / f"commands-{len(list(tmp_path.glob('commands-*')))}.json"
-    spec.write_text(json.dumps([[str(a) for a in command] for command in commands]))
-    full_env = {k: v for k, v in os.environ.items() if not k.startswith("SGEO_") or k == "SGEO_HOME"}
-    full_env.update(env)
-    out = subprocess.run([sys.executable, str(TESTS / "cli_batch.py"), str(spec)], env=full_env, capture_output=True,
-                         text=True, timeout=900)  # fmt: skip
-    assert out.returncode == 0, out.stderr[-3000:]
-    return [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
+    """Every command through `sgeo.cli.main` in one fresh process, with only these SGEO_* variables."""
+    from conftest import run_sgeo_batch
+
+    cleared = {k: "" for k in os.environ if k.startswith("SGEO_") and k != "SGEO_HOME" and k not in env}
+    return run_sgeo_batch(commands, {**cleared, **env})
 
 
 def _assert_clean(results: list[dict], label: str) -> dict[str, dict]:

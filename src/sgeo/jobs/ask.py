@@ -8,6 +8,7 @@ once). `--json` prints one object instead of streaming. 4/8-bit loading needs bi
 from __future__ import annotations
 
 import json
+import re
 import sys
 import time
 from dataclasses import dataclass
@@ -36,6 +37,8 @@ def pick_device(device: str | None = None):
     import torch
 
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if device != "cpu" and not re.fullmatch(r"cuda(:\d+)?", device):
+        raise SgeoError(f"--device must be cpu, cuda or cuda:N, got {device!r}")
     if device.startswith("cuda"):
         if not torch.cuda.is_available():
             raise SgeoError(f"--device {device} was asked for but no CUDA GPU is visible; use --device cpu")

@@ -81,11 +81,20 @@ def run_eval(config: EvalConfig, loaded: tuple | None = None, quiet: bool = Fals
         for item in items
     }
     root = Path(config.image_root) if config.image_root is not None else image_root(bench, config.data)
+    _check_images_exist(items, prompts, root)
     out = Path(config.out)
+    if out.exists() and not out.is_dir():
+        raise SgeoError(f"--out {out} is a file; give a directory for answers.jsonl and the scores")
     out.mkdir(parents=True, exist_ok=True)
     answers = out / ANSWERS_FILE
+    from ..model import resolve_model
+    from ..model.identity import model_identity
+
+    model_ref = resolve_model(config.model) if loaded is None else None
     run = {"protocol": protocol, **({"seed": config.seed} if decoding.sample else {})}
-    done = _answered(read_answers(answers) if answers.is_file() else [], run, answers)
+    if model_ref is not None:  # who answers: a rerun with another model must not mix into these answers
+        run["model"] = model_identity(model_ref)
+    done = _answered(_without_image_errors(answers, read_answers), run, answers)
     todo = [item for item in items if item.question_id not in done]
     say = (lambda *_: None) if quiet else (lambda text: print(text, flush=True))
     say(
@@ -97,8 +106,9 @@ def run_eval(config: EvalConfig, loaded: tuple | None = None, quiet: bool = Fals
             f"eval: {blind} items have no <image> in their human turn; as in the reference, they get no image"
         )
     if todo:
-        model, processor = loaded if loaded is not None else load_for_inference(config.model, config.device)
-        answer_items(model, processor, todo, prompts, root, answers, decoding, config.batch_size, run)
+        model, processor = loaded if loaded is not None else load_for_inference(model_ref, config.device)
+        recorded = {**run, "model_name": str(config.model)}
+        answer_items(model, processor, todo, prompts, root, answers, decoding, config.batch_size, recorded)
     judge = None
     if config.judge is not None:
         from ..pipeline.scoring import ChatJudge
@@ -116,16 +126,56 @@ def run_eval(config: EvalConfig, loaded: tuple | None = None, quiet: bool = Fals
 
 
 def _answered(records: list[dict[str, Any]], run: dict[str, Any], answers: Path) -> set[str]:
-    """The question ids already answered, after checking they were answered the way this run asks."""
+    """The question ids already answered, after checking they were answered the way this run asks (the same
+    protocol and seed, and the same model: two models' answers are never scored together)."""
     for record in records:
         # records of older sgeo versions carry no protocol: they were sgeo's greedy prompts
         was = {key: record.get(key, "sgeo" if key == "protocol" else None) for key in run}
         if was != run:
+            changed = next(key for key in run if was[key] != run[key])
+            what = "another model" if changed == "model" else f"{changed}={was[changed]!r}"
             raise SgeoError(
-                f"{answers} holds answers made with {was}, this run asks {run}; use another --out "
-                "or the same options"
+                f"{answers} holds answers made with {what}, this run has {changed}={_short(run[changed])}; "
+                "use another --out or the same model and options"
             )
     return {str(r["question_id"]) for r in records if "question_id" in r}
+
+
+def _short(value) -> str:
+    return repr(value[:12] + "..") if isinstance(value, str) and len(value) > 16 else repr(value)
+
+
+def _without_image_errors(answers: Path, read_answers) -> list[dict[str, Any]]:
+    """The answers file's records, minus those whose image could not be read: a rerun answers them again
+    (the image may be there now), so they are dropped from the file first."""
+    if not answers.is_file():
+        return []
+    from .score import rewrite_answers
+
+    records = read_answers(answers)
+    kept = [r for r in records if "error" not in r]
+    if len(kept) != len(records):
+        rewrite_answers(answers, kept)
+    return kept
+
+
+def _check_images_exist(items: list, prompts: dict, root: Path) -> None:
+    """Refuse a run in which no image can be found at all (a wrong --image-root), before any model loads."""
+    from ..pipeline.images import PathEscapeError, resolve_inside
+
+    paths = [path for item in items for path in prompts[item.question_id].images]
+    if not paths:
+        return
+    for path in paths:
+        try:
+            if resolve_inside(root, path).is_file():
+                return
+        except PathEscapeError:
+            continue
+    raise SgeoError(
+        f"none of the {len(paths)} images of the benchmark is under {root} (e.g. {paths[0]}); "
+        "pass --image-root with the folder the benchmark's image paths are relative to"
+    )
 
 
 def chat_template(system: str | None):

@@ -248,19 +248,11 @@ def _cached(name: str, run: _Run, make):
 def read_image(image_root: str, image_id: str, processor, pixel_shape) -> tuple[dict, np.ndarray | None]:
     """One image -> (manifest record, pixels [3, S, S] or None). Never raises for a bad file."""
     from sgeo.pipeline.images import content_hash as sha256_of
-    from sgeo.pipeline.images import decode_image, resolve_inside
+    from sgeo.pipeline.images import decode_image, read_file, resolve_inside
 
     record = {"status": "failed", "error": None, "content_hash": None, "width": None, "height": None}
     try:
-        path = resolve_inside(image_root, image_id)
-        try:
-            data = path.read_bytes()
-        except FileNotFoundError:
-            raise SgeoError(f"no such file: {image_id}") from None
-        except IsADirectoryError:
-            raise SgeoError(f"is a directory, not an image: {image_id}") from None
-        except OSError as e:
-            raise SgeoError(f"cannot read {image_id}: {e.strerror or e}") from None
+        data = read_file(resolve_inside(image_root, image_id), name=image_id)
         record["content_hash"] = sha256_of(data)
         image = decode_image(data)
         record["width"], record["height"] = image.size
@@ -359,6 +351,7 @@ def _start_ray(config: ExtractConfig, object_store: int) -> bool:
         num_gpus=config.num_gpus,
         object_store_memory=object_store,
         dashboard_host="127.0.0.1",
+        _node_ip_address="127.0.0.1",  # the GCS, raylet and workers listen on loopback only
         **common,
     )
     return True

@@ -39,6 +39,8 @@ def model_info(model: str) -> dict:
 def store_plan(model: str, images: int, dtype: str = "bf16") -> dict:
     from ..cache import plan_store_bytes
 
+    if images < 1:
+        raise SgeoError(f"--images must be a positive number of images, got {images}")
     config, _ = _config_and_source(model)
     return plan_store_bytes(
         images,

@@ -35,7 +35,12 @@ def read_answers(path: Path) -> list[dict[str, Any]]:
     path = Path(path)
     if not path.is_file():
         raise SgeoError(f"answers file not found: {path}")
-    lines = path.read_text(encoding="utf-8").splitlines()
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as error:
+        raise SgeoError(
+            f"{path} is not UTF-8 text (byte {error.start}); pass the answers.jsonl that sgeo eval wrote"
+        ) from None
     while lines and not lines[-1].strip():
         lines.pop()
     records = []

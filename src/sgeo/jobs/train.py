@@ -21,7 +21,6 @@ import dataclasses
 import json
 import math
 import os
-import shutil
 import socket
 import sys
 import time
@@ -33,6 +32,14 @@ from typing import Any
 from sgeo.errors import SgeoError
 
 from .deepspeed_config import deepspeed_config
+from .train_checkpoints import (
+    CHECKPOINTS,
+    check_resumable,
+    load_checkpoint,
+    save_checkpoint,
+    write_json,
+)
+from .train_log import log
 from .train_recipe import STAGE_RECIPES, Resolved, TrainConfig, check_config, resolve, resolve_batch
 
 __all__ = [
@@ -45,21 +52,6 @@ __all__ = [
     "run_train",
 ]
 
-CHECKPOINTS = "checkpoints"
-LATEST = "latest"
-TRAINER_STATE = "trainer_state.json"
-KEEP_CHECKPOINTS = 2
-# Options a rerun may change without changing what it computes (everything else must match to resume).
-RESUME_FREE = ("out", "save_every", "num_workers", "merge_lora", "attn")
-# Filled from the data and the model once they are read (so compared only after they are known).
-DERIVED = (
-    "num_samples",
-    "steps_per_epoch",
-    "total_steps",
-    "warmup_steps",
-    "image_aspect_ratio",
-    "model_parts",
-)
 LAUNCHER_ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
 
 
@@ -85,14 +77,6 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def log(message: str) -> None:
-    """The one logging helper: rank 0 only, above the progress bar."""
-    if int(os.environ.get("RANK", "0")) == 0:
-        from tqdm import tqdm
-
-        tqdm.write(f"[sgeo train] {message}", file=sys.stderr)
 
 
 # -- the run ---------------------------------------------------------------------------------------
@@ -137,13 +121,19 @@ def setup(config: TrainConfig, features=None) -> Run:
     device_type, _ = prepare_environment()
     import torch
 
-    from sgeo.pipeline.training_data import BatchPlan, Collator, TrainingDataset, images_past_the_cut
+    from sgeo.pipeline.training_data import (
+        BatchPlan,
+        Collator,
+        TrainingDataset,
+        images_past_the_cut,
+        unsupervised_samples,
+    )
 
     world_size = int(os.environ["WORLD_SIZE"])
     resolved = resolve(config, world_size, device_type)
     if device_type == "cpu" and resolved.attn == "flash_attention_2":
         raise SgeoError("--attn flash_attention_2 needs a GPU (and the gpu extra); use sdpa on CPU")
-    _check_resumable(resolved)
+    check_resumable(resolved)
 
     # data: JSON samples joined to store rows (the store's fingerprint must match the model's encoders)
     if features is None and resolved.store is not None:
@@ -169,6 +159,12 @@ def setup(config: TrainConfig, features=None) -> Run:
         join.samples, join.rows = [join.samples[i] for i in keep], [join.rows[i] for i in keep]
         join.counts["invalid"] = len(join.invalid)
     log(f"data {resolved.data}: {join.summary()}")
+    if unsupervised := unsupervised_samples(join, processor, resolved.template):
+        log(
+            f"warning: {len(unsupervised[0])} of {unsupervised[1]} checked samples have every label ignored (e.g. "
+            f"{unsupervised[0][0]}): LLaVA's rule for rounds whose tokens do not line up with the template; check "
+            "that the tokenizer is the one the model was trained with"
+        )
     dataset = TrainingDataset(
         join, processor, resolved.template, resolved.image_root if resolved.online else None
     )
@@ -247,7 +243,7 @@ def setup(config: TrainConfig, features=None) -> Run:
     )  # fmt: skip
     if rank == 0:
         run.out.mkdir(parents=True, exist_ok=True)
-        _write_json(run.out / "train_config.json", asdict(resolved))
+        write_json(run.out / "train_config.json", asdict(resolved))
     return run
 
 
@@ -346,74 +342,6 @@ def cosine_schedule(optimizer, warmup: int, total: int):
     return LambdaLR(optimizer, factor)
 
 
-# -- checkpoints -----------------------------------------------------------------------------------
-def _latest_tag(checkpoints: Path) -> str | None:
-    pointer = checkpoints / LATEST
-    if not pointer.is_file():
-        return None
-    tag = pointer.read_text().strip()
-    return tag if (checkpoints / tag / TRAINER_STATE).is_file() else None
-
-
-def _check_resumable(resolved: Resolved) -> None:
-    """Refuse to resume a checkpoint made by different settings (before anything is loaded)."""
-    checkpoints = Path(resolved.out) / CHECKPOINTS
-    tag = _latest_tag(checkpoints)
-    if tag is None:
-        return
-    saved = json.loads((checkpoints / tag / TRAINER_STATE).read_text())["resolved"]
-    now = json.loads(json.dumps(asdict(resolved)))
-    for key in now:
-        if key in RESUME_FREE or key in DERIVED:
-            continue
-        if saved.get(key) != now[key]:
-            raise SgeoError(
-                f"{checkpoints / tag} was trained with {key}={saved.get(key)!r}, this run has {now[key]!r}; "
-                "rerun with the same options to resume, or use another --out"
-            )
-
-
-def save_checkpoint(run: Run) -> None:
-    """A DeepSpeed checkpoint of the trainable tensors and optimizer states, with the step, the resolved
-    recipe and the data position; `latest` is switched to it only once every rank has written its part."""
-    import torch.distributed as dist
-
-    tag = f"step-{run.step:07d}"
-    epoch, in_epoch = divmod(run.step, run.plan.steps_per_epoch)
-    state = {"step": run.step, "epoch": epoch, "step_in_epoch": in_epoch, "resolved": asdict(run.resolved),
-             "trainable": run.trainable}  # fmt: skip
-    if run.rank == 0:
-        (run.checkpoints / tag).mkdir(parents=True, exist_ok=True)
-        _write_json(run.checkpoints / tag / TRAINER_STATE, state)
-    run.engine.save_checkpoint(str(run.checkpoints), tag=tag, client_state={"sgeo": state}, save_latest=False,
-                               exclude_frozen_parameters=True)  # fmt: skip
-    dist.barrier()
-    if run.rank == 0:
-        _write_text_atomic(run.checkpoints / LATEST, tag)
-        tags = sorted(p.name for p in run.checkpoints.glob("step-*") if p.is_dir())
-        for old in tags[: max(0, tags.index(tag) + 1 - KEEP_CHECKPOINTS)]:
-            shutil.rmtree(run.checkpoints / old, ignore_errors=True)
-    dist.barrier()
-
-
-def load_checkpoint(run: Run) -> bool:
-    """Continue from the latest checkpoint under out/checkpoints, if there is one."""
-    tag = _latest_tag(run.checkpoints)
-    if tag is None:
-        return False
-    path, client = run.engine.load_checkpoint(str(run.checkpoints), tag=tag, load_module_strict=False)
-    if path is None:
-        raise SgeoError(f"cannot load checkpoint {run.checkpoints / tag}; delete it to start over")
-    state = client["sgeo"]
-    run.step = int(state["step"])
-    if run.rank == 0:  # a killed run may have logged steps after its last checkpoint
-        run.metrics = [m for m in _read_metrics(run.out / "metrics.jsonl") if m["step"] <= run.step]
-        _write_metrics(run.out / "metrics.jsonl", run.metrics)
-    log(f"resumed from {run.checkpoints / tag}: step {run.step}, epoch {state['epoch']}, "
-        f"step {state['step_in_epoch']} of {run.plan.steps_per_epoch} in that epoch")  # fmt: skip
-    return True
-
-
 # -- training --------------------------------------------------------------------------------------
 def _loader(run: Run):
     import torch
@@ -470,9 +398,46 @@ def micro_step(run: Run, batch: dict, micro: int):
         clip_features=clip,
         moge_features=moge,
     )
-    run.engine.backward(out.loss)
+    loss = out.loss
+    if not bool((batch["labels"] != IGNORE_INDEX).any()):
+        # Every label ignored (LLaVA's rule for a conversation whose rounds do not line up): the mean over no
+        # token is NaN. Such a micro-batch teaches nothing; it still runs backward so every rank steps alike.
+        loss = out.logits.float().sum() * 0.0
+    _check_finite(run, loss, batch, micro)  # before backward: a NaN must never reach the weights
+    run.engine.backward(loss)
     run.engine.step()
-    return out.loss.detach()
+    return loss.detach()
+
+
+IGNORE_INDEX = -100  # sgeo.model.IGNORE_INDEX; labels the loss does not read
+
+
+def _check_finite(run: Run, loss, batch: dict, micro: int) -> None:
+    """Stop every rank together, naming the step and the samples, when a loss is not finite."""
+    import torch
+    import torch.distributed as dist
+
+    finite = torch.isfinite(loss.detach()).to(torch.int32).reshape(1)
+    if run.world_size > 1:
+        dist.all_reduce(finite, op=dist.ReduceOp.MIN)
+    if not int(finite):
+        ids = ", ".join(map(str, batch.get("ids", [])[:4])) or "unknown"
+        raise SgeoError(
+            f"the loss is {float(loss.detach())} at step {run.step + 1} (micro-batch {micro}, samples {ids} on rank "
+            f"{run.rank}); nothing of this step was applied and the last checkpoint is intact: check those "
+            "samples' features (sgeo cache verify) or lower --lr"
+        )
+
+
+def _next_batch(batches):
+    """The next batch; an error raised inside a loader worker arrives as one line, as it was raised."""
+    try:
+        return next(batches)
+    except SgeoError as error:
+        message = str(error)
+        if "DataLoader worker" in message and "SgeoError: " in message:
+            message = message.rsplit("SgeoError: ", 1)[1].strip().splitlines()[0]
+        raise SgeoError(message) from None
 
 
 def train(run: Run) -> None:
@@ -497,7 +462,7 @@ def train(run: Run) -> None:
             start, waited, losses = time.perf_counter(), 0.0, []
             for micro in range(resolved.grad_accum):
                 t = time.perf_counter()
-                batch = next(batches)
+                batch = _next_batch(batches)
                 waited += time.perf_counter() - t
                 losses.append(micro_step(run, batch, micro))
             loss = torch.stack(losses).mean().to(run.device)
@@ -570,7 +535,7 @@ def save_outputs(run: Run) -> None:
 
             lora = LoraSettings(**run.resolved.lora)
         written = save_trained(model, run.processor, run.out, merge_lora=run.resolved.merge_lora)
-        _write_json(run.out / "trainable.json", {"stage_record": stage_record(run.resolved.stage, lora),
+        write_json(run.out / "trainable.json", {"stage_record": stage_record(run.resolved.stage, lora),
                                                  "towers_loaded": run.resolved.online, "trainable": run.trainable})  # fmt: skip
         plot_loss(run.metrics, run.out / "loss.png", f"stage {run.resolved.stage}")
         log("wrote " + ", ".join(f"{k} {v}" for k, v in written.items()))
@@ -631,30 +596,3 @@ def run_train(config: TrainConfig, features=None) -> dict:
                 os.environ[key] = value
     last = run.metrics[-1] if run.metrics else {}
     return {"out": str(run.out), "steps": run.step, "loss": last.get("loss"), "trainable": len(run.trainable)}
-
-
-# -- small file helpers ----------------------------------------------------------------------------
-def _write_json(path: Path, obj) -> None:
-    _write_text_atomic(path, json.dumps(obj, indent=2, default=str) + "\n")
-
-
-def _write_text_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
-def _read_metrics(path: Path) -> list[dict]:
-    if not path.is_file():
-        return []
-    records = []
-    for line in path.read_text().splitlines():
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
-            break  # a line cut by a kill
-    return records
-
-
-def _write_metrics(path: Path, metrics: list[dict]) -> None:
-    _write_text_atomic(path, "".join(json.dumps(m) + "\n" for m in metrics))

@@ -188,10 +188,27 @@ def resolve(config: TrainConfig, world_size: int, device: str) -> Resolved:
 
 def check_config(config: TrainConfig) -> None:
     """User errors that need no model, data or engine: one line each."""
+    import math
+
     if config.stage not in STAGE_RECIPES:
         raise SgeoError(f"--stage must be 1 or 2, got {config.stage}")
     if not Path(config.data).is_file():
         raise SgeoError(f"training JSON not found: {config.data}; pass --data with a LLaVA-format JSON file")
+    if Path(config.out).exists() and not Path(config.out).is_dir():
+        raise SgeoError(f"--out {config.out} is a file; give a directory for the trained model")
+    if config.store is not None and "://" not in config.store and Path(config.store).is_file():
+        raise SgeoError(f"--store {config.store} is a file, not a feature store; give the store's directory")
+    for name in ("lr", "adapter_lr"):
+        value = getattr(config, name)
+        if value is not None and not (math.isfinite(value) and value > 0):
+            raise SgeoError(f"--{name.replace('_', '-')} must be a positive number, got {value}")
+    if config.model_max_length < 1:
+        raise SgeoError(f"--model-max-length must be positive, got {config.model_max_length}")
+    if config.lora_r < 0 or (config.lora_r > 0 and config.lora_alpha <= 0):
+        raise SgeoError(
+            f"--lora-r must be 0 (fine-tune the whole LLM) or positive with a positive --lora-alpha, got "
+            f"r={config.lora_r}, alpha={config.lora_alpha}"
+        )
     if config.online:
         if config.image_root is None or not Path(config.image_root).is_dir():
             raise SgeoError(

@@ -49,11 +49,14 @@ def _remember(key: str, digest: str) -> None:
 
 
 def _hash_path(path: str) -> str:
+    """A file by its content alone (the HF cache names it by its blob hash); a directory by its weight files'
+    relative names and contents."""
     digest = hashlib.sha256()
     root = Path(path)
     files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file() and _is_weight(p))
     for file in files:
-        digest.update(file.relative_to(root if root.is_dir() else root.parent).as_posix().encode())
+        if root.is_dir():
+            digest.update(file.relative_to(root).as_posix().encode())
         with open(file, "rb") as handle:
             while chunk := handle.read(1 << 22):
                 digest.update(chunk)

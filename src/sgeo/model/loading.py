@@ -14,6 +14,26 @@ from .resolve import ResolvedModel, resolve_model
 
 
 @contextmanager
+def weights_errors(what: str):
+    """A weight file that cannot be read (a pickle that weights_only refuses, a cut or corrupt file) is one
+    line naming what failed, not a traceback."""
+    import pickle
+
+    from safetensors import SafetensorError
+
+    try:
+        yield
+    except SgeoError:
+        raise
+    except (OSError, ValueError, RuntimeError, KeyError, pickle.UnpicklingError, SafetensorError) as error:
+        lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()]
+        detail = lines[0][:200] if lines else type(error).__name__
+        raise SgeoError(
+            f"cannot load {what}: {type(error).__name__}: {detail}; replace the damaged file"
+        ) from None
+
+
+@contextmanager
 def quiet_loading():
     """Loading known layouts is not news: no per-file progress bars, no reports of the keys a layout leaves
     unused on purpose (CLIP's text tower, LLaVA's vision tower), no deprecation chatter of old configs."""
@@ -56,8 +76,9 @@ def load_model(
     attn_implementation: str | None = None,
 ):
     """(model, processor) through the real loaders; the towers only when asked."""
-    with quiet_loading():
-        return _load_model(resolve_model(model), load_towers, dtype, device, attn_implementation)
+    resolved = resolve_model(model)
+    with quiet_loading(), weights_errors(f"the model {resolved.name}"):
+        return _load_model(resolved, load_towers, dtype, device, attn_implementation)
 
 
 def _load_model(resolved: ResolvedModel, load_towers: bool, dtype, device, attn_implementation):
@@ -88,10 +109,10 @@ def _load_model(resolved: ResolvedModel, load_towers: bool, dtype, device, attn_
     if device:
         spatialgeo.to(device)
     if load_towers:
-        try:
+        with weights_errors(
+            f"the vision towers of {resolved.name} ({resolved.clip.path}, {resolved.moge.path})"
+        ):
             spatialgeo.load_towers(resolved.clip.path, resolved.moge.path)
-        except (FileNotFoundError, OSError) as error:
-            raise SgeoError(f"cannot load the vision towers of {resolved.name}: {error}") from None
     spatialgeo.eval()
     return spatialgeo, processor
 
@@ -104,10 +125,7 @@ def load_encoders(model: str | ResolvedModel, *, dtype=None, device: str | None 
     from .towers import VisionTowers
 
     resolved = resolve_model(model)
-    try:
-        with quiet_loading():
-            towers = VisionTowers(load_config(resolved), resolved.clip.path, resolved.moge.path)
-    except (FileNotFoundError, OSError) as error:
-        raise SgeoError(f"cannot load the vision towers of {resolved.name}: {error}") from None
+    with quiet_loading(), weights_errors(f"the vision towers of {resolved.name}"):
+        towers = VisionTowers(load_config(resolved), resolved.clip.path, resolved.moge.path)
     towers.to(device=device or "cpu", dtype=dtype)
     return towers

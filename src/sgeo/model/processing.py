@@ -60,11 +60,22 @@ def build_image_processor(image_size: int) -> CLIPImageProcessor:
     )
 
 
+PAD_MAX_SIDE = 2048  # the padded square of a bigger picture is made from a shrunk copy (see expand_to_square)
+
+
 def expand_to_square(image: Image.Image, background: tuple[int, int, int]) -> Image.Image:
-    """LLaVA's `expand2square`: pad the short side symmetrically with the mean colour."""
+    """LLaVA's `expand2square`: pad the short side symmetrically with the mean colour.
+
+    Exactly LLaVA's pixels up to PAD_MAX_SIDE; a longer side is first shrunk to it (the encoders see 336 px
+    anyway), so a 20000-pixel strip costs a 2048-pixel square, not a 20000-pixel one."""
     width, height = image.size
     if width == height:
         return image
+    if max(width, height) > PAD_MAX_SIDE:
+        scale = PAD_MAX_SIDE / max(width, height)
+        size = (max(1, round(width * scale)), max(1, round(height * scale)))
+        image = image.resize(size, Image.Resampling.BICUBIC, reducing_gap=3.0)
+        width, height = image.size
     side = max(width, height)
     result = Image.new(image.mode, (side, side), background)
     result.paste(image, ((side - width) // 2, (side - height) // 2))

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
+import signal
+import stat
 import threading
 import warnings
 from collections.abc import Iterator
@@ -17,6 +20,11 @@ from sgeo.errors import SgeoError
 
 # PIL's own default limit (about 89.5 MP, a 0.25 GB RGB buffer); beyond it PIL only warns.
 DEFAULT_MAX_PIXELS = 89_478_485
+# No image file is bigger (an uncompressed 89.5 MP RGB TIFF is 268 MB); /dev/zero is.
+DEFAULT_MAX_BYTES = 512 << 20
+# Beyond this the picture is a strip, not a scene; and padding a 20000x1 strip to a square costs gigabytes.
+MAX_ASPECT = 25
+DECODE_SECONDS = 60  # one pathological file must not hold a job: its decode is cut off and recorded
 
 _ALPHA_MODES = frozenset({"RGBA", "LA", "PA", "RGBa", "La"})
 _HIGH_DEPTH_MODES = frozenset({"I", "I;16", "I;16L", "I;16B", "I;16N", "F"})
@@ -82,6 +90,56 @@ def _one_line(e: BaseException) -> str:
     return " ".join(str(e).split()) or type(e).__name__
 
 
+class _DecodeTimeout(Exception):
+    pass
+
+
+@contextmanager
+def _time_box(seconds: float) -> Iterator[None]:
+    """Cut off a decode that runs longer than `seconds` (main thread only: SIGALRM; elsewhere no limit)."""
+    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "setitimer"):
+        yield
+        return
+
+    def expired(*_):
+        raise _DecodeTimeout
+
+    previous = signal.signal(signal.SIGALRM, expired)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    except _DecodeTimeout:
+        raise ImageDecodeError(f"decoding took longer than {seconds:g} s; the file is pathological") from None
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def read_file(path: str | Path, *, max_bytes: int = DEFAULT_MAX_BYTES, name: str | None = None) -> bytes:
+    """The bytes of a regular file of at most `max_bytes`; a fifo, a device or a directory is refused
+    without being opened (a fifo would block forever, /dev/zero never ends). `name` is how errors call it."""
+    name = name or str(path)
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:
+        raise ImageDecodeError(f"no such file: {name}") from None
+    except OSError as e:
+        raise ImageDecodeError(f"cannot read {name}: {_one_line(e)}") from None
+    if stat.S_ISDIR(info.st_mode):
+        raise ImageDecodeError(f"is a directory, not an image: {name}")
+    if not stat.S_ISREG(info.st_mode):
+        raise ImageDecodeError(f"is not a regular file (a pipe, socket or device), not an image: {name}")
+    if info.st_size > max_bytes:
+        raise ImageDecodeError(
+            f"{name} is {info.st_size} bytes, over the {max_bytes >> 20} MB limit for an image"
+        )
+    try:
+        with open(path, "rb") as handle:
+            return handle.read(max_bytes + 1)[:max_bytes]
+    except OSError as e:
+        raise ImageDecodeError(f"cannot read {name}: {_one_line(e)}") from None
+
+
 def _open_checked(data: bytes, max_pixels: int) -> Image.Image:
     """Parse the header, check the pixel count, then decode every pixel."""
     with warnings.catch_warnings():
@@ -103,9 +161,15 @@ def _open_checked(data: bytes, max_pixels: int) -> Image.Image:
         )
     if width == 0 or height == 0:
         raise ImageDecodeError(f"image has an empty size {width}x{height}")
+    if max(width, height) > MAX_ASPECT * min(width, height):
+        raise ImageDecodeError(
+            f"image is {width}x{height}, an aspect ratio over {MAX_ASPECT}:1; crop it to the scene it shows"
+        )
     try:
-        with _strict_truncation():
+        with _strict_truncation(), _time_box(DECODE_SECONDS):
             im.load()
+    except ImageDecodeError:
+        raise
     except Exception as e:
         raise ImageDecodeError(f"truncated or corrupt {im.format} image: {_one_line(e)}") from e
     return im
@@ -181,16 +245,8 @@ def decode_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.
 
 
 def load_image(path: str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[Image.Image, bytes]:
-    """Read a file and decode it; returns (RGB image, raw bytes). Errors name the file."""
-    path = Path(path)
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError as e:
-        raise ImageDecodeError(f"no such file: {path}") from e
-    except IsADirectoryError as e:
-        raise ImageDecodeError(f"is a directory, not an image: {path}") from e
-    except OSError as e:
-        raise ImageDecodeError(f"cannot read {path}: {_one_line(e)}") from e
+    """Read a regular file and decode it; returns (RGB image, raw bytes). Errors name the file."""
+    data = read_file(path)
     try:
         return decode_image(data, max_pixels=max_pixels), data
     except ImageDecodeError as e:

@@ -135,6 +135,23 @@ def images_past_the_cut(join: JoinResult, processor, template: str) -> list[tupl
     return found
 
 
+def unsupervised_samples(join: JoinResult, processor, template: str, limit: int = 256):
+    """(ids, checked) of the samples among the first `limit` whose labels are all ignored (an early warning
+    that the tokenizer and the template disagree); None when every checked sample trains."""
+    found, checked = [], 0
+    for i, sample in enumerate(join.samples[:limit]):
+        if not any(turn["value"].strip() for turn in sample["conversations"][1::2]):
+            continue  # nothing to supervise in the first place
+        checked += 1
+        try:
+            labels = processor.tokenize(sample["conversations"], template)["labels"]
+        except ValueError:
+            continue  # reported by images_past_the_cut
+        if all(label == -100 for label in labels):
+            found.append(str(sample.get("id", i)))
+    return (found, checked) if found else None
+
+
 def manifest_statuses(features) -> dict[str, tuple[int, str]]:
     """image_id -> (row, status) of a FeatureStore (or anything with its `manifest()`)."""
     table = features.manifest()
@@ -190,6 +207,7 @@ class TrainingDataset(torch.utils.data.Dataset):
         except ValueError as error:
             raise SgeoError(f"sample {sample.get('id', i)!r}: {error}") from None
         item["row"] = self.rows[i]
+        item["id"] = str(sample.get("id", i))
         if self.image_root is not None and self.rows[i] >= 0:
             from sgeo.pipeline.images import load_image, resolve_inside
 
@@ -209,6 +227,7 @@ class Collator:
 
     def __call__(self, items: list[dict]) -> dict[str, torch.Tensor]:
         batch = self.processor.pad([{"input_ids": it["input_ids"], "labels": it["labels"]} for it in items])
+        batch["ids"] = [it.get("id", "") for it in items]  # sample ids, for errors that name the samples
         with_image = [it for it in items if it["row"] >= 0]
         if not with_image:
             batch["clip_features"] = torch.zeros((0, *self.clip_shape))
