@@ -8,6 +8,7 @@ import base64
 import io
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -20,6 +21,7 @@ import psutil
 import pytest
 from PIL import Image
 
+from conftest import run_sgeo
 from sgeo.jobs.serve.engine import Engine
 from sgeo.jobs.serve.examples import examples
 
@@ -216,11 +218,14 @@ def test_web_page_conversation_in_a_browser(server, tmp_path):
             """([selector, n]) => {
                 const answers = document.querySelectorAll(selector);
                 const tracker = document.querySelector('#sgeo-chat [data-testid=status-tracker]');
-                return answers.length === n && answers[n - 1].innerText.trim().length > 0
+                const failed = document.querySelector('.toast-body.error, .toast-body.warning');
+                return failed || answers.length === n && answers[n - 1].innerText.trim().length > 0
                     && (!tracker || tracker.classList.contains('hide'));
             }""",
             arg=[bot, n], timeout=60_000,
         )  # fmt: skip
+        toasts = [t.inner_text() for t in page.query_selector_all(".toast-body.error, .toast-body.warning")]
+        assert not toasts, toasts  # the page reported an error instead of answering
         return [a.inner_text().strip() for a in page.query_selector_all(bot)]
 
     with sync_playwright() as playwright:
@@ -289,3 +294,17 @@ def test_closing_a_reply_stops_generation_and_keeps_no_turn(tiny):
     )  # the question was not answered to the end, so the conversation has no trace of it
     assert engine.lock.acquire(blocking=False)  # released: the next request can run
     engine.lock.release()
+
+
+def test_user_errors_are_one_line_before_any_model_loads(tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        results = {
+            "--image-root": run_sgeo("serve", "--image-root", tmp_path / "missing"),
+            "--port": run_sgeo("serve", "--port", port),
+        }
+    for option, result in results.items():
+        assert result.returncode == 2, result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1 and option in result.stderr

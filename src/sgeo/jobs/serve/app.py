@@ -8,7 +8,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ...errors import SgeoError
-from .chat_request import Limits
+
+# Heavy imports (torch, transformers, gradio) wait until the options are checked and the port is bound, so
+# a mistyped option fails at once.
 
 
 @dataclass
@@ -56,7 +58,7 @@ def _bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def build_app(engine, limits: Limits, max_body_bytes: int, examples, temperature: float, max_tokens: int):
+def build_app(engine, limits, max_body_bytes: int, examples, temperature: float, max_tokens: int):
     """The FastAPI app: the API routes first, the Gradio page mounted at `/` behind them."""
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no calls home from the server
     import gradio as gr
@@ -82,6 +84,7 @@ def run_serve(config: ServeConfig) -> None:
     from transformers.utils import logging as hf_logging
 
     from ..ask import load_for_inference
+    from .chat_request import Limits
     from .engine import Engine
     from .examples import examples
 

@@ -32,6 +32,9 @@ def _streamer_class():
             super().__init__(tokenizer, skip_prompt=True, skip_special_tokens=True)
             self.cancelled = threading.Event()
 
+        def cancel(self) -> None:
+            self.cancelled.set()
+
         def put(self, value):
             if self.cancelled.is_set():
                 raise _Cancelled
@@ -90,7 +93,8 @@ class Reply:
 
     Like `answer` (which ImageChat strips), the pieces carry no leading or trailing whitespace overall: the
     leading whitespace is dropped and trailing whitespace is held back until more text follows. Closing the
-    iterator early stops the generation; the chat then keeps no trace of the question.
+    iterator before the answer is complete stops the generation at its next token, and the chat keeps no
+    trace of the question.
     """
 
     def __init__(
@@ -132,7 +136,7 @@ class Reply:
                 if kept:
                     yield kept
         finally:
-            streamer.cancelled.set()  # a no-op when generation has finished
+            streamer.cancel()  # a no-op when generation has finished
             worker.join()
         if "error" in outcome:
             raise outcome["error"]

@@ -1,7 +1,8 @@
 """The Gradio page: upload an image, talk about it (the conversation keeps its context), watch answers stream in.
 
 Each browser session holds one `ImageChat` in a `gr.State`: the image is encoded once, on the first question,
-and a new or cleared image starts a new conversation. Events wait in Gradio's queue, one at a time, and the
+and a new or cleared image starts a new conversation. Gradio hands over the uploaded file untouched and sgeo
+decodes it, as `sgeo ask` does. Events wait in Gradio's queue, one at a time, and the
 model lock behind them is shared with the HTTP API.
 """
 
@@ -11,6 +12,7 @@ from pathlib import Path
 
 from ...errors import SgeoError
 from ...model.conversation import IMAGE_TOKEN
+from ...pipeline.images import load_image
 from .engine import Engine, clean_text
 
 CSS = "#sgeo-chat {min-height: 420px}"
@@ -47,9 +49,9 @@ def build_page(engine: Engine, examples: list[tuple[Path, str]], temperature: fl
         before = _messages(chat.turns) if chat else []
         shown = [*before, {"role": "user", "content": question}, {"role": "assistant", "content": ""}]
         yield shown, chat, ""
-        if chat is None:
-            chat = engine.open_chat(image.convert("RGB"))
         try:
+            if chat is None:  # decoded as `sgeo ask` decodes files: EXIF turned, alpha over white
+                chat = engine.open_chat(load_image(image)[0])
             engine.prompt_tokens(chat, question)
         except SgeoError as error:
             gr.Warning(str(error))
@@ -77,12 +79,9 @@ def build_page(engine: Engine, examples: list[tuple[Path, str]], temperature: fl
         with gr.Row(equal_height=False):
             with gr.Column(scale=2):
                 image = gr.Image(
-                    type="pil",
-                    label="Image",
-                    sources=["upload", "clipboard"],
-                    height=320,
-                    elem_id="sgeo-image",
-                )
+                    type="filepath", image_mode=None, label="Image", sources=["upload", "clipboard"],
+                    height=320, elem_id="sgeo-image",
+                )  # fmt: skip
                 with gr.Accordion("Generation", open=True):
                     temperature_box = gr.Slider(
                         0.0, 1.5, value=temperature, step=0.05, label="Temperature (0: greedy)",
