@@ -1,18 +1,21 @@
 """The Gradio page: upload an image, talk about it (the conversation keeps its context), watch answers stream in.
 
-Each browser session holds one `ImageChat` in a `gr.State`: the image is encoded once, on the first question,
-and a new or cleared image starts a new conversation. Gradio hands over the uploaded file untouched and sgeo
-decodes it, as `sgeo ask` does. Events wait in Gradio's queue, one at a time, and the
-model lock behind them is shared with the HTTP API.
+Each browser session holds a `Session` in a `gr.State`: its `ImageChat` encodes the image once, on the first
+question, and a new or cleared image starts a new conversation. Gradio hands over the uploaded file untouched
+and sgeo decodes it, as `sgeo ask` does. Questions wait in Gradio's queue, one at a time, and the model lock
+behind them is shared with the HTTP API.
 """
 
 from __future__ import annotations
 
+from contextlib import closing
+from dataclasses import dataclass
 from pathlib import Path
 
 from ...errors import SgeoError
 from ...model.conversation import IMAGE_TOKEN
 from ...pipeline.images import load_image
+from ..ask import ImageChat
 from .engine import Engine, clean_text
 
 CSS = "#sgeo-chat {min-height: 420px}"
@@ -27,46 +30,85 @@ def theme():
     )
 
 
-def _messages(turns: list[dict]) -> list[dict]:
-    """ImageChat turns -> the chatbot's messages (without the `<image>` placeholder)."""
-    role = {"human": "user", "gpt": "assistant"}
-    return [{"role": role[t["from"]], "content": t["value"].replace(IMAGE_TOKEN, "").strip()} for t in turns]
+@dataclass
+class Session:
+    """One browser session's conversation about `image` (the uploaded file's path).
+
+    Starting over changes it in place and bumps `epoch`, so that an answer still streaming (Gradio runs it
+    on another thread) sees it is stale and stops. A question names the image it is about, so a question
+    that reaches the server before the upload's change event still starts the right conversation, and the
+    late event then changes nothing.
+    """
+
+    chat: ImageChat | None = None
+    image: str | None = None
+    epoch: int = 0
+
+    def start_over(self, image: str | None = None) -> None:
+        self.chat, self.image, self.epoch = None, image, self.epoch + 1
+
+    def messages(self) -> list[dict]:
+        """The chat's turns as the chatbot's messages (without the `<image>` placeholder)."""
+        role = {"human": "user", "gpt": "assistant"}
+        turns = self.chat.turns if self.chat else []
+        return [
+            {"role": role[t["from"]], "content": t["value"].replace(IMAGE_TOKEN, "").strip()} for t in turns
+        ]
 
 
 def build_page(engine: Engine, examples: list[tuple[Path, str]], temperature: float, max_tokens: int):
-    """The `gr.Blocks` of the page, queued one event at a time."""
+    """The `gr.Blocks` of the page, queued one question at a time."""
     import gradio as gr
 
-    def send(question, image, chat, temperature, max_tokens):
-        """Stream the answer into the chatbot: yields (messages, chat state, question box)."""
+    def send(question, image, session: Session, temperature, max_tokens):
+        """Stream the answer into the chatbot: yields (messages, question box)."""
         question = clean_text(question or "")
         if image is None:
             gr.Warning("Upload an image first (or pick an example).")
-            yield _messages(chat.turns) if chat else [], chat, question
             return
         if not question:
             return
-        before = _messages(chat.turns) if chat else []
-        shown = [*before, {"role": "user", "content": question}, {"role": "assistant", "content": ""}]
-        yield shown, chat, ""
+        if image != session.image:
+            session.start_over(image)
+        epoch = session.epoch
+        shown = [
+            *session.messages(),
+            {"role": "user", "content": question},
+            {"role": "assistant", "content": ""},
+        ]
+        yield shown, ""
         try:
-            if chat is None:  # decoded as `sgeo ask` decodes files: EXIF turned, alpha over white
-                chat = engine.open_chat(load_image(image)[0])
+            # decoded as `sgeo ask` decodes files: EXIF orientation applied, alpha over white
+            chat = session.chat or engine.open_chat(load_image(image)[0])
             engine.prompt_tokens(chat, question)
         except SgeoError as error:
             gr.Warning(str(error))
-            yield before, chat, question
+            yield session.messages(), question
             return
-        for piece in engine.reply(chat, question, float(temperature), int(max_tokens)):
-            shown[-1]["content"] += piece
-            yield shown, chat, ""
-        yield _messages(chat.turns), chat, ""
+        if session.epoch != epoch:
+            return
+        session.chat = chat
+        with closing(iter(engine.reply(chat, question, float(temperature), int(max_tokens)))) as pieces:
+            for piece in pieces:
+                if session.epoch != epoch:
+                    return  # closing the reply stops its generation
+                shown[-1]["content"] += piece
+                yield shown, ""
+        if session.epoch == epoch:
+            yield session.messages(), ""
 
-    def new_conversation():
-        return [], None
+    def new_image(image, session: Session):
+        if image == session.image:  # a question about this image came first and started its conversation
+            return gr.skip()
+        session.start_over(image)
+        return []
+
+    def clear(session: Session):
+        session.start_over(session.image)
+        return []
 
     with gr.Blocks(title=f"sgeo · {engine.name}", analytics_enabled=False) as page:
-        chat = gr.State(None)
+        session = gr.State(Session())
         gr.Markdown(
             f"## sgeo · SpatialGeo\nModel **`{engine.name}`**. Upload an image and ask about distances, sizes "
             "and positions; follow-up questions keep the conversation. The same server answers "
@@ -103,10 +145,9 @@ def build_page(engine: Engine, examples: list[tuple[Path, str]], temperature: fl
                     send_button = gr.Button("Send", variant="primary", scale=1, elem_id="sgeo-send")
                 clear_button = gr.Button("Clear conversation", elem_id="sgeo-clear")
 
-        inputs = [question, image, chat, temperature_box, max_tokens_box]
-        outputs = [chatbot, chat, question]
-        question.submit(send, inputs, outputs)
-        send_button.click(send, inputs, outputs)
-        clear_button.click(new_conversation, None, [chatbot, chat], queue=False)
-        image.change(new_conversation, None, [chatbot, chat], queue=False)  # a new image: a new conversation
+        inputs = [question, image, session, temperature_box, max_tokens_box]
+        question.submit(send, inputs, [chatbot, question])
+        send_button.click(send, inputs, [chatbot, question])
+        clear_button.click(clear, session, chatbot, queue=False)
+        image.change(new_image, [image, session], chatbot, queue=False)  # a new image: a new conversation
     return page.queue(default_concurrency_limit=1, max_size=64)
