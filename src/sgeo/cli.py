@@ -148,6 +148,26 @@ def ask(
     run_ask(AskConfig(**options))
 
 
+@app.command()
+def serve(
+    model: str = typer.Option("tiny", help=MODEL_HELP),
+    host: str = typer.Option("127.0.0.1", help="address to listen on (0.0.0.0 opens it to the network)"),
+    port: int = typer.Option(7860, help="port (0: any free one, printed at start)"),
+    image_root: Path | None = typer.Option(None, help="folder whose images API requests may name by path"),
+    temperature: float = typer.Option(0.2, help="default temperature (0: greedy)"),
+    max_new_tokens: int = typer.Option(256, help="default answer length in tokens"),
+    max_request_mb: float = typer.Option(20.0, help="largest request body (and upload) accepted, in MiB"),
+    device: str | None = typer.Option(None, help="cpu or cuda (default: cuda when available)"),
+    load_4bit: bool = typer.Option(False, "--load-4bit"),
+    load_8bit: bool = typer.Option(False, "--load-8bit"),
+):
+    """Web demo (Gradio) and OpenAI-compatible POST /v1/chat/completions for one model, on one server."""
+    options = dict(locals())  # before the import below adds names to locals()
+    from .jobs.serve import ServeConfig, run_serve
+
+    run_serve(ServeConfig(**options))
+
+
 @app.command("eval")
 def evaluate(
     bench: str = typer.Option("synthetic", help="spatialrgpt, spatialscore or synthetic"),

@@ -1,0 +1,13 @@
+"""`sgeo serve`: a Gradio page and an OpenAI-compatible `/v1/chat/completions` endpoint for one model.
+
+- `engine`: the loaded model behind one lock; image chats; answers streamed token by token.
+- `chat_request`: OpenAI request bodies and image URLs -> engine inputs, or a 4xx `ApiError`.
+- `api`: the HTTP routes (JSON and server-sent events) and their one-line JSON errors.
+- `web`: the Gradio page.
+- `examples`: the page's synthetic example scenes.
+- `app`: `ServeConfig`, `run_serve`: one uvicorn server for both.
+"""
+
+from .app import ServeConfig, build_app, run_serve
+
+__all__ = ["ServeConfig", "build_app", "run_serve"]

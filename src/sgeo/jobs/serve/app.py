@@ -1,0 +1,111 @@
+"""`sgeo serve`: one model loaded once, the Gradio page and the OpenAI-compatible API on one uvicorn server."""
+
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+
+from ...errors import SgeoError
+
+# Heavy imports (torch, transformers, gradio) wait until the options are checked and the port is bound, so
+# a mistyped option fails at once.
+
+
+@dataclass
+class ServeConfig:
+    model: str = "tiny"
+    host: str = "127.0.0.1"
+    port: int = 7860
+    image_root: Path | None = None
+    temperature: float = 0.2
+    max_new_tokens: int = 256
+    max_request_mb: float = 20.0
+    device: str | None = None
+    load_4bit: bool = False
+    load_8bit: bool = False
+
+
+def _check(config: ServeConfig) -> None:
+    if not 0 <= config.port <= 65535:
+        raise SgeoError(f"--port must be from 0 to 65535 (0: any free port), got {config.port}")
+    if config.image_root is not None and not config.image_root.is_dir():
+        raise SgeoError(f"--image-root {config.image_root} is not a folder; point it at the images to serve")
+    if not config.max_request_mb > 0:
+        raise SgeoError(f"--max-request-mb must be positive, got {config.max_request_mb}")
+    if config.max_new_tokens < 1:
+        raise SgeoError(f"--max-new-tokens must be at least 1, got {config.max_new_tokens}")
+    if not 0 <= config.temperature <= 2:
+        raise SgeoError(f"--temperature must be from 0 (greedy) to 2, got {config.temperature}")
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    """The listening socket, bound before the model loads so a taken port fails at once and clearly."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as error:
+        raise SgeoError(f"--host {host!r} is not an address of this machine: {error.strerror}") from None
+    family, _, _, _, address = infos[0]
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(address)
+    except OSError as error:
+        sock.close()
+        raise SgeoError(f"cannot listen on {host}:{port}: {error.strerror}; choose another --port") from None
+    sock.listen(128)
+    return sock
+
+
+def build_app(engine, limits, max_body_bytes: int, examples, temperature: float, max_tokens: int):
+    """The FastAPI app: the API routes first, the Gradio page mounted at `/` behind them."""
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no calls home from the server
+    import gradio as gr
+    from fastapi import FastAPI
+
+    from .api import add_api
+    from .web import CSS, build_page, theme
+
+    app = FastAPI(title="sgeo", docs_url=None, redoc_url=None, openapi_url=None)
+    add_api(app, engine, limits, max_body_bytes)
+    page = build_page(engine, examples, temperature, max_tokens)
+    return gr.mount_gradio_app(
+        app, page, path="/", theme=theme(), css=CSS, ssr_mode=False, mcp_server=False, run_history=False,
+        max_file_size=max_body_bytes, allowed_paths=sorted({str(p.parent) for p, _ in examples}),
+        footer_links=["gradio", "settings"],
+    )  # fmt: skip
+
+
+def run_serve(config: ServeConfig) -> None:
+    """Load the model, bind the socket, serve until interrupted."""
+    _check(config)
+    sock = _bind(config.host, config.port)
+    from transformers.utils import logging as hf_logging
+
+    from ..ask import load_for_inference
+    from .chat_request import Limits
+    from .engine import Engine
+    from .examples import examples
+
+    hf_logging.disable_progress_bar()
+    model, processor = load_for_inference(config.model, config.device, config.load_4bit, config.load_8bit)
+    engine = Engine(model, processor, config.model)
+    max_body = int(config.max_request_mb * 2**20)
+    limits = Limits(
+        image_root=config.image_root.resolve() if config.image_root else None,
+        temperature=config.temperature, max_tokens=config.max_new_tokens,
+        max_tokens_limit=engine.max_length, max_file_bytes=max_body,
+    )  # fmt: skip
+    app = build_app(engine, limits, max_body, examples(), config.temperature, config.max_new_tokens)
+
+    import uvicorn
+
+    host, port = sock.getsockname()[:2]
+    shown = f"[{host}]" if ":" in host else host
+    print(
+        f"sgeo serve: http://{shown}:{port}/  (API: POST http://{shown}:{port}/v1/chat/completions)",
+        flush=True,
+    )
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=2))
+    server.run(sockets=[sock])

@@ -1,0 +1,153 @@
+"""The Gradio page: upload an image, talk about it (the conversation keeps its context), watch answers stream in.
+
+Each browser session holds a `Session` in a `gr.State`: its `ImageChat` encodes the image once, on the first
+question, and a new or cleared image starts a new conversation. Gradio hands over the uploaded file untouched
+and sgeo decodes it, as `sgeo ask` does. Questions wait in Gradio's queue, one at a time, and the model lock
+behind them is shared with the HTTP API.
+"""
+
+from __future__ import annotations
+
+from contextlib import closing
+from dataclasses import dataclass
+from pathlib import Path
+
+from ...errors import SgeoError
+from ...model.conversation import IMAGE_TOKEN
+from ...pipeline.images import load_image
+from ..ask import ImageChat
+from .engine import Engine, clean_text
+
+CSS = "#sgeo-chat {min-height: 420px}"
+
+
+def theme():
+    """Gradio's default look with system fonts: the page loads nothing from outside the server."""
+    import gradio as gr
+
+    return gr.themes.Default(
+        font=["ui-sans-serif", "system-ui", "sans-serif"], font_mono=["ui-monospace", "monospace"]
+    )
+
+
+@dataclass
+class Session:
+    """One browser session's conversation about `image` (the uploaded file's path).
+
+    Starting over changes it in place and bumps `epoch`, so that an answer still streaming (Gradio runs it
+    on another thread) sees it is stale and stops. A question names the image it is about, so a question
+    that reaches the server before the upload's change event still starts the right conversation, and the
+    late event then changes nothing.
+    """
+
+    chat: ImageChat | None = None
+    image: str | None = None
+    epoch: int = 0
+
+    def start_over(self, image: str | None = None) -> None:
+        self.chat, self.image, self.epoch = None, image, self.epoch + 1
+
+    def messages(self) -> list[dict]:
+        """The chat's turns as the chatbot's messages (without the `<image>` placeholder)."""
+        role = {"human": "user", "gpt": "assistant"}
+        turns = self.chat.turns if self.chat else []
+        return [
+            {"role": role[t["from"]], "content": t["value"].replace(IMAGE_TOKEN, "").strip()} for t in turns
+        ]
+
+
+def build_page(engine: Engine, examples: list[tuple[Path, str]], temperature: float, max_tokens: int):
+    """The `gr.Blocks` of the page, queued one question at a time."""
+    import gradio as gr
+
+    def send(question, image, session: Session, temperature, max_tokens):
+        """Stream the answer into the chatbot: yields (messages, question box)."""
+        question = clean_text(question or "")
+        if image is None:
+            gr.Warning("Upload an image first (or pick an example).")
+            return
+        if not question:
+            return
+        if image != session.image:
+            session.start_over(image)
+        epoch = session.epoch
+        shown = [
+            *session.messages(),
+            {"role": "user", "content": question},
+            {"role": "assistant", "content": ""},
+        ]
+        yield shown, ""
+        try:
+            # decoded as `sgeo ask` decodes files: EXIF orientation applied, alpha over white
+            chat = session.chat or engine.open_chat(load_image(image)[0])
+            engine.prompt_tokens(chat, question)
+        except SgeoError as error:
+            gr.Warning(str(error))
+            yield session.messages(), question
+            return
+        if session.epoch != epoch:
+            return
+        session.chat = chat
+        with closing(iter(engine.reply(chat, question, float(temperature), int(max_tokens)))) as pieces:
+            for piece in pieces:
+                if session.epoch != epoch:
+                    return  # closing the reply stops its generation
+                shown[-1]["content"] += piece
+                yield shown, ""
+        if session.epoch == epoch:
+            yield session.messages(), ""
+
+    def new_image(image, session: Session):
+        if image == session.image:  # a question about this image came first and started its conversation
+            return gr.skip()
+        session.start_over(image)
+        return []
+
+    def clear(session: Session):
+        session.start_over(session.image)
+        return []
+
+    with gr.Blocks(title=f"sgeo · {engine.name}", analytics_enabled=False) as page:
+        session = gr.State(Session())
+        gr.Markdown(
+            f"## sgeo · SpatialGeo\nModel **`{engine.name}`**. Upload an image and ask about distances, sizes "
+            "and positions; follow-up questions keep the conversation. The same server answers "
+            "`POST /v1/chat/completions` (OpenAI format)."
+        )
+        question = gr.Textbox(
+            placeholder="Ask about the image, e.g. How far is the red box from the blue sphere?",
+            show_label=False, scale=5, elem_id="sgeo-question", render=False, autofocus=True,
+        )  # fmt: skip
+        with gr.Row(equal_height=False):
+            with gr.Column(scale=2):
+                image = gr.Image(
+                    type="filepath", image_mode=None, label="Image", sources=["upload", "clipboard"],
+                    height=320, elem_id="sgeo-image",
+                )  # fmt: skip
+                with gr.Accordion("Generation", open=True):
+                    temperature_box = gr.Slider(
+                        0.0, 1.5, value=temperature, step=0.05, label="Temperature (0: greedy)",
+                        elem_id="sgeo-temperature",
+                    )  # fmt: skip
+                    max_tokens_box = gr.Slider(
+                        1, max(max_tokens, 1024), value=max_tokens, step=1, label="Max new tokens",
+                        elem_id="sgeo-max-tokens",
+                    )  # fmt: skip
+                if examples:
+                    gr.Examples(
+                        [[str(path), text] for path, text in examples], inputs=[image, question],
+                        label="Examples (synthetic scenes)", examples_per_page=len(examples),
+                    )  # fmt: skip
+            with gr.Column(scale=3):
+                chatbot = gr.Chatbot(label="Conversation", elem_id="sgeo-chat", height=440)
+                with gr.Row():
+                    question.render()
+                    send_button = gr.Button("Send", variant="primary", scale=1, elem_id="sgeo-send")
+                clear_button = gr.Button("Clear conversation", elem_id="sgeo-clear")
+
+        inputs = [question, image, session, temperature_box, max_tokens_box]
+        question.submit(send, inputs, [chatbot, question])
+        send_button.click(send, inputs, [chatbot, question])
+        clear_button.click(clear, session, chatbot, queue=False)
+        image.change(new_image, [image, session], chatbot, queue=False)  # a new image: a new conversation
+    return page.queue(default_concurrency_limit=1, max_size=64)
