@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -139,8 +140,8 @@ def assert_one_line_error(result: dict, *fragments: str) -> None:
 
 
 def _is_noise(line: str) -> bool:
-    # progress bars and the trainer's own [sgeo train] log lines are not error output
-    return line.startswith("[sgeo train]") or "it/s]" in line or "step/s]" in line or "img/s]" in line
+    # progress bars (tqdm: "desc:  50%|###  | 1/2 [...]") and the trainer's [sgeo train] log lines are not errors
+    return line.startswith("[sgeo train]") or bool(re.search(r"\d+%\|.*\|", line))
 
 
 def run_sgeo(*args: str, check: bool = False, timeout: float = 600, env: dict | None = None, **kwargs):

@@ -38,6 +38,18 @@ def _crafted(path: Path, marker: Path) -> None:
     path.write_bytes(pickle.dumps({"module": _RunsCode(marker)}))
 
 
+def _copy_model(source: Path, target: Path, **config) -> Path:
+    """A copy of a model directory elsewhere: its tower paths made absolute, `config` fields changed."""
+    from sgeo.model import resolve_model
+
+    resolved = resolve_model(str(source))
+    shutil.copytree(source, target)
+    saved = json.loads((target / "config.json").read_text())
+    saved.update(clip_path=resolved.clip.path, moge_path=resolved.moge.path, **config)
+    (target / "config.json").write_text(json.dumps(saved))
+    return target
+
+
 @pytest.fixture(scope="module")
 def work(tmp_path_factory, tiny_store, tiny_dir):
     """Files every case below reads: images of every bad kind, a trained checkpoint, broken sample files."""
@@ -55,30 +67,31 @@ def work(tmp_path_factory, tiny_store, tiny_dir):
                                               {"from": "human", "value": "again"}]},
         "int_value": {**good, "conversations": [{"from": "human", "value": "<image>\nHi"}, {"from": "gpt", "value": 42}]},
         "string_turns": {**good, "conversations": ["<image>\nHi", "Yo"]},
-        "late_image": {**good, "conversations": [{"from": "human", "value": "word " * 400 + "<image>"},
-                                                 {"from": "gpt", "value": "Yes."}]},
+        # LLaVA moves an image to the front of its turn: past the cut only after long earlier turns
+        "late_image": {**good, "conversations": [{"from": "human", "value": "word " * 400},
+                                                 {"from": "gpt", "value": "Yes."},
+                                                 {"from": "human", "value": "<image>\nAnd here?"},
+                                                 {"from": "gpt", "value": "No."}]},
     }  # fmt: skip
     files = {}
     for name, sample in bad.items():
         files[name] = root / f"{name}.json"
         files[name].write_text(json.dumps(qa[:3] + [{**sample, "id": f"bad-{name}"}]))
     # a model directory whose weights file is a crafted pickle, and one whose tokenizer wants remote code
-    pickled = root / "pickled-model"
-    shutil.copytree(tiny_dir, pickled)
+    pickled = _copy_model(tiny_dir, root / "pickled-model")
     (pickled / "model.safetensors").unlink()
     _crafted(pickled / "pytorch_model.bin", root / "MARKER-model")
-    remote = root / "remote-tokenizer"
-    shutil.copytree(tiny_dir, remote)
+    remote = _copy_model(tiny_dir, root / "remote-tokenizer")
     config = json.loads((remote / "tokenizer_config.json").read_text())
     config.update(tokenizer_class="EvilTokenizer", auto_map={"AutoTokenizer": ["evil.EvilTokenizer", None]})
     (remote / "tokenizer_config.json").write_text(json.dumps(config))
     (remote / "evil.py").write_text(f"import os\nos.system('touch {root / 'MARKER-tokenizer'}')\n")
-    return {"root": root, "bad": files, "pickled": pickled, "remote": remote, **tiny_store}
+    return {**tiny_store, "dir": root, "bad": files, "pickled": pickled, "remote": remote}
 
 
 def _checkpointed(work: dict, name: str) -> Path:
     """A finished stage-1 run of 2 steps with a checkpoint after each (step 2 is the latest)."""
-    out = work["root"] / name
+    out = work["dir"] / name
     result = run_sgeo_batch([_resume_into(out, work)])[0]
     assert result["code"] == 0, result["stderr"][-2000:]
     return out
@@ -96,9 +109,9 @@ def test_damaged_and_crafted_checkpoints_are_refused_and_never_run(work):
     step = "checkpoints/step-0000002"
     cases = {}
     for name in ("crafted", "crafted_with_digests", "flipped", "truncated", "state", "latest"):
-        shutil.copytree(template, work["root"] / name)
-        cases[name] = work["root"] / name
-    marker = work["root"] / "MARKER-checkpoint"
+        shutil.copytree(template, work["dir"] / name)
+        cases[name] = work["dir"] / name
+    marker = work["dir"] / "MARKER-checkpoint"
     _crafted(cases["crafted"] / step / "mp_rank_00_model_states.pt", marker)
     _crafted(cases["crafted_with_digests"] / step / "mp_rank_00_model_states.pt", marker)
     write_digests(cases["crafted_with_digests"] / step)  # an adversary who rewrites the digests too
@@ -129,7 +142,7 @@ def test_a_full_disk_at_checkpoint_time_is_one_line_and_loses_nothing(work):
     import resource
     import signal
 
-    out = work["root"] / "full-disk"
+    out = work["dir"] / "full-disk"
 
     def limited():  # writes past 1 MB fail with EFBIG, as on a full disk (the optimizer states are bigger)
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
@@ -169,7 +182,7 @@ def _peak_rss(command: list[str], timeout: float = 120) -> tuple[subprocess.Comp
 
 
 def test_images_that_would_eat_memory_or_hang_are_refused_or_bounded(work):
-    root = work["root"]
+    root = work["dir"]
     started = time.monotonic()
     results = run_sgeo_batch([
         ["ask", root / "strip.png", "What is this?", "--json"],
@@ -191,7 +204,7 @@ def test_extract_records_bad_files_and_goes_on(work, tmp_path):
     images = tmp_path / "images"
     images.mkdir()
     for name in ("strip.png", "ok.png"):
-        shutil.copy(work["root"] / name, images / name)
+        shutil.copy(work["dir"] / name, images / name)
     os.mkfifo(images / "pipe.jpg")
     os.symlink("/dev/zero", images / "zero.png")
     store = tmp_path / "store.zarr"
@@ -216,7 +229,7 @@ def test_broken_samples_are_refused_before_the_first_step(work):
     for name, path in work["bad"].items():
         extra = ["--model-max-length", "300"] if name == "late_image" else []
         commands.append(["train", "--stage", "2", "--data", path, "--store", work["store"], "--out",
-                         work["root"] / f"samples-{name}", "--max-steps", "1", *TRAIN, *extra])  # fmt: skip
+                         work["dir"] / f"samples-{name}", "--max-steps", "1", *TRAIN, *extra])  # fmt: skip
     results = run_sgeo_batch(commands)
     why = {"role": "from 'bot'", "swapped": "turns must alternate", "int_value": "of type int",
            "string_turns": "is a str, not an object", "late_image": "cut through an image"}  # fmt: skip
@@ -242,7 +255,7 @@ def test_nonsense_options_and_files_are_one_line_errors(work, tmp_path):
     ]
     a_file = tmp_path / "a-file"
     a_file.write_text("x")
-    ok = work["root"] / "ok.png"
+    ok = work["dir"] / "ok.png"
     cases = [
         ([*base, "--lr", "-1"], "--lr must be a positive number"),
         ([*base, "--lr", "nan"], "--lr must be a positive number"),
@@ -254,7 +267,7 @@ def test_nonsense_options_and_files_are_one_line_errors(work, tmp_path):
         ),
         ([*base[:-1], a_file], "--out"),
         (["ask", ok, "hi?", "--device", "tpu"], "--device must be cpu, cuda"),
-        (["score", work["root"] / "latin1.jsonl", "--bench", "synthetic"], "not UTF-8"),
+        (["score", work["dir"] / "latin1.jsonl", "--bench", "synthetic"], "not UTF-8"),
         (["cache", "plan", "--model", "tiny", "--images", "-5"], "--images must be a positive"),
         (["ask", ok, "hi?", "--model", work["pickled"], "--json"], "cannot load"),
         (["ask", ok, "hi?", "--model", work["remote"], "--json"], "tokenizer"),
@@ -262,7 +275,7 @@ def test_nonsense_options_and_files_are_one_line_errors(work, tmp_path):
     results = run_sgeo_batch([command for command, _ in cases])
     for (_, fragment), result in zip(cases, results, strict=True):
         assert_one_line_error(result, fragment)
-    assert not (work["root"] / "MARKER-model").exists() and not (work["root"] / "MARKER-tokenizer").exists()
+    assert not (work["dir"] / "MARKER-model").exists() and not (work["dir"] / "MARKER-tokenizer").exists()
 
 
 def test_a_loss_that_explodes_stops_the_run_naming_the_step(work, tmp_path):
@@ -290,16 +303,14 @@ def test_eval_refuses_a_wrong_root_and_another_model_and_redoes_missing_images(w
         "--limit",
         "4",
     ]
-    results = run_sgeo_batch([[*common, "--image-root", "/nonexistent"], common])
-    assert_one_line_error(results[0], "none of the", "--image-root")
-    assert not (out / "answers.jsonl").exists() or not read_answers(out / "answers.jsonl")
-    assert results[1]["code"] == 0, results[1]["stderr"][-2000:]
+    (refused,) = run_sgeo_batch([[*common, "--image-root", "/nonexistent"]])
+    assert_one_line_error(refused, "none of the", "--image-root")
+    assert not (out / "answers.jsonl").exists()  # nothing was recorded as answered
+    (answered,) = run_sgeo_batch([common])
+    assert answered["code"] == 0, answered["stderr"][-2000:]
     assert len(read_answers(out / "answers.jsonl")) == 4
     # another model into the same --out is refused (the answers file records who answered)
-    other = tmp_path / "other-model"
-    shutil.copytree(tiny_dir, other)
-    config = json.loads((other / "config.json").read_text())
-    (other / "config.json").write_text(json.dumps({**config, "fusion": "concat"}))
+    other = _copy_model(tiny_dir, tmp_path / "other-model", fusion="concat")
     # an image that was missing when first asked is asked again once it is there
     answers = read_answers(out / "answers.jsonl")
     first = answers[0]
@@ -337,4 +348,4 @@ def test_a_local_extract_listens_on_loopback_only(work, tmp_path):
     out, err = process.communicate(timeout=300)
     assert process.returncode == 0, err[-2000:]
     assert listening, "no listening socket was seen while the extract ran"
-    assert listening <= {"127.0.0.1", "::1"}, listening
+    assert listening <= {"127.0.0.1", "::1", "::ffff:127.0.0.1"}, listening

@@ -344,6 +344,7 @@ def _start_ray(config: ExtractConfig, object_store: int) -> bool:
                 f"cannot join the Ray cluster at {config.address}: {' '.join(str(e).split())}"
             ) from None
         return True
+    _loopback_only()
     # address="local": never attach to a cluster some earlier `ray start` left on this machine
     ray.init(
         address="local",
@@ -351,10 +352,20 @@ def _start_ray(config: ExtractConfig, object_store: int) -> bool:
         num_gpus=config.num_gpus,
         object_store_memory=object_store,
         dashboard_host="127.0.0.1",
-        _node_ip_address="127.0.0.1",  # the GCS, raylet and workers listen on loopback only
         **common,
     )
     return True
+
+
+def _loopback_only() -> None:
+    """Make a local cluster listen on 127.0.0.1 only (GCS, raylet, workers, agents).
+
+    Ray turns `_node_ip_address="127.0.0.1"` into the machine's external address; its single-machine mode
+    (what it uses on macOS and Windows) keeps every server on loopback. Workers inherit the variable."""
+    import ray._private.ray_constants as ray_constants
+
+    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+    ray_constants.ENABLE_RAY_CLUSTER = False  # read at call time by get_node_ip_address
 
 
 def _cpu_count() -> int:

@@ -281,6 +281,8 @@ def _quiet_deepspeed() -> None:
     from deepspeed.utils import logger
 
     logger.setLevel(logging.WARNING)
+    # On a machine with a CUDA toolkit but no GPU, building DeepSpeed's CPU comm op warns about the runtime.
+    logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
 
 
 def check_features(features, model_ref, processor) -> None:

@@ -180,16 +180,27 @@ def save_checkpoint(run) -> None:
         if run.rank == 0:
             write_digests(directory)
             write_text_atomic(run.checkpoints / LATEST, tag)
-    except OSError as error:
+    except (OSError, RuntimeError) as error:
+        # torch.save reports a failed write (disk full, file too large) as a RuntimeError of its zip writer
+        if isinstance(error, RuntimeError) and not _is_write_failure(error):
+            raise
+        detail = error.strerror if isinstance(error, OSError) and error.strerror else "the write failed"
         raise SgeoError(
-            f"cannot write checkpoint {directory}: {error.strerror or error}; free space and rerun the same "
-            "command (it resumes from the last complete checkpoint)"
+            f"cannot write checkpoint {directory}: {detail}; free space and rerun the same command (it resumes "
+            "from the last complete checkpoint)"
         ) from None
     if run.rank == 0:
         tags = sorted(p.name for p in run.checkpoints.glob("step-*") if p.is_dir())
         for old in tags[: max(0, tags.index(tag) + 1 - KEEP_CHECKPOINTS)]:
             shutil.rmtree(run.checkpoints / old, ignore_errors=True)
     dist.barrier()
+
+
+def _is_write_failure(error: RuntimeError) -> bool:
+    text = str(error)
+    return any(
+        mark in text for mark in ("inline_container", "unexpected pos", "file write failed", "No space")
+    )
 
 
 def load_checkpoint(run) -> bool:

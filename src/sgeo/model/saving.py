@@ -42,6 +42,9 @@ def save_trained(model, processor, out: str | Path, merge_lora: bool = False) ->
 
 
 def _save(model, processor, directory: Path) -> None:
+    from .loading import quiet_loading
+
     directory.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(directory)
-    processor.save_pretrained(directory)
+    with quiet_loading():  # no "Writing model shards" bar per file
+        model.save_pretrained(directory)
+        processor.save_pretrained(directory)
