@@ -93,7 +93,7 @@ class StoreLock:
             if time.monotonic() >= deadline:
                 raise SgeoError(
                     f"store {self.loc.url} is being written by {_describe(holder)}; wait for it to finish "
-                    f"(or, if it is gone, delete {self.loc.path(self.key)})"
+                    f"(or, if it is gone, delete {self.loc.url}/{self.key})"
                 )
             time.sleep(POLL_S)
 
