@@ -15,7 +15,7 @@ import numpy as np
 from sgeo.cache import layout
 from sgeo.cache.layout import CLIP, COMMITS, MOGE
 from sgeo.cache.manifest import parse_marker
-from sgeo.cache.shards import damaged, run_all
+from sgeo.cache.shards import damaged
 from sgeo.errors import SgeoError
 
 
@@ -33,16 +33,16 @@ class RowChecker:
     def forget(self, k: int) -> None:
         self._digests.pop(k, None)
 
-    def check(self, idx: list[int], out: dict[str, np.ndarray], pool) -> None:
-        """Raise a one-line SgeoError naming the file when any row of `out` differs from its digest."""
+    def verifier(self, idx: list[int]):
+        """The check of rows idx, as verify(array name, row, row words) raising a one-line SgeoError that names
+        the file (their markers are fetched now, once per shard)."""
         s = self.store.shard_size
         digests = self._digests_of({r // s for r in idx})
-        calls = [
-            (self._check_row, name, row, words[i], digests[row // s][name][row % s])
-            for name, words in out.items()
-            for i, row in enumerate(idx)
-        ]
-        run_all(pool, calls)
+
+        def verify(name: str, row: int, words: np.ndarray) -> None:
+            self._check_row(name, row, words, digests[row // s][name][row % s])
+
+        return verify
 
     def _check_row(self, name: str, row: int, words: np.ndarray, want: bytes) -> None:
         if hashlib.sha256(memoryview(words.reshape(-1).view(np.uint8))).digest() != want:
@@ -81,7 +81,7 @@ class RowChecker:
         out = {
             n: np.empty((len(rows), *shape), store.encoding.words) for n, shape in store.stored_shapes.items()
         }
-        store._read_into(rows, out)
+        store._read_into(rows, out, None)
         for name, words in out.items():
             if sha256(words) != store._markers[k][f"{name}_sha256"]:
                 raise damaged(

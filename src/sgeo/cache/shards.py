@@ -109,8 +109,8 @@ class ShardReader:
 
     # ---------------------------------------------------------------- rows
 
-    def plan(self, rows: list[int], out: np.ndarray) -> list[tuple]:
-        """(reader, out row, shard, offset, nbytes) per row to fetch; empty chunks are zero-filled here."""
+    def plan(self, rows: list[int], out: np.ndarray, verify) -> list[tuple]:
+        """(reader, out row, shard, offset, nbytes, row) per row to fetch; empty chunks are zero-filled here."""
         flat = out.reshape(len(rows), -1).view(np.uint8)  # [n, row_bytes]
         if self.loc.local:
             for k in {row // self.shard_size for row in rows} - set(self._index):
@@ -121,24 +121,28 @@ class ShardReader:
             offset, nbytes = self._index[k][j]
             if offset == layout.EMPTY_CHUNK and nbytes == layout.EMPTY_CHUNK:
                 flat[i] = 0
+                if verify is not None:
+                    verify(self.name, row, flat[i])
                 continue
             if self._blosc is None and nbytes != self.row_bytes:
                 raise self._damaged(k, f"holds {nbytes} bytes for row {row}, expected {self.row_bytes}")
             if self.loc.local:
                 self._fd(k)  # opened here, on the calling thread; tasks only read
-            todo.append((self, flat[i], k, offset, nbytes))
+            todo.append((self, flat[i], k, offset, nbytes, row))
         return todo
 
-    def read_local(self, dest: np.ndarray, k: int, offset: int, nbytes: int) -> None:
+    def read_local(self, dest: np.ndarray, k: int, offset: int, nbytes: int, row: int, verify) -> None:
         fd = self._fds[k]
         if self._blosc is None:
             if os.preadv(fd, [memoryview(dest)], offset) != nbytes:
                 raise self._damaged(k, "is truncated")
         else:
             self.decode(os.pread(fd, nbytes, offset), dest, k)
+        if verify is not None:  # here, while the row is still in this core's cache
+            verify(self.name, row, dest)
 
-    def fill(self, dest: np.ndarray, k: int, data, nbytes: int) -> None:
-        """Put fetched bytes of one row into dest (decoding them if compressed)."""
+    def fill(self, dest: np.ndarray, k: int, data, nbytes: int, row: int, verify) -> None:
+        """Put fetched bytes of one row into dest (decoding them if compressed), then check them."""
         if isinstance(data, FileNotFoundError):
             raise self._damaged(k, "is missing although committed")
         if isinstance(data, BaseException):
@@ -149,6 +153,8 @@ class ShardReader:
             dest[:] = np.frombuffer(data, dtype=np.uint8)
         else:
             self.decode(data, dest, k)
+        if verify is not None:
+            verify(self.name, row, dest)
 
     def decode(self, data: bytes, dest: np.ndarray, k: int) -> None:
         try:
@@ -169,8 +175,11 @@ class ShardReader:
         self._index.clear()
 
 
-def read_rows(loc: Location, jobs: list[tuple[ShardReader, list[int], np.ndarray]], pool: Executor) -> None:
-    """Fill every `out` with its reader's `rows`: all reads of all arrays of one call run concurrently."""
+def read_rows(loc: Location, jobs: list[tuple[ShardReader, list[int], np.ndarray]], pool: Executor,
+              verify=None) -> None:  # fmt: skip
+    """Fill every `out` with its reader's `rows`: all reads of all arrays of one call run concurrently.
+
+    verify(array name, row, row bytes) is called on every row as soon as it is in memory (in its task)."""
     if not loc.local:
         wanted = [
             (r, k) for r, rows, _ in jobs for k in r.missing_indexes(row // r.shard_size for row in rows)
@@ -180,18 +189,20 @@ def read_rows(loc: Location, jobs: list[tuple[ShardReader, list[int], np.ndarray
             got = loc.fs.cat_ranges(*map(list, zip(*requests, strict=True)), on_error="return")
             for (r, k), data in zip(wanted, got, strict=True):
                 r.set_remote_index(k, data)
-    todo = [task for r, rows, out in jobs for task in r.plan(rows, out)]
+    todo = [task for r, rows, out in jobs for task in r.plan(rows, out, verify)]
     try:
         if loc.local:
-            run_all(pool, [(r.read_local, dest, k, off, n) for r, dest, k, off, n in todo])
+            run_all(pool, [(r.read_local, dest, k, off, n, row, verify) for r, dest, k, off, n, row in todo])
         elif todo:
-            paths = [r.loc.path(r.key(k)) for r, _, k, _, _ in todo]
-            starts = [off for _, _, _, off, _ in todo]
-            ends = [off + n for _, _, _, off, n in todo]
+            paths = [r.loc.path(r.key(k)) for r, _, k, _, _, _ in todo]
+            starts = [off for _, _, _, off, _, _ in todo]
+            ends = [off + n for _, _, _, off, n, _ in todo]
             got = loc.fs.cat_ranges(paths, starts, ends, on_error="return")
-            run_all(
-                pool, [(r.fill, dest, k, data, n) for (r, dest, k, _, n), data in zip(todo, got, strict=True)]
-            )
+            calls = [
+                (r.fill, dest, k, data, n, row, verify)
+                for (r, dest, k, _, n, row), data in zip(todo, got, strict=True)
+            ]
+            run_all(pool, calls)
     finally:
         for r, _, _ in jobs:
             r._trim()

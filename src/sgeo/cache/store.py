@@ -224,7 +224,9 @@ class FeatureStore:
                 f"with sgeo.pipeline.features.encode(tensor, {self.dtype!r})"
             )
         if a.shape != shape:
-            raise SgeoError(f"{name} has shape {a.shape} but shard rows need {shape}; check the encoder output")
+            raise SgeoError(
+                f"{name} has shape {a.shape} but shard rows need {shape}; check the encoder output"
+            )
         return np.ascontiguousarray(a)
 
     def _array(self, name: str):
@@ -294,19 +296,21 @@ class FeatureStore:
             name: np.empty((len(idx), *shape), self.encoding.words)
             for name, shape in self.stored_shapes.items()
         }
-        self._read_into(idx, out)
-        if self.check_digests and idx:
-            self._checker.check(idx, out, self._thread_pool())
+        self._read_into(idx, out, self._checker.verifier(idx) if self.check_digests and idx else None)
         clip, moge = out[CLIP], out[MOGE]
         return (clip[0], moge[0]) if single else (clip, moge)
 
-    def _read_into(self, idx: list[int], out: dict[str, np.ndarray]) -> None:
+    def _read_into(self, idx: list[int], out: dict[str, np.ndarray], verify) -> None:
         readers = self._readers_or_none()
         if readers:
-            read_rows(self._loc, [(readers[name], idx, out[name]) for name in out], self._thread_pool())
+            read_rows(
+                self._loc, [(readers[name], idx, out[name]) for name in out], self._thread_pool(), verify
+            )
         elif idx:
             for name in out:
                 out[name][...] = self._array(name).oindex[np.asarray(idx)]
+                for i, row in enumerate(idx) if verify is not None else ():
+                    verify(name, row, out[name][i])
 
     def _require_committed(self, shards: set[int]) -> None:
         if self._committed is None or not shards <= self._committed:
