@@ -286,3 +286,17 @@ def test_plan_reference_dims():
     assert fp8["read_bytes_per_s"] == pytest.approx(44 * fp8["bytes_per_image"])  # 8 GPUs at LLaVA's pace
     with pytest.raises(SgeoError, match="--images must be a positive"):
         plan_store_bytes(-5, (576, 1024), (4, 576, 1024))
+
+
+def test_cache_plan_cli_lists_every_encoding_with_the_effect_of_lossy_ones():
+    from conftest import run_sgeo
+
+    result = run_sgeo("cache", "plan", "--model", "spatialgeo-7b", "--images", "558128", "--gpus", "16", check=True)
+    lines = {line.split()[0]: line for line in result.stdout.splitlines()[2:] if line.strip()}
+    assert "5.9 MB" in lines["bf16"] and "3.29 TB" in lines["bf16"] and "519 MB/s" in lines["bf16"]  # 16 GPUs
+    assert "2.96 MB" in lines["fp8"] and "1.65 TB" in lines["fp8"]
+    assert lines["fp8:"].startswith("fp8: measured"), result.stdout  # a lossy encoding comes with its effect
+    bad = run_sgeo("cache", "plan", "--images", "-5")
+    assert bad.returncode == 2 and bad.stderr.strip().splitlines() == [
+        "error: --images must be a positive number of images, got -5"
+    ]
