@@ -149,7 +149,8 @@ ENCODINGS = {
             "bfloat16",
             np.dtype("uint16"),
             blosc=BLOSC,
-            about="bf16 words, byte-shuffle + zstd: lossless, size depends on the features",
+            about="bf16 words, byte-shuffle + zstd: lossless; size estimated, it depends on the features",
+            size_ratio=0.72,  # bench/store_read.py: 0.724 on CLIP/DINOv2-like reference-dims arrays (tiny: 0.62)
         ),
         Encoding(
             "fp8",
@@ -158,6 +159,11 @@ ENCODINGS = {
             row_scale=True,
             lossless=False,
             about="float8_e4m3fn codes with a float32 scale per token row (amax / 448): lossy",
+            measured=(
+                "measured (bench/store_fidelity.py): per-token relative L2 error mean 1.9%, max 3.2% at "
+                "reference dims (CLIP/DINOv2-like arrays; per-channel scales: 2.5% / 5.7%), 2.5% / 3.4% on "
+                "tiny; tiny stage-1 loss after 300 steps within 0.004% of the bf16 store's"
+            ),
         ),
     )
 }
