@@ -358,6 +358,7 @@ def main() -> None:
     ap.add_argument("--codecs", action="store_true", help="also print the lossless codec table")
     ap.add_argument("--skip-cold", action="store_true")
     ap.add_argument("--skip-s3", action="store_true")
+    ap.add_argument("--skip-local", action="store_true", help="only the S3 section")
     ap.add_argument("--s3-images", type=int, default=32)
     ap.add_argument("--s3-shard", type=int, default=8)
     ap.add_argument("--s3-batches", type=int, default=4, help="batches per reader process")
@@ -375,6 +376,9 @@ def main() -> None:
         codec_table(np.random.default_rng(3), moge_shape, len(os.sched_getaffinity(0)))
     row_mb = {d: (layout.encoding(d).row_nbytes(clip_shape) + layout.encoding(d).row_nbytes(moge_shape)) / 1e6
               for d in ENCODINGS}  # fmt: skip
+    if args.skip_local:
+        s3_section(args, clip_shape, moge_shape, row_mb)
+        return
     root = tempfile.mkdtemp(prefix="sgeo-bench-", dir=args.dir)
     try:
         urls = {d: os.path.join(root, f"{d}.zarr") for d in ENCODINGS}

@@ -162,6 +162,22 @@ def test_writer_lock_refuses_or_waits_and_takes_over_a_dead_holder(tmp_path):
         assert lock.record["pid"] == os.getpid()
 
 
+def test_a_second_extract_into_a_locked_store_refuses_in_one_line(tmp_path, synthetic_root):
+    url = str(tmp_path / "f.zarr")
+    holder = subprocess.Popen([sys.executable, "-c", HOLD, url, "60"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        err = one_line_error(run_sgeo("extract", "--root", synthetic_root, "--store", url))
+        assert f"is being written by pid {holder.pid} on " in err, err
+    finally:
+        holder.kill()
+        holder.wait()
+    a_file = tmp_path / "store.txt"
+    a_file.write_text("")
+    err = one_line_error(run_sgeo("extract", "--root", synthetic_root, "--store", a_file))
+    assert "is a file, not a feature store directory" in err, err
+
+
 def test_writer_lock_on_s3(s3_bucket):
     url = "s3://feats/locked.zarr"
     with writer_lock(url, s3_bucket) as lock:

@@ -33,6 +33,10 @@ _VALUES = {
 }
 
 
+# Every float8_e4m3fn code's value: a table lookup decodes about 3x faster than torch's fp8 conversion on CPU.
+_FP8_VALUES = torch.arange(256, dtype=torch.uint8).view(torch.float8_e4m3fn).float().numpy()
+
+
 def value_dtype(name: str) -> torch.dtype:
     """The torch dtype an encoding's features are naturally computed and decoded in (bf16 for fp8)."""
     values = _VALUES[encoding(name).values]
@@ -76,9 +80,10 @@ def decode(words: np.ndarray, name: str, dtype: torch.dtype | None = None) -> to
             tensor = tensor.view(torch.bfloat16)
         return tensor if tensor.dtype == dtype else tensor.to(dtype)
     d = words.shape[-1] - SCALE_BYTES
-    codes = torch.from_numpy(np.ascontiguousarray(words[..., :d])).view(torch.float8_e4m3fn)
-    scale = torch.from_numpy(np.ascontiguousarray(words[..., d:]).view("<f4").astype(np.float32))
-    return (codes.to(torch.float32) * scale).to(dtype)  # [..., D] * [..., 1]
+    values = np.take(_FP8_VALUES, words[..., :d])  # [..., D] float32, exact (a 256-entry table)
+    values *= np.ascontiguousarray(words[..., d:]).view("<f4")  # [..., 1]: the row's scale
+    tensor = torch.from_numpy(values)
+    return tensor if dtype == torch.float32 else tensor.to(dtype)
 
 
 def fp8_bound(x: torch.Tensor) -> torch.Tensor:
