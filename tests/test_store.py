@@ -59,7 +59,9 @@ def records_for(rows: range) -> list[dict]:
 
 def create(url: str, dtype: str = "bf16", **kw) -> FeatureStore:
     kw = {"image_ids": IDS, "paths": PATHS, "fingerprint": FP, **kw}
-    return FeatureStore.create(url, clip_shape=(T, DC), moge_shape=(L, T, DM), dtype=dtype, shard_size=S, **kw)
+    return FeatureStore.create(
+        url, clip_shape=(T, DC), moge_shape=(L, T, DM), dtype=dtype, shard_size=S, **kw
+    )
 
 
 def write(store: FeatureStore, clip: np.ndarray, moge: np.ndarray, shards=None) -> None:
@@ -211,7 +213,8 @@ def test_interrupted_create_starts_over(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "dtype,url", [("fp16", "dir"), ("fp32", "dir"), ("bf16-zstd", "dir"), ("fp8", "dir"), ("fp8", "memory://st")]
+    "dtype,url",
+    [("fp16", "dir"), ("fp32", "dir"), ("bf16-zstd", "dir"), ("fp8", "dir"), ("fp8", "memory://st")],
 )
 def test_every_encoding_stores_its_words(tmp_path, dtype, url):
     """Each encoding's words go in and come back bit for bit, through the shard reader and through zarr."""
@@ -291,7 +294,9 @@ def test_plan_reference_dims():
 def test_cache_plan_cli_lists_every_encoding_with_the_effect_of_lossy_ones():
     from conftest import run_sgeo
 
-    result = run_sgeo("cache", "plan", "--model", "spatialgeo-7b", "--images", "558128", "--gpus", "16", check=True)
+    result = run_sgeo(
+        "cache", "plan", "--model", "spatialgeo-7b", "--images", "558128", "--gpus", "16", check=True
+    )
     lines = {line.split()[0]: line for line in result.stdout.splitlines()[2:] if line.strip()}
     assert "5.9 MB" in lines["bf16"] and "3.29 TB" in lines["bf16"] and "519 MB/s" in lines["bf16"]  # 16 GPUs
     assert "2.96 MB" in lines["fp8"] and "1.65 TB" in lines["fp8"]

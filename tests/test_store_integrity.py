@@ -67,7 +67,9 @@ def test_a_marker_without_row_digests_checks_its_whole_shard_once(tmp_path):
     del body["row_sha256"]
     marker.write_text(json.dumps(body))
     assert np.array_equal(FeatureStore.open(url).read(2)[1], moge[2])
-    flip_byte(Path(url, "moge", "c", "0", "0", "0", "0"), at=moge[0].nbytes + 7)  # in row 1, which is not read
+    flip_byte(
+        Path(url, "moge", "c", "0", "0", "0", "0"), at=moge[0].nbytes + 7
+    )  # in row 1, which is not read
     with pytest.raises(SgeoError, match=r"moge shard 0 \(moge/c/0/0/0/0\) does not match the sha256"):
         FeatureStore.open(url).read([2])
 
@@ -123,7 +125,9 @@ def test_verify_repair_drops_damaged_shards_for_extract_to_redo(tmp_path):
     assert resumed.pending_shards() == [1, 2]
     write(resumed, clip, moge)  # what a rerun of extract does: only those shards
     resumed.finalize()
-    assert verify_store(url) == [] and np.array_equal(resumed.read(list(range(N)))[1], expected(clip, moge)[1])
+    assert verify_store(url) == [] and np.array_equal(
+        resumed.read(list(range(N)))[1], expected(clip, moge)[1]
+    )
 
 
 HOLD = """
@@ -188,7 +192,9 @@ def test_writer_lock_on_s3(s3_bucket):
 
     fs = fsspec.filesystem("s3", **s3_bucket)
     fs.pipe_file("feats/locked.zarr/commits/writer.lock", json.dumps(stale).encode())
-    with pytest.raises(SgeoError, match="pid 1 on another-host .* delete s3://feats/locked.zarr/commits/writer.lock"):
+    with pytest.raises(
+        SgeoError, match="pid 1 on another-host .* delete s3://feats/locked.zarr/commits/writer.lock"
+    ):
         writer_lock(url, s3_bucket).acquire()  # another host's lock is never taken over
     fs.rm("feats/locked.zarr/commits/writer.lock")
     with writer_lock(url, s3_bucket):
