@@ -107,7 +107,7 @@ def naive_loop(
 ) -> float:
     """(images/s, CPU s/image) of read + decode + preprocess -> encode_images -> write_shard, one process."""
     from sgeo.cache import FeatureStore
-    from sgeo.jobs.extract import to_storage
+    from sgeo.pipeline.features import encode
     from sgeo.pipeline.images import content_hash, load_image
 
     store = FeatureStore.create(
@@ -140,8 +140,8 @@ def naive_loop(
         for i in range(0, len(rows), batch):
             with torch.inference_mode():
                 clip, moge = model.encode_images(pixels[i : i + batch])
-            clips.append(to_storage(clip, "bf16"))
-            moges.append(to_storage(moge, "bf16"))
+            clips.append(encode(clip, "bf16"))
+            moges.append(encode(moge, "bf16"))
         store.write_shard(k, np.concatenate(clips), np.concatenate(moges), records)
     store.finalize()
     return len(ids) / (time.perf_counter() - t), (time.process_time() - c) / len(ids)

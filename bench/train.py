@@ -28,11 +28,11 @@ from pathlib import Path
 
 def build_store(root: Path, store: str, model_name: str) -> None:
     """Every image of the dataset's stage-1 JSON in a bf16 store."""
-    import torch
 
     from sgeo.cache import FeatureStore
     from sgeo.model import load_model, resolve_model
     from sgeo.model.fingerprint import encoder_fingerprint
+    from sgeo.pipeline.features import encode
     from sgeo.pipeline.images import load_image
 
     model, processor = load_model(model_name)
@@ -40,14 +40,14 @@ def build_store(root: Path, store: str, model_name: str) -> None:
     fingerprint = encoder_fingerprint(resolve_model(model_name), processor.preprocessing_spec(), "bf16")
     feats = FeatureStore.create(
         store, image_ids=ids, paths=[str(root / i) for i in ids], fingerprint=fingerprint,
-        clip_shape=tuple(fingerprint["clip"]["shape"]), moge_shape=tuple(fingerprint["moge"]["shape"]),
+        clip_shape=model.config.clip_feature_shape, moge_shape=model.config.moge_feature_shape,
         dtype="bf16", shard_size=32,
     )  # fmt: skip
     for k in feats.pending_shards():
         rows = feats.shard_rows(k)
         pixels = processor.preprocess_images([load_image(root / ids[r])[0] for r in rows])
         clip, moge = model.encode_images(pixels)
-        words = [t.to(torch.bfloat16).view(torch.uint16).numpy() for t in (clip, moge)]
+        words = [encode(t, "bf16") for t in (clip, moge)]
         feats.write_shard(k, *words, [{"status": "ok"}] * len(rows))
     feats.finalize()
 

@@ -203,6 +203,7 @@ def test_synthetic_cli_equals_encode_images(reference_store, synthetic_root, tin
 
     from sgeo.cache import FeatureStore, verify_store
     from sgeo.jobs.extract import plan_resources
+    from sgeo.pipeline.features import encode
     from sgeo.pipeline.images import load_image
 
     store_path, result = reference_store
@@ -221,8 +222,8 @@ def test_synthetic_cli_equals_encode_images(reference_store, synthetic_root, tin
             pixels = processor.preprocess_images(images)
             want = [model.encode_images(pixels[i : i + BATCH]) for i in range(0, len(shard), BATCH)]
             clip, moge = store.read(list(shard))
-            want_clip = torch.cat([c for c, _ in want]).to(torch.bfloat16).view(torch.uint16).numpy()
-            want_moge = torch.cat([m for _, m in want]).to(torch.bfloat16).view(torch.uint16).numpy()
+            want_clip = encode(torch.cat([c for c, _ in want]), "bf16")
+            want_moge = encode(torch.cat([m for _, m in want]), "bf16")
             assert clip.dtype == np.uint16 and np.array_equal(clip, want_clip), f"clip of shard {k}"
             assert np.array_equal(moge, want_moge), f"moge of shard {k}"
     finally:

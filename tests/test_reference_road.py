@@ -578,7 +578,7 @@ def _check_store_rows(stores: Path, s: StandIns, data: dict) -> None:
 
     from sgeo.cache import FeatureStore
     from sgeo.model import load_encoders
-    from sgeo.pipeline.training_data import to_tensor
+    from sgeo.pipeline.features import decode
 
     os.environ.update(SGEO_CLIP_PATH=str(s.clip), SGEO_MOGE_PATH=str(s.moge), SGEO_LLAVA_PATH=str(s.llava))
     try:
@@ -601,10 +601,10 @@ def _check_store_rows(stores: Path, s: StandIns, data: dict) -> None:
         clip, moge = towers.encode_images(pixels)
         stored_clip, stored_moge = store.read([1])
         assert torch.allclose(
-            to_tensor(stored_clip, store.dtype).float(), clip.to(torch.bfloat16).float(), atol=1e-2
+            decode(stored_clip, store.dtype).float(), clip.to(torch.bfloat16).float(), atol=1e-2
         )
         assert torch.allclose(
-            to_tensor(stored_moge, store.dtype).float(), moge.to(torch.bfloat16).float(), atol=1e-2
+            decode(stored_moge, store.dtype).float(), moge.to(torch.bfloat16).float(), atol=1e-2
         )
 
 

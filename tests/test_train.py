@@ -81,7 +81,9 @@ def data(tmp_path_factory, synthetic_root, tiny):
 
 
 def _words(t: torch.Tensor) -> np.ndarray:
-    return t.to(torch.bfloat16).view(torch.uint16).numpy()
+    from sgeo.pipeline.features import encode
+
+    return encode(t, "bf16")
 
 
 @pytest.fixture
@@ -129,13 +131,13 @@ def stage1(data):
 # -- data ------------------------------------------------------------------------------------------
 def test_join_skips_failed_and_absent_images_and_keeps_text_only(data, tiny):
     from sgeo.cache import FeatureStore
+    from sgeo.pipeline.features import decode
     from sgeo.pipeline.training_data import (
         Collator,
         TrainingDataset,
         join_samples,
         load_samples,
         manifest_statuses,
-        to_tensor,
     )  # fmt: skip
 
     model, processor = tiny
@@ -161,8 +163,8 @@ def test_join_skips_failed_and_absent_images_and_keeps_text_only(data, tiny):
     batch = Collator(processor, store)([dataset[i] for i in order])
     rows = [join.rows[image[1]], join.rows[image[0]]]  # features follow the image tokens' order
     want_clip, want_moge = store.read(rows)
-    assert torch.equal(batch["clip_features"], to_tensor(want_clip, "bf16"))
-    assert torch.equal(batch["moge_features"], to_tensor(want_moge, "bf16"))
+    assert torch.equal(batch["clip_features"], decode(want_clip, "bf16"))
+    assert torch.equal(batch["moge_features"], decode(want_moge, "bf16"))
     assert int((batch["input_ids"] == processor.image_token_id).sum()) == 2 * processor.num_image_tokens
     assert batch["input_ids"].shape == batch["labels"].shape == batch["attention_mask"].shape
     loss = model(**{k: v for k, v in batch.items() if k != "ids"}).loss

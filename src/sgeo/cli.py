@@ -49,7 +49,12 @@ def extract(
     store: str = typer.Option(..., help="feature store path or URL (s3://...)"),
     model: str = typer.Option("tiny", help=MODEL_HELP),
     split: str | None = typer.Option(None, help="dataset split (coco: train2017 or val2017)"),
-    dtype: str = typer.Option("bf16", help="bf16 or fp16"),
+    dtype: str = typer.Option(
+        "bf16",
+        "--dtype",
+        "--encoding",
+        help="store encoding: bf16, fp16, fp32, bf16-zstd (lossless), fp8 (lossy)",
+    ),
     batch_size: int = typer.Option(16, help="images per encoder call"),
     shard_size: int = typer.Option(64, help="images per store shard"),
     num_cpus: int | None = typer.Option(None, help="CPUs the local Ray cluster may use"),
@@ -280,11 +285,24 @@ def cache_info(store: str = typer.Argument(...), as_json: bool = typer.Option(Fa
 
 
 @cache_app.command("verify")
-def cache_verify(store: str = typer.Argument(...)):
+def cache_verify(
+    store: str = typer.Argument(...),
+    repair: bool = typer.Option(
+        False, help="drop the commit markers of damaged shards, so that a rerun of extract redoes them"
+    ),
+):
     """Check every committed shard; exit 1 on a problem."""
-    from .cache import verify_store
+    from .cache import repair_store, verify_store
 
-    problems = verify_store(store)
+    if repair:
+        result = repair_store(store)
+        if result["dropped"]:
+            print(
+                f"dropped the commit markers of shards {result['dropped']}; rerun the same `sgeo extract` to redo them"
+            )
+        problems = result["problems"]
+    else:
+        problems = verify_store(store)
     for problem in problems:
         print(f"problem: {problem}", file=sys.stderr)
     if problems:
@@ -296,12 +314,15 @@ def cache_verify(store: str = typer.Argument(...)):
 def cache_plan(
     model: str = typer.Option("spatialgeo-7b", help=MODEL_HELP),
     images: int = typer.Option(..., help="number of images"),
-    dtype: str = typer.Option("bf16"),
+    dtype: str | None = typer.Option(None, "--dtype", "--encoding", help="one encoding (default: every one)"),
+    gpus: int = typer.Option(8, help="GPUs that read the store, for the read rate at LLaVA-1.5's pace"),
+    as_json: bool = typer.Option(False, "--json"),
 ):
-    """Bytes a store will take for a model and a number of images."""
-    from .jobs.info import store_plan
+    """Per store encoding: bytes per image, total, and the read rate N GPUs need at LLaVA-1.5's pace."""
+    from .jobs.info import format_plan, store_plan
 
-    print(_format_mapping(store_plan(model, images, dtype)))
+    plan = store_plan(model, images, dtype, gpus)
+    print(json.dumps(plan, indent=2) if as_json else format_plan(plan))
 
 
 def _format_mapping(mapping: dict, indent: int = 0) -> str:

@@ -29,7 +29,6 @@ from sgeo.cache import human_bytes
 from sgeo.errors import SgeoError
 from sgeo.model.processing import ASPECT_MODES
 
-STORE_DTYPES = ("bf16", "fp16")
 # Object store of the local Ray cluster: room for a few shards in flight per stage, within these bounds.
 MIN_OBJECT_STORE = 512 << 20
 MAX_OBJECT_STORE_FRACTION = 0.3
@@ -149,17 +148,8 @@ def plan_resources(num_cpus: int, num_gpus: int) -> Resources:
 # ------------------------------------------------------------------------------------------ encoding
 
 
-def to_storage(t, dtype: str) -> np.ndarray:
-    """A float tensor -> what the store holds: bf16 as uint16 words, fp16 as float16."""
-    import torch
-
-    if dtype == "bf16":
-        return t.to(torch.bfloat16).view(torch.uint16).cpu().numpy()
-    return t.to(torch.float16).cpu().numpy()
-
-
 def encode_shard(encoder, pixels, ok: np.ndarray, batch_size: int, dtype: str, autocast_dtype=None):
-    """Pixels of one shard [n, 3, S, S] -> (clip [n, T, Dc], moge [n, L, T, Dm]) in the storage dtype.
+    """Pixels of one shard [n, 3, S, S] -> (clip [n, T, Wc], moge [n, L, T, Wm]), words of encoding `dtype`.
 
     Always the same fixed-size batches from the shard's first row: CPU kernels are not batch-invariant
     to the bit, so batch composition must be a function of the shard only. A batch with no ok image is
@@ -167,10 +157,12 @@ def encode_shard(encoder, pixels, ok: np.ndarray, batch_size: int, dtype: str, a
     """
     import torch
 
-    c, n = encoder.config, len(pixels)
-    words = np.uint16 if dtype == "bf16" else np.float16
-    clip_out = np.zeros((n, c.num_patches, c.clip_hidden_size), words)
-    moge_out = np.zeros((n, c.moge_layers, c.num_patches, c.moge_hidden_size), words)
+    from sgeo.cache.layout import encoding
+    from sgeo.pipeline.features import encode
+
+    c, n, enc = encoder.config, len(pixels), encoding(dtype)
+    clip_out = np.zeros((n, *enc.stored_shape(c.clip_feature_shape)), enc.words)
+    moge_out = np.zeros((n, *enc.stored_shape(c.moge_feature_shape)), enc.words)
     context = (
         torch.autocast(device_type=encoder.device.type, dtype=autocast_dtype)
         if autocast_dtype
@@ -182,8 +174,8 @@ def encode_shard(encoder, pixels, ok: np.ndarray, batch_size: int, dtype: str, a
             continue
         with torch.inference_mode(), context:
             clip, moge = encoder.encode_images(pixels[start:stop])  # [b, T, Dc], [b, L, T, Dm]
-        clip_out[start:stop] = to_storage(clip, dtype)
-        moge_out[start:stop] = to_storage(moge, dtype)
+        clip_out[start:stop] = encode(clip, dtype)
+        moge_out[start:stop] = encode(moge, dtype)
     return clip_out, moge_out
 
 
@@ -201,7 +193,9 @@ class _Encoder:
         self.dtype, self.batch_size = dtype, batch_size
         self.autocast_dtype = None
         if device != "cpu" and autocast:
-            self.autocast_dtype = torch.bfloat16 if dtype == "bf16" else torch.float16
+            from sgeo.pipeline.features import value_dtype
+
+            self.autocast_dtype = value_dtype(dtype)
 
     def __call__(self, batch: dict) -> dict:
         import torch
@@ -311,8 +305,10 @@ def _write_shard(batch: dict, run: _Run) -> dict:
 
 
 def _check_config(config: ExtractConfig) -> None:
-    if config.dtype not in STORE_DTYPES:
-        raise SgeoError(f"--dtype {config.dtype!r} is not one of {', '.join(STORE_DTYPES)}")
+    from sgeo.cache import ENCODINGS
+
+    if config.dtype not in ENCODINGS:
+        raise SgeoError(f"--dtype {config.dtype!r} is not one of {', '.join(ENCODINGS)}")
     for name in ("batch_size", "shard_size"):
         if getattr(config, name) < 1:
             raise SgeoError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(config, name)}")
@@ -416,6 +412,13 @@ def _unwrap(error: BaseException) -> SgeoError | None:
 
 def run_extract(config: ExtractConfig) -> ExtractSummary:
     """Encode the dataset's images into the store at config.store; resumes an interrupted run."""
+    from sgeo.cache import writer_lock
+
+    with writer_lock(config.store, config.storage_options):  # one writing job per store
+        return _extract(config)
+
+
+def _extract(config: ExtractConfig) -> ExtractSummary:
     from PIL import Image
 
     from sgeo.cache import FeatureStore

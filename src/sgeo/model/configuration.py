@@ -164,5 +164,15 @@ class SpatialGeoConfig(PretrainedConfig):
         return DINOV2_WIDTHS[self.moge_backbone]
 
     @property
+    def clip_feature_shape(self) -> tuple[int, int]:
+        """(T, Dc): what the CLIP tower gives per image, and the feature store holds."""
+        return (self.num_patches, self.clip_hidden_size)
+
+    @property
+    def moge_feature_shape(self) -> tuple[int, int, int]:
+        """(L, T, Dm): what the MoGe tower gives per image (its last L blocks), and the store holds."""
+        return (self.moge_layers, self.num_patches, self.moge_hidden_size)
+
+    @property
     def hidden_size(self) -> int:
         return self.text_config.hidden_size

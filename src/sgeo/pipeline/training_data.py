@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from sgeo.errors import SgeoError
+from sgeo.pipeline.features import decode
 from sgeo.pipeline.samples import IMAGE_TOKEN, check_sample
 
 
@@ -168,12 +169,6 @@ def estimated_length(sample: dict, num_image_tokens: int) -> int:
 
 
 # -- features --------------------------------------------------------------------------------------
-def to_tensor(array: np.ndarray, dtype: str) -> torch.Tensor:
-    """Raw store array -> tensor: bf16 words are reinterpreted, fp16 and float arrays are taken as they are."""
-    tensor = torch.from_numpy(np.ascontiguousarray(array))
-    return tensor.view(torch.bfloat16) if dtype == "bf16" else tensor
-
-
 def drop_clip(clip: torch.Tensor, p: float, generator: torch.Generator) -> torch.Tensor:
     """Zero each image's CLIP features [I, T, Dc] with probability p (the reference's clip-drop ablation)."""
     if p <= 0 or clip.shape[0] == 0:
@@ -236,8 +231,8 @@ class Collator:
             batch["pixel_values"] = torch.stack([it["pixel_values"] for it in with_image])  # [I, 3, S, S]
         else:
             clip, moge = self.features.read(np.array([it["row"] for it in with_image], dtype=np.int64))
-            batch["clip_features"] = to_tensor(clip, self.features.dtype)  # [I, T, Dc]
-            batch["moge_features"] = to_tensor(moge, self.features.dtype)  # [I, L, T, Dm]
+            batch["clip_features"] = decode(clip, self.features.dtype)  # [I, T, Dc]
+            batch["moge_features"] = decode(moge, self.features.dtype)  # [I, L, T, Dm]
         return batch
 
 
