@@ -1,0 +1,109 @@
+"""What `sgeo extract` is asked to do (`ExtractConfig`, checked in one place) and what it reports."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sgeo.cache import human_bytes
+from sgeo.errors import SgeoError
+
+
+@dataclass
+class ExtractConfig:
+    root: Path
+    store: str
+    dataset: str = "synthetic"
+    model: str = "tiny"
+    split: str | None = None
+    dtype: str = "bf16"
+    batch_size: int = 16
+    shard_size: int = 64
+    num_cpus: int | None = None
+    num_gpus: int = 0
+    address: str | None = None
+    limit: int | None = None
+    image_aspect_ratio: str | None = None  # pad | crop; None: the dataset's default (see job.py)
+    autocast: bool = True  # on GPU, encode under autocast to the store dtype; CPU always encodes in fp32
+    storage_options: dict | None = None  # fsspec options of an s3://... store (library use)
+    progress: bool = True
+
+
+def check_config(config: ExtractConfig) -> None:
+    from sgeo.cache import ENCODINGS
+    from sgeo.model.processing import ASPECT_MODES
+
+    if config.dtype not in ENCODINGS:
+        raise SgeoError(f"--dtype {config.dtype!r} is not one of {', '.join(ENCODINGS)}")
+    for name in ("batch_size", "shard_size"):
+        if getattr(config, name) < 1:
+            raise SgeoError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(config, name)}")
+    if config.limit is not None and config.limit < 1:
+        raise SgeoError(f"--limit must be at least 1, got {config.limit}")
+    if config.num_cpus is not None and config.num_cpus < 1:
+        raise SgeoError(f"--num-cpus must be at least 1, got {config.num_cpus}")
+    if config.num_gpus < 0:
+        raise SgeoError(f"--num-gpus must be 0 or more, got {config.num_gpus}")
+    if config.image_aspect_ratio not in (None, *ASPECT_MODES):
+        raise SgeoError(
+            f"--image-aspect-ratio must be one of {', '.join(ASPECT_MODES)}, got {config.image_aspect_ratio}"
+        )
+
+
+@dataclass
+class StageTimes:
+    """Busy seconds per stage, summed over the shards this run wrote (threads and actors added up)."""
+
+    decode: float = 0.0  # read + decode + preprocess, per image, on the decode threads
+    wait: float = 0.0  # the towers idle, waiting for decoded pixels
+    encode: float = 0.0  # the towers
+    write: float = 0.0  # shard arrays, digests and the commit marker
+
+    def add(self, row: dict) -> None:
+        for name in ("decode", "wait", "encode", "write"):
+            setattr(self, name, getattr(self, name) + float(row[f"{name}_s"]))
+
+
+@dataclass
+class ExtractSummary:
+    store: str
+    images: int  # rows in the store
+    ok: int  # images encoded by this run
+    failed: int  # images recorded as failed by this run
+    skipped: int  # images in shards an earlier run committed
+    shards_written: int
+    shards_skipped: int
+    seconds: float
+    bytes_written: int  # feature bytes of the shards this run wrote
+    startup_seconds: float = 0.0  # from the start until the first shard was encoded (Ray, workers, models)
+    steady_images_per_s: float = 0.0  # throughput once warm (steady_rate; 0 with too few shards)
+    busy: StageTimes = field(default_factory=StageTimes)
+
+    @property
+    def images_per_s(self) -> float:
+        return (self.ok + self.failed) / self.seconds if self.seconds > 0 else 0.0
+
+    def lines(self) -> list[str]:
+        done = self.ok + self.failed
+        out = [
+            f"extracted {done} images ({self.shards_written} shards) in {self.seconds:.1f} s: {self.ok} ok, "
+            f"{self.failed} failed, {self.skipped} skipped (already committed); "
+            f"{self.images_per_s:.2f} images/s; {human_bytes(self.bytes_written)} written to {self.store}"
+        ]
+        if self.steady_images_per_s:
+            out.append(
+                f"startup (cluster, workers, model load) {self.startup_seconds:.1f} s, then "
+                f"{self.steady_images_per_s:.2f} images/s once warm"
+            )
+        if done:
+            b = self.busy
+            out.append(
+                f"per image: decode {1e3 * b.decode / done:.0f} ms (on its threads), encode {1e3 * b.encode / done:.0f} ms, "
+                f"waiting for pixels {1e3 * b.wait / done:.0f} ms, write {1e3 * b.write / done:.0f} ms"
+            )
+        if self.failed:
+            out.append(
+                f"{self.failed} images failed; their errors are in the store's manifest "
+                f"(sgeo cache info {self.store})"
+            )
+        return out

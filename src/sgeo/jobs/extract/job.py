@@ -1,0 +1,160 @@
+"""`sgeo extract`: encode every image of a dataset once into a Zarr feature store, streaming with Ray Data.
+
+    pending shards (Ray Data rows) -> shard workers (actor pool: decode threads -> towers -> write_shard)
+
+The unit of work is a store shard: a worker reads, decodes and encodes its images and writes it with one
+`write_shard` call (arrays, then the commit marker), so workers own disjoint shard-aligned row ranges, a
+shard is never half visible, and completion order cannot change a byte: rows and batch composition are fixed
+by (shard, batch_size), never by which shards are in flight. Pixels and features stay in the worker; the
+driver receives a stats row per shard. Memory is bounded by one shard per worker, whatever the dataset size.
+A rerun of the same command resumes: `FeatureStore.create` reopens the store when the fingerprint and image
+list match, and only shards without a commit marker are scheduled.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+from sgeo.errors import SgeoError
+
+from .config import ExtractConfig, ExtractSummary, check_config
+from .ray_runtime import configure_data_context, cpu_count, start_ray, unwrap
+from .resources import plan_resources
+from .shard_worker import ShardWorker
+
+
+def run_extract(config: ExtractConfig) -> ExtractSummary:
+    """Encode the dataset's images into the store at config.store; resumes an interrupted run."""
+    from sgeo.cache import writer_lock
+
+    check_config(config)
+    with writer_lock(config.store, config.storage_options):  # one writing job per store
+        return _extract(config)
+
+
+def _extract(config: ExtractConfig) -> ExtractSummary:
+    from PIL import Image
+
+    from sgeo.cache import FeatureStore
+    from sgeo.model import resolve_model
+    from sgeo.model.fingerprint import encoder_fingerprint
+    from sgeo.pipeline.datasets import get_dataset
+
+    t0 = time.perf_counter()
+    dataset = get_dataset(config.dataset, config.root, split=config.split)
+    image_ids = [ref.image_id for ref in dataset.images()][: config.limit]
+    if not image_ids:
+        raise SgeoError(
+            f"dataset {config.dataset!r} at {config.root} lists no images; check --root and --dataset"
+        )
+    image_root = str(Path(dataset.image_root).resolve())
+
+    model = resolve_model(config.model)  # once: the driver and every worker use this object
+    processor = model.processor()
+    # Stage-1 data (LCS-558K) is encoded as LLaVA's pretraining saw it (CLIP's resize + centre crop), the rest
+    # padded to a square; both are recorded in the fingerprint.
+    processor.image_aspect_ratio = config.image_aspect_ratio or dataset.image_aspect_ratio
+    fingerprint = encoder_fingerprint(model, processor.preprocessing_spec(), config.dtype)
+    pixel_shape = tuple(processor.preprocess_images([Image.new("RGB", (8, 8))]).shape[1:])
+    store = FeatureStore.create(
+        config.store, image_ids=image_ids, paths=[f"{image_root}/{i}" for i in image_ids], fingerprint=fingerprint,
+        clip_shape=model.config.clip_feature_shape, moge_shape=model.config.moge_feature_shape, dtype=config.dtype,
+        shard_size=config.shard_size, storage_options=config.storage_options,
+    )  # fmt: skip
+    pending = store.pending_shards()
+    skipped = store.num_rows - sum(len(store.shard_rows(k)) for k in pending)
+    summary = ExtractSummary(
+        store.url, store.num_rows, 0, 0, skipped, 0, store.num_shards - len(pending), 0.0, 0
+    )
+    if pending:
+        items = [{"shard": k, "ids": json.dumps(image_ids[store.shard_rows(k).start : store.shard_rows(k).stop])}
+                 for k in pending]  # fmt: skip
+        worker_args = {"model": model, "processor": processor, "store": store, "image_root": image_root,
+                       "pixel_shape": pixel_shape, "dtype": config.dtype, "batch_size": config.batch_size,
+                       "autocast": config.autocast}  # fmt: skip
+        _run_pipeline(config, items, worker_args, sum(len(store.shard_rows(k)) for k in pending), summary)
+    store.finalize()
+    summary.seconds = time.perf_counter() - t0
+    for line in summary.lines():
+        print(line)
+    return summary
+
+
+def _run_pipeline(config: ExtractConfig, items: list[dict], worker_args: dict, total: int, summary) -> None:
+    import ray
+    from tqdm import tqdm
+
+    if config.num_gpus and not config.address:
+        import torch
+
+        if torch.cuda.device_count() < config.num_gpus:
+            raise SgeoError(
+                f"--num-gpus {config.num_gpus} but this machine has {torch.cuda.device_count()} GPUs"
+            )
+    t_start = time.time()
+    num_cpus = config.num_cpus or cpu_count()
+    started = start_ray(config.address, num_cpus, config.num_gpus)
+    try:
+        if config.address or not started:  # a cluster we did not size: plan on what it has
+            num_cpus = int(ray.cluster_resources().get("CPU", 1))
+        plan = plan_resources(num_cpus, config.num_gpus)
+        if config.num_gpus == 0 and plan.workers > len(items):  # no idle copies of the towers
+            plan = replace(plan, workers=len(items))
+        configure_data_context()
+        ds = ray.data.from_items(items, override_num_blocks=len(items))
+        ds = ds.map_batches(
+            ShardWorker, batch_size=1, num_cpus=plan.worker_cpus, num_gpus=plan.worker_gpus,
+            compute=ray.data.ActorPoolStrategy(size=plan.workers, max_tasks_in_flight_per_actor=2),
+            fn_constructor_kwargs={**worker_args, "torch_threads": plan.torch_threads,
+                                   "decode_threads": plan.decode_threads, "device": plan.device},
+        )  # fmt: skip
+        encoded = []  # (worker, time its shard was written, images in the shard)
+        bar = tqdm(total=total, unit="img", desc="extract", file=sys.stderr, disable=not config.progress,
+                   dynamic_ncols=True, smoothing=0.1)  # fmt: skip
+        with bar:
+            if summary.skipped:
+                bar.write(
+                    f"resuming: {summary.shards_skipped} shards ({summary.skipped} images) already committed"
+                )
+            try:
+                for row in ds.iter_rows():
+                    n = int(row["ok"]) + int(row["failed"])
+                    encoded.append((str(row["worker"]), float(row["encoded_at"]), n))
+                    summary.ok += int(row["ok"])
+                    summary.failed += int(row["failed"])
+                    summary.bytes_written += int(row["bytes"])
+                    summary.shards_written += 1
+                    summary.busy.add(row)
+                    bar.update(n)
+                    bar.set_postfix(failed=summary.failed, refresh=False)
+            except Exception as e:
+                user_error = unwrap(e)
+                if user_error is not None:
+                    raise SgeoError(" ".join(str(user_error).split())) from None
+                raise
+        if encoded:
+            summary.startup_seconds = min(t for _, t, _ in encoded) - t_start
+            summary.steady_images_per_s = steady_rate(encoded)
+    finally:
+        if started:
+            ray.shutdown()
+
+
+def steady_rate(encoded: list[tuple[str, float, int]]) -> float:
+    """Images/s once warm: each worker's images after its first shard over the time since that shard, summed.
+
+    Startup (cluster, worker imports, model load) is left out; a worker that got a single shard adds nothing.
+    """
+    by_worker: dict[str, list[tuple[float, int]]] = {}
+    for worker, t, n in encoded:
+        by_worker.setdefault(worker, []).append((t, n))
+    rate = 0.0
+    for shards in by_worker.values():
+        shards.sort()
+        if len(shards) > 1 and shards[-1][0] > shards[0][0]:
+            rate += sum(n for _, n in shards[1:]) / (shards[-1][0] - shards[0][0])
+    return rate

@@ -1,0 +1,149 @@
+"""The unit of work of `sgeo extract`: one store shard, read, decoded, encoded and written in one process.
+
+`ShardWorker` is a Ray Data actor holding the towers. For each shard it decodes the images on a small thread
+pool, feeding the towers batch by batch as the pixels arrive (decoding runs ahead while torch encodes;
+both release the GIL), and writes the shard with one `write_shard` call (arrays, digests, then the commit
+marker). Pixels and features never leave the process: only a stats row goes back to the driver.
+
+Batches are always the same fixed-size slices from the shard's first row: CPU kernels are not
+batch-invariant to the bit, so batch composition must be a function of the shard only (resume = bit-exact).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
+
+import numpy as np
+
+from sgeo.errors import SgeoError
+
+
+def read_image(image_root: str, image_id: str, processor, pixel_shape) -> tuple[dict, np.ndarray | None]:
+    """One image -> (manifest record, pixels [3, S, S] or None). Never raises for a bad file."""
+    from sgeo.pipeline.images import content_hash, decode_image, read_file, resolve_inside
+
+    record = {"status": "failed", "error": None, "content_hash": None, "width": None, "height": None}
+    try:
+        data = read_file(resolve_inside(image_root, image_id), name=image_id)
+        record["content_hash"] = content_hash(data)
+        image = decode_image(data)
+        record["width"], record["height"] = image.size
+        pixels = processor.preprocess_images([image])[0].numpy()
+        if pixels.shape != tuple(pixel_shape):
+            raise SgeoError(
+                f"preprocessing gave pixels of shape {pixels.shape}, expected {tuple(pixel_shape)}"
+            )
+    except SgeoError as e:
+        record["error"] = str(e)
+        return record, None
+    except Exception as e:  # a decoder or preprocessing bug must cost one image, not the job
+        record["error"] = f"{type(e).__name__}: {e}"
+        return record, None
+    record["status"] = "ok"
+    return record, pixels
+
+
+def encode_shard(encoder, pixels, ok: np.ndarray, batch_size: int, dtype: str, autocast_dtype=None):
+    """Pixels of one shard [n, 3, S, S] -> (clip [n, T, Wc], moge [n, L, T, Wm]), words of encoding `dtype`.
+
+    `pixels` may also be a callable `(start, stop) -> [b, 3, S, S]` that delivers each batch when it is
+    ready. A batch with no ok image is not encoded (its rows stay zero, as the writer stores failed rows).
+    """
+    import torch
+
+    from sgeo.cache.layout import encoding
+    from sgeo.pipeline.features import encode
+
+    c, n, enc = encoder.config, len(ok), encoding(dtype)
+    batch_of = pixels if callable(pixels) else (lambda start, stop: pixels[start:stop])
+    clip_out = np.zeros((n, *enc.stored_shape(c.clip_feature_shape)), enc.words)
+    moge_out = np.zeros((n, *enc.stored_shape(c.moge_feature_shape)), enc.words)
+    context = (
+        torch.autocast(device_type=encoder.device.type, dtype=autocast_dtype)
+        if autocast_dtype
+        else nullcontext()
+    )
+    for start in range(0, n, batch_size):
+        stop = min(start + batch_size, n)
+        batch = batch_of(start, stop)
+        if not ok[start:stop].any():
+            continue
+        with torch.inference_mode(), context:
+            clip, moge = encoder.encode_images(batch)  # [b, T, Dc], [b, L, T, Dm]
+        clip_out[start:stop] = encode(clip, dtype)
+        moge_out[start:stop] = encode(moge, dtype)
+    return clip_out, moge_out
+
+
+class ShardWorker:
+    """Ray Data actor: the towers, loaded once; one call reads, encodes and writes one shard."""
+
+    def __init__(self, model, processor, store, image_root: str, pixel_shape: tuple, dtype: str, batch_size: int,
+                 torch_threads: int, decode_threads: int, device: str, autocast: bool):  # fmt: skip
+        import torch
+
+        from sgeo.model import load_encoders
+
+        torch.set_num_threads(max(1, torch_threads))  # Ray sets OMP_NUM_THREADS=1 in workers
+        self.encoder = load_encoders(model, device=device)  # the towers only: never the LLM
+        self.processor, self.store, self.image_root = processor, store, image_root
+        self.pixel_shape, self.dtype, self.batch_size = tuple(pixel_shape), dtype, batch_size
+        self.pool = ThreadPoolExecutor(max(1, decode_threads), thread_name_prefix="sgeo-decode")
+        self.autocast_dtype = None
+        if device != "cpu" and autocast:
+            from sgeo.pipeline.features import value_dtype
+
+            self.autocast_dtype = value_dtype(dtype)
+        self.name = f"{os.uname().nodename}:{os.getpid()}"  # throughput is measured per worker
+
+    def _decode(self, image_id: str):
+        start = time.perf_counter()
+        record, pixels = read_image(self.image_root, image_id, self.processor, self.pixel_shape)
+        return record, pixels, time.perf_counter() - start
+
+    def __call__(self, batch: dict) -> dict:
+        import torch
+
+        k, ids = int(batch["shard"][0]), json.loads(batch["ids"][0])
+        futures = [self.pool.submit(self._decode, image_id) for image_id in ids]  # decoding runs ahead
+        decoded: list = [None] * len(ids)
+        pixels = np.zeros((len(ids), *self.pixel_shape), np.float32)  # [n, 3, S, S]; failed rows stay zero
+
+        def arrive(start: int, stop: int) -> torch.Tensor:
+            for i in range(start, stop):
+                decoded[i] = futures[i].result()
+                if decoded[i][1] is not None:
+                    pixels[i] = decoded[i][1]
+            return torch.from_numpy(pixels[start:stop])
+
+        # Which rows are ok is known only once decoded: a batch is decoded before it is encoded (or skipped).
+        ok = np.ones(len(ids), bool)
+        waited = 0.0  # time the towers stood still for want of decoded pixels
+
+        def batch_when_ready(start: int, stop: int) -> torch.Tensor:
+            nonlocal waited
+            before = time.perf_counter()
+            tensor = arrive(start, stop)
+            waited += time.perf_counter() - before
+            ok[start:stop] = [decoded[i][0]["status"] == "ok" for i in range(start, stop)]
+            return tensor
+
+        t0 = time.perf_counter()
+        clip, moge = encode_shard(
+            self.encoder, batch_when_ready, ok, self.batch_size, self.dtype, self.autocast_dtype
+        )
+        t1 = time.perf_counter()
+        records = [record for record, _, _ in decoded]
+        self.store.write_shard(k, clip, moge, records)
+        t2 = time.perf_counter()
+        n_ok = sum(r["status"] == "ok" for r in records)
+        return {
+            "shard": [k], "ok": [n_ok], "failed": [len(records) - n_ok], "bytes": [clip.nbytes + moge.nbytes],
+            "worker": [self.name], "encoded_at": [time.time()],
+            "decode_s": [sum(seconds for _, _, seconds in decoded)], "wait_s": [waited],
+            "encode_s": [t1 - t0 - waited], "write_s": [t2 - t1],
+        }  # fmt: skip
