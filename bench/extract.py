@@ -70,6 +70,7 @@ def tree_sample(pid: int, cpu_by_pid: dict[int, float]) -> tuple[int, int]:
 
 
 def run_cli(args: list[str], store: Path) -> dict:
+    shard_size = int(args[args.index("--shard-size") + 1]) if "--shard-size" in args else 64
     """Run `sgeo extract ...`: wall time, peak tree memory, CPU seconds of the tree, the summary's figures."""
     t = time.perf_counter()
     proc = subprocess.Popen(
@@ -80,9 +81,11 @@ def run_cli(args: list[str], store: Path) -> dict:
     )
     peak_pss = peak_rss = 0
     cpu_by_pid: dict[int, float] = {}
+    timeline = []  # (seconds since start, CPU seconds of the tree so far)
     while proc.poll() is None:
         pss, rss = tree_sample(proc.pid, cpu_by_pid)
         peak_pss, peak_rss = max(peak_pss, pss), max(peak_rss, rss)
+        timeline.append((time.perf_counter() - t, sum(cpu_by_pid.values())))
         time.sleep(0.2)
     out, err = proc.communicate()
     wall = time.perf_counter() - t
@@ -90,7 +93,18 @@ def run_cli(args: list[str], store: Path) -> dict:
         raise SystemExit(f"sgeo extract failed ({proc.returncode}):\n{err[-3000:]}")
     rate = float(re.search(r"; ([\d.]+) images/s;", out).group(1))
     steady = re.search(r"startup \(.*?\) ([\d.]+) s, then ([\d.]+) images/s once warm", out)
+    images = int(re.search(r"extracted (\d+) images", out).group(1))
+    warm_cpu_ms = float("nan")
+    if steady and timeline:
+        # CPU of the whole tree from the first written shard to the end, per image after that first shard
+        # (the driver's shutdown is in it too, so this slightly overstates the cost)
+        startup = float(steady.group(1))
+        cpu_at_start = next((cpu for at, cpu in timeline if at >= startup), timeline[-1][1])
+        warm_cpu_ms = 1000 * (sum(cpu_by_pid.values()) - cpu_at_start) / max(1, images - shard_size)
+    busy = re.search(r"per image: (.*)", out)
     return {
+        "warm_cpu_ms": warm_cpu_ms,
+        "busy": busy.group(1) if busy else "",
         "wall": wall,
         "rate": rate,
         "startup": float(steady.group(1)) if steady else float("nan"),
@@ -175,9 +189,12 @@ def bench_model(
     ext = run_cli([*common, "--limit", str(n)], work / f"{name}-extract.zarr")
     print(
         f"extract: {ext['steady']:.2f} images/s once warm (whole job {ext['rate']:.2f} images/s, startup "
-        f"{ext['startup']:.1f} s, wall {ext['wall']:.1f} s, {ext['cpu']:.0f} CPU-s in the process tree)",
+        f"{ext['startup']:.1f} s, wall {ext['wall']:.1f} s, {ext['cpu']:.0f} CPU-s in the process tree; "
+        f"~{ext['warm_cpu_ms']:.0f} CPU-ms per image once warm)",
         flush=True,
     )
+    if ext["busy"]:
+        print(f"extract stages, {ext['busy']}", flush=True)
     t = time.perf_counter()
     model, processor = load_model(model_arg)
     load_s = time.perf_counter() - t
