@@ -454,9 +454,9 @@ def test_store_pixels_are_llavas_crop_for_pretraining_and_pad_for_finetuning(ref
 
 
 def _default_mode(layout: str) -> str:
-    from sgeo.pipeline.datasets import _REGISTRY
+    from sgeo.pipeline.datasets import LlavaMix665k, LlavaPretrain
 
-    return _REGISTRY[layout].image_aspect_ratio
+    return {"llava-pretrain": LlavaPretrain, "llava-mix665k": LlavaMix665k}[layout].image_aspect_ratio
 
 
 # -- every command through the CLI -----------------------------------------------------------------

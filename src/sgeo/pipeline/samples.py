@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-IMAGE_TOKEN = "<image>"
+from sgeo.model.conversation import IMAGE_TOKEN
+
 SPEAKERS = ("human", "gpt")  # LLaVA's `roles = {"human": ..., "gpt": ...}`: anything else is a KeyError there
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from sgeo.errors import SgeoError
+from sgeo.model.conversation import IMAGE_TOKEN
 
 
 @dataclass
@@ -42,7 +43,7 @@ class BenchItem:
 
 def clean(text: str) -> str:
     """Text without "<image>", on one line with single spaces."""
-    text = text.replace("<image>", " ")
+    text = text.replace(IMAGE_TOKEN, " ")
     return re.sub(r"\s+", " ", text).strip()
 
 

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from PIL import Image
 
 from sgeo.errors import SgeoError
+from sgeo.model.conversation import IMAGE_TOKEN
 
 from .common import BenchItem
 from .spatialrgpt import LLAVA_V1_SYSTEM, answer_suffix
@@ -32,7 +33,7 @@ from .spatialscore import source_instruction
 
 PROTOCOLS = ("reference", "sgeo")
 MULTI_IMAGE = ("all", "tile", "first")
-IMAGE = "<image>"
+IMAGE = IMAGE_TOKEN
 
 
 @dataclass(frozen=True)

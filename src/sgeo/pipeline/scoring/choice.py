@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from .text import _text
+from .text import answer_text
 
 CHOICE_LETTERS = "ABCDEFGHIJ"
 MULTIPLE_CHOICE_TYPES = ("multi-choice", "multiple-choice", "multiple_choice", "mc")
@@ -26,8 +26,8 @@ def parse_choice(pred: str, options: list[str] | None = None) -> str | None:
         if m := re.search(pattern, text):
             return m.group(1).upper()
     if options:
-        low = _text(text)
-        names = [_text(o).rstrip(".") for o in options]
+        low = answer_text(text)
+        names = [answer_text(o).rstrip(".") for o in options]
         hits = [k for k, o in enumerate(names) if o and re.search(r"\b" + re.escape(o) + r"\b", low)]
         hits = [
             k for k in hits if not any(j != k and names[k] in names[j] for j in hits)

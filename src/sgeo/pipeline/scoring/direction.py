@@ -8,14 +8,14 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from .quantities import _normalise
+from .quantities import normalise_quantities
 
 _CLOCK = re.compile(r"(?<![\d.])(\d{1,2})(?:\s*o\s*'?\s*clock|:00\b)")
 
 
 def parse_clock(text: str) -> int | None:
     """The first "N o'clock" hour in `text` (digits or words, 1..12; 0 reads as 12), or None."""
-    m = _CLOCK.search(_normalise(text).replace("oclock", "o clock"))
+    m = _CLOCK.search(normalise_quantities(text).replace("oclock", "o clock"))
     if m is None:
         return None
     hour = int(m.group(1)) or 12

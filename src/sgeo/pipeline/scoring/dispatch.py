@@ -10,9 +10,9 @@ from typing import Any
 from .choice import MULTIPLE_CHOICE_TYPES, score_multiple_choice
 from .direction import score_direction
 from .qualitative import score_qualitative
-from .quantities import _NUM, _normalise, _num, parse_quantity, score_quantitative
+from .quantities import NUMBER_PATTERN, normalise_quantities, parse_number, parse_quantity, score_quantitative
 from .spatialscore import score_spatialscore
-from .text import _text
+from .text import answer_text
 
 
 def kind_of(record: dict[str, Any]) -> str:
@@ -32,10 +32,10 @@ def _score_open(pred: str, gt: str) -> dict[str, Any]:
     """SpatialScore open-ended: a length when the gt has a unit, else the same number, else the same text."""
     if parse_quantity(gt) is not None:
         return score_quantitative(pred, gt)
-    p, g = (re.search(_NUM, _normalise(s)) for s in (pred, gt))
+    p, g = (re.search(NUMBER_PATTERN, normalise_quantities(s)) for s in (pred, gt))
     if g is None:
-        return {"success": _text(pred).rstrip(".") == _text(gt).rstrip(".")}
-    return {"success": p is not None and math.isclose(_num(p.group()), _num(g.group()))}
+        return {"success": answer_text(pred).rstrip(".") == answer_text(gt).rstrip(".")}
+    return {"success": p is not None and math.isclose(parse_number(p.group()), parse_number(g.group()))}
 
 
 def score_item(record: Any, pred: str | None = None) -> dict[str, Any]:

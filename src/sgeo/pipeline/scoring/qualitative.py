@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from .text import _text
+from .text import answer_text
 
 # How each relation is said. Only the two relations of one pair are searched at a time, so "higher" can
 # mean "above" for above/below questions and "taller" for tall/short ones.
@@ -72,7 +72,7 @@ def is_choice(category: str | None) -> bool:
 
 def yes_no(text: str) -> bool | None:
     """A leading yes/no-style answer ("Yes,", "Incorrect,", "That is True."), else None."""
-    t = re.sub(r"^[\W_]+", "", _text(text))
+    t = re.sub(r"^[\W_]+", "", answer_text(text))
     t = re.sub(r"^(?:well|so|actually|in fact|the answer is|answer)\b[\s,:]*", "", t)
     if _YES.search(t):
         return True
@@ -82,7 +82,7 @@ def yes_no(text: str) -> bool | None:
 
 
 def _stated(text: str, rel: str) -> tuple[bool, int] | None:
-    """Whether `text` (from `_text`) says `rel` (True) or its opposite (False) first, and where.
+    """Whether `text` (from `answer_text`) says `rel` (True) or its opposite (False) first, and where.
 
     "not on the left", "isn't taller" and "less tall" say the opposite; the negation is looked for in the
     five words before the relation word, within its clause.
@@ -109,9 +109,9 @@ def _core(phrase: str) -> str:
 
 
 def candidates_in(question: str, rel: str | None = None) -> list[str]:
-    """The objects a question compares, as they appear after `_text`: region tokens; "between A and B";
+    """The objects a question compares, as they appear after `answer_text`: region tokens; "between A and B";
     "..., A or B?"; or, for a predicate on `rel`, "Is A <rel> (of|than) B?"."""
-    q = _text(question).split("\n")[0]
+    q = answer_text(question).split("\n")[0]
     regions = list(dict.fromkeys(re.findall(r"region_\d+", q)))
     if regions:
         return regions
@@ -162,7 +162,7 @@ def _subject(text: str, mentions: list[tuple[int, int]]) -> int | None:
 
 def pick(text: str, candidates: list[str], rel: str) -> int | None:
     """Index of the candidate that `text` says is `rel` (e.g. more to the left), or None."""
-    t = _text(text)
+    t = answer_text(text)
     subject = _subject(t, _mentions(t, candidates))
     if subject is None:
         return None
@@ -179,7 +179,7 @@ def _truth(text: str, rel: str, candidates: list[str]) -> bool | None:
     marker = yes_no(text)
     if marker is not None:
         return marker
-    t = _text(text)
+    t = answer_text(text)
     stated = _stated(t, rel)
     if stated is None:
         return None
@@ -190,7 +190,7 @@ def _truth(text: str, rel: str, candidates: list[str]) -> bool | None:
 
 def _gt_object(gt: str, rel: str) -> str | None:
     """The object a choice gt names when no question is at hand: "The red box is taller." -> "red box"."""
-    t = _text(gt).rstrip(".!")
+    t = answer_text(gt).rstrip(".!")
     subject = re.match(r"^(.+?)\s+(?:is|are|appears?|seems?|looks?|stands?)\b", t)  # "the red box is taller"
     complement = re.search(r"\b(?:is|are)\s+(.+)$", t)  # "positioned in front is the red box"
     for phrase in (subject and subject.group(1), complement and complement.group(1), t):
@@ -214,13 +214,13 @@ def score_qualitative(
         cands = candidates_in(question or "", rel)
         if not cands:  # no question: the regions the gt names, or the object it names
             obj = _gt_object(gt, rel)
-            cands = list(dict.fromkeys(re.findall(r"region_\d+", _text(gt)))) or ([obj] if obj else [])
+            cands = list(dict.fromkeys(re.findall(r"region_\d+", answer_text(gt)))) or ([obj] if obj else [])
         g = pick(gt, cands, rel) if cands else None
         if g is not None:
             p = pick(pred, cands, rel)
             out = {"success": p == g, "method": "choice", "gt_pick": cands[g]}
             return {**out, "pred_pick": None if p is None else cands[p]}
-        gs, ps = _stated(_text(gt), rel), _stated(_text(pred), rel)
+        gs, ps = _stated(answer_text(gt), rel), _stated(answer_text(pred), rel)
         return {"success": gs is not None and ps is not None and gs[0] == ps[0], "method": "relation"}
     if rel is not None:
         cands = candidates_in(question or "", rel)
@@ -232,9 +232,9 @@ def score_qualitative(
     g = yes_no(gt)
     if g is not None:
         p = yes_no(pred)
-        if p is None and (m := re.search(r"\b(yes|no)\b", _text(pred))):
+        if p is None and (m := re.search(r"\b(yes|no)\b", answer_text(pred))):
             p = m.group(1) == "yes"
         return {"success": p == g, "method": "yes_no", "gt_truth": g, "pred_truth": p}
     stop = {"the", "a", "an", "is", "are", "it", "of", "to", "on", "in", "and", "than", "that", "this"}
-    gw, pw = (set(re.findall(r"[a-z0-9_']+", _text(s))) - stop for s in (gt, pred))
+    gw, pw = (set(re.findall(r"[a-z0-9_']+", answer_text(s))) - stop for s in (gt, pred))
     return {"success": bool(gw) and gw <= pw, "method": "words"}

@@ -33,20 +33,20 @@ _SCALES = {"hundred": 100, "thousand": 1000}
 _FRACTIONS = {"half": 0.5, "quarter": 0.25}
 _UNIT_WORDS = {u for u in UNITS if u.isalpha()}
 
-_NUM = r"\d+(?:\.\d+)?(?:\s+\d+/\d+)?|\d+/\d+|\.\d+"
+NUMBER_PATTERN = r"\d+(?:\.\d+)?(?:\s+\d+/\d+)?|\d+/\d+|\.\d+"
 _UNIT_ALT = "|".join(sorted((re.escape(u) for u in UNITS if u not in ("in", "m")), key=len, reverse=True))
 # "in" is inches unless it reads as the preposition ("3 in front", "2 in the image"); "m" is not "minutes".
 _IN = r"in(?!\s+(?:the|a|an|front|total|this|that|these|those|each|all|its|their|which|between)\b)"
 _UNIT = rf"(?:{_UNIT_ALT}|{_IN}|m)(?![a-z])"
 _QUANTITY = re.compile(
-    rf"(?:between\s+(?P<lo>{_NUM})\s+and\s+(?P<hi>{_NUM})"  # between 2 and 3 m
-    rf"|(?P<a>{_NUM})(?:\s*(?:-|–|—|to|or)\s*(?P<b>{_NUM}))?)"  # 2 m, 2-3 m, 2 to 3 m
+    rf"(?:between\s+(?P<lo>{NUMBER_PATTERN})\s+and\s+(?P<hi>{NUMBER_PATTERN})"  # between 2 and 3 m
+    rf"|(?P<a>{NUMBER_PATTERN})(?:\s*(?:-|–|—|to|or)\s*(?P<b>{NUMBER_PATTERN}))?)"  # 2 m, 2-3 m, 2 to 3 m
     rf"\s*-?\s*(?P<unit>{_UNIT})"  # "2 m", "2m", "2-meter"
-    rf"(?:[\s,]*(?:and\s+)?(?P<a2>{_NUM})\s*(?P<unit2>{_UNIT}))?"  # 5 feet 6 inches, 5'6"
+    rf"(?:[\s,]*(?:and\s+)?(?P<a2>{NUMBER_PATTERN})\s*(?P<unit2>{_UNIT}))?"  # 5 feet 6 inches, 5'6"
 )
 
 
-def _num(text: str) -> float:
+def parse_number(text: str) -> float:
     whole, _, frac = text.strip().rpartition(" ")
     if "/" not in frac:
         return float(text)
@@ -123,13 +123,13 @@ def _words_to_numbers(text: str) -> str:
         k = end
     text = "".join(tokens)
     return re.sub(  # "3 and a half", "1 meter and a half"
-        rf"({_NUM})(\s*(?:{_UNIT})?)\s+and\s+an?\s+(half|quarter)\b",
-        lambda m: _fmt(_num(m.group(1)) + _FRACTIONS[m.group(3)]) + m.group(2),
+        rf"({NUMBER_PATTERN})(\s*(?:{_UNIT})?)\s+and\s+an?\s+(half|quarter)\b",
+        lambda m: _fmt(parse_number(m.group(1)) + _FRACTIONS[m.group(3)]) + m.group(2),
         text,
     )
 
 
-def _normalise(text: str) -> str:
+def normalise_quantities(text: str) -> str:
     text = str(text).lower().translate(str.maketrans({"’": "'", "‘": "'", "“": '"', "”": '"'}))
     text = re.sub(r"(?<=\d),(?=\d{3}(?!\d))", "", text)  # 1,200 -> 1200
     text = re.sub(r"(?<=\d),(?=\d)", ".", text)  # 1,5 -> 1.5
@@ -149,21 +149,21 @@ def parse_quantity(text: str | float | None, default_unit: str | None = None) ->
         return None
     if isinstance(text, (int, float)):
         return float(text)
-    norm = _normalise(text)
+    norm = normalise_quantities(text)
     m = _QUANTITY.search(norm)
     if m is None:
-        bare = re.search(rf"(?<![\w\[])({_NUM})(?![\w\]])", norm) if default_unit else None
-        return _num(bare.group(1)) * UNITS[default_unit] if bare else None
+        bare = re.search(rf"(?<![\w\[])({NUMBER_PATTERN})(?![\w\]])", norm) if default_unit else None
+        return parse_number(bare.group(1)) * UNITS[default_unit] if bare else None
     if m["lo"] is not None:
-        value = (_num(m["lo"]) + _num(m["hi"])) / 2
+        value = (parse_number(m["lo"]) + parse_number(m["hi"])) / 2
     elif m["b"] is not None:
-        value = (_num(m["a"]) + _num(m["b"])) / 2
+        value = (parse_number(m["a"]) + parse_number(m["b"])) / 2
     else:
-        value = _num(m["a"])
+        value = parse_number(m["a"])
     unit = UNITS[m["unit"]]
     metres = value * unit
     if m["unit2"] is not None and UNITS[m["unit2"]] < unit:
-        metres += _num(m["a2"]) * UNITS[m["unit2"]]
+        metres += parse_number(m["a2"]) * UNITS[m["unit2"]]
     return metres
 
 
