@@ -236,9 +236,8 @@ def setup(config: TrainConfig, features=None) -> Run:
     run = Run(
         resolved=resolved, rank=rank, world_size=world_size, device=device, engine=engine, model=engine.module,
         processor=processor, dataset=dataset, plan=plan, trainable=trainable,
-        collator=Collator(processor, None if resolved.online else features,
-                          (config_.num_patches, config_.clip_hidden_size),
-                          (config_.moge_layers, config_.num_patches, config_.moge_hidden_size)),
+        collator=Collator(processor, None if resolved.online else features, config_.clip_feature_shape,
+                          config_.moge_feature_shape),
         owns_process_group=owns_process_group, model_ref=model_ref, features=features, threads_before=threads,
     )  # fmt: skip
     if rank == 0:

@@ -1,41 +1,26 @@
 """The SpatialGeo model: towers, adapters, fusion, the PreTrainedModel, processor, templates and presets.
 
-Knows nothing of Ray, Zarr or the CLI.
+Knows nothing of Ray, Zarr or the CLI. Names load lazily, so `sgeo.model.conversation` (templates, the image
+token) costs no import of transformers or torch to the commands that only read text.
 """
 
-from transformers import AutoConfig, AutoModelForCausalLM
+from __future__ import annotations
 
-from .configuration import SpatialGeoConfig
-from .conversation import IGNORE_INDEX, IMAGE_TOKEN, TEMPLATES, get_template, render
-from .loading import load_config, load_encoders, load_model, load_processor
-from .modeling import SpatialGeoForCausalLM
-from .presets import PRESETS, resolve_model_dir, sgeo_home
-from .processing import SpatialGeoProcessor
-from .resolve import ResolvedModel, resolve_model
-from .stages import LoraSettings, configure_stage
+import importlib
 
-# Registered so that transformers' Auto* classes (and tokenizer/processor loading) recognise our directories.
-AutoConfig.register(SpatialGeoConfig.model_type, SpatialGeoConfig, exist_ok=True)
-AutoModelForCausalLM.register(SpatialGeoConfig, SpatialGeoForCausalLM, exist_ok=True)
+_EXPORTS = {
+    "IGNORE_INDEX": ".conversation", "IMAGE_TOKEN": ".conversation", "TEMPLATES": ".conversation",
+    "get_template": ".conversation", "render": ".conversation", "SpatialGeoConfig": ".configuration",
+    "SpatialGeoForCausalLM": ".modeling", "SpatialGeoProcessor": ".processing", "LoraSettings": ".stages",
+    "configure_stage": ".stages", "load_config": ".loading", "load_encoders": ".loading", "load_model": ".loading",
+    "load_processor": ".loading", "PRESETS": ".presets", "resolve_model_dir": ".presets", "sgeo_home": ".presets",
+    "ResolvedModel": ".resolve", "resolve_model": ".resolve",
+}  # fmt: skip
 
-__all__ = [
-    "IGNORE_INDEX",
-    "IMAGE_TOKEN",
-    "PRESETS",
-    "ResolvedModel",
-    "TEMPLATES",
-    "LoraSettings",
-    "SpatialGeoConfig",
-    "SpatialGeoForCausalLM",
-    "SpatialGeoProcessor",
-    "configure_stage",
-    "get_template",
-    "load_config",
-    "load_encoders",
-    "load_model",
-    "load_processor",
-    "render",
-    "resolve_model",
-    "resolve_model_dir",
-    "sgeo_home",
-]
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(_EXPORTS[name], __name__), name)

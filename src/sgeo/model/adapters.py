@@ -30,6 +30,10 @@ def _mlp2x_gelu(in_dim: int, out_dim: int) -> nn.Module:
     return nn.Sequential(nn.Linear(in_dim, out_dim), nn.GELU(), nn.Linear(out_dim, out_dim))
 
 
+def adapter_types() -> list[str]:
+    return sorted(_ADAPTERS)
+
+
 def build_adapter(adapter_type: str, in_dim: int, out_dim: int) -> nn.Module:
     if adapter_type not in _ADAPTERS:
         raise ValueError(f"unknown adapter type {adapter_type!r}; known: {sorted(_ADAPTERS)}")

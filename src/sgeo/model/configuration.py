@@ -9,9 +9,6 @@ from __future__ import annotations
 
 from transformers import AutoConfig, CLIPVisionConfig, PretrainedConfig
 
-ADAPTER_TYPES = ("linear", "mlp2x_gelu")
-FUSIONS = ("interleave", "concat")
-CLIP_BACKENDS = ("hf", "open_clip")
 MOGE_INPUTS = (
     "clip",
     "moge",
@@ -118,9 +115,14 @@ class SpatialGeoConfig(PretrainedConfig):
             if value not in allowed:
                 raise ValueError(f"{name}={value!r} is not one of {list(allowed)}")
 
-        check(self.clip_backend, CLIP_BACKENDS, "clip_backend")
-        check(self.adapter_type, ADAPTER_TYPES, "adapter_type")
-        check(self.fusion, FUSIONS, "fusion")
+        # the registries are the one list of each kind: registering a new one makes it valid here
+        from .adapters import adapter_types
+        from .fusion import FUSIONS
+        from .towers import clip_backends
+
+        check(self.clip_backend, clip_backends(), "clip_backend")
+        check(self.adapter_type, adapter_types(), "adapter_type")
+        check(self.fusion, sorted(FUSIONS), "fusion")
         check(self.moge_input, MOGE_INPUTS, "moge_input")
         check(self.moge_backbone, DINOV2_WIDTHS, "moge_backbone")
         if self.moge_layers < 1:
@@ -176,3 +178,7 @@ class SpatialGeoConfig(PretrainedConfig):
     @property
     def hidden_size(self) -> int:
         return self.text_config.hidden_size
+
+
+# Registered so that transformers' Auto* classes (and tokenizer loading) recognise our directories.
+AutoConfig.register(SpatialGeoConfig.model_type, SpatialGeoConfig, exist_ok=True)

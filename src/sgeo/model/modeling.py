@@ -205,3 +205,6 @@ def _absolute_tower_path(config: SpatialGeoConfig, path: str | None) -> str | No
     if path is None or Path(path).is_absolute() or not base or not (Path(base) / path).exists():
         return path
     return str((Path(base) / path).resolve())
+
+
+AutoModelForCausalLM.register(SpatialGeoConfig, SpatialGeoForCausalLM, exist_ok=True)

@@ -76,6 +76,10 @@ _CLIP_TOWERS: dict[str, Callable[[SpatialGeoConfig, str | None], nn.Module]] = {
 }
 
 
+def clip_backends() -> list[str]:
+    return sorted(_CLIP_TOWERS)
+
+
 def build_clip_tower(config: SpatialGeoConfig, path: str | None) -> nn.Module:
     if config.clip_backend not in _CLIP_TOWERS:
         raise ValueError(f"unknown CLIP backend {config.clip_backend!r}; known: {sorted(_CLIP_TOWERS)}")
