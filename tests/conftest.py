@@ -30,9 +30,9 @@ def sgeo_home(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_dir(sgeo_home) -> Path:
-    from sgeo.model import resolve_model_dir
+    from sgeo.model import resolve_model
 
-    return resolve_model_dir("tiny")
+    return resolve_model("tiny").directory
 
 
 @pytest.fixture(scope="session")

@@ -12,7 +12,8 @@ from PIL import Image
 from conftest import run_sgeo
 from sgeo.errors import SgeoError
 from sgeo.jobs.ask import AskConfig, ImageChat, run_ask
-from sgeo.jobs.eval import generate_answers
+from sgeo.jobs.eval import generate_batch
+from sgeo.pipeline.benchmarks import Decoding
 
 QUESTION = "How far is the red box from the blue sphere?"
 
@@ -104,5 +105,6 @@ def test_greedy_is_the_same_with_and_without_kv_cache(tiny):
     uncached = model.generate(*args, pixel_values=pixels, use_cache=False, **kwargs)
     assert torch.equal(cached, uncached)
     # Padding changes nothing: each row is what the prompt alone generates.
-    alone = [generate_answers(model, processor, [p], [image], max_new_tokens=24)[0] for p in prompts]
-    assert generate_answers(model, processor, prompts, [image, image], max_new_tokens=24) == alone
+    greedy = Decoding(max_new_tokens=24)
+    alone = [generate_batch(model, processor, [s], [[image]], greedy, [0])[0] for s in samples]
+    assert generate_batch(model, processor, samples, [[image], [image]], greedy, [0, 0]) == alone

@@ -24,7 +24,7 @@ def _tree_hashes(root: Path) -> dict[str, str]:
 
 
 def test_tiny_is_byte_identical_in_two_homes(tmp_path):
-    code = "from sgeo.model import resolve_model_dir; print(resolve_model_dir('tiny'))"
+    code = "from sgeo.model import resolve_model; print(resolve_model('tiny').directory)"
     dirs = []
     for name in ("a", "b"):
         env = {**os.environ, "SGEO_HOME": str(tmp_path / name)}

@@ -369,9 +369,9 @@ def test_two_ranks_under_torchrun(data, tmp_path):
     assert [m["step"] for m in _metrics(out)] == [1, 2, 3]
     assert sorted(p.name for p in (out / "checkpoints").glob("step-*")) == ["step-0000002", "step-0000003"]
     assert len(list((out / "checkpoints" / "step-0000003").glob("zero_pp_rank_*_optim_states.pt"))) == 2
-    from sgeo.model import resolve_model_dir
+    from sgeo.model import resolve_model
 
-    assert {k.split(".")[0] for k in _differing(_state(resolve_model_dir("tiny")), _state(out))} == {
+    assert {k.split(".")[0] for k in _differing(_state(resolve_model("tiny").directory), _state(out))} == {
         "moge_adapter"
     }
 

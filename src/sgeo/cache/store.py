@@ -363,15 +363,6 @@ class FeatureStore:
             self._ids = self._base_table().column("image_id").to_pylist()
         return self._ids
 
-    def row_of(self) -> dict[str, int]:
-        """image_id -> row."""
-        return {image_id: row for row, image_id in enumerate(self._image_ids())}
-
-    def ok_rows(self) -> np.ndarray:
-        """Rows committed with status "ok", ascending."""
-        status = self.manifest().column("status").to_numpy(zero_copy_only=False)
-        return np.flatnonzero(status == "ok").astype(np.int64)
-
     def uncommit(self, shards: list[int]) -> None:
         """Drop the commit markers of these shards (their rows become pending; a rerun of extract redoes
         them). The writer must hold the store's lock."""

@@ -285,20 +285,6 @@ def _until_eos(row: list[int], eos: int | None) -> list[int]:
     return row[: row.index(eos)] if eos is not None and eos in row else row
 
 
-def generate_answers(
-    model, processor, prompts: list[str], images: list, max_new_tokens: int = 64
-) -> list[str]:
-    """One greedy answer per (prompt, image) with sgeo's chat template: a left-padded batch."""
-    from ..pipeline.benchmarks import Decoding
-
-    conversation = [[{"from": "human", "value": f"<image>\n{prompt}"}] for prompt in prompts]
-    samples = [processor.tokenize(c, CHAT_TEMPLATE, add_generation_prompt=True) for c in conversation]
-    decoding = Decoding(max_new_tokens=max_new_tokens)
-    return generate_batch(
-        model, processor, samples, [[image] for image in images], decoding, [0] * len(prompts)
-    )
-
-
 def answer_record(
     item, pred: str, error: str | None = None, skipped: str | None = None, **extra
 ) -> dict[str, Any]:

@@ -59,13 +59,6 @@ def read_answers(path: Path) -> list[dict[str, Any]]:
     return records
 
 
-def answered_ids(path: Path) -> set[str]:
-    """question_ids already in `path` (empty when it does not exist yet): what a resumed eval skips."""
-    if not Path(path).is_file():
-        return set()
-    return {str(r["question_id"]) for r in read_answers(path) if "question_id" in r}
-
-
 def _drop_partial_line(path: Path) -> None:
     """Cut a last line without its newline (left by a killed writer) so the next record starts clean."""
     with open(path, "rb+") as f:

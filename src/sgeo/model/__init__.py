@@ -13,7 +13,7 @@ _EXPORTS = {
     "get_template": ".conversation", "render": ".conversation", "SpatialGeoConfig": ".configuration",
     "SpatialGeoForCausalLM": ".modeling", "SpatialGeoProcessor": ".processing", "LoraSettings": ".stages",
     "configure_stage": ".stages", "load_config": ".loading", "load_encoders": ".loading", "load_model": ".loading",
-    "load_processor": ".loading", "PRESETS": ".presets", "resolve_model_dir": ".presets", "sgeo_home": ".presets",
+    "load_processor": ".loading", "PRESETS": ".presets", "sgeo_home": ".presets",
     "ResolvedModel": ".resolve", "resolve_model": ".resolve",
 }  # fmt: skip
 

@@ -90,10 +90,3 @@ PRESETS: dict[str, Preset] = {
 
 def preset_names() -> list[str]:
     return sorted(PRESETS)
-
-
-def resolve_model_dir(model: str) -> Path:
-    """The model directory of a preset name or a directory (for a reference preset: its checkpoint)."""
-    from .resolve import resolve_model
-
-    return resolve_model(model).directory
