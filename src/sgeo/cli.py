@@ -63,7 +63,10 @@ def extract(
     autocast: bool = typer.Option(
         True,
         "--autocast/--no-autocast",
-        help="on GPU, encode under autocast to the store dtype (CPU: always fp32)",
+        help="on GPU, encode under autocast to the store dtype (CPU: fp32 unless --precision says)",
+    ),
+    precision: str | None = typer.Option(
+        None, help="encoder compute: bf16, fp16 or fp32 autocast on any device (default: see --autocast)"
     ),
 ):
     """Encode every image of a dataset once into a Zarr feature store (Ray Data)."""
@@ -85,6 +88,7 @@ def extract(
             limit=limit,
             image_aspect_ratio=image_aspect_ratio,
             autocast=autocast,
+            precision=precision,
         )
     )
 
@@ -121,6 +125,9 @@ def train(
         None, help="--online pixels: pad or crop (default: stage 1 crop, stage 2 pad, as LLaVA's scripts)"
     ),
     skip_invalid: bool = typer.Option(False, help="train without the samples that cannot be trained"),
+    precision: str | None = typer.Option(
+        None, help="bf16 (weights and DeepSpeed's bf16 mode) or fp32 (default: bf16 on GPU, fp32 on CPU)"
+    ),
 ):
     """Train stage 1 or 2 with DeepSpeed on cached features."""
     options = dict(locals())  # before the import below adds names to locals()
@@ -140,6 +147,9 @@ def ask(
     load_4bit: bool = typer.Option(False, "--load-4bit"),
     load_8bit: bool = typer.Option(False, "--load-8bit"),
     device: str | None = typer.Option(None, help="cpu or cuda (default: cuda when available)"),
+    precision: str | None = typer.Option(
+        None, help="bf16, fp16 (GPU) or fp32 (default: bf16 on GPU, fp32 on CPU)"
+    ),
 ):
     """Answer a question about an image, recomputing its features on the fly."""
     options = dict(locals())  # before the imports below add names to locals()
@@ -182,6 +192,9 @@ def evaluate(
         help="OpenAI-compatible endpoint (e.g. http://127.0.0.1:8000/v1) to score as SpatialRGPT's judge",
     ),
     judge_model: str | None = typer.Option(None, help="the judge's model name (default: the first it lists)"),
+    precision: str | None = typer.Option(
+        None, help="bf16, fp16 (GPU) or fp32 (default: bf16 on GPU, fp32 on CPU)"
+    ),
 ):
     """Run a model over a spatial VQA benchmark and score it."""
     options = dict(locals())  # before the imports below add names to locals()
@@ -229,11 +242,12 @@ def data_synthetic(
     n: int = typer.Option(200, help="training images"),
     seed: int = typer.Option(0),
     n_eval: int | None = typer.Option(None, help="held-out images (default: max(20, n // 5))"),
+    image_size: int = typer.Option(224, help="side of the square images, in pixels"),
 ):
     """Render the synthetic spatial dataset (images, stage-1 captions, stage-2 QA, held-out bench)."""
     from .pipeline.synthetic import generate_synthetic
 
-    summary = generate_synthetic(out, n, seed, n_eval=n_eval)
+    summary = generate_synthetic(out, n, seed, n_eval=n_eval, image_size=(image_size, image_size))
     print(json.dumps(summary, indent=2, default=str))
 
 

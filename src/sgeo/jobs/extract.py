@@ -30,6 +30,7 @@ from sgeo.errors import SgeoError
 from sgeo.model.processing import ASPECT_MODES
 
 STORE_DTYPES = ("bf16", "fp16")
+PRECISIONS = ("bf16", "fp16", "fp32")  # encoder compute (autocast); None: the store dtype on GPU, fp32 on CPU
 # Object store of the local Ray cluster: room for a few shards in flight per stage, within these bounds.
 MIN_OBJECT_STORE = 512 << 20
 MAX_OBJECT_STORE_FRACTION = 0.3
@@ -63,7 +64,8 @@ class ExtractConfig:
     address: str | None = None
     limit: int | None = None
     image_aspect_ratio: str | None = None  # pad | crop; None: the dataset's default (see run_extract)
-    autocast: bool = True  # on GPU, encode under autocast to the store dtype; CPU always encodes in fp32
+    autocast: bool = True  # on GPU, encode under autocast to the store dtype; CPU encodes in fp32
+    precision: str | None = None  # autocast to this on any device (fp32: none); None: as `autocast` says
     storage_options: dict | None = None  # fsspec options of an s3://... store (library use)
     progress: bool = True
 
@@ -187,10 +189,20 @@ def encode_shard(encoder, pixels, ok: np.ndarray, batch_size: int, dtype: str, a
     return clip_out, moge_out
 
 
+def autocast_dtype(precision: str | None, autocast: bool, device: str, store_dtype: str):
+    """The dtype encoders autocast to (None: fp32): --precision on any device, else the store dtype on GPU."""
+    import torch
+
+    if precision is None:
+        precision = store_dtype if autocast and device != "cpu" else "fp32"
+    return {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": None}[precision]
+
+
 class _Encoder:
     """Ray Data actor: the vision towers, loaded once; one call encodes one shard."""
 
-    def __init__(self, model, dtype: str, batch_size: int, threads: int, device: str, autocast: bool):
+    def __init__(self, model, dtype: str, batch_size: int, threads: int, device: str, autocast: bool,
+                 precision: str | None = None):  # fmt: skip
         import torch
 
         from sgeo.model import load_encoders
@@ -199,9 +211,7 @@ class _Encoder:
             torch.set_num_threads(threads)  # Ray sets OMP_NUM_THREADS=1 in workers
         self.encoder = load_encoders(model, device=device)  # the towers only: no LLM in encoder actors
         self.dtype, self.batch_size = dtype, batch_size
-        self.autocast_dtype = None
-        if device != "cpu" and autocast:
-            self.autocast_dtype = torch.bfloat16 if dtype == "bf16" else torch.float16
+        self.autocast_dtype = autocast_dtype(precision, autocast, device, dtype)
 
     def __call__(self, batch: dict) -> dict:
         import torch
@@ -321,6 +331,12 @@ def _write_shard(batch: dict, run: _Run) -> dict:
 def _check_config(config: ExtractConfig) -> None:
     if config.dtype not in STORE_DTYPES:
         raise SgeoError(f"--dtype {config.dtype!r} is not one of {', '.join(STORE_DTYPES)}")
+    if config.precision not in (None, *PRECISIONS):
+        raise SgeoError(f"--precision {config.precision!r} is not one of {', '.join(PRECISIONS)}")
+    if config.precision not in (None, "fp32") and not config.autocast:
+        raise SgeoError(
+            f"--precision {config.precision} autocasts; drop --no-autocast (or use --precision fp32)"
+        )
     for name in ("batch_size", "shard_size"):
         if getattr(config, name) < 1:
             raise SgeoError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(config, name)}")
@@ -533,6 +549,7 @@ def _run_pipeline(
                 "threads": plan.torch_threads,
                 "device": plan.device,
                 "autocast": config.autocast,
+                "precision": config.precision,
             },
         )
         ds = ds.map_batches(

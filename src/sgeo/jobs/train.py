@@ -150,7 +150,7 @@ def setup(config: TrainConfig, features=None) -> Run:
         from sgeo.cache import FeatureStore
 
         features = FeatureStore.open(resolved.store)
-    dtype = torch.bfloat16 if device_type == "cuda" else torch.float32
+    dtype = torch.bfloat16 if resolved.precision == "bf16" else torch.float32
     from sgeo.model import resolve_model
 
     model_ref = resolve_model(resolved.model)  # once; everything below loads through this object
