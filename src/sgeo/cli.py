@@ -128,6 +128,9 @@ def train(
     precision: str | None = typer.Option(
         None, help="bf16 (weights and DeepSpeed's bf16 mode) or fp32 (default: bf16 on GPU, fp32 on CPU)"
     ),
+    gradient_checkpointing: bool = typer.Option(
+        True, help="recompute the LLM's activations in backward, as LLaVA's scripts (memory for time)"
+    ),
 ):
     """Train stage 1 or 2 with DeepSpeed on cached features."""
     options = dict(locals())  # before the import below adds names to locals()

@@ -36,6 +36,7 @@ MIN_OBJECT_STORE = 512 << 20
 MAX_OBJECT_STORE_FRACTION = 0.3
 MAX_CPU_ACTORS = 4  # each holds a copy of the model
 DECODE_WORKER_MEMORY = 768 << 20  # a decode worker imports torch and transformers (for preprocessing)
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
 # Only these variables reach workers of a cluster joined with --address (no credentials are forwarded).
 FORWARDED_ENV = (
     "SGEO_HOME",
@@ -512,6 +513,15 @@ def _run_pipeline(
             plan = plan_resources(int(ray.cluster_resources().get("CPU", 1)), config.num_gpus)
         if config.num_gpus == 0 and plan.encoder_actors > len(pending):  # no idle model copies
             plan = replace(plan, encoder_actors=len(pending))
+        # Each actor asks Ray for the memory it holds (at ViT-L sizes ~3.4 GB), so Ray never packs more actors
+        # on a node than fit; CPU pools shrink to what the cluster's memory holds (at least one actor).
+        actor_memory = encoder_memory(model, shard_bytes)
+        node_memory = ray.cluster_resources().get("memory", 0)
+        if node_memory:
+            if config.num_gpus == 0:
+                fit = max(1, int(node_memory // actor_memory))
+                plan = replace(plan, encoder_actors=min(plan.encoder_actors, fit))
+            actor_memory = int(min(actor_memory, node_memory / plan.encoder_actors))
         # Backpressure: Ray Data keeps stage outputs within this budget, a few shards per stage.
         budget = int(
             min(
@@ -541,6 +551,7 @@ def _run_pipeline(
             batch_size=1,
             num_cpus=plan.actor_cpus,
             num_gpus=plan.actor_gpus,
+            memory=actor_memory,
             compute=ray.data.ActorPoolStrategy(size=plan.encoder_actors, max_tasks_in_flight_per_actor=2),
             fn_constructor_kwargs={
                 "model": model,
@@ -595,6 +606,17 @@ def _run_pipeline(
     finally:
         if started:
             ray.shutdown()
+
+
+def encoder_memory(model, shard_bytes: int) -> int:
+    """Bytes an encoder actor holds: a worker, the towers' weights (as big as their files: fp32 in, fp32 in
+    memory) and a shard in and out twice over."""
+    weights = 0
+    for located in (model.clip, model.moge):
+        path = Path(located.path)
+        files = [path] if path.is_file() else [p for p in path.rglob("*") if p.suffix in WEIGHT_SUFFIXES]
+        weights += sum(f.stat().st_size for f in files)
+    return DECODE_WORKER_MEMORY + weights + 2 * shard_bytes
 
 
 def steady_rate(encoded: list[tuple[str, float, int]]) -> float:

@@ -50,7 +50,7 @@ LATEST = "latest"
 TRAINER_STATE = "trainer_state.json"
 KEEP_CHECKPOINTS = 2
 # Options a rerun may change without changing what it computes (everything else must match to resume).
-RESUME_FREE = ("out", "save_every", "num_workers", "merge_lora", "attn")
+RESUME_FREE = ("out", "save_every", "num_workers", "merge_lora", "attn", "gradient_checkpointing")
 # Filled from the data and the model once they are read (so compared only after they are known).
 DERIVED = (
     "num_samples",
@@ -207,6 +207,10 @@ def setup(config: TrainConfig, features=None) -> Run:
     torch.manual_seed(resolved.seed)  # LoRA's initialisation
     lora = LoraSettings(**resolved.lora) if resolved.lora else None
     trainable = configure_stage(model, resolved.stage, lora)
+    if resolved.gradient_checkpointing:  # non-reentrant: the adapters' gradients flow through it as they are
+        model.language_model.gradient_checkpointing_enable(
+            gradient_checkpointing_kwargs={"use_reentrant": False}
+        )
     model.train()
 
     # engine
@@ -469,6 +473,7 @@ def micro_step(run: Run, batch: dict, micro: int):
         labels=batch["labels"].to(run.device),
         clip_features=clip,
         moge_features=moge,
+        use_cache=False,  # training needs no KV cache (and gradient checkpointing refuses one)
     )
     run.engine.backward(out.loss)
     run.engine.step()

@@ -49,6 +49,7 @@ class TrainConfig:
     skip_invalid: bool = False
     image_aspect_ratio: str | None = None  # online pixels (None: the stage's); cached runs use the store's
     precision: str | None = None  # bf16 | fp32; None: bf16 on GPU (the reference's), fp32 on CPU
+    gradient_checkpointing: bool = True  # LLaVA's scripts: a 7B LLM's activations at batch 16 need it
 
 
 @dataclass(frozen=True)
@@ -119,6 +120,7 @@ class Resolved:
     skip_invalid: bool = False
     image_aspect_ratio: str | None = None  # as given; then filled with what the run uses
     precision: str = "fp32"  # bf16: weights in bf16 and DeepSpeed's bf16 mode (fp32 master weights)
+    gradient_checkpointing: bool = True  # recompute the LLM's activations in backward (same numbers)
     # filled once the model and the data are read
     model_parts: dict | None = None
     num_samples: int = 0
@@ -187,6 +189,7 @@ def resolve(config: TrainConfig, world_size: int, device: str) -> Resolved:
         attn=config.attn, merge_lora=config.merge_lora, device=device, skip_invalid=config.skip_invalid,
         image_aspect_ratio=config.image_aspect_ratio,
         precision=config.precision or ("bf16" if device == "cuda" else "fp32"),
+        gradient_checkpointing=config.gradient_checkpointing,
     )  # fmt: skip
 
 
