@@ -210,11 +210,12 @@ def engine_for(model, stage: int, batch: int, attn: str, device, workdir: Path):
     import deepspeed
 
     from sgeo.jobs.deepspeed_config import deepspeed_config
+    from sgeo.jobs.train import checkpoint_activations
     from sgeo.jobs.train_recipe import TrainConfig, resolve
     from sgeo.model import LoraSettings, configure_stage
 
     configure_stage(model, stage, LoraSettings() if stage == 2 else None)  # stage 2: LoRA r=128, alpha 256
-    model.language_model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    checkpoint_activations(model.language_model)  # as `sgeo train` does by default
     config = TrainConfig(stage=stage, data=workdir / "none.json", out=workdir / "out", store="none",
                          batch_size=batch, grad_accum=1, precision="bf16", attn=attn)  # fmt: skip
     resolved = resolve(config, world_size=1, device=device.type)

@@ -207,10 +207,8 @@ def setup(config: TrainConfig, features=None) -> Run:
     torch.manual_seed(resolved.seed)  # LoRA's initialisation
     lora = LoraSettings(**resolved.lora) if resolved.lora else None
     trainable = configure_stage(model, resolved.stage, lora)
-    if resolved.gradient_checkpointing:  # non-reentrant: the adapters' gradients flow through it as they are
-        model.language_model.gradient_checkpointing_enable(
-            gradient_checkpointing_kwargs={"use_reentrant": False}
-        )
+    if resolved.gradient_checkpointing:
+        checkpoint_activations(model.language_model)
     model.train()
 
     # engine
@@ -253,6 +251,15 @@ def setup(config: TrainConfig, features=None) -> Run:
         run.out.mkdir(parents=True, exist_ok=True)
         _write_json(run.out / "train_config.json", asdict(resolved))
     return run
+
+
+def checkpoint_activations(llm) -> None:
+    """Recompute the LLM's activations in backward (non-reentrant: the adapters' gradients flow through)."""
+    enable = getattr(llm, "activation_checkpointing_enable", None)  # transformers >= 5
+    if enable is not None:
+        enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    else:
+        llm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
 
 
 def _aspect_mode(resolved: Resolved, features) -> str:
