@@ -355,11 +355,16 @@ def argmax_margins(model, common: dict, new_tokens, eos: int):
     import torch
 
     prompt, mask = common["input_ids"], common["attention_mask"]
-    full = torch.cat([prompt, new_tokens], dim=1)  # [B, P + K]
-    full_mask = torch.cat([mask, torch.ones_like(new_tokens)], dim=1)
     with torch.no_grad():
-        logits = model(input_ids=full, attention_mask=full_mask, clip_features=common["clip_features"],
-                       moge_features=common["moge_features"], use_cache=False).logits.float()  # fmt: skip
+        # the prompt as generate embeds it, then the new tokens as plain tokens (a new token may be the id of
+        # `<image>` where that id is in the vocabulary, as in the tiny preset's)
+        prompt_embeds = model.embed_inputs(prompt, clip_features=common["clip_features"],
+                                           moge_features=common["moge_features"])  # [B, P, H]  # fmt: skip
+        embeds = torch.cat([prompt_embeds, model.get_input_embeddings()(new_tokens)], dim=1)  # [B, P + K, H]
+        full_mask = torch.cat([mask, torch.ones_like(new_tokens)], dim=1)
+        logits = model.language_model(
+            inputs_embeds=embeds, attention_mask=full_mask, use_cache=False
+        ).logits.float()
     chooser = logits[:, prompt.shape[1] - 1 : -1]  # [B, K, V]: the logits each new token was chosen from
     if eos is not None:
         chooser[..., eos] = float("-inf")

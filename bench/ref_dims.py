@@ -231,7 +231,11 @@ def main() -> None:
                          f"longest sequence {row['longest_sequence']}")  # fmt: skip
         print(f"{row['job']:<8} {row['seconds']:8.1f} {gib(row['peak_rss']):>13} {gib(row['peak_pss']):>13} "
               f"{row['load_1m']:5.1f}  {'; '.join(notes)}")  # fmt: skip
-    print(f"{'total':<8} {total:8.1f}")
+    setup = sum(row["seconds"] for row in rows if row["job"] == "preset")
+    print(
+        f"{'total':<8} {total:8.1f}"
+        + (f"  ({total - setup:.1f} without writing the preset)" if setup else "")
+    )
     for name in ("stage1", "stage2"):
         if name in figures:
             f = figures[name]

@@ -110,10 +110,15 @@ def test_extraction_autocasts_to_bf16_on_cpu(bf16_store, synthetic_root, tiny):
 
 
 def test_extract_precision_is_checked_before_ray(synthetic_root, tmp_path):
-    result = run_sgeo(
-        "extract", "--root", synthetic_root, "--store", tmp_path / "s.zarr", "--precision", "fp64"
-    )
-    assert result.returncode == 2 and "--precision" in result.stderr and "Traceback" not in result.stderr
+    from sgeo.errors import SgeoError
+    from sgeo.jobs.extract import ExtractConfig, run_extract
+
+    with pytest.raises(SgeoError, match="--precision"):
+        run_extract(ExtractConfig(root=synthetic_root, store=str(tmp_path / "s.zarr"), precision="fp64"))
+    with pytest.raises(SgeoError, match="--no-autocast"):
+        run_extract(ExtractConfig(root=synthetic_root, store=str(tmp_path / "s.zarr"), precision="bf16",
+                                  autocast=False))  # fmt: skip
+    assert not (tmp_path / "s.zarr").exists()
 
 
 # -- stage 2 in bf16 on the CPU accelerator --------------------------------------------------------
