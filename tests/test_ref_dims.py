@@ -132,3 +132,16 @@ def test_ref_dims_writer_is_deterministic_and_trains(small_llama, tmp_path):
     assert int((batch["input_ids"] == processor.image_token_id).sum()) == model.config.num_image_tokens
     out = model(batch["input_ids"], labels=batch["labels"], pixel_values=batch["pixel_values"])
     assert torch.isfinite(out.loss) and int((batch["labels"] != -100).sum()) > 0
+
+
+def test_eval_with_llavas_tokenization_in_bf16(small_llama, synthetic_root, tmp_path):
+    """Eval's prompts (a Template object) through LLaVA's tokenization, bf16 on CPU: every item answered."""
+    from sgeo.jobs.eval import EvalConfig, run_eval
+    from sgeo.jobs.score import read_answers
+
+    config = EvalConfig(data=synthetic_root / "eval" / "bench.json", out=tmp_path, bench="synthetic",
+                        model=str(small_llama / "spatialgeo"), limit=2, batch_size=2, max_new_tokens=3,
+                        precision="bf16")  # fmt: skip
+    run_eval(config, quiet=True)
+    answers = read_answers(tmp_path / "answers.jsonl")
+    assert len(answers) == 2 and not [a for a in answers if a.get("skipped") or a.get("error")], answers

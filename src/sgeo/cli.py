@@ -23,7 +23,7 @@ data_app = typer.Typer(no_args_is_help=True, help="Built-in datasets.")
 app.add_typer(cache_app, name="cache")
 app.add_typer(data_app, name="data")
 
-MODEL_HELP = "a preset (tiny, spatialgeo-7b) or a model directory"
+MODEL_HELP = "a preset (tiny, ref-dims, spatialgeo-7b) or a model directory"
 
 
 @app.command()
