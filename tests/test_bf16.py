@@ -15,7 +15,7 @@ import torch
 
 from conftest import run_sgeo
 
-SHARD, BATCH, LIMIT = 4, 2, 8
+SHARD, BATCH, LIMIT = 8, 2, 8  # one shard: one encoder actor to start
 
 
 # -- the switch ------------------------------------------------------------------------------------

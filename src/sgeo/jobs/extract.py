@@ -513,7 +513,7 @@ def _run_pipeline(
             plan = plan_resources(int(ray.cluster_resources().get("CPU", 1)), config.num_gpus)
         if config.num_gpus == 0 and plan.encoder_actors > len(pending):  # no idle model copies
             plan = replace(plan, encoder_actors=len(pending))
-        # Each actor asks Ray for the memory it holds (at ViT-L sizes ~3.4 GB), so Ray never packs more actors
+        # Each actor asks Ray for the memory it holds (at ViT-L sizes ~4 GB), so Ray never packs more actors
         # on a node than fit; CPU pools shrink to what the cluster's memory holds (at least one actor).
         actor_memory = encoder_memory(model, shard_bytes)
         node_memory = ray.cluster_resources().get("memory", 0)
@@ -609,14 +609,14 @@ def _run_pipeline(
 
 
 def encoder_memory(model, shard_bytes: int) -> int:
-    """Bytes an encoder actor holds: a worker, the towers' weights (as big as their files: fp32 in, fp32 in
-    memory) and a shard in and out twice over."""
+    """Bytes an encoder actor asks for: a worker, the towers' weights (as big as their files: fp32 in, fp32 in
+    memory) and a shard in and out twice over, with the quarter of headroom Ray Data's memory check wants."""
     weights = 0
     for located in (model.clip, model.moge):
         path = Path(located.path)
         files = [path] if path.is_file() else [p for p in path.rglob("*") if p.suffix in WEIGHT_SUFFIXES]
         weights += sum(f.stat().st_size for f in files)
-    return DECODE_WORKER_MEMORY + weights + 2 * shard_bytes
+    return DECODE_WORKER_MEMORY + int(1.25 * (weights + 2 * shard_bytes))
 
 
 def steady_rate(encoded: list[tuple[str, float, int]]) -> float:
