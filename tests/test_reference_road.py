@@ -286,7 +286,8 @@ def _generated_samples(n: int, seed: int = 0) -> list[tuple[str, dict]]:
 @pytest.mark.parametrize("legacy", [False, True])
 def test_token_ids_and_labels_equal_llavas(reference_env, tmp_path, legacy):
     """LLaVA-1.5's tokenizer says legacy=false, which switches on the round-length correction of
-    preprocess_v1; both branches of that rule are checked (with legacy=true, multi-turn rounds line up)."""
+    preprocess_v1 (a later round alone starts '▁' 'USER', in its conversation 'USER'); both branches of that
+    rule are checked."""
     import shutil
 
     from sgeo.model import SpatialGeoProcessor, load_processor
@@ -325,8 +326,7 @@ def test_token_ids_and_labels_equal_llavas(reference_env, tmp_path, legacy):
         kinds.add(kind)
         supervised += sum(label != IGNORE for label in want_labels) > 0
     assert len(kinds) == 7
-    # single-round samples always train; multi-turn ones only where the rounds line up (else LLaVA ignores them)
-    assert supervised == (180 if legacy else 120)
+    assert supervised == 180  # every sample with an answer trains: the rounds line up, as on Vicuna's tokenizer
     # the text after an image starts with SentencePiece's word-start piece, as LLaVA trained on it
     ids = processor.tokenize([{"from": "human", "value": "<image>\nWhat?"}], "vicuna_v1", True)["input_ids"]
     after = ids[ids.index(image_id) + width]

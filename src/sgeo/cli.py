@@ -23,7 +23,7 @@ data_app = typer.Typer(no_args_is_help=True, help="Built-in datasets.")
 app.add_typer(cache_app, name="cache")
 app.add_typer(data_app, name="data")
 
-MODEL_HELP = "a preset (tiny, spatialgeo-7b) or a model directory"
+MODEL_HELP = "a preset (tiny, ref-dims, spatialgeo-7b) or a model directory"
 
 
 @app.command()
@@ -68,7 +68,10 @@ def extract(
     autocast: bool = typer.Option(
         True,
         "--autocast/--no-autocast",
-        help="on GPU, encode under autocast to the store dtype (CPU: always fp32)",
+        help="on GPU, encode under autocast to the store dtype (CPU: fp32 unless --precision says)",
+    ),
+    precision: str | None = typer.Option(
+        None, help="encoder compute: bf16, fp16 or fp32 autocast on any device (default: see --autocast)"
     ),
 ):
     """Encode every image of a dataset once into a Zarr feature store (Ray Data)."""
@@ -90,6 +93,7 @@ def extract(
             limit=limit,
             image_aspect_ratio=image_aspect_ratio,
             autocast=autocast,
+            precision=precision,
         )
     )
 
@@ -126,6 +130,12 @@ def train(
         None, help="--online pixels: pad or crop (default: stage 1 crop, stage 2 pad, as LLaVA's scripts)"
     ),
     skip_invalid: bool = typer.Option(False, help="train without the samples that cannot be trained"),
+    precision: str | None = typer.Option(
+        None, help="bf16 (weights and DeepSpeed's bf16 mode) or fp32 (default: bf16 on GPU, fp32 on CPU)"
+    ),
+    gradient_checkpointing: bool = typer.Option(
+        True, help="recompute the LLM's activations in backward, as LLaVA's scripts (memory for time)"
+    ),
 ):
     """Train stage 1 or 2 with DeepSpeed on cached features."""
     options = dict(locals())  # before the import below adds names to locals()
@@ -145,6 +155,9 @@ def ask(
     load_4bit: bool = typer.Option(False, "--load-4bit"),
     load_8bit: bool = typer.Option(False, "--load-8bit"),
     device: str | None = typer.Option(None, help="cpu or cuda (default: cuda when available)"),
+    precision: str | None = typer.Option(
+        None, help="bf16, fp16 (GPU) or fp32 (default: bf16 on GPU, fp32 on CPU)"
+    ),
 ):
     """Answer a question about an image, recomputing its features on the fly."""
     options = dict(locals())  # before the imports below add names to locals()
@@ -207,6 +220,9 @@ def evaluate(
         help="OpenAI-compatible endpoint (e.g. http://127.0.0.1:8000/v1) to score as SpatialRGPT's judge",
     ),
     judge_model: str | None = typer.Option(None, help="the judge's model name (default: the first it lists)"),
+    precision: str | None = typer.Option(
+        None, help="bf16, fp16 (GPU) or fp32 (default: bf16 on GPU, fp32 on CPU)"
+    ),
 ):
     """Run a model over a spatial VQA benchmark and score it."""
     options = dict(locals())  # before the imports below add names to locals()
@@ -254,11 +270,12 @@ def data_synthetic(
     n: int = typer.Option(200, help="training images"),
     seed: int = typer.Option(0),
     n_eval: int | None = typer.Option(None, help="held-out images (default: max(20, n // 5))"),
+    image_size: int = typer.Option(224, help="side of the square images, in pixels"),
 ):
     """Render the synthetic spatial dataset (images, stage-1 captions, stage-2 QA, held-out bench)."""
     from .pipeline.synthetic import generate_synthetic
 
-    summary = generate_synthetic(out, n, seed, n_eval=n_eval)
+    summary = generate_synthetic(out, n, seed, n_eval=n_eval, image_size=(image_size, image_size))
     print(json.dumps(summary, indent=2, default=str))
 
 

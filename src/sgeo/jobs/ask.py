@@ -30,20 +30,32 @@ class AskConfig:
     load_4bit: bool = False
     load_8bit: bool = False
     device: str | None = None
+    precision: str | None = None  # bf16 | fp16 | fp32; None: bf16 on GPU (fp16 without bf16), fp32 on CPU
 
 
-def pick_device(device: str | None = None):
-    """(device, dtype): cuda in bf16 (fp16 where bf16 is unsupported) when available, else cpu in fp32."""
+PRECISIONS = ("bf16", "fp16", "fp32")
+
+
+def pick_device(device: str | None = None, precision: str | None = None):
+    """(device, dtype): cuda in bf16 (fp16 where bf16 is unsupported) when available, else cpu in fp32;
+    `precision` (bf16, fp16, fp32) overrides the dtype on either."""
     import torch
 
+    if precision not in (None, *PRECISIONS):
+        raise SgeoError(f"--precision must be one of {', '.join(PRECISIONS)}, got {precision}")
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     if device != "cpu" and not re.fullmatch(r"cuda(:\d+)?", device):
         raise SgeoError(f"--device must be cpu, cuda or cuda:N, got {device!r}")
     if device.startswith("cuda"):
         if not torch.cuda.is_available():
             raise SgeoError(f"--device {device} was asked for but no CUDA GPU is visible; use --device cpu")
-        return device, torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return device, torch.float32
+        default = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    else:
+        if precision == "fp16":
+            raise SgeoError("--precision fp16 needs a GPU (CPU kernels are bf16 or fp32); use bf16 on CPU")
+        default = torch.float32
+    named = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+    return device, named[precision] if precision else default
 
 
 def _quantize_language_model(model, bits: int, device: str) -> None:
@@ -93,15 +105,18 @@ def _quantize_language_model(model, bits: int, device: str) -> None:
 
 
 def load_for_inference(
-    model: str, device: str | None = None, load_4bit: bool = False, load_8bit: bool = False
-):
+    model: str, device: str | None = None, load_4bit: bool = False, load_8bit: bool = False,
+    precision: str | None = None,
+):  # fmt: skip
     """(model, processor) on the chosen device, towers attached; optionally with a 4/8-bit LLM."""
     from ..model import load_model
 
     if load_4bit and load_8bit:
         raise SgeoError("choose one of --load-4bit and --load-8bit")
-    device, dtype = pick_device(device)
     bits = 4 if load_4bit else 8 if load_8bit else None
+    if bits and precision:
+        raise SgeoError(f"--load-{bits}bit computes in fp16; drop --precision")
+    device, dtype = pick_device(device, precision)
     if bits is None:
         return load_model(model, dtype=dtype, device=device)
     if not device.startswith("cuda"):
@@ -170,7 +185,9 @@ def run_ask(config: AskConfig) -> dict | None:
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # "Loading weights" bars would mix with the answer
-    model, processor = load_for_inference(config.model, config.device, config.load_4bit, config.load_8bit)
+    model, processor = load_for_inference(
+        config.model, config.device, config.load_4bit, config.load_8bit, config.precision
+    )
     chat = ImageChat(model, processor, image)
     if config.question is not None:
         streamer = None if config.as_json else _streamer(processor)

@@ -30,12 +30,13 @@ def deepspeed_config(resolved: Resolved, model_config) -> dict:
         "optimizer.params.betas": list(resolved.betas),
         "optimizer.params.eps": EPS,
         "optimizer.params.weight_decay": resolved.weight_decay,
+        # the weights load in this dtype (train.py); DeepSpeed's bf16 mode keeps fp32 master weights of them
+        "bf16.enabled": resolved.precision == "bf16",
     }
     if config.get("scheduler", {}).get("type") == "WarmupCosineLR":  # else `cosine_schedule` (no "scheduler")
         decided["scheduler.params.total_num_steps"] = resolved.total_steps
         decided["scheduler.params.warmup_num_steps"] = max(1, resolved.warmup_steps)
     filled = {  # "auto" only
-        "bf16.enabled": resolved.device == "cuda",
         # On CPU, torch's AdamW: DeepSpeed's CPU FusedAdam keeps beta1^t, beta2^t as a running product in a
         # process-wide object, so a resumed run (pow instead of product) drifts from an uninterrupted one.
         "optimizer.params.torch_adam": resolved.device == "cpu",

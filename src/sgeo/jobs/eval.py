@@ -43,6 +43,7 @@ class EvalConfig:
     seed: int = 0  # sampling seed (reference protocol of SpatialRGPT-Bench)
     judge: str | None = None  # OpenAI-compatible endpoint that scores as SpatialRGPT's GPT-4 judge
     judge_model: str | None = None
+    precision: str | None = None  # bf16 | fp16 | fp32; None: bf16 on GPU, fp32 on CPU (see ask.pick_device)
 
 
 def run_eval(config: EvalConfig, loaded: tuple | None = None, quiet: bool = False) -> dict[str, Any]:
@@ -106,7 +107,11 @@ def run_eval(config: EvalConfig, loaded: tuple | None = None, quiet: bool = Fals
             f"eval: {blind} items have no <image> in their human turn; as in the reference, they get no image"
         )
     if todo:
-        model, processor = loaded if loaded is not None else load_for_inference(model_ref, config.device)
+        model, processor = (
+            loaded
+            if loaded is not None
+            else load_for_inference(model_ref, config.device, precision=config.precision)
+        )
         recorded = {**run, "model_name": str(config.model)}
         answer_items(model, processor, todo, prompts, root, answers, decoding, config.batch_size, recorded)
     judge = None

@@ -8,9 +8,14 @@ from ..model import load_config
 
 def _config_and_source(model: str):
     """The model's config and where its parts are; the reference preset's geometry when its files are absent
-    (parameter counts need no weights; loading it still fails, naming what is missing)."""
+    (parameter counts need no weights; loading it still fails, naming what is missing), and a random-init
+    preset's geometry whether or not it is written yet."""
     from ..model import resolve_model
+    from ..model.presets import PRESETS
 
+    preset = PRESETS.get(model)
+    if preset is not None and preset.geometry is not None:  # counted without writing gigabytes first
+        return preset.geometry()
     try:
         resolved = resolve_model(model)
     except SgeoError as missing:

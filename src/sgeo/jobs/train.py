@@ -140,7 +140,7 @@ def setup(config: TrainConfig, features=None) -> Run:
         from sgeo.cache import FeatureStore
 
         features = FeatureStore.open(resolved.store)
-    dtype = torch.bfloat16 if device_type == "cuda" else torch.float32
+    dtype = torch.bfloat16 if resolved.precision == "bf16" else torch.float32
     from sgeo.model import resolve_model
 
     model_ref = resolve_model(resolved.model)  # once; everything below loads through this object
@@ -203,6 +203,8 @@ def setup(config: TrainConfig, features=None) -> Run:
     torch.manual_seed(resolved.seed)  # LoRA's initialisation
     lora = LoraSettings(**resolved.lora) if resolved.lora else None
     trainable = configure_stage(model, resolved.stage, lora)
+    if resolved.gradient_checkpointing:
+        checkpoint_activations(model.language_model)
     model.train()
 
     # engine
@@ -244,6 +246,15 @@ def setup(config: TrainConfig, features=None) -> Run:
         run.out.mkdir(parents=True, exist_ok=True)
         write_json(run.out / "train_config.json", asdict(resolved))
     return run
+
+
+def checkpoint_activations(llm) -> None:
+    """Recompute the LLM's activations in backward (non-reentrant: the adapters' gradients flow through)."""
+    enable = getattr(llm, "activation_checkpointing_enable", None)  # transformers >= 5
+    if enable is not None:
+        enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    else:
+        llm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
 
 
 def _aspect_mode(resolved: Resolved, features) -> str:
@@ -398,6 +409,7 @@ def micro_step(run: Run, batch: dict, micro: int):
         labels=batch["labels"].to(run.device),
         clip_features=clip,
         moge_features=moge,
+        use_cache=False,  # training needs no KV cache (and gradient checkpointing refuses one)
     )
     loss = out.loss
     if not bool((batch["labels"] != IGNORE_INDEX).any()):

@@ -28,7 +28,7 @@ TRAINER_STATE = "trainer_state.json"
 DIGESTS = "digests.json"
 KEEP_CHECKPOINTS = 2
 # Options a rerun may change without changing what it computes (everything else must match to resume).
-RESUME_FREE = ("out", "save_every", "num_workers", "merge_lora", "attn")
+RESUME_FREE = ("out", "save_every", "num_workers", "merge_lora", "attn", "gradient_checkpointing")
 # Filled from the data and the model once they are read (so compared only after they are known).
 DERIVED = (
     "num_samples",

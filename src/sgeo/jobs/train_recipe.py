@@ -13,6 +13,7 @@ WEIGHT_DECAY = 0.0
 BETAS = (0.9, 0.999)
 EPS = 1e-8
 LORA_DROPOUT = 0.05
+PRECISIONS = ("bf16", "fp32")  # weights and DeepSpeed's mode; None: bf16 on GPU, fp32 on CPU
 
 
 @dataclass
@@ -47,6 +48,8 @@ class TrainConfig:
     online: bool = False
     skip_invalid: bool = False
     image_aspect_ratio: str | None = None  # online pixels (None: the stage's); cached runs use the store's
+    precision: str | None = None  # bf16 | fp32; None: bf16 on GPU (the reference's), fp32 on CPU
+    gradient_checkpointing: bool = True  # LLaVA's scripts: a 7B LLM's activations at batch 16 need it
 
 
 @dataclass(frozen=True)
@@ -116,6 +119,8 @@ class Resolved:
     device: str
     skip_invalid: bool = False
     image_aspect_ratio: str | None = None  # as given; then filled with what the run uses
+    precision: str = "fp32"  # bf16: weights in bf16 and DeepSpeed's bf16 mode (fp32 master weights)
+    gradient_checkpointing: bool = True  # recompute the LLM's activations in backward (same numbers)
     # filled once the model and the data are read
     model_parts: dict | None = None
     num_samples: int = 0
@@ -183,6 +188,8 @@ def resolve(config: TrainConfig, world_size: int, device: str) -> Resolved:
         clip_drop=config.clip_drop, group_by_length=config.group_by_length, num_workers=config.num_workers,
         attn=config.attn, merge_lora=config.merge_lora, device=device, skip_invalid=config.skip_invalid,
         image_aspect_ratio=config.image_aspect_ratio,
+        precision=config.precision or ("bf16" if device == "cuda" else "fp32"),
+        gradient_checkpointing=config.gradient_checkpointing,
     )  # fmt: skip
 
 
@@ -240,5 +247,7 @@ def check_config(config: TrainConfig) -> None:
         raise SgeoError(f"--num-workers must be >= 0, got {config.num_workers}")
     if config.image_aspect_ratio not in (None, "pad", "crop"):
         raise SgeoError(f"--image-aspect-ratio must be pad or crop, got {config.image_aspect_ratio}")
+    if config.precision not in (None, *PRECISIONS):
+        raise SgeoError(f"--precision must be one of {', '.join(PRECISIONS)}, got {config.precision}")
     if config.attn not in (None, "sdpa", "eager", "flash_attention_2"):
         raise SgeoError(f"--attn must be sdpa, eager or flash_attention_2, got {config.attn}")

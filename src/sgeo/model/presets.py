@@ -1,6 +1,8 @@
 """Named models: the preset registry. Every `--model` option takes a preset name or a model directory.
 
 - `tiny`: seeded random-init parts written under `$SGEO_HOME` (default `~/.cache/sgeo`) on first use.
+- `ref-dims`: the same, at the reference's shapes and dtypes (CLIP ViT-L/14-336, MoGe ViT-L, a bf16 Llama-7B-
+  shaped LLM with `$SGEO_REF_DIMS_LAYERS` layers, default 2, and LLaVA's tokenizer), to rehearse on CPU.
 - `spatialgeo-7b`: the reference parts (LLaVA-1.5-7B with CLIP ViT-L/14-336, MoGe ViT-L), from local paths or
   the HF cache (see `hub.py`). A missing part is an error naming it and how to point at it; never a fallback
   to `tiny`.
@@ -19,6 +21,8 @@ from pathlib import Path
 from ..errors import SgeoError
 
 TINY_VERSION = "tiny-v1"  # bump when the tiny recipe changes, so old homes are not reused
+REF_DIMS_VERSION = "ref-dims-v2"  # + the LLM depth: homes never mix models of different depths
+REF_DIMS_LAYERS_ENV = "SGEO_REF_DIMS_LAYERS"
 
 
 def sgeo_home() -> Path:
@@ -56,6 +60,39 @@ def _tiny():
     return resolve_directory(materialise(TINY_VERSION, write_tiny), "tiny")
 
 
+def ref_dims_layers() -> int:
+    """The LLM depth of the ref-dims preset: `$SGEO_REF_DIMS_LAYERS`, default 2 (Vicuna-7B has 32)."""
+    raw = os.environ.get(REF_DIMS_LAYERS_ENV, "").strip() or "2"
+    if not raw.isdigit() or int(raw) < 1:
+        raise SgeoError(
+            f"{REF_DIMS_LAYERS_ENV}={raw!r} is not a positive number of LLM layers; unset it or use e.g. 2"
+        )
+    return int(raw)
+
+
+def ref_dims_version() -> str:
+    """The home directory name of the ref-dims preset at the current depth."""
+    return f"{REF_DIMS_VERSION}-{ref_dims_layers()}l"
+
+
+def _ref_dims():
+    from functools import partial
+
+    from .resolve import resolve_directory
+    from .tiny import ref_dims, write_tiny
+
+    writer = partial(write_tiny, sizes=ref_dims(ref_dims_layers()))
+    return resolve_directory(materialise(ref_dims_version(), writer), "ref-dims")
+
+
+def _ref_dims_geometry():
+    from .tiny import geometry, ref_dims
+
+    where = sgeo_home() / "presets" / ref_dims_version() / "spatialgeo"
+    return geometry(ref_dims(ref_dims_layers())), {"preset": "ref-dims", "directory": str(where),
+                                                   "written": where.is_dir()}  # fmt: skip
+
+
 def _spatialgeo_7b():
     from .hub import REFERENCE_PARTS
     from .resolve import resolve_directory
@@ -75,12 +112,21 @@ class Preset:
     name: str
     summary: str
     resolve: Callable  # () -> ResolvedModel
+    # () -> (SpatialGeoConfig, description): a random-init preset's geometry without writing its files
+    geometry: Callable | None = None
 
 
 PRESETS: dict[str, Preset] = {
     preset.name: preset
     for preset in (
         Preset("tiny", "seeded random-init CLIP, MoGe (ViT-S/14) and a 2-layer Llama; 112 px", _tiny),
+        Preset(
+            "ref-dims",
+            "tiny's recipe at the reference's shapes: CLIP ViT-L/14-336, MoGe ViT-L, a bf16 Llama-7B-shaped LLM "
+            f"with ${REF_DIMS_LAYERS_ENV} layers (default 2), LLaVA's tokenizer",
+            _ref_dims,
+            geometry=_ref_dims_geometry,
+        ),
         Preset(
             "spatialgeo-7b", "LLaVA-1.5-7B + CLIP ViT-L/14-336 + MoGe ViT-L (local files)", _spatialgeo_7b
         ),

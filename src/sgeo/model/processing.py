@@ -181,7 +181,7 @@ class SpatialGeoProcessor:
     def _tokenize_llava(self, conversations, template, add_generation_prompt):
         from .llava_text import IMAGE_INDEX, plain_labels, tokenizer_image_token, v1_labels
 
-        template = get_template(template)
+        template = get_template(template) if isinstance(template, str) else template  # eval passes a Template
         text, _ = render(template, conversations, add_generation_prompt=add_generation_prompt)
         has_image = IMAGE_TOKEN in text
         if add_generation_prompt:

@@ -33,7 +33,10 @@ def _corpus(vocab_size: int, seed: int) -> list[str]:
         "".join(rng.choice(letters) for _ in range(rng.randint(3, 10))) for _ in range(vocab_size + 2000)
     ]
     lines = [" ".join(rng.choice(words) for _ in range(12)) for _ in range(4000)]
-    lines += [f"USER: {rng.choice(words)}? ASSISTANT: {rng.choice(words)}.</s>USER: ok" for _ in range(2000)]
+    # Like Llama's vocabulary, "USER" right after "</s>" is one piece and "▁USER" is not: alone, a later round
+    # then tokenizes one longer than in its conversation, which LLaVA's preprocess_v1 corrects (legacy=false).
+    lines += [f"{rng.choice(words)}.</s>USER: {rng.choice(words)}? ASSISTANT: {rng.choice(words)}.</s>USER:"
+              for _ in range(2000)]  # fmt: skip
     lines += [" ".join(rng.choice(filler) for _ in range(16)) for _ in range(max(2000, vocab_size))]
     lines += [" ".join(f"{i / 10:.1f} {i}" for i in range(k, k + 20)) for k in range(0, 400, 20)]
     return lines

@@ -24,9 +24,17 @@ class ExtractConfig:
     address: str | None = None
     limit: int | None = None
     image_aspect_ratio: str | None = None  # pad | crop; None: the dataset's default (see job.py)
-    autocast: bool = True  # on GPU, encode under autocast to the store dtype; CPU always encodes in fp32
+    autocast: bool = True  # on GPU, encode under autocast to the store dtype; CPU encodes in fp32
+    precision: str | None = None  # autocast to this on any device (fp32: none); None: as `autocast` says
     storage_options: dict | None = None  # fsspec options of an s3://... store (library use)
     progress: bool = True
+
+
+PRECISIONS = (
+    "bf16",
+    "fp16",
+    "fp32",
+)  # what the towers compute in (autocast); see shard_worker.autocast_dtype
 
 
 def check_config(config: ExtractConfig) -> None:
@@ -35,6 +43,12 @@ def check_config(config: ExtractConfig) -> None:
 
     if config.dtype not in ENCODINGS:
         raise SgeoError(f"--dtype {config.dtype!r} is not one of {', '.join(ENCODINGS)}")
+    if config.precision not in (None, *PRECISIONS):
+        raise SgeoError(f"--precision {config.precision!r} is not one of {', '.join(PRECISIONS)}")
+    if config.precision not in (None, "fp32") and not config.autocast:
+        raise SgeoError(
+            f"--precision {config.precision} autocasts; drop --no-autocast (or use --precision fp32)"
+        )
     for name in ("batch_size", "shard_size"):
         if getattr(config, name) < 1:
             raise SgeoError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(config, name)}")

@@ -19,12 +19,14 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
+
 from sgeo.errors import SgeoError
 
 from .config import ExtractConfig, ExtractSummary, check_config
 from .ray_runtime import configure_data_context, cpu_count, start_ray, unwrap
 from .resources import plan_resources
-from .shard_worker import ShardWorker
+from .shard_worker import ShardWorker, worker_memory
 
 
 def run_extract(config: ExtractConfig) -> ExtractSummary:
@@ -75,8 +77,16 @@ def _extract(config: ExtractConfig) -> ExtractSummary:
                  for k in pending]  # fmt: skip
         worker_args = {"model": model, "processor": processor, "store": store, "image_root": image_root,
                        "pixel_shape": pixel_shape, "dtype": config.dtype, "batch_size": config.batch_size,
-                       "autocast": config.autocast}  # fmt: skip
-        _run_pipeline(config, items, worker_args, sum(len(store.shard_rows(k)) for k in pending), summary)
+                       "autocast": config.autocast, "precision": config.precision}  # fmt: skip
+        from sgeo.cache.layout import encoding
+
+        enc = encoding(config.dtype)
+        shard_bytes = config.shard_size * (4 * int(np.prod(pixel_shape)) + enc.row_nbytes(model.config.clip_feature_shape)
+                                           + enc.row_nbytes(model.config.moge_feature_shape))  # fmt: skip
+        memory = worker_memory(model, shard_bytes)
+        _run_pipeline(
+            config, items, worker_args, memory, sum(len(store.shard_rows(k)) for k in pending), summary
+        )
     store.finalize()
     summary.seconds = time.perf_counter() - t0
     for line in summary.lines():
@@ -84,7 +94,8 @@ def _extract(config: ExtractConfig) -> ExtractSummary:
     return summary
 
 
-def _run_pipeline(config: ExtractConfig, items: list[dict], worker_args: dict, total: int, summary) -> None:
+def _run_pipeline(config: ExtractConfig, items: list[dict], worker_args: dict, memory: int, total: int,
+                  summary) -> None:  # fmt: skip
     import ray
     from tqdm import tqdm
 
@@ -104,10 +115,17 @@ def _run_pipeline(config: ExtractConfig, items: list[dict], worker_args: dict, t
         plan = plan_resources(num_cpus, config.num_gpus)
         if config.num_gpus == 0 and plan.workers > len(items):  # no idle copies of the towers
             plan = replace(plan, workers=len(items))
+        # Each worker asks Ray for the memory it holds (~4 GB at ViT-L sizes), so Ray never packs more of them
+        # on a node than fit; a CPU pool shrinks to what the cluster's memory holds (at least one worker).
+        node_memory = ray.cluster_resources().get("memory", 0)
+        if node_memory:
+            if config.num_gpus == 0:
+                plan = replace(plan, workers=min(plan.workers, max(1, int(node_memory // memory))))
+            memory = int(min(memory, node_memory / plan.workers))
         configure_data_context()
         ds = ray.data.from_items(items, override_num_blocks=len(items))
         ds = ds.map_batches(
-            ShardWorker, batch_size=1, num_cpus=plan.worker_cpus, num_gpus=plan.worker_gpus,
+            ShardWorker, batch_size=1, num_cpus=plan.worker_cpus, num_gpus=plan.worker_gpus, memory=memory,
             compute=ray.data.ActorPoolStrategy(size=plan.workers, max_tasks_in_flight_per_actor=2),
             fn_constructor_kwargs={**worker_args, "torch_threads": plan.torch_threads,
                                    "decode_threads": plan.decode_threads, "device": plan.device},

@@ -21,6 +21,9 @@ import numpy as np
 
 from sgeo.errors import SgeoError
 
+PROCESS_MEMORY = 768 << 20  # a worker imports torch and transformers
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
+
 
 def read_image(image_root: str, image_id: str, processor, pixel_shape) -> tuple[dict, np.ndarray | None]:
     """One image -> (manifest record, pixels [3, S, S] or None). Never raises for a bad file."""
@@ -79,11 +82,41 @@ def encode_shard(encoder, pixels, ok: np.ndarray, batch_size: int, dtype: str, a
     return clip_out, moge_out
 
 
+def autocast_dtype(precision: str | None, autocast: bool, device: str, store_dtype: str):
+    """The dtype the towers autocast to (None: fp32): --precision on any device, else the store's values on a
+    GPU (bf16 for a bf16 or fp8 store) and fp32 on the CPU."""
+    import torch
+
+    from sgeo.pipeline.features import value_dtype
+
+    if precision is None:
+        return (
+            value_dtype(store_dtype)
+            if autocast and device != "cpu" and value_dtype(store_dtype) != torch.float32
+            else None
+        )
+    return {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": None}[precision]
+
+
+def worker_memory(model, shard_bytes: int) -> int:
+    """Bytes a worker asks Ray for: the process (torch, transformers), the towers' weights (as big as their
+    files) and a shard of pixels and features, with the quarter of headroom Ray Data's memory check wants."""
+    from pathlib import Path
+
+    weights = 0
+    for located in (model.clip, model.moge):
+        path = Path(located.path)
+        files = [path] if path.is_file() else [p for p in path.rglob("*") if p.suffix in WEIGHT_SUFFIXES]
+        weights += sum(f.stat().st_size for f in files)
+    return PROCESS_MEMORY + int(1.25 * (weights + shard_bytes))
+
+
 class ShardWorker:
     """Ray Data actor: the towers, loaded once; one call reads, encodes and writes one shard."""
 
     def __init__(self, model, processor, store, image_root: str, pixel_shape: tuple, dtype: str, batch_size: int,
-                 torch_threads: int, decode_threads: int, device: str, autocast: bool):  # fmt: skip
+                 torch_threads: int, decode_threads: int, device: str, autocast: bool,
+                 precision: str | None = None):  # fmt: skip
         import torch
 
         from sgeo.model import load_encoders
@@ -93,11 +126,7 @@ class ShardWorker:
         self.processor, self.store, self.image_root = processor, store, image_root
         self.pixel_shape, self.dtype, self.batch_size = tuple(pixel_shape), dtype, batch_size
         self.pool = ThreadPoolExecutor(max(1, decode_threads), thread_name_prefix="sgeo-decode")
-        self.autocast_dtype = None
-        if device != "cpu" and autocast:
-            from sgeo.pipeline.features import value_dtype
-
-            self.autocast_dtype = value_dtype(dtype)
+        self.autocast_dtype = autocast_dtype(precision, autocast, device, dtype)
         self.name = f"{os.uname().nodename}:{os.getpid()}"  # throughput is measured per worker
 
     def _decode(self, image_id: str):
