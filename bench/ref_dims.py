@@ -21,10 +21,8 @@ the Ray object store of `extract` lives in /dev/shm), and the load average when 
 bytes per image (`sgeo cache info`), the visual tokens of a tokenized training sample (1152 = 2 x 576) and the
 longest training sequence of each stage, with how many samples have any supervised token.
 
-Stage 2 trains on the first round of each synthetic conversation: with LLaVA's tokenization and this
-preset's stand-in SentencePiece vocabulary, LLaVA's round-length rule for `legacy: false` tokenizers masks
-every multi-round conversation ("tokenization mismatch"), so multi-round samples train nothing and a batch
-of only those has a NaN loss. The bench prints how many of the full conversations would train.
+Stage 2 trains on the full multi-round synthetic conversations, tokenized as LLaVA does (its round-length
+rule for `legacy: false` tokenizers lines up on the preset's SentencePiece vocabulary as on Vicuna's).
 """
 
 from __future__ import annotations
@@ -104,13 +102,6 @@ def sgeo(*args) -> list[str]:
     return [sys.executable, "-m", "sgeo.cli", *map(str, args)]
 
 
-def first_rounds(qa_json: Path, out: Path) -> Path:
-    """The synthetic QA with only each conversation's first (image) round."""
-    samples = json.loads(qa_json.read_text())
-    out.write_text(json.dumps([{**s, "conversations": s["conversations"][:2]} for s in samples]))
-    return out
-
-
 def token_figures(model_dir: str, data: Path, template: str) -> dict:
     """Visual tokens per sample, the longest sequence and the samples with a supervised token, as the trainer
     tokenizes them (the model's own processor)."""
@@ -168,7 +159,7 @@ def main() -> None:
                          "--batch-size", 8, "--num-cpus", len(os.sched_getaffinity(0)))),
         ("stage1", sgeo("train", "--stage", 1, "--model", "ref-dims", "--data", data / "captions.json",
                         "--store", store, "--out", stage1, "--max-steps", args.stage1_steps, *train)),
-        ("stage2", sgeo("train", "--stage", 2, "--model", stage1, "--data", work / "stage2.json", "--store", store,
+        ("stage2", sgeo("train", "--stage", 2, "--model", stage1, "--data", data / "spatial_qa.json", "--store", store,
                         "--out", stage2, "--max-steps", args.stage2_steps, "--lora-r", 128, "--lora-alpha", 256,
                         "--merge-lora", *train)),
         ("eval", sgeo("eval", "--bench", "synthetic", "--data", data / "eval" / "bench.json", "--model",
@@ -190,8 +181,6 @@ def main() -> None:
         print(f"[ref-dims] {name} ...", file=sys.stderr, flush=True)
         row = run_job(name, [str(c) for c in command], logs, env)
         rows.append(row)
-        if name == "data":
-            first_rounds(data / "spatial_qa.json", work / "stage2.json")
         if name == "extract":
             info = json.loads(subprocess.run(sgeo("cache", "info", store, "--json"), env=env, check=True,
                                              capture_output=True, text=True).stdout)  # fmt: skip
@@ -201,10 +190,8 @@ def main() -> None:
         if name in ("stage1", "stage2"):
             template = "plain" if name == "stage1" else "vicuna_v1"
             source = "ref-dims" if name == "stage1" else str(stage1)
-            tokens = token_figures(source, data / "captions.json" if name == "stage1" else work / "stage2.json",
+            tokens = token_figures(source, data / "captions.json" if name == "stage1" else data / "spatial_qa.json",
                                    template)  # fmt: skip
-            if name == "stage2":
-                tokens["full_conversations"] = token_figures(source, data / "spatial_qa.json", template)
             metrics = [json.loads(line) for line in (work / name / "metrics.jsonl").read_text().splitlines()]
             tokens["losses"] = [m["loss"] for m in metrics]
             tokens["step_seconds"] = [args.batch_size / m["samples_per_s"] for m in metrics]
@@ -242,10 +229,6 @@ def main() -> None:
             print(f"{name}: losses {[f'{x:.4f}' for x in f['losses']]}, step seconds "
                   f"{[f'{x:.1f}' for x in f['step_seconds']]}, {f['supervised_samples']} of {f['samples']} "
                   "samples supervised")  # fmt: skip
-    if "stage2" in figures:
-        full = figures["stage2"]["full_conversations"]
-        print(f"stage2 full multi-round conversations: {full['supervised_samples']} of {full['samples']} would "
-              f"train (longest {full['longest']} tokens)")  # fmt: skip
     if "eval" in figures:
         print(f"eval: {figures['eval']['answered']} of {figures['eval']['items']} items answered")
     if "ask" in figures:
