@@ -209,9 +209,9 @@ def engine_for(model, stage: int, batch: int, attn: str, device, workdir: Path):
     """sgeo's DeepSpeed engine for `stage`: its stage freezing, its config (ZeRO-2, bf16), one rank."""
     import deepspeed
 
-    from sgeo.jobs.deepspeed_config import deepspeed_config
-    from sgeo.jobs.train import checkpoint_activations
-    from sgeo.jobs.train_recipe import TrainConfig, resolve
+    from sgeo.jobs.train.deepspeed_config import deepspeed_config
+    from sgeo.jobs.train.recipe import TrainConfig, resolve
+    from sgeo.jobs.train.setup import checkpoint_activations
     from sgeo.model import LoraSettings, configure_stage
 
     configure_stage(model, stage, LoraSettings() if stage == 2 else None)  # stage 2: LoRA r=128, alpha 256
@@ -480,7 +480,7 @@ def main() -> int:
         )
     started = time.perf_counter()
 
-    from sgeo.jobs.train import prepare_environment
+    from sgeo.jobs.train.environment import prepare_environment
 
     prepare_environment()  # one rank, no launcher
     import deepspeed

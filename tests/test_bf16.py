@@ -21,9 +21,9 @@ SHARD, BATCH, LIMIT = 8, 2, 8  # one shard: one encoder actor to start
 # -- the switch ------------------------------------------------------------------------------------
 def test_precision_defaults_and_deepspeed_bf16(tmp_path):
     from sgeo.errors import SgeoError
-    from sgeo.jobs.deepspeed_config import deepspeed_config
     from sgeo.jobs.extract import autocast_dtype
-    from sgeo.jobs.train_recipe import TrainConfig, check_config, resolve
+    from sgeo.jobs.train.deepspeed_config import deepspeed_config
+    from sgeo.jobs.train.recipe import TrainConfig, check_config, resolve
     from sgeo.model import load_config
 
     data = tmp_path / "d.json"

@@ -103,7 +103,7 @@ def _resume_into(out: Path, work: dict) -> list:
 
 
 def test_damaged_and_crafted_checkpoints_are_refused_and_never_run(work):
-    from sgeo.jobs.train_checkpoints import write_digests
+    from sgeo.jobs.train.checkpoints import write_digests
 
     template = _checkpointed(work, "trained")
     step = "checkpoints/step-0000002"

@@ -13,6 +13,7 @@ import pytest
 from PIL import Image
 
 from conftest import run_sgeo
+from sgeo.model.presets import REF_DIMS_VERSION
 from sgeo.model.tiny import TINY
 
 SMALL_LLAMA = replace(  # the ref-dims formats at tiny shapes
@@ -45,7 +46,7 @@ def test_info_gives_the_reference_counts_without_writing(tmp_path, monkeypatch):
     assert ours["visual_tokens_per_image"] == 1152
     assert ours["clip_features"] == [576, 1024] and ours["moge_features"] == [4, 576, 1024]
     assert ours["weights"]["written"] is False and ours["weights"]["directory"].endswith(
-        "ref-dims-v1-2l/spatialgeo"
+        f"{REF_DIMS_VERSION}-2l/spatialgeo"
     )
     assert store_plan("ref-dims", 1)["bytes_per_image"] == 576 * 1024 * 2 + 4 * 576 * 1024 * 2  # 5.9 MB
     # the depth is the only thing left out: at Vicuna-7B's 32 layers the LLM is the reference's too

@@ -326,7 +326,9 @@ def test_token_ids_and_labels_equal_llavas(reference_env, tmp_path, legacy):
         kinds.add(kind)
         supervised += sum(label != IGNORE for label in want_labels) > 0
     assert len(kinds) == 7
-    assert supervised == 180  # every sample with an answer trains: the rounds line up, as on Vicuna's tokenizer
+    assert (
+        supervised == 180
+    )  # every sample with an answer trains: the rounds line up, as on Vicuna's tokenizer
     # the text after an image starts with SentencePiece's word-start piece, as LLaVA trained on it
     ids = processor.tokenize([{"from": "human", "value": "<image>\nWhat?"}], "vicuna_v1", True)["input_ids"]
     after = ids[ids.index(image_id) + width]

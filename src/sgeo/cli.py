@@ -11,6 +11,7 @@ from pathlib import Path
 import typer
 
 from .errors import SgeoError
+from .model.stages import LoraSettings
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -118,8 +119,10 @@ def train(
     zero: int = typer.Option(2, help="ZeRO stage of the shipped config (2 or 3)"),
     save_every: int = typer.Option(500, help="checkpoint every N steps"),
     seed: int = typer.Option(42),
-    lora_r: int = typer.Option(128, help="LoRA rank of stage 2; 0 fine-tunes the whole LLM"),
-    lora_alpha: int = typer.Option(256),
+    lora_r: int | None = typer.Option(
+        None, help=f"LoRA rank of stage 2 (default {LoraSettings.r}); 0 fine-tunes the whole LLM"
+    ),
+    lora_alpha: int | None = typer.Option(None, help=f"LoRA alpha (default {LoraSettings.alpha})"),
     clip_drop: float = typer.Option(0.0, help="probability of zeroing an image's CLIP features (stage 2)"),
     group_by_length: bool = typer.Option(False, help="length-grouped batches, as LLaVA"),
     num_workers: int = typer.Option(1, help="data loader workers"),

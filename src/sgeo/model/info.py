@@ -6,6 +6,7 @@ import torch
 from accelerate import init_empty_weights
 
 from .configuration import SpatialGeoConfig
+from .stages import LoraSettings
 
 PARTS = ("clip_tower", "moge_tower", "clip_adapter", "moge_adapter", "llm")
 
@@ -14,9 +15,10 @@ def _count(module: torch.nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
-def parameter_counts(config: SpatialGeoConfig, lora_r: int = 128) -> dict[str, int]:
+def parameter_counts(config: SpatialGeoConfig, lora: LoraSettings | None = None) -> dict[str, int]:
+    """Per part, the totals, and what trains in each stage (stage 2 with `lora`, default LoraSettings())."""
     from .modeling import SpatialGeoForCausalLM
-    from .stages import LoraSettings, configure_stage
+    from .stages import configure_stage
     from .towers import VisionTowers
 
     # init_empty_weights (not torch.device("meta")): DINOv2 computes Python scalars while it builds.
@@ -33,6 +35,6 @@ def parameter_counts(config: SpatialGeoConfig, lora_r: int = 128) -> dict[str, i
     counts["total"] = sum(counts[p] for p in PARTS)
     counts["trainable_stage1"] = sum(p.numel() for p in model.moge_adapter.parameters())
     with init_empty_weights():
-        configure_stage(model, 2, LoraSettings(r=lora_r))
+        configure_stage(model, 2, lora or LoraSettings())
     counts["trainable_stage2"] = sum(p.numel() for p in model.parameters() if p.requires_grad)
     return counts

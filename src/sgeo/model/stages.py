@@ -6,14 +6,18 @@ Stage 1: the MoGe adapter only. Stage 2: both adapters and the LLM through LoRA.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
 
-from torch import nn
+if TYPE_CHECKING:
+    from torch import nn
 
 STAGES = (1, 2)
 
 
 @dataclass(frozen=True)
 class LoraSettings:
+    """Stage 2's LoRA, the reference recipe's (r=128, alpha=256): the one home of these defaults."""
+
     r: int = 128
     alpha: int = 256
     dropout: float = 0.05
@@ -21,6 +25,8 @@ class LoraSettings:
 
 def llm_linear_names(language_model: nn.Module) -> list[str]:
     """Every linear layer of the LLM except the output head (LLaVA's `find_all_linear_names`)."""
+    from torch import nn
+
     names = {
         name.split(".")[-1]
         for name, module in language_model.named_modules()

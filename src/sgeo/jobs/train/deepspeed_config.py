@@ -8,7 +8,7 @@ from pathlib import Path
 
 from sgeo.errors import SgeoError
 
-from .train_recipe import EPS, Resolved
+from .recipe import EPS, Resolved
 
 
 def deepspeed_config(resolved: Resolved, model_config) -> dict:

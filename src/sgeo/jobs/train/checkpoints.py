@@ -20,7 +20,7 @@ from pathlib import Path
 
 from sgeo.errors import SgeoError
 
-from .train_log import log
+from .log import log
 
 CHECKPOINTS = "checkpoints"
 LATEST = "latest"

@@ -7,12 +7,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sgeo.errors import SgeoError
+from sgeo.model.stages import LoraSettings
 
 WARMUP_RATIO = 0.03
 WEIGHT_DECAY = 0.0
 BETAS = (0.9, 0.999)
 EPS = 1e-8
-LORA_DROPOUT = 0.05
 PRECISIONS = ("bf16", "fp32")  # weights and DeepSpeed's mode; None: bf16 on GPU, fp32 on CPU
 
 
@@ -38,8 +38,8 @@ class TrainConfig:
     zero: int = 2
     save_every: int = 500
     seed: int = 42
-    lora_r: int = 128
-    lora_alpha: int = 256
+    lora_r: int | None = None  # None: LoraSettings' rank; 0 fine-tunes the whole LLM in stage 2
+    lora_alpha: int | None = None  # None: LoraSettings' alpha
     clip_drop: float = 0.0
     group_by_length: bool = False
     num_workers: int = 1
@@ -110,7 +110,7 @@ class Resolved:
     deepspeed: str | None
     save_every: int
     seed: int
-    lora: dict | None
+    lora: LoraSettings | None  # stage 2 with LoRA; None: stage 1, or the whole LLM trains
     clip_drop: float
     group_by_length: bool
     num_workers: int
@@ -164,6 +164,15 @@ def resolve_batch(recipe: StageRecipe, batch_size: int | None, grad_accum: int |
     return batch_size, grad_accum, target
 
 
+def lora_settings(config: TrainConfig) -> LoraSettings | None:
+    """Stage 2's LoRA (LoraSettings' defaults for what is not given); None in stage 1 and with --lora-r 0,
+    which fine-tunes the whole LLM instead."""
+    if config.stage != 2 or config.lora_r == 0:
+        return None
+    given = {"r": config.lora_r, "alpha": config.lora_alpha}
+    return LoraSettings(**{k: v for k, v in given.items() if v is not None})
+
+
 def resolve(config: TrainConfig, world_size: int, device: str) -> Resolved:
     """The one place where per-stage defaults are applied and the global batch is computed and checked."""
     recipe = STAGE_RECIPES[config.stage]
@@ -182,9 +191,7 @@ def resolve(config: TrainConfig, world_size: int, device: str) -> Resolved:
         epochs=config.epochs, max_steps=config.max_steps, model_max_length=config.model_max_length,
         zero=config.zero, deepspeed=str(Path(config.deepspeed).resolve()) if config.deepspeed else None,
         save_every=config.save_every, seed=config.seed,
-        # lora_r 0 in stage 2 fine-tunes the whole LLM instead of LoRA (what the tiny model needs to learn).
-        lora={"r": config.lora_r, "alpha": config.lora_alpha, "dropout": LORA_DROPOUT}
-        if config.stage == 2 and config.lora_r > 0 else None,
+        lora=lora_settings(config),
         clip_drop=config.clip_drop, group_by_length=config.group_by_length, num_workers=config.num_workers,
         attn=config.attn, merge_lora=config.merge_lora, device=device, skip_invalid=config.skip_invalid,
         image_aspect_ratio=config.image_aspect_ratio,
@@ -211,10 +218,12 @@ def check_config(config: TrainConfig) -> None:
             raise SgeoError(f"--{name.replace('_', '-')} must be a positive number, got {value}")
     if config.model_max_length < 1:
         raise SgeoError(f"--model-max-length must be positive, got {config.model_max_length}")
-    if config.lora_r < 0 or (config.lora_r > 0 and config.lora_alpha <= 0):
+    r = LoraSettings.r if config.lora_r is None else config.lora_r
+    alpha = LoraSettings.alpha if config.lora_alpha is None else config.lora_alpha
+    if r < 0 or (r > 0 and alpha <= 0):
         raise SgeoError(
             f"--lora-r must be 0 (fine-tune the whole LLM) or positive with a positive --lora-alpha, got "
-            f"r={config.lora_r}, alpha={config.lora_alpha}"
+            f"r={r}, alpha={alpha}"
         )
     if config.online:
         if config.image_root is None or not Path(config.image_root).is_dir():

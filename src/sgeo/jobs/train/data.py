@@ -1,0 +1,101 @@
+"""A run's data: the JSON samples checked and joined to the store's rows (or the image files online), the
+pixels' aspect mode, the store's fingerprint checked against the model, and the seeded batch plan."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from sgeo.errors import SgeoError
+
+from .log import log
+from .recipe import STAGE_RECIPES, Resolved
+
+
+@dataclass
+class Data:
+    dataset: object  # TrainingDataset
+    plan: object  # BatchPlan
+    total_steps: int
+
+
+def prepare_data(resolved: Resolved, features, processor, world_size: int) -> Data:
+    """Samples -> dataset and batch plan; every sample is checked before the first step (one-line refusal)."""
+    from sgeo.pipeline.training_data import (
+        BatchPlan,
+        TrainingDataset,
+        images_past_the_cut,
+        unsupervised_samples,
+    )
+
+    join = _join(resolved, features)
+    join.invalid += images_past_the_cut(join, processor, resolved.template)
+    if join.invalid:
+        if not resolved.skip_invalid:
+            raise SgeoError(join.refusal(resolved.data))
+        bad = {sample_id for sample_id, _ in join.invalid}
+        keep = [i for i, s in enumerate(join.samples) if str(s.get("id", i)) not in bad]
+        join.samples, join.rows = [join.samples[i] for i in keep], [join.rows[i] for i in keep]
+        join.counts["invalid"] = len(join.invalid)
+    log(f"data {resolved.data}: {join.summary()}")
+    if unsupervised := unsupervised_samples(join, processor, resolved.template):
+        log(
+            f"warning: {len(unsupervised[0])} of {unsupervised[1]} checked samples have every label ignored (e.g. "
+            f"{unsupervised[0][0]}): LLaVA's rule for rounds whose tokens do not line up with the template; check "
+            "that the tokenizer is the one the model was trained with"
+        )
+    dataset = TrainingDataset(
+        join, processor, resolved.template, resolved.image_root if resolved.online else None
+    )
+    plan = BatchPlan(len(dataset), resolved.batch_size, world_size, resolved.grad_accum, resolved.seed,
+                     lengths=tuple(dataset.lengths()) if resolved.group_by_length else None,
+                     has_image=tuple(dataset.has_image()))  # fmt: skip
+    if plan.steps_per_epoch == 0:
+        raise SgeoError(
+            f"{len(dataset)} usable samples do not fill one step of global batch {resolved.global_batch}; "
+            "lower --global-batch (or --batch-size / --grad-accum)"
+        )
+    return Data(dataset, plan, resolved.max_steps or math.ceil(resolved.epochs * plan.steps_per_epoch))
+
+
+def aspect_mode(resolved: Resolved, features) -> str:
+    """The pixels' aspect mode: the store's own (cached); online --image-aspect-ratio, else the stage's as in
+    LLaVA's scripts (pretraining: CLIP's resize + centre crop; finetuning: pad to a square)."""
+    if features is not None and not resolved.online:
+        mode = (features.fingerprint.get("preprocessing") or {}).get("image_aspect_ratio")
+        if resolved.image_aspect_ratio and mode and resolved.image_aspect_ratio != mode:
+            raise SgeoError(
+                f"--image-aspect-ratio {resolved.image_aspect_ratio} but the store was extracted with {mode}; "
+                "drop the option (a cached run uses the store's pixels) or re-extract"
+            )
+        if mode:
+            return mode
+    return resolved.image_aspect_ratio or STAGE_RECIPES[resolved.stage].image_aspect_ratio
+
+
+def check_features(features, model_ref, processor) -> None:
+    """Refuse a store made by other encoders or preprocessing; its storage dtype is its own business."""
+    from sgeo.cache import check_fingerprint
+    from sgeo.model.fingerprint import encoder_fingerprint
+
+    expected = encoder_fingerprint(
+        model_ref, processor.preprocessing_spec(), features.fingerprint.get("dtype")
+    )
+    check_fingerprint(getattr(features, "url", "(in memory)"), features.fingerprint, expected)
+
+
+def _join(resolved: Resolved, features):
+    from sgeo.pipeline.images import PathEscapeError, resolve_inside
+    from sgeo.pipeline.training_data import join_samples, load_samples, manifest_statuses
+
+    samples = load_samples(resolved.data)
+    statuses = manifest_statuses(features) if features is not None else None
+
+    def exists(image_id: str) -> bool:
+        try:
+            return resolve_inside(resolved.image_root, image_id).is_file()
+        except PathEscapeError:
+            return False
+
+    return join_samples(samples, statuses, needs_image=resolved.template == "plain",
+                        exists=exists if resolved.online else None)  # fmt: skip

@@ -1,0 +1,55 @@
+"""The process a training run lives in: the CPU accelerator and a single-rank environment when nobody
+launched it, torch threads on CPU, and DeepSpeed's chatter."""
+
+from __future__ import annotations
+
+import os
+import socket
+
+LAUNCHER_ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
+
+
+def prepare_environment() -> tuple[str, bool]:
+    """(device type, launched): the CPU accelerator and a single-rank environment when nobody launched us."""
+    import torch
+
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    cuda = torch.cuda.is_available()
+    if not cuda:
+        os.environ.setdefault("DS_ACCELERATOR", "cpu")
+    launched = "RANK" in os.environ and "WORLD_SIZE" in os.environ
+    if not launched:
+        os.environ.update(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", MASTER_ADDR="127.0.0.1",
+                          MASTER_PORT=str(_free_port()))  # fmt: skip
+    os.environ.setdefault("LOCAL_RANK", os.environ["RANK"])
+    os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
+    return ("cuda" if cuda else "cpu"), launched
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def cpu_threads(num_workers: int) -> int | None:
+    """On CPU, leave one core per loader worker (oversubscribed OpenMP threads spin and stall every op);
+    an explicit OMP_NUM_THREADS wins. Returns the previous thread count, to restore at cleanup."""
+    import torch
+
+    if "OMP_NUM_THREADS" in os.environ:
+        return None
+    cores = len(os.sched_getaffinity(0)) // int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    previous = torch.get_num_threads()
+    torch.set_num_threads(max(1, cores - num_workers))
+    return previous
+
+
+def quiet_deepspeed() -> None:
+    import logging
+
+    from deepspeed.utils import logger
+
+    logger.setLevel(logging.WARNING)
+    # On a machine with a CUDA toolkit but no GPU, building DeepSpeed's CPU comm op warns about the runtime.
+    logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)

@@ -1,0 +1,68 @@
+"""What a finished run leaves: the HF model directory (+ `lora/`, `merged/`), `trainable.json`, `loss.png`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .checkpoints import write_json
+from .log import log
+
+
+def _final_model(run):
+    """The trained model on rank 0 (None elsewhere). Under ZeRO-3 the trainable tensors are gathered and
+    loaded into a fresh copy of the starting model (the frozen ones never changed)."""
+    if run.engine.zero_optimization_stage() < 3:
+        return run.model if run.rank == 0 else None
+    import deepspeed
+
+    from sgeo.model import configure_stage, load_model
+
+    state = {}
+    for name, param in run.model.named_parameters():
+        if param.requires_grad:
+            with deepspeed.zero.GatheredParameters([param]):
+                if run.rank == 0:
+                    state[name] = param.detach().cpu().clone()
+    if run.rank != 0:
+        return None
+    fresh, _ = load_model(run.model_ref, load_towers=False, dtype=next(iter(state.values())).dtype)
+    configure_stage(fresh, run.resolved.stage, run.resolved.lora)
+    missing, unexpected = fresh.load_state_dict(state, strict=False)
+    if unexpected or set(state) - {n for n, _ in fresh.named_parameters()}:
+        raise RuntimeError(f"gathered tensors do not fit the starting model: {unexpected[:3]}")
+    return fresh
+
+
+def save_outputs(run) -> None:
+    """HF model dir (+ lora/, merged/), trainable.json, loss.png; rank 0 writes."""
+    import torch.distributed as dist
+
+    from sgeo.model.saving import save_trained
+    from sgeo.model.stages import stage_record
+
+    model = _final_model(run)
+    if run.rank == 0:
+        lora = run.resolved.lora
+        written = save_trained(model, run.processor, run.out, merge_lora=run.resolved.merge_lora)
+        write_json(run.out / "trainable.json", {"stage_record": stage_record(run.resolved.stage, lora),
+                                                 "towers_loaded": run.resolved.online, "trainable": run.trainable})  # fmt: skip
+        plot_loss(run.metrics, run.out / "loss.png", f"stage {run.resolved.stage}")
+        log("wrote " + ", ".join(f"{k} {v}" for k, v in written.items()))
+    dist.barrier()
+
+
+def plot_loss(metrics: list[dict], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.plot([m["step"] for m in metrics], [m["loss"] for m in metrics], lw=1)
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

@@ -1,0 +1,199 @@
+"""`setup`: everything a run needs, built in order (environment, recipe, data, model, DeepSpeed engine), with
+every user error raised before anything heavy is built."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+from dataclasses import asdict, dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from sgeo.errors import SgeoError
+
+from .checkpoints import CHECKPOINTS, check_resumable, write_json
+from .data import aspect_mode, check_features, prepare_data
+from .deepspeed_config import deepspeed_config
+from .environment import cpu_threads, prepare_environment, quiet_deepspeed
+from .log import log
+from .recipe import Resolved, TrainConfig, check_config, resolve
+
+
+@dataclass
+class Run:
+    """Everything `train` needs, built by `setup`."""
+
+    resolved: Resolved
+    rank: int
+    world_size: int
+    device: Any  # torch.device
+    engine: Any  # deepspeed.DeepSpeedEngine
+    model: Any  # SpatialGeoForCausalLM (engine.module)
+    processor: Any
+    dataset: Any
+    collator: Any
+    plan: Any
+    trainable: list[str]
+    owns_process_group: bool
+    model_ref: Any = None  # the ResolvedModel training started from
+    features: Any = None  # the FeatureStore (None online)
+    threads_before: int | None = None  # torch threads before setup (CPU), restored by cleanup
+    step: int = 0
+    metrics: list[dict] = dataclasses.field(default_factory=list)
+
+    @property
+    def out(self) -> Path:
+        return Path(self.resolved.out)
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.out / CHECKPOINTS
+
+
+def setup(config: TrainConfig, features=None) -> Run:
+    """Environment, data, model and DeepSpeed engine; user errors surface before any of them is built.
+
+    features: instead of opening `config.store`, read features from this object (FeatureStore's
+    `read`/`manifest`/`fingerprint`/`dtype` API).
+    """
+    check_config(config)
+    device_type, _ = prepare_environment()
+    import torch
+
+    from sgeo.model import configure_stage, load_model, resolve_model
+    from sgeo.model.saving import has_lora
+    from sgeo.pipeline.training_data import Collator
+
+    world_size = int(os.environ["WORLD_SIZE"])
+    resolved = resolve(config, world_size, device_type)
+    if device_type == "cpu" and resolved.attn == "flash_attention_2":
+        raise SgeoError("--attn flash_attention_2 needs a GPU (and the gpu extra); use sdpa on CPU")
+    check_resumable(resolved)
+
+    # data: JSON samples joined to store rows (the store's fingerprint must match the model's encoders)
+    if features is None and resolved.store is not None:
+        from sgeo.cache import FeatureStore
+
+        features = FeatureStore.open(resolved.store)
+    model_ref = resolve_model(resolved.model)  # once; everything below loads through this object
+    processor = model_ref.processor()
+    processor.image_aspect_ratio = aspect_mode(resolved, features)
+    if features is not None and not resolved.online:  # online, the store only picks the samples
+        check_features(features, model_ref, processor)
+    processor.model_max_length = resolved.model_max_length
+    data = prepare_data(resolved, features, processor, world_size)
+    total = data.total_steps
+    resolved = dataclasses.replace(
+        resolved, num_samples=len(data.dataset), steps_per_epoch=data.plan.steps_per_epoch, total_steps=total,
+        warmup_steps=math.ceil(resolved.warmup_ratio * total), image_aspect_ratio=processor.image_aspect_ratio,
+        model_parts=model_ref.describe(),
+    )  # fmt: skip
+    log(
+        f"stage {resolved.stage}: global batch {resolved.global_batch} = {resolved.batch_size} per device x "
+        f"{world_size} ranks x {resolved.grad_accum} accumulation; {total} steps "
+        f"({data.plan.steps_per_epoch} per epoch, {data.plan.samples_per_epoch} of {len(data.dataset)} samples "
+        "per epoch)"
+    )
+
+    # model: the towers only online; stage 2 starts from a model without LoRA
+    dtype = torch.bfloat16 if resolved.precision == "bf16" else torch.float32
+    model = load_model(
+        model_ref, load_towers=resolved.online, dtype=dtype, attn_implementation=resolved.attn
+    )[0]
+    if has_lora(model):
+        raise SgeoError(
+            f"--model {resolved.model} already carries a LoRA adapter; start stage {resolved.stage} from a model "
+            "without one (a stage-1 output, or the merged/ dir of a stage-2 output)"
+        )
+    torch.manual_seed(resolved.seed)  # LoRA's initialisation
+    trainable = configure_stage(model, resolved.stage, resolved.lora)
+    if resolved.gradient_checkpointing:
+        checkpoint_activations(model.language_model)
+    model.train()
+
+    engine, device, rank, owns_process_group, threads = _engine(model, resolved, device_type)
+    run = Run(
+        resolved=resolved, rank=rank, world_size=world_size, device=device, engine=engine, model=engine.module,
+        processor=processor, dataset=data.dataset, plan=data.plan, trainable=trainable,
+        collator=Collator(processor, None if resolved.online else features, model.config.clip_feature_shape,
+                          model.config.moge_feature_shape),
+        owns_process_group=owns_process_group, model_ref=model_ref, features=features, threads_before=threads,
+    )  # fmt: skip
+    if rank == 0:
+        run.out.mkdir(parents=True, exist_ok=True)
+        write_json(run.out / "train_config.json", asdict(resolved))
+    return run
+
+
+def _engine(model, resolved: Resolved, device_type: str):
+    """(DeepSpeed engine, device, rank, whether this run owns the process group, torch threads before)."""
+    import deepspeed
+    import torch
+    import torch.distributed as dist
+
+    quiet_deepspeed()
+    owns_process_group = not dist.is_initialized()
+    deepspeed.init_distributed(dist_backend="nccl" if device_type == "cuda" else "gloo", verbose=False)
+    threads = None
+    try:
+        rank = dist.get_rank()
+        if device_type == "cuda":
+            device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
+            torch.cuda.set_device(device)
+        else:
+            device = torch.device("cpu")
+            threads = cpu_threads(resolved.num_workers)
+        ds_config = deepspeed_config(resolved, model.config)
+        schedule = None if "scheduler" in ds_config else partial(cosine_schedule, warmup=resolved.warmup_steps,
+                                                                    total=resolved.total_steps)  # fmt: skip
+        engine, *_ = deepspeed.initialize(model=model, model_parameters=param_groups(model, resolved),
+                                          config=ds_config, lr_scheduler=schedule)  # fmt: skip
+    except BaseException:
+        if threads is not None:
+            torch.set_num_threads(threads)
+        if owns_process_group and dist.is_initialized():
+            deepspeed.comm.destroy_process_group()
+        raise
+    return engine, device, rank, owns_process_group, threads
+
+
+def checkpoint_activations(llm) -> None:
+    """Recompute the LLM's activations in backward (non-reentrant: the adapters' gradients flow through)."""
+    enable = getattr(llm, "activation_checkpointing_enable", None)  # transformers >= 5
+    if enable is not None:
+        enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    else:
+        llm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+
+
+def param_groups(model, resolved: Resolved) -> list[dict]:
+    """Stage 2: the adapters at the adapter lr, the rest (LoRA) at lr. Stage 1: one group."""
+    adapters = [
+        p for m in (model.clip_adapter, model.moge_adapter) for p in m.parameters() if p.requires_grad
+    ]
+    ids = {id(p) for p in adapters}
+    rest = [p for p in model.parameters() if p.requires_grad and id(p) not in ids]
+    if resolved.adapter_lr is None:
+        return [{"params": adapters + rest, "weight_decay": resolved.weight_decay}]
+    return [
+        {"params": rest, "weight_decay": resolved.weight_decay, "lr": resolved.lr},
+        {"params": adapters, "weight_decay": resolved.weight_decay, "lr": resolved.adapter_lr},
+    ]
+
+
+def cosine_schedule(optimizer, warmup: int, total: int):
+    """Linear warmup from 0, then cosine to 0, per param group (transformers' get_cosine_schedule_with_warmup).
+
+    Used unless the DeepSpeed config names its own "scheduler" (DeepSpeed's WarmupCosineLR lags this by
+    one step: its first two steps both run at lr 0)."""
+    from torch.optim.lr_scheduler import LambdaLR
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return step / max(1, warmup)
+        progress = (step - warmup) / max(1, total - warmup)
+        return max(0.0, 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress))))
+
+    return LambdaLR(optimizer, factor)
