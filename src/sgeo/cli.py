@@ -11,7 +11,9 @@ from pathlib import Path
 import typer
 
 from .errors import SgeoError
+from .model.presets import PRESETS
 from .model.stages import LoraSettings
+from .pipeline.names import BENCHMARKS, DATASETS
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -24,7 +26,8 @@ data_app = typer.Typer(no_args_is_help=True, help="Built-in datasets.")
 app.add_typer(cache_app, name="cache")
 app.add_typer(data_app, name="data")
 
-MODEL_HELP = "a preset (tiny, ref-dims, spatialgeo-7b) or a model directory"
+MODEL_HELP = f"a preset ({', '.join(PRESETS)}) or a model directory"
+BENCH_HELP = ", ".join(BENCHMARKS)
 
 
 @app.command()
@@ -45,7 +48,7 @@ def info(model: str = typer.Option("tiny", help=MODEL_HELP), as_json: bool = typ
 
 @app.command()
 def extract(
-    dataset: str = typer.Option("synthetic", help="coco, llava-pretrain, llava-mix665k, folder, synthetic"),
+    dataset: str = typer.Option("synthetic", help=", ".join(DATASETS)),
     root: Path = typer.Option(..., help="the dataset's root directory"),
     store: str = typer.Option(..., help="feature store path or URL (s3://...)"),
     model: str = typer.Option("tiny", help=MODEL_HELP),
@@ -141,10 +144,42 @@ def train(
     ),
 ):
     """Train stage 1 or 2 with DeepSpeed on cached features."""
-    options = dict(locals())  # before the import below adds names to locals()
     from .jobs.train import TrainConfig, run_train
 
-    run_train(TrainConfig(**options))
+    run_train(
+        TrainConfig(
+            stage=stage,
+            data=data,
+            store=store,
+            model=model,
+            out=out,
+            image_root=image_root,
+            lr=lr,
+            adapter_lr=adapter_lr,
+            batch_size=batch_size,
+            grad_accum=grad_accum,
+            global_batch=global_batch,
+            epochs=epochs,
+            max_steps=max_steps,
+            model_max_length=model_max_length,
+            deepspeed=deepspeed,
+            zero=zero,
+            save_every=save_every,
+            seed=seed,
+            lora_r=lora_r,
+            lora_alpha=lora_alpha,
+            clip_drop=clip_drop,
+            group_by_length=group_by_length,
+            num_workers=num_workers,
+            attn=attn,
+            merge_lora=merge_lora,
+            online=online,
+            image_aspect_ratio=image_aspect_ratio,
+            skip_invalid=skip_invalid,
+            precision=precision,
+            gradient_checkpointing=gradient_checkpointing,
+        )
+    )
 
 
 @app.command()
@@ -163,10 +198,22 @@ def ask(
     ),
 ):
     """Answer a question about an image, recomputing its features on the fly."""
-    options = dict(locals())  # before the imports below add names to locals()
     from .jobs.ask import AskConfig, run_ask
 
-    run_ask(AskConfig(**options))
+    run_ask(
+        AskConfig(
+            image=image,
+            question=question,
+            model=model,
+            temperature=temperature,
+            max_new_tokens=max_new_tokens,
+            as_json=as_json,
+            load_4bit=load_4bit,
+            load_8bit=load_8bit,
+            device=device,
+            precision=precision,
+        )
+    )
 
 
 @app.command()
@@ -183,15 +230,27 @@ def serve(
     load_8bit: bool = typer.Option(False, "--load-8bit"),
 ):
     """Web demo (Gradio) and OpenAI-compatible POST /v1/chat/completions for one model, on one server."""
-    options = dict(locals())  # before the import below adds names to locals()
     from .jobs.serve import ServeConfig, run_serve
 
-    run_serve(ServeConfig(**options))
+    run_serve(
+        ServeConfig(
+            model=model,
+            host=host,
+            port=port,
+            image_root=image_root,
+            temperature=temperature,
+            max_new_tokens=max_new_tokens,
+            max_request_mb=max_request_mb,
+            device=device,
+            load_4bit=load_4bit,
+            load_8bit=load_8bit,
+        )
+    )
 
 
 @app.command("eval")
 def evaluate(
-    bench: str = typer.Option("synthetic", help="spatialrgpt, spatialscore or synthetic"),
+    bench: str = typer.Option("synthetic", help=BENCH_HELP),
     data: Path = typer.Option(..., help="the benchmark file"),
     image_root: Path | None = typer.Option(
         None,
@@ -228,16 +287,34 @@ def evaluate(
     ),
 ):
     """Run a model over a spatial VQA benchmark and score it."""
-    options = dict(locals())  # before the imports below add names to locals()
     from .jobs.eval import EvalConfig, run_eval
 
-    run_eval(EvalConfig(**options))
+    run_eval(
+        EvalConfig(
+            bench=bench,
+            data=data,
+            image_root=image_root,
+            model=model,
+            out=out,
+            protocol=protocol,
+            multi_image=multi_image,
+            seed=seed,
+            batch_size=batch_size,
+            max_new_tokens=max_new_tokens,
+            limit=limit,
+            device=device,
+            format_hint=format_hint,
+            judge=judge,
+            judge_model=judge_model,
+            precision=precision,
+        )
+    )
 
 
 @app.command()
 def score(
     answers: Path = typer.Argument(..., help="answers.jsonl"),
-    bench: str = typer.Option("spatialrgpt", help="spatialrgpt, spatialscore or synthetic"),
+    bench: str = typer.Option("spatialrgpt", help=BENCH_HELP),
     out: Path | None = typer.Option(None, help="default: the answers file's folder"),
     judge: str | None = typer.Option(
         None, help="OpenAI-compatible endpoint to score as SpatialRGPT's judge (verdicts cached in ANSWERS)"

@@ -118,7 +118,7 @@ def check_resume(store, fingerprint, dtype, clip_shape, moge_shape, shard_size, 
                 f"store {store.url} has {key}={have} but {asked} was asked; use the same setting or another --store"
             )
     try:
-        stored = store._image_ids()
+        stored = store.image_ids()
     except SgeoError:
         stored = _rewrite_manifest(store, image_ids, paths)
     if stored != image_ids:
@@ -139,13 +139,13 @@ def _rewrite_manifest(store, image_ids: list[str], paths: list[str]) -> list[str
     """A damaged manifest.parquet, rebuilt from the image list a resuming writer gives, where every commit
     marker agrees with that list (the manifest's statuses come from the markers anyway)."""
     if len(image_ids) != store.num_rows:
-        raise store._manifest_error("it cannot be rebuilt: the image list has another length")
-    for k, marker in store._load_markers().items():
+        raise store.manifest_error("it cannot be rebuilt: the image list has another length")
+    for k, marker in store.load_markers().items():
         if any(rec["image_id"] != image_ids[rec["row"]] for rec in marker["records"]):
-            raise store._manifest_error(f"it cannot be rebuilt: shard {k} holds other images than the list")
+            raise store.manifest_error(f"it cannot be rebuilt: shard {k} holds other images than the list")
     store.location.put_atomic(MANIFEST, to_parquet_bytes(initial_table(image_ids, paths)))
     store._base, store._ids = None, None
-    return store._image_ids()
+    return store.image_ids()
 
 
 def missing_objects(store) -> str | None:

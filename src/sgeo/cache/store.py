@@ -203,7 +203,7 @@ class FeatureStore:
             "moge_sha256": sha256(moge),
             "row_sha256": {CLIP: [sha256(r) for r in clip], MOGE: [sha256(r) for r in moge]},
         }
-        ids = self._image_ids()[rows.start : rows.stop]
+        ids = self.image_ids()[rows.start : rows.stop]
         marker = f"{COMMITS}/{layout.marker_name(k)}"
         self._loc.remove_partials(marker)
         self._loc.rm(marker)  # a rewrite un-commits first: a marker never covers half-written arrays
@@ -296,11 +296,12 @@ class FeatureStore:
             name: np.empty((len(idx), *shape), self.encoding.words)
             for name, shape in self.stored_shapes.items()
         }
-        self._read_into(idx, out, self._checker.verifier(idx) if self.check_digests and idx else None)
+        self.read_into(idx, out, self._checker.verifier(idx) if self.check_digests and idx else None)
         clip, moge = out[CLIP], out[MOGE]
         return (clip[0], moge[0]) if single else (clip, moge)
 
-    def _read_into(self, idx: list[int], out: dict[str, np.ndarray], verify) -> None:
+    def read_into(self, idx: list[int], out: dict[str, np.ndarray], verify) -> None:
+        """Fill `out[name]` (one array per stored array) with rows `idx`; `verify(name, row, words)` or None."""
         readers = self._readers_or_none()
         if readers:
             read_rows(
@@ -325,27 +326,30 @@ class FeatureStore:
 
     # ---------------------------------------------------------------- manifest
 
-    def _manifest_error(self, why: str) -> SgeoError:
+    def manifest_error(self, why: str) -> SgeoError:
+        """The error for a damaged manifest.parquet, saying `why` and how to rewrite it."""
         return SgeoError(
             f"store {self.url}: manifest.parquet is damaged ({why}); rerun the same `sgeo extract` to rewrite "
             f"it (committed shards are kept), or see `sgeo cache verify {self.url}`"
         )
 
-    def _base_table(self) -> pa.Table:
+    def base_table(self) -> pa.Table:
+        """manifest.parquet as written at creation (statuses come from the commit markers), read once."""
         if self._base is None:
             try:
                 self._base = from_parquet_bytes(self._loc.cat(MANIFEST))
             except FileNotFoundError:
-                raise self._manifest_error("it is missing") from None
+                raise self.manifest_error("it is missing") from None
             except (OSError, ValueError, pa.ArrowException) as e:
-                raise self._manifest_error(" ".join(f"{type(e).__name__}: {e}".split())[:200]) from None
+                raise self.manifest_error(" ".join(f"{type(e).__name__}: {e}".split())[:200]) from None
             if self._base.num_rows != self.num_rows:
                 n = self._base.num_rows
                 self._base = None
-                raise self._manifest_error(f"it has {n} rows but the arrays have {self.num_rows}")
+                raise self.manifest_error(f"it has {n} rows but the arrays have {self.num_rows}")
         return self._base
 
-    def _load_markers(self) -> dict[int, dict]:
+    def load_markers(self) -> dict[int, dict]:
+        """The parsed commit marker of every committed shard, by shard index (each read once)."""
         done = self.committed_shards()
         self._markers = {k: m for k, m in self._markers.items() if k in done}
         todo = sorted(done - set(self._markers))
@@ -356,11 +360,12 @@ class FeatureStore:
 
     def manifest(self) -> pa.Table:
         """One row per image, statuses from the commit markers (rows of uncommitted shards are "pending")."""
-        return merge(self._base_table(), self._load_markers())
+        return merge(self.base_table(), self.load_markers())
 
-    def _image_ids(self) -> list[str]:
+    def image_ids(self) -> list[str]:
+        """Every row's image id, in row order."""
         if self._ids is None:
-            self._ids = self._base_table().column("image_id").to_pylist()
+            self._ids = self.base_table().column("image_id").to_pylist()
         return self._ids
 
     def uncommit(self, shards: list[int]) -> None:

@@ -53,7 +53,7 @@ def repair_store(url: str, storage_options: dict | None = None) -> dict:
 def find_problems(url: str, storage_options: dict | None = None, *, deep: bool = True) -> list[Problem]:
     try:
         store = FeatureStore.open(url, storage_options=storage_options)
-        base = store._base_table()
+        base = store.base_table()
     except SgeoError as e:
         return [(None, str(e))]
     except Exception as e:  # a damaged store can fail anywhere (parquet, json)

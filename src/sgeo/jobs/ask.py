@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import SgeoError
+from ..model.conversation import IMAGE_TOKEN, get_template
 
 TEMPLATE = "vicuna_v1"
 
@@ -142,7 +143,7 @@ class ImageChat:
 
     def ask(self, question: str, temperature: float = 0.0, max_new_tokens: int = 256, streamer=None) -> dict:
         """Add a human turn, generate the reply (streamed if `streamer`), keep it; returns answer and counts."""
-        value = f"<image>\n{question}" if not self.turns else question
+        value = f"{IMAGE_TOKEN}\n{question}" if not self.turns else question
         turns = [*self.turns, {"from": "human", "value": value}]
         tokens = self.processor.tokenize(turns, self.template, add_generation_prompt=True)
         input_ids = self._tensor(tokens["input_ids"])  # [1, N]
@@ -208,8 +209,8 @@ def _streamer(processor):
 
 
 def _interactive(chat: ImageChat, processor, config: AskConfig) -> None:
-    """LLaVA's CLI loop: `USER: ` prompts until an empty line or end of input."""
-    user, assistant = "USER", "ASSISTANT"
+    """LLaVA's CLI loop: `USER: ` prompts (the chat template's roles) until an empty line or end of input."""
+    user, assistant = get_template(chat.template).roles
     while True:
         try:
             question = input(f"{user}: ")

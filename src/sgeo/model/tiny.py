@@ -20,6 +20,8 @@ from pathlib import Path
 
 import torch
 
+from .conversation import IMAGE_TOKEN
+
 TINY_SEED = 0
 TOKENIZERS = ("bpe", "llama")
 WEIGHT_DTYPES = ("float32", "bfloat16")
@@ -119,7 +121,7 @@ def build_tokenizer(vocab_size: int = 1024):
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
-        special_tokens=["<unk>", "<s>", "</s>", "<image>"],
+        special_tokens=["<unk>", "<s>", "</s>", IMAGE_TOKEN],
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
@@ -133,7 +135,7 @@ def build_tokenizer(vocab_size: int = 1024):
         eos_token="</s>",
         unk_token="<unk>",
         pad_token="<unk>",
-        additional_special_tokens=["<image>"],
+        additional_special_tokens=[IMAGE_TOKEN],
         model_max_length=2048,
         padding_side="right",
     )
@@ -226,7 +228,7 @@ def _write_tokenizer(sizes: RandomInitSizes, llm_dir: Path):
     if sizes.tokenizer == "bpe":
         tokenizer = build_tokenizer(sizes.vocab_size)
         ids = _TokenIds(len(tokenizer), tokenizer.bos_token_id, tokenizer.eos_token_id,
-                        tokenizer.pad_token_id, tokenizer.convert_tokens_to_ids("<image>"))  # fmt: skip
+                        tokenizer.pad_token_id, tokenizer.convert_tokens_to_ids(IMAGE_TOKEN))  # fmt: skip
         return tokenizer, ids, lambda: tokenizer.save_pretrained(llm_dir)
     from .processing import load_tokenizer
     from .spm import write_llama_tokenizer

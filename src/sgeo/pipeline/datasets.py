@@ -19,6 +19,7 @@ from typing import Any, ClassVar
 from PIL import Image
 
 from sgeo.errors import SgeoError
+from sgeo.model.conversation import IMAGE_TOKEN
 from sgeo.pipeline.images import DEFAULT_MAX_PIXELS, load_image, resolve_inside
 
 CAPTION_PROMPT = "Describe the image briefly."
@@ -76,7 +77,7 @@ def _caption_sample(sample_id: str, image_id: str, caption: str) -> dict:
         "id": sample_id,
         "image": image_id,
         "conversations": [
-            {"from": "human", "value": f"<image>\n{CAPTION_PROMPT}"},
+            {"from": "human", "value": f"{IMAGE_TOKEN}\n{CAPTION_PROMPT}"},
             {"from": "gpt", "value": caption.strip()},
         ],
     }
