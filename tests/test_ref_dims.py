@@ -48,7 +48,8 @@ def test_info_gives_the_reference_counts_without_writing(tmp_path, monkeypatch):
     assert ours["weights"]["written"] is False and ours["weights"]["directory"].endswith(
         f"{REF_DIMS_VERSION}-2l/spatialgeo"
     )
-    assert store_plan("ref-dims", 1)["bytes_per_image"] == 576 * 1024 * 2 + 4 * 576 * 1024 * 2  # 5.9 MB
+    bf16 = store_plan("ref-dims", 1, "bf16")["encodings"]["bf16"]
+    assert bf16["bytes_per_image"] == 576 * 1024 * 2 + 4 * 576 * 1024 * 2  # 5.9 MB
     # the depth is the only thing left out: at Vicuna-7B's 32 layers the LLM is the reference's too
     monkeypatch.setenv("SGEO_REF_DIMS_LAYERS", "32")
     deep = model_info("ref-dims")

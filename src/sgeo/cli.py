@@ -142,6 +142,11 @@ def train(
     gradient_checkpointing: bool = typer.Option(
         True, help="recompute the LLM's activations in backward, as LLaVA's scripts (memory for time)"
     ),
+    visual_branches: str | None = typer.Option(
+        None,
+        help="clip or moge: an ablation that feeds the LLM one encoder's tokens (the other's are zeros), saved "
+        "with the model (default: the model's own, both for SpatialGeo)",
+    ),
 ):
     """Train stage 1 or 2 with DeepSpeed on cached features."""
     from .jobs.train import TrainConfig, run_train
@@ -178,6 +183,7 @@ def train(
             skip_invalid=skip_invalid,
             precision=precision,
             gradient_checkpointing=gradient_checkpointing,
+            visual_branches=visual_branches,
         )
     )
 
@@ -330,10 +336,13 @@ def score(
 @app.command()
 def quickstart(
     workdir: Path = typer.Option(Path("sgeo-quickstart"), help="where everything is written"),
-    n: int = typer.Option(200, help="synthetic training images"),
+    n: int | None = typer.Option(None, help="synthetic training images (default: the recipe's)"),
     seed: int = typer.Option(0),
-    n_eval: int | None = typer.Option(None, help="held-out images, 4 questions each (default: 100)"),
+    n_eval: int | None = typer.Option(None, help="held-out images, 4 questions each (default: the recipe's)"),
     max_steps: int | None = typer.Option(None, help="cap each training stage at N steps (smoke runs)"),
+    branches: bool = typer.Option(
+        True, help="also train stage 2 with CLIP tokens only and with MoGe tokens only, and score both"
+    ),
 ):
     """The main job end to end on the tiny preset: data, extract, stage 1, stage 2, eval, ask."""
     from dataclasses import replace
@@ -341,7 +350,7 @@ def quickstart(
     from .jobs.quickstart import QUICKSTART, run_quickstart
 
     given = {k: v for k, v in {"n_eval": n_eval, "max_steps": max_steps}.items() if v is not None}
-    run_quickstart(workdir=workdir, n=n, seed=seed, recipe=replace(QUICKSTART, **given))
+    run_quickstart(workdir=workdir, n=n, seed=seed, recipe=replace(QUICKSTART, branches=branches, **given))
 
 
 @data_app.command("synthetic")

@@ -10,9 +10,7 @@ side and a best-constant-answer baseline computed from the held-out ground truth
 from __future__ import annotations
 
 import json
-import statistics
 import time
-from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -31,6 +29,8 @@ class QuickstartRecipe:
     epochs (40) or more images (600) made the held-out scores no better: the model memorises its images.
     """
 
+    model: str = "tiny"
+    n: int = 200  # training images
     n_eval: int | None = 100  # held-out images, 4 questions each (~14 per category)
     stage1_epochs: float = 1.0  # stage 1 only aligns the MoGe adapter; it matters little here
     stage1_global_batch: int = 16
@@ -46,85 +46,81 @@ class QuickstartRecipe:
     eval_max_new_tokens: int = 32
     # The synthetic training QA carries no answer-format instructions, so the bench is asked without them.
     format_hint: bool = False
+    gradient_checkpointing: bool = False  # a 2-layer LLM's activations are small; recomputing them costs time
+    branches: bool = True  # also train and score stage 2 with CLIP tokens only and with MoGe tokens only
 
 
 QUICKSTART = QuickstartRecipe()
-STEPS = 7
+BRANCH_RUNS = (("clip", "CLIP only"), ("moge", "MoGe only"))  # (visual_branches, label)
 
 
 def run_quickstart(
     workdir: str | Path = "sgeo-quickstart",
-    n: int = 200,
+    n: int | None = None,
     seed: int = 0,
     recipe: QuickstartRecipe = QUICKSTART,
 ) -> dict[str, Any]:
-    """Run (or continue) the quickstart in `workdir`; returns the paths, timings and both score summaries."""
-    from .eval import EvalConfig, run_eval
+    """Run (or continue) the quickstart in `workdir`; returns the paths, timings and every score summary."""
+    from ..pipeline.benchmarks import load_benchmark
+    from ..pipeline.scoring import comparison_table, constant_baseline
     from .extract import ExtractConfig, run_extract
-    from .train import TrainConfig, run_train
 
+    n = recipe.n if n is None else n
     if n < 1:
         raise SgeoError(f"--n must be a positive number of images, got {n}")
     work = Path(workdir).resolve()
+    data = work / "data"
     paths = {
-        "data": work / "data", "store": work / "features.zarr", "stage1": work / "stage1", "stage2": work / "stage2",
-        "eval_untrained": work / "eval-untrained", "eval_trained": work / "eval-trained",
-    }  # fmt: skip
-    bench = paths["data"] / "eval" / "bench.json"
+        "data": data,
+        "store": work / "features.zarr",
+        "stage1": work / "stage1",
+        "stage2": work / "stage2",
+    }
+    # (label, visual branches, output) of each stage-2 run: SpatialGeo, then one branch at a time
+    stage2 = [("trained", "both", paths["stage2"])]
+    if recipe.branches:
+        stage2 += [(label, branch, work / f"stage2-{branch}-only") for branch, label in BRANCH_RUNS]
+    paths.update({f"stage2 {label}": out for label, _, out in stage2[1:]})
+    runs = {"untrained": recipe.model, **{label: out for label, _, out in stage2}}
+    bench = data / "eval" / "bench.json"
+    steps = _Steps(total=3 + len(stage2) + len(runs) + 1)
     work.mkdir(parents=True, exist_ok=True)
-    print(f"sgeo quickstart: tiny preset, {n} synthetic training images, seed {seed}, in {work}", flush=True)
-    timings: dict[str, float] = {}
+    print(f"sgeo quickstart: {recipe.model} preset, {n} synthetic training images, seed {seed}, in {work}",
+          flush=True)  # fmt: skip
     start = time.perf_counter()
 
-    with _step(
-        1, "synthetic data", paths["data"], timings, done=(paths["data"] / "meta.json").is_file()
-    ) as todo:
+    with steps("synthetic data", data, done=(data / "meta.json").is_file()) as todo:
         if todo:
             from ..pipeline.synthetic import generate_synthetic
 
-            summary = generate_synthetic(paths["data"], n, seed, n_eval=recipe.n_eval, overwrite=True)
+            summary = generate_synthetic(data, n, seed, n_eval=recipe.n_eval, overwrite=True)
             print(f"      {summary['images']} training images, {summary['qa_turns']} QA turns; "
                   f"held out: {summary['eval_images']} images, {summary['bench_items']} questions")  # fmt: skip
 
-    with _step(2, "extract features", paths["store"], timings, done=_store_complete(paths["store"])) as todo:
+    with steps("extract features", paths["store"], done=_store_complete(paths["store"])) as todo:
         if todo:
-            run_extract(ExtractConfig(root=paths["data"], store=str(paths["store"]), dataset="synthetic",
-                                      model="tiny", batch_size=16, shard_size=64))  # fmt: skip
+            run_extract(ExtractConfig(root=data, store=str(paths["store"]), dataset="synthetic",
+                                      model=recipe.model, batch_size=16, shard_size=64))  # fmt: skip
 
-    stages = {
-        1: {"data": paths["data"] / "captions.json", "model": "tiny", "epochs": recipe.stage1_epochs,
-            "global_batch": recipe.stage1_global_batch, "lr": recipe.stage1_lr},
-        2: {"data": paths["data"] / "spatial_qa.json", "model": str(paths["stage1"]), "epochs": recipe.stage2_epochs,
-            "global_batch": recipe.stage2_global_batch, "lr": recipe.stage2_lr, "adapter_lr": recipe.stage2_adapter_lr,
-            "lora_r": recipe.lora_r, "lora_alpha": recipe.lora_alpha},
-    }  # fmt: skip
-    for stage, options in stages.items():
-        out = paths[f"stage{stage}"]
-        what = "stage 1 (MoGe adapter, captions)" if stage == 1 else "stage 2 (adapters + LLM, spatial QA)"
-        with _step(2 + stage, what, out, timings, done=_trained(out)) as todo:
+    with steps("stage 1 (MoGe adapter, captions)", paths["stage1"], done=_trained(paths["stage1"])) as todo:
+        if todo:
+            _train(recipe, 1, data / "captions.json", recipe.model, paths, n, seed)
+    for label, branch, out in stage2:
+        what = "stage 2 (adapters + LLM, spatial QA)" + ("" if branch == "both" else f", {label} tokens")
+        with steps(what, out, done=_trained(out)) as todo:
             if todo:
-                # a small n (smoke runs) gets a global batch it can fill: per-device batch x accumulation
-                batch = min(options["global_batch"], n, 8)
-                accum = max(1, min(options["global_batch"], n) // batch)
-                run_train(TrainConfig(stage=stage, out=out, store=str(paths["store"]), batch_size=batch,
-                                      grad_accum=accum, max_steps=recipe.max_steps,
-                                      num_workers=0, save_every=10_000, seed=seed,
-                                      **{k: v for k, v in options.items() if k != "global_batch"}))  # fmt: skip
+                _train(recipe, 2, data / "spatial_qa.json", str(paths["stage1"]), paths, n, seed, out=out,
+                       branches=None if branch == "both" else branch)  # fmt: skip
 
     scores = {}
-    for label, model in (("untrained", "tiny"), ("trained", str(paths["stage2"]))):
-        out = paths[f"eval_{label}"]
-        with _step(4 + len(scores) + 1, f"eval of the {label} model ({model})", out, timings,
+    for label, model in runs.items():
+        out = work / f"eval-{label.lower().replace(' ', '-')}"
+        paths[f"eval {label}"] = out
+        with steps(f"eval of the {label} model ({Path(str(model)).name})", out,
                    done=(out / "scores.json").is_file()) as todo:  # fmt: skip
-            config = EvalConfig(data=bench, out=out, bench="synthetic", model=model, format_hint=recipe.format_hint,
-                                batch_size=recipe.eval_batch_size, max_new_tokens=recipe.eval_max_new_tokens)  # fmt: skip
-            scores[label] = (
-                run_eval(config, quiet=True)["scores"]
-                if todo
-                else json.loads((out / "scores.json").read_text())
-            )
+            scores[label] = _evaluate(recipe, bench, out, str(model)) if todo else _scores(out)
 
-    with _step(7, "ask the trained model", None, timings, done=False):
+    with steps("ask the trained model", None, done=False):
         example = _ask_example(bench)
         print(
             f"      sgeo ask {example['image']} {json.dumps(example['question'])} --model {paths['stage2']}"
@@ -136,37 +132,127 @@ def run_quickstart(
                           temperature=0.0, max_new_tokens=recipe.eval_max_new_tokens))  # fmt: skip
         print(f"      ground truth: {example['gt']}")
 
-    baseline = constant_baseline(bench)
+    baseline = constant_baseline(load_benchmark("synthetic", data / "train_bench.json"),
+                                 load_benchmark("synthetic", bench))  # fmt: skip
     total = time.perf_counter() - start
     print()
-    print(side_by_side(scores["untrained"], scores["trained"], baseline))
+    print(comparison_table({**scores, "constant": baseline}, answers=baseline["answers"]))
     print()
-    print(
-        "baseline: the best constant answer per category, chosen on the held-out answers themselves (majority "
-        "yes/no or first/second object for qualitative, median value or most common hour for quantitative)"
-    )
+    print("constant: the best single answer per category, chosen on questions about the training images "
+          "(yes/no or the first/second object named; the median value; the most common hour) and scored "
+          "on the held-out ones")  # fmt: skip
+    verdict = learning_verdict(scores["trained"], baseline)
+    print(verdict)
+    if recipe.branches:
+        print(branch_verdict(scores))
     print(f"\nwhere everything is ({total / 60:.1f} min in all):")
     for name, path in paths.items():
-        print(f"  {name:<15} {path}")
-    print(f'  {"ask":<15} sgeo ask IMAGE "QUESTION" --model {paths["stage2"]}')
-    result = {"paths": {k: str(v) for k, v in paths.items()}, "seconds": {**timings, "total": total},
-              "recipe": asdict(recipe), "n": n, "seed": seed, "untrained": scores["untrained"],
-              "trained": scores["trained"], "baseline": baseline}  # fmt: skip
+        print(f"  {name:<17} {path}")
+    print(f'  {"ask":<17} sgeo ask IMAGE "QUESTION" --model {paths["stage2"]}')
+    result = {"paths": {k: str(v) for k, v in paths.items()}, "seconds": {**steps.timings, "total": total},
+              "recipe": asdict(recipe), "n": n, "seed": seed, "scores": scores, "baseline": baseline,
+              "verdict": verdict}  # fmt: skip
     (work / "quickstart.json").write_text(json.dumps(result, indent=1) + "\n")
     return result
+
+
+def _train(recipe: QuickstartRecipe, stage: int, data: Path, model: str, paths: dict, n: int, seed: int,
+           out: Path | None = None, branches: str | None = None) -> None:  # fmt: skip
+    from .train import TrainConfig, run_train
+
+    if stage == 1:
+        epochs, global_batch, lr, adapter_lr = (
+            recipe.stage1_epochs,
+            recipe.stage1_global_batch,
+            recipe.stage1_lr,
+            None,
+        )
+    else:
+        epochs, global_batch, lr = recipe.stage2_epochs, recipe.stage2_global_batch, recipe.stage2_lr
+        adapter_lr = recipe.stage2_adapter_lr
+    # a small n (smoke runs) gets a global batch it can fill: per-device batch x accumulation
+    batch = min(global_batch, n, 8)
+    accum = max(1, min(global_batch, n) // batch)
+    lora = {} if stage == 1 else {"lora_r": recipe.lora_r, "lora_alpha": recipe.lora_alpha}
+    run_train(TrainConfig(
+        stage=stage, data=data, out=out or paths[f"stage{stage}"], store=str(paths["store"]), model=model,
+        epochs=epochs, lr=lr, adapter_lr=adapter_lr, batch_size=batch, grad_accum=accum,
+        max_steps=recipe.max_steps, num_workers=0, save_every=10_000, seed=seed, visual_branches=branches,
+        gradient_checkpointing=recipe.gradient_checkpointing, **lora,
+    ))  # fmt: skip
+
+
+def _evaluate(recipe: QuickstartRecipe, bench: Path, out: Path, model: str) -> dict:
+    from .eval import EvalConfig, run_eval
+
+    config = EvalConfig(data=bench, out=out, bench="synthetic", model=model, format_hint=recipe.format_hint,
+                        batch_size=recipe.eval_batch_size, max_new_tokens=recipe.eval_max_new_tokens)  # fmt: skip
+    return run_eval(config, quiet=True)["scores"]
+
+
+def _scores(out: Path) -> dict:
+    return json.loads((out / "scores.json").read_text())
+
+
+def learning_verdict(trained: dict, baseline: dict) -> str:
+    """One line: how far the trained model is above (or below) the constant answer, overall and per type."""
+    parts = []
+    for name, t, b in [("overall", trained["overall"], baseline["overall"])] + [
+        (kind, trained["by_type"][kind], baseline["by_type"][kind])
+        for kind in sorted(set(trained.get("by_type", {})) & set(baseline.get("by_type", {})))
+    ]:
+        parts.append(f"{name} {100 * (t['score'] - b['score']):+.1f}")
+    categories = set(trained.get("by_category", {})) & set(baseline.get("by_category", {}))
+    above = sum(trained["by_category"][c]["score"] > baseline["by_category"][c]["score"] for c in categories)
+    return (f"trained minus constant, points: {', '.join(parts)}; above it in {above} of {len(categories)} "
+            "categories")  # fmt: skip
+
+
+def branch_verdict(scores: dict) -> str:
+    """One line on what each branch adds, with the noise level of the bench's size."""
+    full, n = scores["trained"]["overall"]["score"], scores["trained"]["overall"]["n"]
+    # two independent runs on n questions near 50%: the standard error of their difference, in points
+    noise = 100 * (2 * 0.25 / max(n, 1)) ** 0.5
+    lines = []
+    for _, label in BRANCH_RUNS:
+        if label in scores:
+            lines.append(f"{label} {100 * (scores[label]['overall']['score'] - full):+.1f}")
+    gaps = [
+        abs(scores[label]["overall"]["score"] - full) * 100 for _, label in BRANCH_RUNS if label in scores
+    ]
+    verdict = (
+        "within noise: at these sizes the random-init towers' branches are interchangeable"
+        if max(gaps, default=0.0) < 2 * noise
+        else "the larger drop marks the branch the model leans on"
+    )
+    return (f"one branch instead of both, points overall: {', '.join(lines)} (noise ~{noise:.1f} points "
+            f"per difference on {n} questions; {verdict})")  # fmt: skip
+
+
+class _Steps:
+    """Numbers the steps and prints one line per step (skipped or done, with its time); each use yields
+    whether the step has to run."""
+
+    def __init__(self, total: int):
+        self.total, self.number, self.timings = total, 0, {}
+
+    def __call__(self, what: str, output: Path | None, done: bool) -> _step:
+        self.number += 1
+        return _step(self.number, self.total, what, output, self.timings, done)
 
 
 class _step:
     """Prints one line per step (skipped or done, with its time) and yields whether the step has to run."""
 
-    def __init__(self, number: int, what: str, output: Path | None, timings: dict, done: bool):
-        self.number, self.what, self.output, self.timings, self.done = number, what, output, timings, done
+    def __init__(self, number: int, total: int, what: str, output: Path | None, timings: dict, done: bool):
+        self.number, self.total, self.what, self.output = number, total, what, output
+        self.timings, self.done = timings, done
 
     def __enter__(self) -> bool:
         self.start = time.perf_counter()
         where = f" -> {self.output}" if self.output is not None else ""
         state = " (done already, skipped)" if self.done else ""
-        print(f"[{self.number}/{STEPS}] {self.what}{where}{state}", flush=True)
+        print(f"[{self.number}/{self.total}] {self.what}{where}{state}", flush=True)
         return not self.done
 
     def __exit__(self, kind, *_) -> None:
@@ -203,94 +289,3 @@ def _ask_example(bench: Path) -> dict[str, Any]:
         "question": item.extra.get("question", item.prompt),
         "gt": item.gt,
     }
-
-
-# -- the baseline and the side-by-side table -------------------------------------------------------
-def constant_baseline(bench: Path) -> dict[str, Any]:
-    """Per category, the score of the best single answer given to every question of that category, chosen on
-    the held-out ground truths themselves (so an upper bound for any constant answer):
-
-    qualitative: "Yes." / "No." for predicates, the first or the second object named for choices (the
-    majority answer); quantitative: the category's median value; direction: its most common hour.
-    Returns scores in the `aggregate` shape (by_category, by_type, overall) plus each category's answer.
-    """
-    from ..pipeline.benchmarks import load_benchmark
-    from ..pipeline.scoring import (
-        aggregate,
-        candidates_in,
-        parse_clock,
-        parse_quantity,
-        relation_of,
-        score_item,
-    )
-
-    by_category: dict[str, list] = defaultdict(list)
-    for item in load_benchmark("synthetic", bench):
-        by_category[item.qa_info["category"]].append(item)
-    records, answers = [], {}
-    for category, items in by_category.items():
-        policies = _policies(category, items, candidates_in, relation_of, parse_clock, parse_quantity)
-        best_name, best = None, None
-        for name, answer_of in policies.items():
-            scored = []
-            for item in items:
-                record = item.to_record(answer_of(item))
-                scored.append({**record, **score_item(record)})
-            if best is None or sum(r["success"] for r in scored) > sum(r["success"] for r in best):
-                best_name, best = name, scored
-        answers[category] = best_name
-        records.extend(best or [])
-    return {**aggregate(records), "answers": answers}
-
-
-def _policies(category, items, candidates_in, relation_of, parse_clock, parse_quantity) -> dict[str, Any]:
-    info = items[0].qa_info
-    if category == "direction":
-        hours = Counter(h for i in items if (h := parse_clock(i.gt)) is not None)
-        return {f"{h} o'clock": (lambda _, h=h: f"{h} o'clock") for h, _ in hours.most_common(1)} or {
-            "": lambda _: ""
-        }
-    if info.get("type") == "quantitative":
-        values = [v for i in items if (v := parse_quantity(i.gt)) is not None]
-        if not values:
-            return {"": lambda _: ""}
-        median = statistics.median(values)
-        return {f"{median:.2f} meters": lambda _: f"About {median:.2f} meters."}
-    rel = relation_of(category)
-
-    def nth(k: int):
-        def answer(item) -> str:
-            names = candidates_in(item.extra.get("question", item.prompt), rel)
-            return f"The {names[k]}." if len(names) > k else ""
-
-        return answer
-
-    return {"yes": lambda _: "Yes.", "no": lambda _: "No.", "first object": nth(0), "second object": nth(1)}
-
-
-def side_by_side(untrained: dict, trained: dict, baseline: dict) -> str:
-    """One row per type and category: n, untrained, trained, baseline (scores in %)."""
-    rows = [("", "n", "untrained", "trained", "baseline", "baseline answer")]
-
-    def row(name: str, key: str | None, part: str | None) -> tuple[str, ...]:
-        def get(scores: dict) -> dict:
-            return scores["overall"] if part is None else scores.get(part, {}).get(key, {})
-
-        cells = [get(s) for s in (untrained, trained, baseline)]
-        n = next((c["n"] for c in cells if "n" in c), 0)
-        pct = [f"{100 * c['score']:.1f}" if "score" in c else "" for c in cells]
-        answer = baseline.get("answers", {}).get(key, "") if part == "by_category" else ""
-        return (name, str(n), *pct, answer)
-
-    rows.append(row("overall", None, None))
-    types = sorted(set(untrained.get("by_type", {})) | set(trained.get("by_type", {})))
-    rows.extend(row(f"  {t}", t, "by_type") for t in types)
-    rows.append(("[category]", "", "", "", "", ""))
-    categories = sorted(set(untrained.get("by_category", {})) | set(trained.get("by_category", {})))
-    rows.extend(row(f"  {c}", c, "by_category") for c in categories)
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    lines = []
-    for r in rows:
-        cells = [r[0].ljust(widths[0]), *(c.rjust(w) for c, w in zip(r[1:5], widths[1:5], strict=True)), r[5]]
-        lines.append("  ".join(cells).rstrip())
-    return "\n".join(lines)

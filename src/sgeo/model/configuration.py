@@ -44,6 +44,8 @@ class SpatialGeoConfig(PretrainedConfig):
             `num_image_tokens` copies of it and the model scatters the fused visual tokens there.
         adapter_type: `mlp2x_gelu` (LLaVA-1.5) or `linear`.
         fusion: `interleave` (c0, m0, c1, m1, ...: 2T tokens) or `concat` (all CLIP then all MoGe tokens).
+        visual_branches: `both` (SpatialGeo), or `clip` / `moge`: an ablation whose other branch's tokens are
+            zeros (same sequence, no information), set when such a model is trained.
     """
 
     model_type = "spatialgeo"
@@ -67,6 +69,7 @@ class SpatialGeoConfig(PretrainedConfig):
         image_token_id: int = 32000,
         adapter_type: str = "mlp2x_gelu",
         fusion: str = "interleave",
+        visual_branches: str = "both",
         **kwargs,
     ):
         if isinstance(clip_vision_config, dict):
@@ -107,6 +110,7 @@ class SpatialGeoConfig(PretrainedConfig):
         self.image_token_id = image_token_id
         self.adapter_type = adapter_type
         self.fusion = fusion
+        self.visual_branches = visual_branches
         super().__init__(**kwargs)
         self._validate()
 
@@ -117,12 +121,13 @@ class SpatialGeoConfig(PretrainedConfig):
 
         # the registries are the one list of each kind: registering a new one makes it valid here
         from .adapters import adapter_types
-        from .fusion import FUSIONS
+        from .fusion import FUSIONS, VISUAL_BRANCHES
         from .towers import clip_backends
 
         check(self.clip_backend, clip_backends(), "clip_backend")
         check(self.adapter_type, adapter_types(), "adapter_type")
         check(self.fusion, sorted(FUSIONS), "fusion")
+        check(self.visual_branches, VISUAL_BRANCHES, "visual_branches")
         check(self.moge_input, MOGE_INPUTS, "moge_input")
         check(self.moge_backbone, DINOV2_WIDTHS, "moge_backbone")
         if self.moge_layers < 1:

@@ -21,6 +21,22 @@ def concat(clip_tokens: torch.Tensor, moge_tokens: torch.Tensor) -> torch.Tensor
 
 FUSIONS = {"interleave": interleave, "concat": concat}
 
+# Which encoders' tokens reach the LLM. An ablation zeroes the other branch's tokens in place, so the
+# sequence (and every position) stays that of the full model and only the information changes.
+VISUAL_BRANCHES = ("both", "clip", "moge")
+
+
+def keep_branches(
+    branches: str, clip_tokens: torch.Tensor, moge_tokens: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    if branches not in VISUAL_BRANCHES:
+        raise ValueError(f"unknown visual_branches {branches!r}; known: {list(VISUAL_BRANCHES)}")
+    if branches == "clip":
+        moge_tokens = torch.zeros_like(moge_tokens)
+    elif branches == "moge":
+        clip_tokens = torch.zeros_like(clip_tokens)
+    return clip_tokens, moge_tokens
+
 
 def fuse(name: str, clip_tokens: torch.Tensor, moge_tokens: torch.Tensor) -> torch.Tensor:
     if name not in FUSIONS:

@@ -16,7 +16,7 @@ from transformers import AutoModelForCausalLM, PreTrainedModel
 
 from .adapters import HierarchicalAdapter, build_adapter
 from .configuration import SpatialGeoConfig
-from .fusion import fuse
+from .fusion import fuse, keep_branches
 from .towers import VisionTowers
 
 
@@ -101,6 +101,7 @@ class SpatialGeoForCausalLM(PreTrainedModel):
         dtype = self.clip_adapter_dtype
         clip_tokens = self.clip_adapter(clip_features.to(device=self.device, dtype=dtype))  # [B, T, H]
         moge_tokens = self.moge_adapter(moge_features.to(device=self.device, dtype=dtype))  # [B, T, H]
+        clip_tokens, moge_tokens = keep_branches(self.config.visual_branches, clip_tokens, moge_tokens)
         return fuse(self.config.fusion, clip_tokens, moge_tokens)  # [B, 2T, H]
 
     @property

@@ -50,6 +50,7 @@ class TrainConfig:
     image_aspect_ratio: str | None = None  # online pixels (None: the stage's); cached runs use the store's
     precision: str | None = None  # bf16 | fp32; None: bf16 on GPU (the reference's), fp32 on CPU
     gradient_checkpointing: bool = True  # LLaVA's scripts: a 7B LLM's activations at batch 16 need it
+    visual_branches: str | None = None  # clip | moge: train (and save) an ablation; None: the model's
 
 
 @dataclass(frozen=True)
@@ -121,6 +122,7 @@ class Resolved:
     image_aspect_ratio: str | None = None  # as given; then filled with what the run uses
     precision: str = "fp32"  # bf16: weights in bf16 and DeepSpeed's bf16 mode (fp32 master weights)
     gradient_checkpointing: bool = True  # recompute the LLM's activations in backward (same numbers)
+    visual_branches: str | None = None  # set on the model before training (an ablation); None: keep
     # filled once the model and the data are read
     model_parts: dict | None = None
     num_samples: int = 0
@@ -196,7 +198,7 @@ def resolve(config: TrainConfig, world_size: int, device: str) -> Resolved:
         attn=config.attn, merge_lora=config.merge_lora, device=device, skip_invalid=config.skip_invalid,
         image_aspect_ratio=config.image_aspect_ratio,
         precision=config.precision or ("bf16" if device == "cuda" else "fp32"),
-        gradient_checkpointing=config.gradient_checkpointing,
+        gradient_checkpointing=config.gradient_checkpointing, visual_branches=config.visual_branches,
     )  # fmt: skip
 
 
@@ -258,5 +260,11 @@ def check_config(config: TrainConfig) -> None:
         raise SgeoError(f"--image-aspect-ratio must be pad or crop, got {config.image_aspect_ratio}")
     if config.precision not in (None, *PRECISIONS):
         raise SgeoError(f"--precision must be one of {', '.join(PRECISIONS)}, got {config.precision}")
+    from sgeo.model.fusion import VISUAL_BRANCHES
+
+    if config.visual_branches not in (None, *VISUAL_BRANCHES):
+        raise SgeoError(
+            f"--visual-branches must be one of {', '.join(VISUAL_BRANCHES)}, got {config.visual_branches}"
+        )
     if config.attn not in (None, "sdpa", "eager", "flash_attention_2"):
         raise SgeoError(f"--attn must be sdpa, eager or flash_attention_2, got {config.attn}")

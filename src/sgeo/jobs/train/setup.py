@@ -107,6 +107,8 @@ def setup(config: TrainConfig, features=None) -> Run:
             f"--model {resolved.model} already carries a LoRA adapter; start stage {resolved.stage} from a model "
             "without one (a stage-1 output, or the merged/ dir of a stage-2 output)"
         )
+    if resolved.visual_branches is not None:  # saved with the model: eval and ask see what training saw
+        model.config.visual_branches = resolved.visual_branches
     torch.manual_seed(resolved.seed)  # LoRA's initialisation
     trainable = configure_stage(model, resolved.stage, resolved.lora)
     if resolved.gradient_checkpointing:

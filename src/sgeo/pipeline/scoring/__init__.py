@@ -15,16 +15,18 @@ prompts instead (`judge_prompts`). SpatialScore answers are scored by SpatialSco
 - multiple choice (`choice`): the option letter (or option text) of the prediction against the gt letter.
 
 `dispatch.score_item` picks sgeo's scorer for one record, `SCORERS` each benchmark's rules; `report`
-summarises a run.
+summarises a run and sets runs side by side; `baseline` is the best constant answer, fitted on a training
+split.
 """
 
+from .baseline import constant_baseline
 from .choice import CHOICE_LETTERS, MULTIPLE_CHOICE_TYPES, parse_choice, score_multiple_choice
 from .direction import parse_clock, score_direction
 from .dispatch import SCORERS, kind_of, score_item
 from .judge import ChatJudge, JudgeError, judge_record
 from .qualitative import candidates_in, is_choice, pick, relation_of, score_qualitative, yes_no
 from .quantities import UNITS, parse_quantity, score_quantitative
-from .report import aggregate, format_table, plot_scores, report_group
+from .report import aggregate, comparison_table, format_table, plot_scores, report_group
 from .spatialscore import (
     extract_number,
     extract_option,
@@ -43,6 +45,8 @@ __all__ = [
     "JudgeError",
     "aggregate",
     "candidates_in",
+    "comparison_table",
+    "constant_baseline",
     "extract_number",
     "extract_option",
     "extract_yes_no",

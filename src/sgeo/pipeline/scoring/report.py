@@ -137,6 +137,35 @@ def format_table(scores: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def comparison_table(columns: dict[str, dict[str, Any]], answers: dict[str, str] | None = None) -> str:
+    """Several runs' scores side by side (%): overall, each type, each category; `answers` adds a last
+    column (a constant baseline's answer per category)."""
+    names = list(columns)
+    runs = list(columns.values())
+    header = ("", "n", *names, "answer" if answers else "")
+    rows = [header]
+
+    def row(label: str, part: str | None, key: str | None) -> tuple[str, ...]:
+        cells = [s["overall"] if part is None else s.get(part, {}).get(key, {}) for s in runs]
+        n = next((c["n"] for c in cells if "n" in c), 0)
+        pct = [f"{100 * c['score']:.1f}" if "score" in c else "" for c in cells]
+        answer = (answers or {}).get(key, "") if part == "by_category" else ""
+        return (label, str(n), *pct, answer)
+
+    rows.append(row("overall", None, None))
+    for part, title in (("by_type", None), ("by_category", "[category]")):
+        keys = sorted({k for s in runs for k in s.get(part, {})})
+        if title:
+            rows.append((title, *[""] * (len(header) - 1)))
+        rows.extend(row(f"  {k}", part, k) for k in keys)
+    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+    lines = []
+    for r in rows:
+        numbers = [c.rjust(w) for c, w in zip(r[1:-1], widths[1:-1], strict=True)]
+        lines.append("  ".join([r[0].ljust(widths[0]), *numbers, r[-1]]).rstrip())
+    return "\n".join(lines)
+
+
 def plot_scores(scores: dict[str, Any], path: Path) -> Path:
     """Bar charts to a PNG at `path`: one panel per group (category, and subcategory and source where the
     scores have them), the score of each bar in %, its n above it."""

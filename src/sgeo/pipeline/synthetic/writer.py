@@ -1,8 +1,9 @@
 """Writing the synthetic dataset to a folder: images, captions, spatial QA, the benchmark and metadata.
 
 Layout of `out`: images/NNNNNN.png, captions.json (stage 1), spatial_qa.json (stage 2, LLaVA
-conversations), eval/images/NNNNNN.png with eval/bench.json (the benchmark), and meta.json (generator,
-arguments, camera and per-object 3D ground truth of every image).
+conversations), train_bench.json (benchmark questions about the training images: what a baseline may be
+fitted on), eval/images/NNNNNN.png with eval/bench.json (the benchmark, on held-out images), and meta.json
+(generator, arguments, camera and per-object 3D ground truth of every image).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from .render import render_scene
 from .sampling import sample_scene
 from .scene import COLOURS, Scene, bbox_2d, camera_distance
 
-GENERATOR_VERSION = 2  # 2: yes/no alternates per category in the bench
+GENERATOR_VERSION = 3  # 2: yes/no alternates per category in the bench; 3: train_bench.json
 BENCH_ITEMS_PER_IMAGE = 4
 
 
@@ -79,13 +80,17 @@ def _qa_turns(scene: Scene, rng: np.random.Generator) -> list[tuple[str, str]]:
     return turns
 
 
-def _bench_items(scenes: list[Scene], seed: int) -> list[dict]:
+# random streams: one per (split, image)
+_TRAIN, _EVAL, _EVAL_QUESTIONS, _TRAIN_QUESTIONS = 0, 1, 2, 3
+
+
+def _bench_items(scenes: list[Scene], seed: int, stream: int) -> list[dict]:
     """Each item asks the least-used category the scene can answer, so categories stay balanced;
     each predicate category alternates between yes and no, so no constant answer beats chance."""
     items: list[dict] = []
     used = dict.fromkeys(BENCH_CATEGORIES, 0)
     for i, scene in enumerate(scenes):
-        rng = _scene_rng(seed, 2, i)
+        rng = _scene_rng(seed, stream, i)
         asked: set[str] = set()
         for _ in range(BENCH_ITEMS_PER_IMAGE):
             for category in sorted(
@@ -117,7 +122,7 @@ def _write_json(path: Path, obj) -> None:
     path.write_text(json.dumps(obj, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
-_OUTPUTS = ("images", "eval", "captions.json", "spatial_qa.json", "meta.json")
+_OUTPUTS = ("images", "eval", "captions.json", "spatial_qa.json", "train_bench.json", "meta.json")
 
 
 def _prepare_out(out: Path, overwrite: bool) -> None:
@@ -163,10 +168,11 @@ def generate_synthetic(
     out = Path(out)
     _prepare_out(out, overwrite)
 
-    captions, qa, train_meta = [], [], []
+    captions, qa, train_scenes, train_meta = [], [], [], []
     for i in range(n):
-        rng = _scene_rng(seed, 0, i)
+        rng = _scene_rng(seed, _TRAIN, i)
         scene = sample_scene(rng, width, height)
+        train_scenes.append(scene)
         image = f"images/{i:06d}.png"
         render_scene(scene).save(out / image, format="PNG")
         sample_id = f"{i:06d}"
@@ -182,15 +188,16 @@ def generate_synthetic(
 
     eval_scenes, eval_meta = [], []
     for i in range(n_eval):
-        scene = sample_scene(_scene_rng(seed, 1, i), width, height)
+        scene = sample_scene(_scene_rng(seed, _EVAL, i), width, height)
         image = f"images/{i:06d}.png"
         render_scene(scene).save(out / "eval" / image, format="PNG")
         eval_scenes.append(scene)
         eval_meta.append(_scene_meta(image, scene))
-    bench = _bench_items(eval_scenes, seed)
+    bench = _bench_items(eval_scenes, seed, _EVAL_QUESTIONS)
 
     _write_json(out / "captions.json", captions)
     _write_json(out / "spatial_qa.json", qa)
+    _write_json(out / "train_bench.json", _bench_items(train_scenes, seed, _TRAIN_QUESTIONS))
     _write_json(out / "eval" / "bench.json", bench)
     _write_json(
         out / "meta.json",
@@ -214,6 +221,7 @@ def generate_synthetic(
         "captions_json": str(out / "captions.json"),
         "spatial_qa_json": str(out / "spatial_qa.json"),
         "bench_json": str(out / "eval" / "bench.json"),
+        "train_bench_json": str(out / "train_bench.json"),
         "meta_json": str(out / "meta.json"),
         "qa_turns": sum(len(s["conversations"]) // 2 for s in qa),
         "bench_items": len(bench),
