@@ -54,7 +54,7 @@ def _load(out: Path, rel: str):
 def test_same_seed_gives_identical_bytes_and_other_seed_differs(out, tmp_path):
     generate_synthetic(tmp_path / "b", 8, seed=7, image_size=SIZE, n_eval=8)
     first, second = _hashes(out), _hashes(tmp_path / "b")
-    assert len(first) == 8 + 8 + 4 and first == second
+    assert len(first) == 8 + 8 + 5 and first == second  # images, eval images, 5 JSON files
     generate_synthetic(tmp_path / "c", 8, seed=8, image_size=SIZE, n_eval=8)
     third = _hashes(tmp_path / "c")
     assert third.keys() == first.keys()

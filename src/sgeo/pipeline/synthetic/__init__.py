@@ -14,7 +14,6 @@ that perspective cues are real: farther objects are smaller and higher in the im
 
 from .questions import (
     BENCH_CATEGORIES,
-    CAPTION_PROMPT,
     CHOICES,
     PREDICATES,
     QUANTITATIVE,
@@ -32,7 +31,6 @@ from .writer import BENCH_ITEMS_PER_IMAGE, GENERATOR_VERSION, generate_synthetic
 __all__ = [
     "BENCH_CATEGORIES",
     "BENCH_ITEMS_PER_IMAGE",
-    "CAPTION_PROMPT",
     "CHOICES",
     "COLOURS",
     "FLOORS",

@@ -7,16 +7,14 @@ from itertools import permutations
 import numpy as np
 
 from .relations import (
-    _RELATIONS,
+    RELATIONS,
     centre_distance,
     clock_angle,
     clock_hour,
     horizontal_distance,
     vertical_distance,
 )
-from .scene import SHAPES, Scene, SceneObject
-
-CAPTION_PROMPT = "Describe the image briefly."
+from .scene import SHAPES, Scene, SceneObject, bbox_2d, camera_distance
 
 QUANTITATIVE = (
     "distance_data",
@@ -148,7 +146,7 @@ def make_question(
     if category in _PREDICATE_TEXT:
         rel, sign, q, yes, no = _PREDICATE_TEXT[category]
         want = sign if want_yes else -sign
-        pair = _pick(rng, [(a, b) for a, b in _pairs(scene) if _RELATIONS[rel](scene, a, b) == want])
+        pair = _pick(rng, [(a, b) for a, b in _pairs(scene) if RELATIONS[rel](scene, a, b) == want])
         if pair is None:
             return None
         a, b = pair
@@ -158,11 +156,11 @@ def make_question(
         ), f"{'Yes' if want_yes else 'No'}, the {a.name} {verb} the {b.name}."
     if category in _CHOICE_TEXT:
         rel, sign, q, verb = _CHOICE_TEXT[category]
-        pair = _pick(rng, [(a, b) for a, b in _pairs(scene) if _RELATIONS[rel](scene, a, b) != 0])
+        pair = _pick(rng, [(a, b) for a, b in _pairs(scene) if RELATIONS[rel](scene, a, b) != 0])
         if pair is None:
             return None
         a, b = pair
-        winner = a if _RELATIONS[rel](scene, a, b) == sign else b
+        winner = a if RELATIONS[rel](scene, a, b) == sign else b
         return q.format(a=a.name, b=b.name), f"The {winner.name} {verb}."
     if category in _PAIR_QUANTITIES:
         questions, value, answer = _PAIR_QUANTITIES[category]
@@ -196,6 +194,16 @@ def make_question(
         answer = f"There is one {shape}." if k == 1 else f"There are {k or 'no'} {_plural(shape, k)}."
         return f"How many {_plural(shape, 2)} are there?", answer
     raise ValueError(f"unknown question category {category!r}")
+
+
+def locate(scene: Scene, obj: SceneObject) -> tuple[str, str]:
+    """Where `obj` is: its third of the image and its distance from the camera (a training-only question:
+    it grounds each name in a place, which every relation builds on)."""
+    u0, _, u1, _ = bbox_2d(scene.camera, obj)
+    third = min(2, int(3 * (u0 + u1) / 2 / scene.camera.width))
+    where = ("on the left", "in the middle", "on the right")[third]
+    far = camera_distance(scene.camera, obj)
+    return f"Where is the {obj.name}?", f"The {obj.name} is {where}, about {far:.2f} meters from the camera."
 
 
 def category_type(category: str) -> str:

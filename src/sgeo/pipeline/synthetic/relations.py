@@ -58,7 +58,7 @@ def _cmp_behind(scene: Scene, a: SceneObject, b: SceneObject) -> int:
 
 
 # relation -> +1 if a has "more" of it than b, -1 if less, 0 if too close to call
-_RELATIONS: dict[str, Callable[[Scene, SceneObject, SceneObject], int]] = {
+RELATIONS: dict[str, Callable[[Scene, SceneObject, SceneObject], int]] = {
     "left": _cmp_left,
     "behind": _cmp_behind,
     "above": lambda s, a, b: _sign(a.height - b.height, 0.2),  # centres differ by >= 0.1 m

@@ -12,7 +12,7 @@ from collections.abc import Callable
 import numpy as np
 from PIL import Image, ImageDraw
 
-from .scene import COLOURS, FLOORS, Camera, Scene, SceneObject, _circle, _ground_distance, bbox_2d
+from .scene import COLOURS, FLOORS, Camera, Scene, SceneObject, bbox_2d, circle_points, ground_distance
 
 SKY = (190, 210, 235)
 
@@ -55,7 +55,7 @@ def _draw_shadow(draw, camera: Camera, obj: SceneObject, light, floor_rgb) -> No
             ]
         )
     else:
-        pts = _circle(obj.x, obj.z, obj.width / 2 * 1.05, 32)
+        pts = circle_points(obj.x, obj.z, obj.width / 2 * 1.05, 32)
     draw.polygon(_poly(camera, pts + shift), fill=_scaled_rgb(floor_rgb, 0.62))
 
 
@@ -81,7 +81,7 @@ def _draw_box(img, draw, camera: Camera, obj: SceneObject, light) -> None:
 
 def _draw_cylinder(img, draw, camera: Camera, obj: SceneObject, light) -> None:
     n, r, base = 48, obj.width / 2, COLOURS[obj.color]
-    bottom = _circle(obj.x, obj.z, r, n)
+    bottom = circle_points(obj.x, obj.z, r, n)
     top = bottom + [0.0, obj.height, 0.0]
     for i in range(n):
         j = (i + 1) % n
@@ -128,7 +128,7 @@ def render_scene(scene: Scene, *, supersample: int = 2) -> Image.Image:
     draw = ImageDraw.Draw(img)
     floor_rgb = FLOORS[scene.floor]
     _draw_floor(draw, camera, floor_rgb)
-    for obj in sorted(scene.objects, key=_ground_distance, reverse=True):
+    for obj in sorted(scene.objects, key=ground_distance, reverse=True):
         _draw_shadow(draw, camera, obj, scene.light, floor_rgb)
         _DRAW[obj.shape](img, draw, camera, obj, scene.light)
     return img.resize((scene.camera.width, scene.camera.height), Image.Resampling.BOX)

@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 
-from .scene import COLOURS, FLOORS, SHAPES, Camera, Scene, SceneObject, _ground_distance, bbox_2d
+from .scene import COLOURS, FLOORS, SHAPES, Camera, Scene, SceneObject, bbox_2d, ground_distance
 
 
 def _r2(v: float) -> float:
@@ -15,14 +15,16 @@ def _r2(v: float) -> float:
 
 def _sample_object(rng: np.random.Generator, color: str) -> SceneObject:
     shape = SHAPES[int(rng.integers(len(SHAPES)))]
-    x, z = _r2(rng.uniform(-2.2, 2.2)), _r2(rng.uniform(2.5, 7.0))
+    # Near and large enough to cover a few patches at the tiny preset's 112 px (8 x 8 patches): at 2.5-7 m
+    # and 0.3-1.1 m an object covered 0.85 patches (median), too little for a random-init tower to show.
+    x, z = _r2(rng.uniform(-1.3, 1.3)), _r2(rng.uniform(1.8, 4.0))
     if shape == "box":
-        w, h, d = _r2(rng.uniform(0.3, 1.0)), _r2(rng.uniform(0.3, 1.1)), _r2(rng.uniform(0.3, 1.0))
+        w, h, d = _r2(rng.uniform(0.45, 1.5)), _r2(rng.uniform(0.45, 1.65)), _r2(rng.uniform(0.45, 1.5))
     elif shape == "cylinder":
-        w = d = _r2(rng.uniform(0.3, 0.9))
-        h = _r2(rng.uniform(0.3, 1.1))
+        w = d = _r2(rng.uniform(0.45, 1.35))
+        h = _r2(rng.uniform(0.45, 1.65))
     else:
-        w = h = d = _r2(rng.uniform(0.3, 1.0))
+        w = h = d = _r2(rng.uniform(0.45, 1.5))
     return SceneObject(shape, color, x, z, w, h, d)
 
 
@@ -41,7 +43,7 @@ def _well_visible(objects: list[SceneObject], camera: Camera) -> bool:
     for far in objects:
         fu0, fv0, fu1, fv1 = boxes[far.name]
         for near in objects:
-            if _ground_distance(near) >= _ground_distance(far):
+            if ground_distance(near) >= ground_distance(far):
                 continue
             nu0, nv0, nu1, nv1 = boxes[near.name]
             overlap = max(0.0, min(fu1, nu1) - max(fu0, nu0)) * max(0.0, min(fv1, nv1) - max(fv0, nv0))

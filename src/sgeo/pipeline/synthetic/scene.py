@@ -117,7 +117,7 @@ class SceneObject:
             ys = (0.0, self.height)
             return np.array([[x, y, z] for x in xs for y in ys for z in zs])
         if self.shape == "cylinder":
-            ring = _circle(self.x, self.z, self.width / 2, 48)
+            ring = circle_points(self.x, self.z, self.width / 2, 48)
             return np.concatenate([ring, ring + [0.0, self.height, 0.0]])
         return self.centre + _unit_sphere(256) * (self.width / 2)
 
@@ -130,7 +130,7 @@ class Scene:
     light: tuple[float, float, float]  # unit vector towards the light
 
 
-def _circle(x: float, z: float, r: float, n: int, y: float = 0.0) -> np.ndarray:
+def circle_points(x: float, z: float, r: float, n: int, y: float = 0.0) -> np.ndarray:
     a = np.linspace(0.0, 2 * math.pi, n, endpoint=False)
     return np.stack([x + r * np.cos(a), np.full(n, y), z + r * np.sin(a)], axis=1)
 
@@ -150,5 +150,5 @@ def camera_distance(camera: Camera, obj: SceneObject) -> float:
     return float(np.linalg.norm(obj.centre - camera.position))
 
 
-def _ground_distance(obj: SceneObject) -> float:
+def ground_distance(obj: SceneObject) -> float:
     return math.hypot(obj.x, obj.z)

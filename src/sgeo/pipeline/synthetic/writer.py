@@ -15,20 +15,21 @@ from pathlib import Path
 import numpy as np
 
 from sgeo.errors import SgeoError
+from sgeo.pipeline.datasets import CAPTION_PROMPT  # one caption prompt for every stage-1 dataset
 
 from .questions import (
     BENCH_CATEGORIES,
-    CAPTION_PROMPT,
     TRAIN_CATEGORIES,
     caption,
     category_type,
+    locate,
     make_question,
 )
 from .render import render_scene
 from .sampling import sample_scene
 from .scene import COLOURS, Scene, bbox_2d, camera_distance
 
-GENERATOR_VERSION = 3  # 2: yes/no alternates per category in the bench; 3: train_bench.json
+GENERATOR_VERSION = 3  # 2: yes/no alternates per category; 3: train_bench.json, nearer and larger objects, locate turns
 BENCH_ITEMS_PER_IMAGE = 4
 
 
@@ -77,6 +78,8 @@ def _qa_turns(scene: Scene, rng: np.random.Generator) -> list[tuple[str, str]]:
             turns.append(qa)
         if len(turns) == n_turns:
             break
+    # then where every object is: after the relations, so that no answer above can lean on these
+    turns.extend(locate(scene, scene.objects[int(k)]) for k in rng.permutation(len(scene.objects)))
     return turns
 
 
