@@ -54,7 +54,7 @@ def test_info_gives_the_reference_counts_without_writing(tmp_path, monkeypatch):
     monkeypatch.setenv("SGEO_REF_DIMS_LAYERS", "32")
     deep = model_info("ref-dims")
     assert deep["parameters"]["llm"] == reference["parameters"]["llm"]
-    assert deep["weights"]["directory"].endswith("ref-dims-v1-32l/spatialgeo")
+    assert deep["weights"]["directory"].endswith(f"{REF_DIMS_VERSION}-32l/spatialgeo")
     assert not (tmp_path / "presets").exists()
 
 

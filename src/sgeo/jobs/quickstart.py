@@ -94,7 +94,7 @@ def run_quickstart(
           flush=True)  # fmt: skip
     start = time.perf_counter()
 
-    with steps("synthetic data", data, done=(data / "meta.json").is_file()) as todo:
+    with steps("synthetic data", data, done=_data_complete(data)) as todo:
         if todo:
             from ..pipeline.synthetic import generate_synthetic
 
@@ -265,6 +265,22 @@ class _step:
             seconds = time.perf_counter() - self.start
             self.timings[self.what] = seconds
             print(f"      {self.what}: {seconds:.0f} s", flush=True)
+
+
+def _data_complete(data: Path) -> bool:
+    """Whether the synthetic data is there; data of another generator version is refused, not reused or
+    overwritten, since the store and the models in the same workdir were made from it."""
+    if not (data / "meta.json").is_file():
+        return False
+    from ..pipeline.synthetic import GENERATOR_VERSION
+
+    version = json.loads((data / "meta.json").read_text()).get("version")
+    if version != GENERATOR_VERSION:
+        raise SgeoError(
+            f"{data.parent} holds a quickstart of synthetic data v{version}, this sgeo writes "
+            f"v{GENERATOR_VERSION}; pass a new --workdir (or delete that one)"
+        )
+    return True
 
 
 def _store_complete(store: Path) -> bool:

@@ -32,8 +32,9 @@ def constant_baseline(fit: Iterable[Any], held_out: Iterable[Any]) -> dict[str, 
     fit_by, held_by = _by_category(fit), _by_category(held_out)
     records, answers = [], {}
     for category, items in held_by.items():
-        policies = _candidates(category, fit_by.get(category) or items)
-        name = max(policies, key=lambda n: _successes(policies[n], fit_by.get(category, [])))
+        fit_items = fit_by.get(category, [])  # none: the candidates' defaults, never the held-out answers
+        policies = _candidates(category, items[0].qa_info.get("type"), fit_items)
+        name = max(policies, key=lambda n: _successes(policies[n], fit_items))
         answers[category] = name
         records.extend(_scored(policies[name], items))
     return {**aggregate(records), "answers": answers}
@@ -58,14 +59,14 @@ def _successes(answer_of: Answer, items: list) -> int:
     return sum(r["success"] for r in _scored(answer_of, items))
 
 
-def _candidates(category: str, fit: list) -> dict[str, Answer]:
-    """The constant answers worth trying for `category`; quantities and hours are read off `fit`."""
-    info = fit[0].qa_info
+def _candidates(category: str, kind: str | None, fit: list) -> dict[str, Answer]:
+    """The constant answers worth trying for `category` (of type `kind`); quantities and hours are read off
+    `fit` alone."""
     if category == "direction":
         hours = Counter(h for i in fit if (h := parse_clock(i.gt)) is not None)
         hour = hours.most_common(1)[0][0] if hours else 12
         return {f"{hour} o'clock": lambda _: f"{hour} o'clock."}
-    if info.get("type") == "quantitative":
+    if kind == "quantitative":
         values = [v for i in fit if (v := parse_quantity(i.gt)) is not None]
         median = statistics.median(values) if values else 1.0
         return {f"{median:.2f} meters": lambda _: f"About {median:.2f} meters."}

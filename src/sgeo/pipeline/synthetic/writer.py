@@ -29,7 +29,8 @@ from .render import render_scene
 from .sampling import sample_scene
 from .scene import COLOURS, Scene, bbox_2d, camera_distance
 
-GENERATOR_VERSION = 3  # 2: yes/no alternates per category; 3: train_bench.json, nearer and larger objects, locate turns
+# 2: yes/no alternates per category; 3: train_bench.json, nearer and larger objects, locate turns
+GENERATOR_VERSION = 3
 BENCH_ITEMS_PER_IMAGE = 4
 
 
