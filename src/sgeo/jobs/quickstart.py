@@ -218,19 +218,17 @@ def branch_verdict(scores: dict) -> str:
     full, n = scores["trained"]["overall"]["score"], scores["trained"]["overall"]["n"]
     # two independent runs on n questions near 50%: the standard error of their difference, in points
     noise = 100 * (2 * 0.25 / max(n, 1)) ** 0.5
-    lines = []
-    for _, label in BRANCH_RUNS:
-        if label in scores:
-            lines.append(f"{label} {100 * (scores[label]['overall']['score'] - full):+.1f}")
-    gaps = [
-        abs(scores[label]["overall"]["score"] - full) * 100 for _, label in BRANCH_RUNS if label in scores
-    ]
+    # the score with one branch left minus the score with both, per branch run
+    diffs = {
+        label: 100 * (scores[label]["overall"]["score"] - full) for _, label in BRANCH_RUNS if label in scores
+    }
     verdict = (
-        "within noise: at these sizes the random-init towers' branches are interchangeable"
-        if max(gaps, default=0.0) < 2 * noise
-        else "the larger drop marks the branch the model leans on"
+        "within noise: this run cannot tell what either branch adds"
+        if max(map(abs, diffs.values()), default=0.0) < 2 * noise
+        else "beyond noise: the one-branch run that scores lowest shows the branch that carries least alone"
     )
-    return (f"one branch instead of both, points overall: {', '.join(lines)} (noise ~{noise:.1f} points "
+    listed = ", ".join(f"{label} {diff:+.1f}" for label, diff in diffs.items())
+    return (f"one branch instead of both, points overall: {listed} (noise ~{noise:.1f} points "
             f"per difference on {n} questions; {verdict})")  # fmt: skip
 
 
