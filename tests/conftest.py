@@ -160,3 +160,18 @@ def run_sgeo(*args: str, check: bool = False, timeout: float = 600, env: dict | 
             f"sgeo {' '.join(map(str, args))} exited {result.returncode}:\n{result.stderr[-3000:]}"
         )
     return result
+
+
+@pytest.fixture
+def in_process(monkeypatch):
+    """Runs `run_train` in this process: one torch thread (as the CLI picks on 2 cores with a loader worker),
+    and the launcher variables it sets are removed afterwards so subprocesses start clean."""
+    import torch
+
+    saved_env, threads = dict(os.environ), torch.get_num_threads()
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    torch.set_num_threads(1)
+    yield
+    os.environ.clear()
+    os.environ.update(saved_env)
+    torch.set_num_threads(threads)

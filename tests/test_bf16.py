@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from pathlib import Path
 
 import numpy as np
@@ -122,17 +121,6 @@ def test_extract_precision_is_checked_before_ray(synthetic_root, tmp_path):
 
 
 # -- stage 2 in bf16 on the CPU accelerator --------------------------------------------------------
-@pytest.fixture
-def in_process(monkeypatch):
-    saved_env, threads = dict(os.environ), torch.get_num_threads()
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    torch.set_num_threads(1)
-    yield
-    os.environ.clear()
-    os.environ.update(saved_env)
-    torch.set_num_threads(threads)
-
-
 def test_stage2_in_bf16_from_the_store_and_from_pixels(bf16_store, synthetic_root, in_process, tmp_path):
     """Two steps of stage 2 with bf16 weights in DeepSpeed's bf16 mode: finite losses, bf16 weights out; the
     first step's loss from the bf16 store and from pixels (towers in bf16 in the step) agree to bf16."""

@@ -86,19 +86,6 @@ def _words(t: torch.Tensor) -> np.ndarray:
     return encode(t, "bf16")
 
 
-@pytest.fixture
-def in_process(monkeypatch):
-    """Runs `run_train` in this process: one torch thread (as the CLI picks on 2 cores with a loader worker),
-    and the launcher variables it sets are removed afterwards so subprocesses start clean."""
-    saved_env, threads = dict(os.environ), torch.get_num_threads()
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    torch.set_num_threads(1)
-    yield
-    os.environ.clear()
-    os.environ.update(saved_env)
-    torch.set_num_threads(threads)
-
-
 def _state(directory: Path) -> dict[str, torch.Tensor]:
     from sgeo.model import load_model
 
