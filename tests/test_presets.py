@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from conftest import run_sgeo
+from sgeo.model.presets import TINY_VERSION
 
 
 def _tree_hashes(root: Path) -> dict[str, str]:
@@ -77,7 +78,7 @@ def test_info_for_the_reference_model_needs_no_weights(tmp_path):
 def test_info_materialises_tiny(tmp_path):
     result = run_sgeo("info", "--model", "tiny", "--json", check=True, env={"SGEO_HOME": str(tmp_path)})
     assert json.loads(result.stdout)["visual_tokens_per_image"] == 128
-    assert (tmp_path / "presets" / "tiny-v1" / "spatialgeo" / "config.json").exists()
+    assert (tmp_path / "presets" / TINY_VERSION / "spatialgeo" / "config.json").exists()
 
 
 def test_reference_model_without_weights_is_a_one_line_error(tmp_path):
@@ -103,3 +104,32 @@ def test_bad_model_is_a_one_line_error(model):
     result = run_sgeo("info", "--model", model)
     assert result.returncode == 2
     assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
+
+
+def test_sin_cos_position_embeddings_make_patch_tokens_say_where_they_are(tmp_path):
+    """On an image of one colour, patch tokens differ only by position: with the libraries' std-0.02
+    position init they are nearly alike; the sin-cos option (written into the real files, read back through
+    the real loaders) makes them differ, and the table is the 2D sin-cos grid."""
+    from dataclasses import replace
+
+    import torch
+    from PIL import Image
+    from timm.layers import build_sincos2d_pos_embed
+    from transformers import CLIPVisionModel
+
+    from sgeo.model.loading import load_encoders, load_processor
+    from sgeo.model.tiny import TINY, write_tiny
+
+    image = Image.new("RGB", (112, 112), (150, 150, 150))
+    spread = {}
+    for scale in (0.0, 1.0):
+        model_dir = write_tiny(tmp_path / str(scale), sizes=replace(TINY, position_embedding_scale=scale))
+        pixels = load_processor(str(model_dir)).preprocess_images([image])
+        clip, moge = load_encoders(str(model_dir)).encode_images(pixels)
+        # how much the patch tokens differ from each other, against their own size
+        spread[scale] = [float(t.std(dim=-2).mean() / t.std()) for t in (clip[0], moge[0, -1])]
+    table = CLIPVisionModel.from_pretrained(tmp_path / "1.0" / "clip").state_dict()
+    positions = next(v for k, v in table.items() if k.endswith("position_embedding.weight"))
+    assert torch.allclose(positions[1:], build_sincos2d_pos_embed([8, 8], dim=positions.shape[1]))
+    for tower, before, after in zip(("clip", "moge"), spread[0.0], spread[1.0], strict=True):
+        assert after > 3 * before, (tower, before, after)

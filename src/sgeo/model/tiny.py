@@ -51,6 +51,12 @@ class RandomInitSizes:
     model_max_length: int = 2048
     # How the LLM and the adapters are saved (the towers are saved in fp32, as their releases are).
     weights_dtype: str = "float32"
+    # The towers' position embeddings: 0 keeps the libraries' init (std 0.02, which a random-init tower's
+    # content drowns: an attention probe cannot tell which third of the image a named object is in); s > 0
+    # writes a fixed 2D sin-cos embedding of amplitude s, so that, as in a pretrained ViT, every patch token
+    # says where it is (`bench/grounding_probe.py` measures both). Not yet the tiny preset's: the quickstart's
+    # recipe, tuned with 0, scores lower with it (README, "The quickstart").
+    position_embedding_scale: float = 0.0
 
     def __post_init__(self):
         if self.tokenizer not in TOKENIZERS:
@@ -246,6 +252,20 @@ def _cast(module: torch.nn.Module, sizes: RandomInitSizes) -> torch.nn.Module:
     return module.to(getattr(torch, sizes.weights_dtype))
 
 
+@torch.no_grad()
+def _write_position_embeddings(clip, moge, scale: float) -> None:
+    """Set both towers' patch position embeddings to `scale` x a 2D sin-cos grid (CLS: zeros)."""
+    from timm.layers import build_sincos2d_pos_embed
+    from transformers.models.clip.modeling_clip import CLIPVisionEmbeddings
+
+    # found by type: transformers 4 nests it under `vision_model`, 5 does not
+    clip_embeddings = next(m for m in clip.modules() if isinstance(m, CLIPVisionEmbeddings))
+    for table in (clip_embeddings.position_embedding.weight, moge.backbone.pos_embed[0]):
+        grid = round((table.shape[0] - 1) ** 0.5)  # MoGe interpolates DINOv2's 37 x 37 grid to the input's
+        table[0] = 0.0
+        table[1:] = scale * build_sincos2d_pos_embed([grid, grid], dim=table.shape[1])
+
+
 def write_tiny(root: Path, seed: int = TINY_SEED, sizes: RandomInitSizes = TINY) -> Path:
     """Write every part (of `sizes`) under `root`; returns the SpatialGeo model directory."""
     from .loading import quiet_loading
@@ -265,11 +285,15 @@ def _write(root: Path, seed: int, sizes: RandomInitSizes) -> Path:
 
     torch.manual_seed(seed)
     clip_config = _clip_config(sizes)
-    CLIPVisionModel(clip_config).save_pretrained(root / "clip")
+    clip = CLIPVisionModel(clip_config)
 
     torch.manual_seed(seed + 1)
     moge_config = _moge_config(sizes)
     moge = MoGeModel(**moge_config)
+    if sizes.position_embedding_scale:
+        _write_position_embeddings(clip, moge, sizes.position_embedding_scale)
+    clip.save_pretrained(root / "clip")
+    del clip
     (root / "moge").mkdir(parents=True, exist_ok=True)
     torch.save({"model_config": moge_config, "model": moge.state_dict()}, root / "moge" / "model.pt")
     del moge
