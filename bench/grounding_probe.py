@@ -19,6 +19,7 @@ import argparse
 import tempfile
 import time
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -27,8 +28,8 @@ import torch
 THIRDS = ("left", "middle", "right")
 
 
-def encode(model_dir: Path, data: Path, records: list[dict], folder: Path, batch: int = 64):
-    """(clip [N, T, Dc], the last MoGe layer [N, T, Dm]) of the records' images."""
+def encode(model_dir: Path, records: list[dict], folder: Path, batch: int = 64):
+    """(clip [N, T, Dc], moge [N, L, T, Dm]) of the records' images, in bfloat16 as a store holds them."""
     from sgeo.model.loading import load_encoders, load_processor
     from sgeo.pipeline.images import load_image
 
@@ -37,8 +38,8 @@ def encode(model_dir: Path, data: Path, records: list[dict], folder: Path, batch
     for i in range(0, len(records), batch):
         images = [load_image(folder / r["image"])[0] for r in records[i : i + batch]]
         c, m = towers.encode_images(processor.preprocess_images(images))
-        clip.append(c.float())
-        moge.append(m[:, -1].float())
+        clip.append(c.bfloat16())
+        moge.append(m.bfloat16())
     return torch.cat(clip), torch.cat(moge)
 
 
@@ -68,19 +69,45 @@ class AttentionProbe(torch.nn.Module):
         return self.head(pooled)
 
 
-def probe(train_feats, train_t, eval_feats, eval_t, steps: int, seed: int = 0) -> float:
+class ThroughTheModel(torch.nn.Module):
+    """[adapters(features), embedding(colour word)] -> the LLM -> a linear head on the last position."""
+
+    def __init__(self, model, colour_ids: torch.Tensor):
+        super().__init__()
+        self.model, self.colour_ids = model, colour_ids
+        self.head = torch.nn.Linear(model.config.text_config.hidden_size, len(THIRDS))
+
+    def forward(self, features: tuple[torch.Tensor, torch.Tensor], colour: torch.Tensor) -> torch.Tensor:
+        visual = self.model.get_image_features(features[0].float(), features[1].float())  # [B, 2T, H]
+        word = self.model.get_input_embeddings()(self.colour_ids[colour])[:, None]  # [B, 1, H]
+        hidden = self.model.language_model.model(inputs_embeds=torch.cat([visual, word], 1)).last_hidden_state
+        return self.head(hidden[:, -1])
+
+
+def tower_tokens(features: dict, k: int, split: str, images: torch.Tensor) -> torch.Tensor:
+    """One tower's tokens of some images (MoGe: its last block), in float32."""
+    tokens = features[split][k][images]
+    return (tokens if k == 0 else tokens[:, -1]).float()
+
+
+def both_towers(features: dict, split: str, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    return features[split][0][images], features[split][1][images]
+
+
+def fit(model, pick, train_t, eval_t, steps: int, lr: float, seed: int = 0) -> float:
+    """Train `model(pick(image indices), colours)` to say the third; held-out accuracy."""
     torch.manual_seed(seed)
-    model = AttentionProbe(train_feats.shape[-1], int(max(train_t[1].max(), eval_t[1].max())) + 1)
-    optimizer = torch.optim.Adam(model.parameters(), 3e-3)
+    optimizer = torch.optim.Adam(model.parameters(), lr)
     for _ in range(steps):
         idx = torch.randint(train_t.shape[1], (64,))
-        logits = model(train_feats[train_t[0, idx]], train_t[1, idx])
-        loss = torch.nn.functional.cross_entropy(logits, train_t[2, idx])
+        loss = torch.nn.functional.cross_entropy(
+            model(pick("train", train_t[0, idx]), train_t[1, idx]), train_t[2, idx]
+        )
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
     with torch.no_grad():
-        return (model(eval_feats[eval_t[0]], eval_t[1]).argmax(-1) == eval_t[2]).float().mean().item()
+        return (model(pick("eval", eval_t[0]), eval_t[1]).argmax(-1) == eval_t[2]).float().mean().item()
 
 
 def main() -> None:
@@ -89,6 +116,8 @@ def main() -> None:
     parser.add_argument("--n-eval", type=int, default=100, help="held-out images")
     parser.add_argument("--steps", type=int, default=1500, help="probe steps (batch 64)")
     parser.add_argument("--scale", type=float, default=1.0, help="sin-cos amplitude to compare with 0")
+    parser.add_argument("--llm-init", type=float, default=0.125, help="LLM init std to compare with 0.02")
+    parser.add_argument("--llm-steps", type=int, default=400, help="steps through the model (batch 64)")
     parser.add_argument("--workdir", type=Path, default=None)
     args = parser.parse_args()
     torch.set_num_threads(max(1, torch.get_num_threads()))
@@ -110,15 +139,32 @@ def main() -> None:
     print(f"{args.n} training / {args.n_eval} held-out images, {eval_t.shape[1]} held-out objects; the "
           f"training split's most common third ({THIRDS[int(train_third.argmax())]}) scores {majority:.3f}")  # fmt: skip
     print(f"{'position embeddings':<32} {'tower':<6} held-out accuracy   (probe: {args.steps} steps)")
+    features: dict = {}
     for scale, label in ((0.0, "library init (std 0.02)"), (args.scale, f"2D sin-cos x {args.scale:g}")):
         model_dir = write_tiny(work / f"preset-{scale}", sizes=replace(TINY, position_embedding_scale=scale))
         start = time.perf_counter()
-        train = encode(model_dir, data, meta["train"], data)
-        held_out = encode(model_dir, data, meta["eval"], data / "eval")
+        features = {"train": encode(model_dir, meta["train"], data), "eval": encode(model_dir, meta["eval"], data / "eval")}  # fmt: skip
         seconds = time.perf_counter() - start
         for tower, k in (("CLIP", 0), ("MoGe", 1)):
-            accuracy = probe(train[k], train_t, held_out[k], eval_t, args.steps)
+            probe = AttentionProbe(features["train"][k].shape[-1], len(colours))
+            accuracy = fit(probe, partial(tower_tokens, features, k), train_t, eval_t, args.steps, lr=3e-3)
             print(f"{label:<32} {tower:<6} {accuracy:.3f}   (encode {seconds:.0f} s)", flush=True)
+
+    # through the adapters and the LLM, on the last (sin-cos) features
+    from sgeo.model.loading import load_model
+
+    print(f"\nthrough the model's adapters and LLM (sin-cos x {args.scale:g} features, {args.llm_steps} steps, "
+          "lr 1e-3)")  # fmt: skip
+    for init in (0.02, args.llm_init):
+        sizes = replace(TINY, position_embedding_scale=args.scale, llm_init_std=init)
+        model, processor = load_model(str(write_tiny(work / f"preset-{args.scale}-init-{init}", sizes=sizes)),
+                                      load_towers=False)  # fmt: skip
+        words = [processor.tokenizer(" " + c, add_special_tokens=False)["input_ids"][-1] for c in colours]
+        start = time.perf_counter()
+        probe = ThroughTheModel(model.float().train(), torch.tensor(words))
+        accuracy = fit(probe, partial(both_towers, features), train_t, eval_t, args.llm_steps, lr=1e-3)
+        print(f"LLM and adapters init std {init:<6g} held-out accuracy {accuracy:.3f}   "
+              f"({time.perf_counter() - start:.0f} s)", flush=True)  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -133,3 +133,19 @@ def test_sin_cos_position_embeddings_make_patch_tokens_say_where_they_are(tmp_pa
     assert torch.allclose(positions[1:], build_sincos2d_pos_embed([8, 8], dim=positions.shape[1]))
     for tower, before, after in zip(("clip", "moge"), spread[0.0], spread[1.0], strict=True):
         assert after > 3 * before, (tower, before, after)
+
+
+def test_llm_init_std_sets_the_llm_and_adapter_init(tmp_path):
+    from dataclasses import replace
+
+    from transformers import LlamaForCausalLM
+
+    from sgeo.model.loading import load_model
+    from sgeo.model.tiny import TINY, write_tiny
+
+    model_dir = write_tiny(tmp_path, sizes=replace(TINY, llm_init_std=0.125))
+    llm = LlamaForCausalLM.from_pretrained(tmp_path / "llm")
+    assert llm.config.initializer_range == 0.125
+    model, _ = load_model(str(model_dir), load_towers=False)
+    for weight in (llm.model.layers[0].self_attn.q_proj.weight, model.clip_adapter[0].weight):
+        assert abs(float(weight.detach().std()) - 0.125) < 0.0125  # TINY's default, 0.02, is far outside

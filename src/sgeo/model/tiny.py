@@ -44,6 +44,11 @@ class RandomInitSizes:
     llm_heads: int = 4
     llm_max_positions: int = 2048
     llm_rms_norm_eps: float = 1e-6
+    # The std of the LLM's and adapters' random init (transformers' `initializer_range`). 0.02 is sized for
+    # 4096-wide models; at 64 wide it starts attention logits near 0.03, every head uniform, so a head that
+    # should find one object's few patches among 128 visual tokens is slow to sharpen; 1/sqrt(64) = 0.125
+    # (fan-in) starts them at O(1). `bench/grounding_probe.py` measures both.
+    llm_init_std: float = 0.02
     # "bpe": a byte-level BPE with `<image>` in its vocabulary, labels by character spans (`single_pass`);
     # "llama": LLaVA-1.5's SentencePiece files, `<image>` just past the vocabulary, LLaVA's `llava` rule.
     tokenizer: str = "bpe"
@@ -54,8 +59,8 @@ class RandomInitSizes:
     # The towers' position embeddings: 0 keeps the libraries' init (std 0.02, which a random-init tower's
     # content drowns: an attention probe cannot tell which third of the image a named object is in); s > 0
     # writes a fixed 2D sin-cos embedding of amplitude s, so that, as in a pretrained ViT, every patch token
-    # says where it is (`bench/grounding_probe.py` measures both). Not yet the tiny preset's: the quickstart's
-    # recipe, tuned with 0, scores lower with it (README, "The quickstart").
+    # says where it is (`bench/grounding_probe.py` measures both). Neither option is the tiny preset's yet:
+    # the quickstart's recipe, tuned without them, scores lower with them (README, "The quickstart").
     position_embedding_scale: float = 0.0
 
     def __post_init__(self):
@@ -198,6 +203,7 @@ def _text_config(sizes: RandomInitSizes, ids: _TokenIds):
         num_key_value_heads=sizes.llm_heads,
         max_position_embeddings=sizes.llm_max_positions,
         rms_norm_eps=sizes.llm_rms_norm_eps,
+        initializer_range=sizes.llm_init_std,
         bos_token_id=ids.bos,
         eos_token_id=ids.eos,
         pad_token_id=ids.pad,
