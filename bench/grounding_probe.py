@@ -1,16 +1,16 @@
 """Can anything read *where* a named object is from the tiny preset's tower features? Prints figures; asserts
 nothing.
 
-    python bench/grounding_probe.py                 # 2000 + 100 synthetic images, both settings (~3 min, 2 cores)
+    python bench/grounding_probe.py                 # 2000 + 100 synthetic images (~3.6 min, 2 cores)
     python bench/grounding_probe.py --n 500 --steps 800
 
 For each setting of `RandomInitSizes.position_embedding_scale` (0: the libraries' std-0.02 init, as the tiny
-preset has; --scale: a 2D sin-cos of that amplitude), the towers of a preset written with it encode the same synthetic images, and a
-one-layer attention probe is trained on the training images: a learned query per colour attends over one
-tower's patch tokens (LayerNorm, linear keys and values, no position embedding of its own) and a linear head
-says which third of the image (left, middle, right) the object of that colour is in. It is scored on the
-held-out images against the training split's most common third. The probe can find the object by its
-colour either way; it can say where it is only if the features carry the patch's position.
+preset has; --scale: a 2D sin-cos of that amplitude), the towers of a preset written with it encode the same
+synthetic images, and a one-layer attention probe is trained on the training images: a learned query per
+colour attends over one tower's patch tokens (LayerNorm, linear keys and values, no position embedding of
+its own) and a linear head says which third of the image (left, middle, right) the object of that colour is
+in. It is scored on the held-out images against the training split's most common third. The probe can find
+the object by its colour either way; it can say where it is only if the features carry the patch's position.
 """
 
 from __future__ import annotations
