@@ -16,6 +16,7 @@ the object by its colour either way; it can say where it is only if the features
 from __future__ import annotations
 
 import argparse
+import json
 import tempfile
 import time
 from dataclasses import replace
@@ -45,11 +46,13 @@ def encode(model_dir: Path, records: list[dict], folder: Path, batch: int = 64):
 
 def targets(records: list[dict], colours: list[str]):
     """(image index, colour index, third) of every object."""
+    from sgeo.pipeline.synthetic.questions import image_third
+
     rows = []
     for i, r in enumerate(records):
         for o in r["objects"]:
             u0, _, u1, _ = o["bbox"]
-            rows.append((i, colours.index(o["color"]), min(2, int(3 * (u0 + u1) / 2 / r["camera"]["width"]))))
+            rows.append((i, colours.index(o["color"]), image_third(u0, u1, r["camera"]["width"])))
     return torch.tensor(rows).T  # [3, objects]
 
 
@@ -120,9 +123,6 @@ def main() -> None:
     parser.add_argument("--llm-steps", type=int, default=400, help="steps through the model (batch 64)")
     parser.add_argument("--workdir", type=Path, default=None)
     args = parser.parse_args()
-    torch.set_num_threads(max(1, torch.get_num_threads()))
-
-    import json
 
     from sgeo.model.tiny import TINY, write_tiny
     from sgeo.pipeline.synthetic import generate_synthetic
@@ -139,7 +139,6 @@ def main() -> None:
     print(f"{args.n} training / {args.n_eval} held-out images, {eval_t.shape[1]} held-out objects; the "
           f"training split's most common third ({THIRDS[int(train_third.argmax())]}) scores {majority:.3f}")  # fmt: skip
     print(f"{'position embeddings':<32} {'tower':<6} held-out accuracy   (probe: {args.steps} steps)")
-    features: dict = {}
     for scale, label in ((0.0, "library init (std 0.02)"), (args.scale, f"2D sin-cos x {args.scale:g}")):
         model_dir = write_tiny(work / f"preset-{scale}", sizes=replace(TINY, position_embedding_scale=scale))
         start = time.perf_counter()
@@ -150,7 +149,7 @@ def main() -> None:
             accuracy = fit(probe, partial(tower_tokens, features, k), train_t, eval_t, args.steps, lr=3e-3)
             print(f"{label:<32} {tower:<6} {accuracy:.3f}   (encode {seconds:.0f} s)", flush=True)
 
-    # through the adapters and the LLM, on the last (sin-cos) features
+    sin_cos_features = features  # the loop's last: the towers of --scale, which the LLM runs below read
     from sgeo.model.loading import load_model
 
     print(f"\nthrough the model's adapters and LLM (sin-cos x {args.scale:g} features, {args.llm_steps} steps, "
@@ -162,7 +161,9 @@ def main() -> None:
         words = [processor.tokenizer(" " + c, add_special_tokens=False)["input_ids"][-1] for c in colours]
         start = time.perf_counter()
         probe = ThroughTheModel(model.float().train(), torch.tensor(words))
-        accuracy = fit(probe, partial(both_towers, features), train_t, eval_t, args.llm_steps, lr=1e-3)
+        accuracy = fit(
+            probe, partial(both_towers, sin_cos_features), train_t, eval_t, args.llm_steps, lr=1e-3
+        )
         print(f"LLM and adapters init std {init:<6g} held-out accuracy {accuracy:.3f}   "
               f"({time.perf_counter() - start:.0f} s)", flush=True)  # fmt: skip
 

@@ -196,12 +196,16 @@ def make_question(
     raise ValueError(f"unknown question category {category!r}")
 
 
+def image_third(u0: float, u1: float, width: float) -> int:
+    """0, 1 or 2: the third of the image (left, middle, right) that a 2D box from u0 to u1 is centred in."""
+    return min(2, int(3 * (u0 + u1) / 2 / width))
+
+
 def locate(scene: Scene, obj: SceneObject) -> tuple[str, str]:
     """Where `obj` is: its third of the image and its distance from the camera (a training-only question:
     it grounds each name in a place, which every relation builds on)."""
     u0, _, u1, _ = bbox_2d(scene.camera, obj)
-    third = min(2, int(3 * (u0 + u1) / 2 / scene.camera.width))
-    where = ("on the left", "in the middle", "on the right")[third]
+    where = ("on the left", "in the middle", "on the right")[image_third(u0, u1, scene.camera.width)]
     far = camera_distance(scene.camera, obj)
     return f"Where is the {obj.name}?", f"The {obj.name} is {where}, about {far:.2f} meters from the camera."
 
