@@ -230,3 +230,17 @@ def test_bad_arguments_and_non_empty_output_are_refused(out, tmp_path):
     generate_synthetic(tmp_path / "y", 2, seed=1, image_size=SIZE, n_eval=1, overwrite=True)
     assert (tmp_path / "y" / "keep.txt").read_text() == "mine"
     assert len(_load(tmp_path / "y", "captions.json")) == 2
+
+
+def test_objects_per_scene_option_bounds_every_scene_and_is_recorded(out, tmp_path):
+    generate_synthetic(tmp_path / "two", 6, seed=7, image_size=SIZE, n_eval=4, objects=(2, 2))
+    meta = _load(tmp_path / "two", "meta.json")
+    assert {len(r["objects"]) for r in meta["train"] + meta["eval"]} == {2}
+    assert meta["objects_per_scene"] == [2, 2]
+    # the default draws 2-4 and writes no such key, so default data is what earlier sgeo wrote
+    default = _load(out, "meta.json")
+    assert "objects_per_scene" not in default
+    assert {len(r["objects"]) for r in default["train"] + default["eval"]} <= {2, 3, 4}
+    for bad in ((1, 2), (3, 2), (2, 10)):
+        with pytest.raises(SgeoError, match="objects must be"):
+            generate_synthetic(tmp_path / "bad", 1, seed=1, image_size=SIZE, objects=bad)

@@ -52,8 +52,13 @@ def _well_visible(objects: list[SceneObject], camera: Camera) -> bool:
     return True
 
 
-def sample_scene(rng: np.random.Generator, width: int, height: int) -> Scene:
-    """Draw a random scene that fits the frame with every object clearly visible."""
+OBJECTS_PER_SCENE = (2, 4)  # fewest and most objects in a scene
+
+
+def sample_scene(
+    rng: np.random.Generator, width: int, height: int, how_many: tuple[int, int] = OBJECTS_PER_SCENE
+) -> Scene:
+    """Draw a random scene of `how_many` (fewest, most) objects that fits the frame, each clearly visible."""
     while True:
         hfov = rng.uniform(54.0, 70.0)
         camera = Camera(
@@ -63,7 +68,7 @@ def sample_scene(rng: np.random.Generator, width: int, height: int) -> Scene:
             elevation=_r2(rng.uniform(1.3, 1.8)),
             pitch_deg=round(float(rng.uniform(8.0, 16.0)), 1),
         )
-        k = int(rng.integers(2, 5))
+        k = int(rng.integers(how_many[0], how_many[1] + 1))
         colours = [str(c) for c in rng.choice(list(COLOURS), size=k, replace=False)]
         objects: list[SceneObject] = []
         for colour in colours:

@@ -26,7 +26,7 @@ from .questions import (
     make_question,
 )
 from .render import render_scene
-from .sampling import sample_scene
+from .sampling import OBJECTS_PER_SCENE, sample_scene
 from .scene import COLOURS, Scene, bbox_2d, camera_distance
 
 # 2: yes/no alternates per category; 3: train_bench.json, nearer and larger objects, locate turns
@@ -153,11 +153,12 @@ def generate_synthetic(
     image_size: tuple[int, int] = (224, 224),
     n_eval: int | None = None,
     overwrite: bool = False,
+    objects: tuple[int, int] = OBJECTS_PER_SCENE,
 ) -> dict:
     """Write the synthetic spatial dataset to `out` (layout in the module docs); returns paths and counts.
 
     Deterministic: the same arguments give byte-identical files. Training and eval scenes come from
-    disjoint random streams.
+    disjoint random streams. `objects` is the (fewest, most) objects per scene, 2 to 9 (one colour each).
     """
     if not isinstance(n, int) or n < 1:
         raise SgeoError(f"n must be a positive number of images, got {n!r}")
@@ -169,13 +170,18 @@ def generate_synthetic(
     n_eval = max(20, n // 5) if n_eval is None else n_eval
     if n_eval < 0:
         raise SgeoError(f"n_eval must be >= 0, got {n_eval}")
+    lo, hi = objects
+    if not 2 <= lo <= hi <= len(COLOURS):
+        raise SgeoError(
+            f"objects must be (fewest, most) with 2 <= fewest <= most <= {len(COLOURS)}, got {objects!r}"
+        )
     out = Path(out)
     _prepare_out(out, overwrite)
 
     captions, qa, train_scenes, train_meta = [], [], [], []
     for i in range(n):
         rng = _scene_rng(seed, _TRAIN, i)
-        scene = sample_scene(rng, width, height)
+        scene = sample_scene(rng, width, height, objects)
         train_scenes.append(scene)
         image = f"images/{i:06d}.png"
         render_scene(scene).save(out / image, format="PNG")
@@ -192,7 +198,7 @@ def generate_synthetic(
 
     eval_scenes, eval_meta = [], []
     for i in range(n_eval):
-        scene = sample_scene(_scene_rng(seed, _EVAL, i), width, height)
+        scene = sample_scene(_scene_rng(seed, _EVAL, i), width, height, objects)
         image = f"images/{i:06d}.png"
         render_scene(scene).save(out / "eval" / image, format="PNG")
         eval_scenes.append(scene)
@@ -212,6 +218,8 @@ def generate_synthetic(
             "n": n,
             "n_eval": n_eval,
             "image_size": [width, height],
+            # only when not the default, so that default data stays byte-identical to what v3 wrote
+            **({} if tuple(objects) == OBJECTS_PER_SCENE else {"objects_per_scene": list(objects)}),
             "coordinates": "metres; x right, y up, z forward from the ground point below the camera; "
             "position is the object centre",
             "train": train_meta,
