@@ -241,6 +241,6 @@ def test_objects_per_scene_option_bounds_every_scene_and_is_recorded(out, tmp_pa
     default = _load(out, "meta.json")
     assert "objects_per_scene" not in default
     assert {len(r["objects"]) for r in default["train"] + default["eval"]} <= {2, 3, 4}
-    for bad in ((1, 2), (3, 2), (2, 10)):
+    for bad in ((1, 2), (3, 2), (2, 10), (2.0, 3), (2,)):
         with pytest.raises(SgeoError, match="objects must be"):
             generate_synthetic(tmp_path / "bad", 1, seed=1, image_size=SIZE, objects=bad)

@@ -170,8 +170,11 @@ def generate_synthetic(
     n_eval = max(20, n // 5) if n_eval is None else n_eval
     if n_eval < 0:
         raise SgeoError(f"n_eval must be >= 0, got {n_eval}")
-    lo, hi = objects
-    if not 2 <= lo <= hi <= len(COLOURS):
+    if not (
+        len(objects) == 2
+        and all(isinstance(k, int) for k in objects)
+        and 2 <= objects[0] <= objects[1] <= len(COLOURS)
+    ):
         raise SgeoError(
             f"objects must be (fewest, most) with 2 <= fewest <= most <= {len(COLOURS)}, got {objects!r}"
         )
