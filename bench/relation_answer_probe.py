@@ -3,6 +3,7 @@ nothing.
 
     python bench/relation_answer_probe.py              # 2000 + 100 synthetic images, 1000 steps (6.4 min, 2 cores)
     python bench/relation_answer_probe.py --n 500 --steps 200
+    python bench/relation_answer_probe.py --verdict-last  # "The A is to the right of the B, so no."
 
 Writes a preset with position-aware towers and a 128-wide LLM (`RandomInitSizes(position_embedding_scale=1,
 llm_hidden=128, llm_init_std=1/sqrt(128))`), extracts the synthetic images' features and trains it with
@@ -10,8 +11,8 @@ llm_hidden=128, llm_init_std=1/sqrt(128))`), extracts the synthetic images' feat
 two "Is the A to the left (right) of the B?" turns answered as the synthetic data answers them ("Yes, the A
 is to the left of the B." / "No, the A is to the right of the B."), and one "Where is the A?" turn per
 object ("red left."). On the held-out images' left/right questions it then scores the answer twice: by its
-leading yes/no (what `sgeo eval` scores) and by the relation it states after the names ("the A is to the
-left of the B"), against 50 % for either.
+`sgeo eval` scorer (a leading yes/no decides, else the relation stated) and by the relation it states after
+the names ("the A is to the left of the B"), against 50 % for either.
 """
 
 from __future__ import annotations
@@ -26,9 +27,11 @@ from dataclasses import replace
 from pathlib import Path
 
 
-def left_right_turns(record: dict) -> list[tuple[str, str, str, bool]]:
+def left_right_turns(record: dict, verdict_last: bool = False) -> list[tuple[str, str, str, bool]]:
     """(question, answer, relation word, truth) for each ordered pair whose left/right is clear: as the
-    synthetic data's rule, the centres differ by >= 0.3 m in x and >= 6 % of the width in the image."""
+    synthetic data's rule, the centres differ by >= 0.3 m in x and >= 6 % of the width in the image.
+    The answer is the synthetic data's ("No, the A is to the right of the B."), or with `verdict_last`
+    the relation first ("The A is to the right of the B, so no.")."""
     width, turns = record["camera"]["width"], []
     for a in record["objects"]:
         for b in record["objects"]:
@@ -38,8 +41,13 @@ def left_right_turns(record: dict) -> list[tuple[str, str, str, bool]]:
             for word, truth in (("left", ua < ub), ("right", ua > ub)):
                 other = "right" if word == "left" else "left"
                 said = f"the {a['name']} is to the {word if truth else other} of the {b['name']}"
-                turns.append((f"Is the {a['name']} to the {word} of the {b['name']}?",
-                              f"{'Yes' if truth else 'No'}, {said}.", word, truth))  # fmt: skip
+                verdict = "yes" if truth else "no"
+                answer = (
+                    f"{said[0].upper()}{said[1:]}, so {verdict}."
+                    if verdict_last
+                    else f"{verdict.capitalize()}, {said}."
+                )
+                turns.append((f"Is the {a['name']} to the {word} of the {b['name']}?", answer, word, truth))
     return turns
 
 
@@ -58,12 +66,12 @@ def conversation(turns: list[tuple[str, str]]) -> list[dict]:
     return conv
 
 
-def write_data(data: Path, seed: int) -> tuple[Path, Path]:
+def write_data(data: Path, seed: int, verdict_last: bool) -> tuple[Path, Path]:
     """The left/right training conversations and the held-out left/right bench, from the generator's meta."""
     meta, rng = json.loads((data / "meta.json").read_text()), random.Random(seed)
     train = []
     for i, record in enumerate(meta["train"]):
-        pairs = left_right_turns(record)
+        pairs = left_right_turns(record, verdict_last)
         rng.shuffle(pairs)
         turns = [(q, a) for q, a, _, _ in pairs[:2]] + [where_turn(record, o) for o in record["objects"]]
         rng.shuffle(turns)
@@ -72,7 +80,7 @@ def write_data(data: Path, seed: int) -> tuple[Path, Path]:
         {"id": str(k), "file_path": record["image"], "text_q": q, "conversations": conversation([(q, a)]),
          "qa_info": {"category": f"{word}_predicate", "type": "qualitative"}}
         for k, (record, (q, a, word, _)) in enumerate(
-            (r, t) for r in meta["eval"] for t in left_right_turns(r)[:4]
+            (r, t) for r in meta["eval"] for t in left_right_turns(r, verdict_last)[:4]
         )
     ]  # fmt: skip
     (data / "left_right_qa.json").write_text(json.dumps(train))
@@ -82,7 +90,7 @@ def write_data(data: Path, seed: int) -> tuple[Path, Path]:
 
 def stated_relation_right(pred: str, gt: str) -> bool:
     """Whether the relation `pred` states after its names ("the A is to the left of the B") is the gt's."""
-    said = re.compile(r"the (.+?) is to the (left|right) of the (.+?)[.,]")
+    said = re.compile(r"\bthe (.+?) is to the (left|right) of the (.+?)[.,]", re.IGNORECASE)
     p, g = said.search(pred), said.search(gt)
     return bool(p and g and p.groups() == g.groups())
 
@@ -94,6 +102,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=1000, help="stage-2 optimizer steps of 16 conversations")
     parser.add_argument("--objects", type=int, nargs=2, default=(2, 4), metavar=("FEWEST", "MOST"),
                         help="objects per scene (the synthetic data's default: 2 4)")  # fmt: skip
+    parser.add_argument("--verdict-last", action="store_true",
+                        help='answers "The A is to the right of the B, so no." (default: "No, the A is ...")')  # fmt: skip
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
         "--workdir", type=Path, default=None, help="keep everything here (default: a temp dir)"
@@ -119,7 +129,7 @@ def main() -> None:
         store = str(work / "features.zarr")
         run_extract(ExtractConfig(root=data, store=store, dataset="synthetic", model=str(model), batch_size=16,
                                   shard_size=64))  # fmt: skip
-        train_data, bench = write_data(data, args.seed)
+        train_data, bench = write_data(data, args.seed, args.verdict_last)
         # stage 1 as the quickstart runs it (the MoGe adapter on the captions, 1 epoch): without it the same
         # stage 2 stays at 50 % on both scores (measured, README "The quickstart")
         run_train(TrainConfig(
@@ -137,12 +147,12 @@ def main() -> None:
         rows = [json.loads(line) for line in (work / "eval" / "answers.jsonl").open()]
         stated = sum(stated_relation_right(r["pred"], r["gt"]) for r in rows)
         print(f"\nleft/right on {len(rows)} held-out questions after {args.steps} steps, "
-              f"{args.objects[0]}-{args.objects[1]} objects per scene "
+              f"{args.objects[0]}-{args.objects[1]} objects per scene, "
+              f"{'verdict last' if args.verdict_last else 'the synthetic answers'} "
               f"({(time.perf_counter() - start) / 60:.1f} min in all):")  # fmt: skip
-        print(
-            f"  scored by the leading yes/no (sgeo eval):     {100 * scored['scores']['overall']['score']:.1f} %"
-        )
-        print(f"  scored by the relation stated after the names: {100 * stated / max(len(rows), 1):.1f} %")
+        by_eval, by_statement = 100 * scored["scores"]["overall"]["score"], 100 * stated / max(len(rows), 1)
+        print(f"  scored by sgeo eval (a leading yes/no, else the stated relation): {by_eval:.1f} %")
+        print(f"  scored by the relation stated after the names:                  {by_statement:.1f} %")
         print("  (either by chance: 50 %)")
 
 
