@@ -59,15 +59,11 @@ def where_turn(record: dict, obj: dict) -> tuple[str, str]:
     return f"Where is the {obj['name']}?", f"{obj['color']} {third}."
 
 
-def conversation(turns: list[tuple[str, str]]) -> list[dict]:
-    conv = []
-    for q, a in turns:
-        conv += [{"from": "human", "value": ("" if conv else "<image>\n") + q}, {"from": "gpt", "value": a}]
-    return conv
-
-
 def write_data(data: Path, seed: int, verdict_last: bool) -> tuple[Path, Path]:
     """The left/right training conversations and the held-out left/right bench, from the generator's meta."""
+    # the synthetic data's own LLaVA-format conversation (`<image>` before the first question)
+    from sgeo.pipeline.synthetic.writer import _conversation as conversation
+
     meta, rng = json.loads((data / "meta.json").read_text()), random.Random(seed)
     train = []
     for i, record in enumerate(meta["train"]):
@@ -76,12 +72,11 @@ def write_data(data: Path, seed: int, verdict_last: bool) -> tuple[Path, Path]:
         turns = [(q, a) for q, a, _, _ in pairs[:2]] + [where_turn(record, o) for o in record["objects"]]
         rng.shuffle(turns)
         train.append({"id": f"{i:06d}", "image": record["image"], "conversations": conversation(turns)})
+    held_out = [(r, turn) for r in meta["eval"] for turn in left_right_turns(r, verdict_last)[:4]]
     bench = [
         {"id": str(k), "file_path": record["image"], "text_q": q, "conversations": conversation([(q, a)]),
          "qa_info": {"category": f"{word}_predicate", "type": "qualitative"}}
-        for k, (record, (q, a, word, _)) in enumerate(
-            (r, t) for r in meta["eval"] for t in left_right_turns(r, verdict_last)[:4]
-        )
+        for k, (record, (q, a, word, _)) in enumerate(held_out)
     ]  # fmt: skip
     (data / "left_right_qa.json").write_text(json.dumps(train))
     (data / "eval" / "left_right_bench.json").write_text(json.dumps(bench))
