@@ -222,7 +222,7 @@ def test_web_page_conversation_in_a_browser(server, tmp_path):
                 return failed || answers.length === n && answers[n - 1].innerText.trim().length > 0
                     && (!tracker || tracker.classList.contains('hide'));
             }""",
-            arg=[bot, n], timeout=60_000,
+            arg=[bot, n], timeout=180_000,  # a hang guard, not a speed check: a loaded CI run once took >60 s
         )  # fmt: skip
         toasts = [t.inner_text() for t in page.query_selector_all(".toast-body.error, .toast-body.warning")]
         assert not toasts, toasts  # the page reported an error instead of answering
