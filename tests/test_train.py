@@ -398,3 +398,20 @@ def test_missing_json_or_store_is_a_one_line_error(data, tmp_path):
     _one_line_error(result, "no feature store")
     result = run_sgeo("train", "--stage", "1", "--data", data["stage1"], "--out", tmp_path / "o")
     _one_line_error(result, "--store is required")
+
+
+@pytest.mark.parametrize(
+    ("given", "cleaned"),
+    [("9.0a", "9.0"), ("8.0;9.0a 10.0a+PTX", "8.0;9.0 10.0+PTX"), ("8.6+PTX", "8.6+PTX"), ("", None)],
+)
+def test_cuda_arch_list_is_made_readable_for_deepspeeds_op_builder(monkeypatch, given, cleaned):
+    """DeepSpeed parses each TORCH_CUDA_ARCH_LIST entry with int(); "9.0a" (set by NGC-style images, seen on
+    an H200) failed its fused-Adam build there, so the trainer rewrites arch-specific targets before it."""
+    from sgeo.jobs.train.environment import deepspeed_arch_list
+
+    monkeypatch.setenv("TORCH_CUDA_ARCH_LIST", given)
+    assert deepspeed_arch_list() == cleaned
+    assert os.environ["TORCH_CUDA_ARCH_LIST"] == (cleaned if cleaned is not None else given)
+    if cleaned:  # what DeepSpeed's builder does with it (op_builder/builder.py) now parses
+        for cc in cleaned.replace(" ", ";").split(";"):
+            tuple(int(part.split("+")[0]) for part in cc.split("."))

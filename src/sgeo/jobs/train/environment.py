@@ -4,6 +4,7 @@ launched it, torch threads on CPU, and DeepSpeed's chatter."""
 from __future__ import annotations
 
 import os
+import re
 import socket
 
 LAUNCHER_ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
@@ -17,6 +18,7 @@ def prepare_environment() -> tuple[str, bool]:
     cuda = torch.cuda.is_available()
     if not cuda:
         os.environ.setdefault("DS_ACCELERATOR", "cpu")
+    deepspeed_arch_list()
     launched = "RANK" in os.environ and "WORLD_SIZE" in os.environ
     if not launched:
         os.environ.update(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", MASTER_ADDR="127.0.0.1",
@@ -24,6 +26,18 @@ def prepare_environment() -> tuple[str, bool]:
     os.environ.setdefault("LOCAL_RANK", os.environ["RANK"])
     os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
     return ("cuda" if cuda else "cpu"), launched
+
+
+def deepspeed_arch_list() -> str | None:
+    """Make TORCH_CUDA_ARCH_LIST readable by DeepSpeed's op builder, which parses each entry with int(): an
+    arch-specific target such as NGC images' "9.0a" fails its fused-Adam build ("invalid literal for int()",
+    seen on an H200). Its ops use nothing arch-specific, so "9.0" builds them. Returns the value it set."""
+    value = os.environ.get("TORCH_CUDA_ARCH_LIST")
+    if not value:
+        return None
+    cleaned = re.sub(r"(\d+\.\d+)[a-z]\b", r"\1", value)
+    os.environ["TORCH_CUDA_ARCH_LIST"] = cleaned
+    return cleaned
 
 
 def _free_port() -> int:
