@@ -178,6 +178,12 @@ def test_predicate_with_the_subject_swapped():
         ("The blue ball.", False),
         ("The blue ball is taller than the red box.", False),
         ("The red box is shorter.", False),
+        # the compared objects named first: an article between "between"/"and"/"to" and a name keeps it a
+        # reference, so the object the sentence is about decides (both read as the blue ball before)
+        ("Between the red box and the blue ball, the red box is taller.", True),
+        ("Between the red box and the blue ball, the blue ball is taller.", False),
+        ("Compared to the blue ball, the red box is taller.", True),
+        ("Compared to the red box, the blue ball is taller.", False),
     ],
 )
 def test_choice_picks_the_same_object(pred, ok):

@@ -54,7 +54,8 @@ _YES = re.compile(
 _NO = re.compile(
     r"^(?:no|nope|incorrect|false|negative|wrong|not really|that(?:'s| is) (?:false|incorrect|wrong|not))\b"
 )
-_REFERENCE_BEFORE = re.compile(r"\b(?:than|of|from|between|and|to|versus|vs|with)\s*$")
+# "than B", "than the B": an article may stand between the reference word and the object
+_REFERENCE_BEFORE = re.compile(r"\b(?:than|of|from|between|and|to|versus|vs|with)\s*(?:(?:the|a|an)\s+)?$")
 _LEAD = re.compile(
     r"^(?:(?:which|who|what)(?: one)?(?: of these(?: \w+)?)?(?: is| are| appears?| seems?)?|is|are|of|among|between)\s+"
 )
