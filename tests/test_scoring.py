@@ -179,7 +179,7 @@ def test_predicate_with_the_subject_swapped():
         ("The blue ball is taller than the red box.", False),
         ("The red box is shorter.", False),
         # the compared objects named first: an article between "between"/"and"/"to" and a name keeps it a
-        # reference, so the object the sentence is about decides (both read as the blue ball before)
+        # reference, so the object the sentence is about decides (before, the first object named did)
         ("Between the red box and the blue ball, the red box is taller.", True),
         ("Between the red box and the blue ball, the blue ball is taller.", False),
         ("Compared to the blue ball, the red box is taller.", True),
