@@ -12,7 +12,7 @@ from collections import Counter
 
 import pytest
 
-from conftest import run_sgeo
+from conftest import assert_one_line_error, run_sgeo, run_sgeo_batch
 from sgeo.pipeline.benchmarks import load_benchmark
 from sgeo.pipeline.scoring import comparison_table, constant_baseline
 
@@ -43,6 +43,26 @@ def test_quickstart_smoke_through_the_cli_and_rerun_skips(tmp_path):
 
     again = run_sgeo(*args, check=True, timeout=900)  # everything but the final ask is already there
     assert again.stdout.count("(done already, skipped)") == steps - 1
+
+
+def test_a_workdir_of_other_data_is_refused_not_reused(tmp_path):
+    """A workdir's store and models were made from its data: another generator version or other sizes are
+    refused in one line before anything is written, instead of being trained and scored as if asked for."""
+    from sgeo.pipeline.synthetic import GENERATOR_VERSION
+
+    work = tmp_path / "qs"
+    (work / "data").mkdir(parents=True)
+    args = ["quickstart", "--workdir", work, "--n", "8", "--n-eval", "2"]
+    metas = [{"version": GENERATOR_VERSION, "n": 10, "n_eval": 2}, {"version": GENERATOR_VERSION, "n": 8, "n_eval": 5},
+             {"version": GENERATOR_VERSION - 1, "n": 8, "n_eval": 2}]  # fmt: skip
+    results = []
+    for meta in metas:
+        (work / "data" / "meta.json").write_text(json.dumps(meta))
+        results += run_sgeo_batch([args])
+    assert_one_line_error(results[0], "10 training and 2 held-out images", "asks for 8 and 2")
+    assert_one_line_error(results[1], "8 training and 5 held-out images")
+    assert_one_line_error(results[2], f"v{GENERATOR_VERSION - 1}", "new --workdir")
+    assert sorted(p.name for p in work.iterdir()) == ["data"]
 
 
 def test_constant_baseline_is_chosen_on_the_training_split(synthetic_root):
