@@ -81,6 +81,19 @@ def test_info_materialises_tiny(tmp_path):
     assert (tmp_path / "presets" / TINY_VERSION / "spatialgeo" / "config.json").exists()
 
 
+def test_demo_preset_is_tiny_with_position_aware_towers_and_a_wider_llm(tmp_path):
+    """The quickstart's preset: materialised in the home like tiny, with its own sizes in the written configs."""
+    result = run_sgeo("info", "--model", "demo", "--json", check=True, env={"SGEO_HOME": str(tmp_path)})
+    info = json.loads(result.stdout)
+    root = tmp_path / "presets" / "demo-v1"
+    llm = json.loads((root / "llm" / "config.json").read_text())
+    assert (llm["hidden_size"], llm["intermediate_size"], llm["initializer_range"]) == (128, 352, 0.0884)
+    assert json.loads((root / "spatialgeo" / "config.json").read_text())["text_config"]["hidden_size"] == 128
+    tiny = json.loads(run_sgeo("info", "--model", "tiny", "--json", check=True,
+                               env={"SGEO_HOME": str(tmp_path)}).stdout)  # fmt: skip
+    assert info["parameters"] != tiny["parameters"]
+
+
 def test_reference_model_without_weights_is_a_one_line_error(tmp_path):
     env = {
         "SGEO_HOME": str(tmp_path),

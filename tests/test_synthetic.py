@@ -111,13 +111,17 @@ def test_bench_format_and_balance(out):
         assert (out / "eval" / item["file_path"]).is_file()
         human, gpt = item["conversations"]
         assert human == {"from": "human", "value": "<image>\n" + item["text_q"]} and gpt["from"] == "gpt"
+        names = NAME.findall(item["text_q"])
+        if category in PREDICATES or category in CHOICES:
+            # the relation between the objects in the question's order, then the verdict
+            said, verdict = gpt["value"].rsplit(", so ", 1)
+            assert NAME.findall(said.lower()) == names, item
         if category in PREDICATES:
-            answer = gpt["value"].split(",")[0]
+            answer = verdict.rstrip(".").capitalize()
             assert answer in ("Yes", "No")
             yes_no.setdefault(category, []).append(answer)
         if category in CHOICES:
-            winner = NAME.match(gpt["value"].lower()).group(1)
-            assert winner in NAME.findall(item["text_q"])
+            assert NAME.match(verdict).group(1) in names
     # Each predicate category alternates: no constant answer can beat chance on any category.
     assert sum(map(len, yes_no.values())) >= 6
     assert all(
@@ -184,7 +188,7 @@ def test_predicate_answers_match_meta_ground_truth(out):
         objects = _objects(meta, item["file_path"])
         a, b = (objects[name] for name in NAME.findall(item["text_q"]))
         holds = sign * (value[rel](a) - value[rel](b)) > 0
-        assert item["conversations"][1]["value"].startswith("Yes" if holds else "No"), item
+        assert item["conversations"][1]["value"].endswith(", so yes." if holds else ", so no."), item
         n += 1
     assert n >= 6
 
@@ -244,3 +248,54 @@ def test_objects_per_scene_option_bounds_every_scene_and_is_recorded(out, tmp_pa
     for bad in ((1, 2), (3, 2), (2, 10), (2.0, 3), (2,)):
         with pytest.raises(SgeoError, match="objects must be"):
             generate_synthetic(tmp_path / "bad", 1, seed=1, image_size=SIZE, objects=bad)
+
+
+def test_bench_answers_score_as_right_and_their_opposite_relation_as_wrong(out):
+    """The scorer reads what the generator writes: each gt scores itself right, and the same answer with the
+    stated relation flipped (the verdict left as it was) scores wrong, so the stated relation is what counts."""
+    from sgeo.pipeline.scoring import score_item
+    from sgeo.pipeline.synthetic.questions import STATEMENTS
+
+    opposite = {a: b for pair in STATEMENTS.values() for a, b in (pair, pair[::-1])}
+    checked = Counter()
+    for item in _load(out, "eval/bench.json"):
+        gt = item["conversations"][1]["value"]
+        record = {"gt": gt, "question": item["text_q"], "qa_info": item["qa_info"]}
+        assert score_item({**record, "pred": gt})["success"], item
+        said = next((s for s in sorted(opposite, key=len, reverse=True) if f" {s} " in gt), None)
+        if item["qa_info"]["category"] in PREDICATES + CHOICES:
+            flipped = gt.replace(f" {said} ", f" {opposite[said]} ", 1)
+            assert not score_item({**record, "pred": flipped})["success"], (item, flipped)
+            checked[item["qa_info"]["category"] in PREDICATES] += 1
+    assert checked[True] >= 6 and checked[False] >= 6
+
+
+def test_ray_cast_geometry_agrees_with_the_rendered_image_and_the_scene():
+    """The exact point map (what a geometry-trained MoGe is taught) sees each object where the renderer drew
+    it, its points lie on that object's surface, and the floor's lie on the floor."""
+    from sgeo.pipeline.synthetic.geometry import point_map, ray_hits
+
+    cam = Camera(*SIZE, focal=80.0, elevation=1.5, pitch_deg=10.0)
+    box = SceneObject("box", "red", -0.8, 3.0, 0.6, 0.8, 0.5)
+    ball = SceneObject("sphere", "blue", 1.0, 4.5, 0.7, 0.7, 0.7)
+    can = SceneObject("cylinder", "green", 0.2, 6.0, 0.5, 1.2, 0.5)
+    scene = Scene(cam, (box, ball, can), "gray", (0.0, 0.6, -0.8))
+    img = np.asarray(render_scene(scene)).astype(int)
+    r, g, b = img[..., 0], img[..., 1], img[..., 2]
+    drawn = {0: (r - g > 30) & (r - b > 30), 1: (b - r > 30) & (b - g > 30), 2: (g - r > 30) & (g - b > 30)}
+    world, hit, which = ray_hits(scene, *SIZE)
+    which = which.reshape(SIZE[1], SIZE[0])
+    for k, obj in enumerate(scene.objects):
+        cast = which == k
+        iou = (cast & drawn[k]).sum() / (cast | drawn[k]).sum()
+        assert iou > 0.9, (obj.name, iou)  # edges differ by the renderer's supersampling
+        pts = world[cast.ravel()]
+        lo = [obj.x - obj.width / 2, 0.0, obj.z - obj.depth / 2]
+        hi = [obj.x + obj.width / 2, obj.height, obj.z + obj.depth / 2]
+        assert np.all(pts >= np.array(lo) - 1e-6) and np.all(pts <= np.array(hi) + 1e-6)
+    floor = hit & (which.ravel() == -1)
+    assert floor.sum() > 0 and np.allclose(world[floor, 1], 0.0, atol=1e-9)
+    assert not hit.all()  # the sky above the horizon sees nothing
+    points, mask, _ = point_map(scene, *SIZE)  # OpenCV camera frame: depth grows away from the camera
+    depth = points[..., 2][mask & (which == -1)]
+    assert depth.min() > 0 and np.all(points[~mask] == 0)

@@ -341,7 +341,7 @@ def quickstart(
         True, help="also train stage 2 with CLIP tokens only and with MoGe tokens only, and score both"
     ),
 ):
-    """The main job end to end on the tiny preset: data, extract, stage 1, stage 2, eval, ask."""
+    """The main job end to end on the demo preset: data, extract, stage 1, stage 2, eval, ask."""
     from dataclasses import replace
 
     from .jobs.quickstart import QUICKSTART, run_quickstart

@@ -1,6 +1,7 @@
 """Named models: the preset registry. Every `--model` option takes a preset name or a model directory.
 
 - `tiny`: seeded random-init parts written under `$SGEO_HOME` (default `~/.cache/sgeo`) on first use.
+- `demo`: the quickstart's, written the same way: tiny with position-aware towers and a wider LLM.
 - `ref-dims`: the same, at the reference's shapes and dtypes (CLIP ViT-L/14-336, MoGe ViT-L, a bf16 Llama-7B-
   shaped LLM with `$SGEO_REF_DIMS_LAYERS` layers, default 2, and LLaVA's tokenizer), to rehearse on CPU.
 - `spatialgeo-7b`: the reference parts (LLaVA-1.5-7B with CLIP ViT-L/14-336, MoGe ViT-L), from local paths or
@@ -21,6 +22,7 @@ from pathlib import Path
 from ..errors import SgeoError
 
 TINY_VERSION = "tiny-v1"  # bump when the tiny recipe changes, so old homes are not reused
+DEMO_VERSION = "demo-v1"
 REF_DIMS_VERSION = "ref-dims-v2"  # + the LLM depth: homes never mix models of different depths
 REF_DIMS_LAYERS_ENV = "SGEO_REF_DIMS_LAYERS"
 
@@ -58,6 +60,15 @@ def _tiny():
     from .tiny import write_tiny
 
     return resolve_directory(materialise(TINY_VERSION, write_tiny), "tiny")
+
+
+def _demo():
+    from functools import partial
+
+    from .resolve import resolve_directory
+    from .tiny import DEMO, write_tiny
+
+    return resolve_directory(materialise(DEMO_VERSION, partial(write_tiny, sizes=DEMO)), "demo")
 
 
 def ref_dims_layers() -> int:
@@ -120,6 +131,11 @@ PRESETS: dict[str, Preset] = {
     preset.name: preset
     for preset in (
         Preset("tiny", "seeded random-init CLIP, MoGe (ViT-S/14) and a 2-layer Llama; 112 px", _tiny),
+        Preset(
+            "demo",
+            "the quickstart's: tiny with sin-cos tower position embeddings and a 128-wide fan-in-init LLM",
+            _demo,
+        ),
         Preset(
             "ref-dims",
             "tiny's recipe at the reference's shapes: CLIP ViT-L/14-336, MoGe ViT-L, a bf16 Llama-7B-shaped LLM "

@@ -75,6 +75,12 @@ class RandomInitSizes:
 
 
 TINY = RandomInitSizes()
+# The quickstart's preset: tiny's towers with a 2D sin-cos position embedding (as a pretrained ViT's patch
+# tokens, each says where it is) and a 128-wide LLM drawn at fan-in scale (1/sqrt(128)), so attention can
+# single out one object's patches from the start (bench/grounding_probe.py measures both choices).
+DEMO = RandomInitSizes(
+    position_embedding_scale=1.0, llm_hidden=128, llm_intermediate=352, llm_init_std=0.0884
+)
 # Encoders that dominate the cost (benchmarks): CLIP ViT-B at 224 px and MoGe with a ViT-B/14 backbone.
 VIT_B = RandomInitSizes(
     image_size=224, clip_hidden=768, clip_intermediate=3072, clip_layers=12, clip_heads=12, clip_projection=512,

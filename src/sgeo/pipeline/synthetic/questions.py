@@ -14,7 +14,7 @@ from .relations import (
     horizontal_distance,
     vertical_distance,
 )
-from .scene import SHAPES, Scene, SceneObject, bbox_2d, camera_distance
+from .scene import SHAPES, Scene, SceneObject, bbox_2d
 
 QUANTITATIVE = (
     "distance_data",
@@ -53,34 +53,31 @@ CHOICES = (
 BENCH_CATEGORIES = QUANTITATIVE + PREDICATES + CHOICES
 TRAIN_CATEGORIES = BENCH_CATEGORIES + ("front_choice", "behind_choice", "count")
 
-# category -> (relation, sign, question, yes-answer, no-answer)
-_PREDICATE_TEXT = {
-    "left_predicate": (
-        "left",
-        1,
-        "Is the {a} to the left of the {b}?",
-        "is to the left of",
-        "is to the right of",
-    ),
-    "right_predicate": (
-        "left",
-        -1,
-        "Is the {a} to the right of the {b}?",
-        "is to the right of",
-        "is to the left of",
-    ),
-    "above_predicate": ("above", 1, "Is the {a} above the {b}?", "is above", "is below"),
-    "below_predicate": ("above", -1, "Is the {a} below the {b}?", "is below", "is above"),
-    "behind_predicate": ("behind", 1, "Is the {a} behind the {b}?", "is behind", "is in front of"),
-    "front_predicate": ("behind", -1, "Is the {a} in front of the {b}?", "is in front of", "is behind"),
-    "tall_predicate": ("tall", 1, "Is the {a} taller than the {b}?", "is taller than", "is shorter than"),
-    "short_predicate": ("tall", -1, "Is the {a} shorter than the {b}?", "is shorter than", "is taller than"),
-    "wide_predicate": ("wide", 1, "Is the {a} wider than the {b}?", "is wider than", "is thinner than"),
-    "thin_predicate": ("wide", -1, "Is the {a} thinner than the {b}?", "is thinner than", "is wider than"),
-    "big_predicate": ("big", 1, "Is the {a} bigger than the {b}?", "is bigger than", "is smaller than"),
-    "small_predicate": ("big", -1, "Is the {a} smaller than the {b}?", "is smaller than", "is bigger than"),
+# How an answer states each relation between a pair (a, b): (a has more of it, a has less of it).
+STATEMENTS = {
+    "left": ("is to the left of", "is to the right of"),
+    "above": ("is above", "is below"),
+    "behind": ("is behind", "is in front of"),
+    "tall": ("is taller than", "is shorter than"),
+    "wide": ("is wider than", "is thinner than"),
+    "big": ("is bigger than", "is smaller than"),
 }
-# category -> (relation, sign, question, answer predicate)
+# category -> (relation, sign, question)
+_PREDICATE_TEXT = {
+    "left_predicate": ("left", 1, "Is the {a} to the left of the {b}?"),
+    "right_predicate": ("left", -1, "Is the {a} to the right of the {b}?"),
+    "above_predicate": ("above", 1, "Is the {a} above the {b}?"),
+    "below_predicate": ("above", -1, "Is the {a} below the {b}?"),
+    "behind_predicate": ("behind", 1, "Is the {a} behind the {b}?"),
+    "front_predicate": ("behind", -1, "Is the {a} in front of the {b}?"),
+    "tall_predicate": ("tall", 1, "Is the {a} taller than the {b}?"),
+    "short_predicate": ("tall", -1, "Is the {a} shorter than the {b}?"),
+    "wide_predicate": ("wide", 1, "Is the {a} wider than the {b}?"),
+    "thin_predicate": ("wide", -1, "Is the {a} thinner than the {b}?"),
+    "big_predicate": ("big", 1, "Is the {a} bigger than the {b}?"),
+    "small_predicate": ("big", -1, "Is the {a} smaller than the {b}?"),
+}
+# category -> (relation, sign, question, what the chosen object "is")
 _CHOICE_TEXT = {
     "tall_choice": ("tall", 1, "Which is taller, the {a} or the {b}?", "is taller"),
     "short_choice": ("tall", -1, "Which is shorter, the {a} or the {b}?", "is shorter"),
@@ -139,21 +136,32 @@ def _plural(shape: str, k: int) -> str:
     return f"{shape}es" if shape == "box" and k != 1 else (f"{shape}s" if k != 1 else shape)
 
 
+def statement(scene: Scene, rel: str, a: SceneObject, b: SceneObject) -> str:
+    """ "The red box is taller than the blue sphere": how `rel` holds between a and b (clear pairs only)."""
+    more, less = STATEMENTS[rel]
+    return f"The {a.name} {more if RELATIONS[rel](scene, a, b) == 1 else less} the {b.name}"
+
+
 def make_question(
     category: str, scene: Scene, rng: np.random.Generator, want_yes: bool = True
 ) -> tuple[str, str] | None:
-    """A (question, answer) of `category` about `scene`, or None if the scene has no clear case for it."""
+    """A (question, answer) of `category` about `scene`, or None if the scene has no clear case for it.
+
+    Two-object questions are answered with the relation between the two objects in the order the question
+    names them, then the verdict ("The A is to the right of the B, so no." / "..., so the B is shorter."):
+    the deciding word comes right after the names it depends on, and a predicate and a choice on one relation
+    share it. A tiny model learns a relation stated there long before a leading yes/no
+    (bench/relation_answer_probe.py); the scorer reads the stated relation when no yes/no leads.
+    """
     if category in _PREDICATE_TEXT:
-        rel, sign, q, yes, no = _PREDICATE_TEXT[category]
+        rel, sign, q = _PREDICATE_TEXT[category]
         want = sign if want_yes else -sign
         pair = _pick(rng, [(a, b) for a, b in _pairs(scene) if RELATIONS[rel](scene, a, b) == want])
         if pair is None:
             return None
         a, b = pair
-        verb = yes if want_yes else no
-        return q.format(
-            a=a.name, b=b.name
-        ), f"{'Yes' if want_yes else 'No'}, the {a.name} {verb} the {b.name}."
+        verdict = "yes" if want_yes else "no"
+        return q.format(a=a.name, b=b.name), f"{statement(scene, rel, a, b)}, so {verdict}."
     if category in _CHOICE_TEXT:
         rel, sign, q, verb = _CHOICE_TEXT[category]
         pair = _pick(rng, [(a, b) for a, b in _pairs(scene) if RELATIONS[rel](scene, a, b) != 0])
@@ -161,7 +169,7 @@ def make_question(
             return None
         a, b = pair
         winner = a if RELATIONS[rel](scene, a, b) == sign else b
-        return q.format(a=a.name, b=b.name), f"The {winner.name} {verb}."
+        return q.format(a=a.name, b=b.name), f"{statement(scene, rel, a, b)}, so the {winner.name} {verb}."
     if category in _PAIR_QUANTITIES:
         questions, value, answer = _PAIR_QUANTITIES[category]
         pairs = _pairs(scene)
@@ -202,12 +210,13 @@ def image_third(u0: float, u1: float, width: float) -> int:
 
 
 def locate(scene: Scene, obj: SceneObject) -> tuple[str, str]:
-    """Where `obj` is: its third of the image and its distance from the camera (a training-only question:
-    it grounds each name in a place, which every relation builds on)."""
+    """Where `obj` is, in as few words as the answer can take: its colour, then the third of the image it is
+    in ("red left."). A training-only question that grounds each name in a place, which every relation
+    builds on: the deciding word right after the colour is what a tiny model learns first (91 % on held-out
+    images after 1000 steps of a full question mix, against 40 % for the most common third)."""
     u0, _, u1, _ = bbox_2d(scene.camera, obj)
-    where = ("on the left", "in the middle", "on the right")[image_third(u0, u1, scene.camera.width)]
-    far = camera_distance(scene.camera, obj)
-    return f"Where is the {obj.name}?", f"The {obj.name} is {where}, about {far:.2f} meters from the camera."
+    where = ("left", "middle", "right")[image_third(u0, u1, scene.camera.width)]
+    return f"Where is the {obj.name}?", f"{obj.color} {where}."
 
 
 def category_type(category: str) -> str:
@@ -223,10 +232,8 @@ def caption(scene: Scene, rng: np.random.Generator) -> str:
     names = [f"{_article(o.name)} {o.name}" for o in scene.objects]
     listed = names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
     text = f"{listed[0].upper()}{listed[1:]} on a {scene.floor} floor."
-    for category in rng.permutation(
-        ["left_predicate", "behind_predicate", "front_predicate", "tall_predicate"]
-    ):
-        qa = make_question(str(category), scene, rng, want_yes=True)
-        if qa is not None:
-            return f"{text} The {qa[1].removeprefix('Yes, the ')}"
+    for rel in rng.permutation(["left", "behind", "tall"]):
+        pairs = [(a, b) for a, b in _pairs(scene) if RELATIONS[str(rel)](scene, a, b) != 0]
+        if pairs:
+            return f"{text} {statement(scene, str(rel), *pairs[int(rng.integers(len(pairs)))])}."
     return text

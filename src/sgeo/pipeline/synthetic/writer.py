@@ -29,8 +29,9 @@ from .render import render_scene
 from .sampling import OBJECTS_PER_SCENE, sample_scene
 from .scene import COLOURS, Scene, bbox_2d, camera_distance
 
-# 2: yes/no alternates per category; 3: train_bench.json, nearer and larger objects, locate turns
-GENERATOR_VERSION = 3
+# 2: yes/no alternates per category; 3: train_bench.json, nearer and larger objects, locate turns;
+# 4: two-object answers state the relation, then the verdict; 8 turns per image; terse locate turns
+GENERATOR_VERSION = 4
 BENCH_ITEMS_PER_IMAGE = 4
 
 
@@ -70,18 +71,21 @@ def _conversation(turns: list[tuple[str, str]]) -> list[dict]:
     return conv
 
 
+TURNS_PER_IMAGE = 8  # questions of distinct categories per training image, then one "where" turn
+
+
 def _qa_turns(scene: Scene, rng: np.random.Generator) -> list[tuple[str, str]]:
-    n_turns = int(rng.integers(4, 8))
+    """A training conversation: questions of `TURNS_PER_IMAGE` distinct categories and where one object is,
+    in random order. Many turns per image: the image's tokens are most of what a step costs."""
     turns = []
     for category in rng.permutation(list(TRAIN_CATEGORIES)):
         qa = make_question(str(category), scene, rng, want_yes=bool(rng.random() < 0.5))
         if qa is not None:
             turns.append(qa)
-        if len(turns) == n_turns:
+        if len(turns) == TURNS_PER_IMAGE:
             break
-    # then where every object is: after the relations, so that no answer above can lean on these
-    turns.extend(locate(scene, scene.objects[int(k)]) for k in rng.permutation(len(scene.objects)))
-    return turns
+    turns.append(locate(scene, scene.objects[int(rng.integers(len(scene.objects)))]))
+    return [turns[int(k)] for k in rng.permutation(len(turns))]
 
 
 # random streams: one per (split, image)
