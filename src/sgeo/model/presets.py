@@ -22,7 +22,7 @@ from pathlib import Path
 from ..errors import SgeoError
 
 TINY_VERSION = "tiny-v1"  # bump when the tiny recipe changes, so old homes are not reused
-DEMO_VERSION = "demo-v1"
+DEMO_VERSION = "demo-v1"  # likewise for the demo recipe (`tiny.DEMO`)
 REF_DIMS_VERSION = "ref-dims-v2"  # + the LLM depth: homes never mix models of different depths
 REF_DIMS_LAYERS_ENV = "SGEO_REF_DIMS_LAYERS"
 
