@@ -26,16 +26,13 @@ import tempfile
 import time
 from pathlib import Path
 
-# relation -> (question words (more, less), bench categories (more, less), the value a "where" turn grades,
-# its cuts and words); the truth of each pair is the synthetic data's own (`RELATIONS`)
+# relation -> the value a "where" turn grades, its cuts and words; questions, categories and the truth of each
+# pair are the synthetic data's own (`_PREDICATE_TEXT`, `RELATIONS`, `statement`)
 PROBED = {
-    "left": (("to the left of", "to the right of"), ("left_predicate", "right_predicate"),
-             lambda scene, o: -sum(_box(scene, o)[::2]) / 2 / scene.camera.width, (-2 / 3, -1 / 3),
+    "left": (lambda scene, o: -sum(_box(scene, o)[::2]) / 2 / scene.camera.width, (-2 / 3, -1 / 3),
              ("right", "middle", "left")),
-    "behind": (("behind", "in front of"), ("behind_predicate", "front_predicate"),
-               lambda scene, o: _distance(scene, o), (2.9, 3.6), ("near", "middle", "far")),
-    "tall": (("taller than", "shorter than"), ("tall_predicate", "short_predicate"),
-             lambda scene, o: o.height, (0.85, 1.25), ("short", "medium", "tall")),
+    "behind": (lambda scene, o: _distance(scene, o), (2.9, 3.6), ("near", "middle", "far")),
+    "tall": (lambda scene, o: o.height, (0.85, 1.25), ("short", "medium", "tall")),
 }  # fmt: skip
 
 
@@ -69,31 +66,31 @@ def relation_turns(scene, relation: str, yes_first: bool = False) -> list[tuple[
     """(question, answer, bench category, truth) for each ordered pair whose `relation` is clear (the
     synthetic data's rule). The answer is the synthetic data's ("The A is to the right of the B, so no."),
     or with `yes_first` the verdict first ("No, the A is to the right of the B.")."""
-    from sgeo.pipeline.synthetic.questions import STATEMENTS
+    from sgeo.pipeline.synthetic.questions import _PREDICATE_TEXT, statement
     from sgeo.pipeline.synthetic.relations import RELATIONS
 
-    asked, categories = PROBED[relation][:2]
+    asked = [(category, sign, q) for category, (rel, sign, q) in _PREDICATE_TEXT.items() if rel == relation]
     turns = []
     for a in scene.objects:
         for b in scene.objects:
-            sign = 0 if a is b else RELATIONS[relation](scene, a, b)
-            if sign == 0:
+            holds = 0 if a is b else RELATIONS[relation](scene, a, b)
+            if holds == 0:
                 continue
-            said = f"the {a.name} {STATEMENTS[relation][0 if sign == 1 else 1]} the {b.name}"
-            for k, words in enumerate(asked):
-                truth = (sign == 1) == (k == 0)
+            said = statement(scene, relation, a, b)  # "The A is to the left of the B"
+            for category, sign, question in asked:
+                truth = holds == sign
                 verdict = "yes" if truth else "no"
                 answer = (
-                    f"{verdict.capitalize()}, {said}."
+                    f"{verdict.capitalize()}, {said[0].lower()}{said[1:]}."
                     if yes_first
-                    else f"{said[0].upper()}{said[1:]}, so {verdict}."
+                    else f"{said}, so {verdict}."
                 )
-                turns.append((f"Is the {a.name} {words} the {b.name}?", answer, categories[k], truth))
+                turns.append((question.format(a=a.name, b=b.name), answer, category, truth))
     return turns
 
 
 def where_turn(scene, obj, relation: str) -> tuple[str, str]:
-    *_, value, cuts, words = PROBED[relation]
+    value, cuts, words = PROBED[relation]
     grade = words[sum(value(scene, obj) >= c for c in cuts)]
     return f"Where is the {obj.name}?", f"{obj.color} {grade}."
 
