@@ -217,3 +217,20 @@ def test_resolve_inside_refuses_escapes(tmp_path):
     with pytest.raises(PathEscapeError):
         resolve_inside(root, "updir/secret.png")
     assert issubclass(PathEscapeError, SgeoError)
+
+
+def test_decoded_size_budget_reduces_a_jpeg_and_refuses_a_png():
+    """A server's per-image budget: PIL's decoded buffer, judged from the header before any pixel is read."""
+    rgb = np.random.default_rng(0).integers(0, 255, (800, 1200, 3), dtype=np.uint8)
+    jpeg, png = io.BytesIO(), io.BytesIO()
+    Image.fromarray(rgb).save(jpeg, format="JPEG")
+    Image.fromarray(rgb).save(png, format="PNG")
+    full = 800 * 1200 * 4  # PIL holds RGB in 4 bytes a pixel
+    assert decode_image(jpeg.getvalue(), max_decoded_bytes=full).size == (1200, 800)
+    assert decode_image(jpeg.getvalue(), max_decoded_bytes=full // 4).size == (600, 400)  # 1/2 scale fits
+    assert decode_image(jpeg.getvalue(), max_decoded_bytes=full // 5).size == (300, 200)  # 1/4 does
+    assert decode_image(png.getvalue(), max_decoded_bytes=full).size == (1200, 800)
+    with pytest.raises(ImageDecodeError, match="once decoded, over the limit"):
+        decode_image(png.getvalue(), max_decoded_bytes=full - 1)
+    with pytest.raises(ImageDecodeError, match="once decoded, over the limit"):
+        decode_image(jpeg.getvalue(), max_decoded_bytes=full // 65)  # not even 1/8 fits

@@ -60,12 +60,14 @@ def server(tmp_path_factory, tiny_dir):
     (root / "scene.png").write_bytes(examples()[1][0].read_bytes())  # a synthetic scene, as the page offers
     (outside / "secret.png").write_bytes(_png(2))
     (root / "link.png").symlink_to(outside / "secret.png")
+    os.mkfifo(root / "pipe.png")  # a named pipe inside the root: opening it would block until a writer came
     log = work / "stdout.txt"
+    env = {**os.environ, "GRADIO_TEMP_DIR": str(work / "gradio")}  # the page's upload folder, for the tests to read
     with open(log, "w") as stdout, open(work / "stderr.txt", "w") as stderr:
         process = subprocess.Popen(
             [sys.executable, "-m", "sgeo.cli", "serve", "--model", "tiny", "--port", "0",
              "--image-root", str(root), "--max-request-mb", str(MAX_REQUEST_MB), "--max-new-tokens", "24"],
-            stdout=stdout, stderr=stderr, env=os.environ.copy(),
+            stdout=stdout, stderr=stderr, env=env,
         )  # fmt: skip
     try:
         deadline = time.monotonic() + 180
@@ -177,6 +179,7 @@ def _bad_requests(root: Path, outside: Path) -> dict[str, tuple[int, dict | byte
         "temperature out of range": (400, {"messages": _messages(image), "temperature": 7}),
         "max_tokens zero": (400, {"messages": _messages(image), "max_tokens": 0}),
         "malformed JSON": (400, b'{"messages": [{"role": "user", '),
+        "deeply nested JSON": (400, b"[" * 200_000 + b"]" * 200_000),
         "huge body": (413, json.dumps({"messages": _messages(_data_url(b"\x89PNG" * (MAX_REQUEST_MB * 2**19)))}).encode()),
     }  # fmt: skip
 
@@ -184,7 +187,7 @@ def _bad_requests(root: Path, outside: Path) -> dict[str, tuple[int, dict | byte
 BAD = ["no image", "non-image data URL", "image data URL of no image", "path outside the root",
        "absolute path outside", "file URL outside", "symlink out of the root", "missing file", "remote URL",
        "two images", "ends with the assistant", "temperature out of range", "max_tokens zero", "malformed JSON",
-       "huge body"]  # fmt: skip
+       "deeply nested JSON", "huge body"]  # fmt: skip
 
 
 @pytest.mark.parametrize("case", BAD)
@@ -204,6 +207,96 @@ def test_bad_requests_get_4xx_and_the_server_keeps_serving(server, case):
 def test_still_answers_after_bad_requests(server):
     status, body = _post(server[0], {"messages": _messages(_data_url(_png(3))), "max_tokens": 4})
     assert status == 200 and json.loads(body)["choices"][0]["message"]["content"] is not None
+
+
+def _gradio_call(url: str, api: str, data: list, timeout: float = 60) -> str:
+    """Gradio's call API as a client script uses it: POST the inputs, then read the event stream to its end."""
+    request = urllib.request.Request(
+        f"{url}/gradio_api/call/{api}", data=json.dumps({"data": data}).encode(),
+        headers={"Content-Type": "application/json"},
+    )  # fmt: skip
+    with urllib.request.urlopen(request, timeout=timeout) as response:
+        event_id = json.loads(response.read())["event_id"]
+    with urllib.request.urlopen(f"{url}/gradio_api/call/{api}/{event_id}", timeout=timeout) as response:
+        return response.read().decode()
+
+
+def _get(url: str) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(url, timeout=30) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read()
+
+
+def test_page_api_opens_no_file_a_client_names(server):
+    """The attack: name a file in the page's call API, find its copy in Gradio's cache, download it."""
+    url, _, root, outside = server
+    secret = outside / "secret.txt"
+    secret.write_bytes(f"sgeo secret {os.getpid()} {time.time()}".encode())
+    gradio_files = root.parent / "gradio"  # the server's GRADIO_TEMP_DIR
+    for path in (secret, outside / "secret.png", root / "scene.png", Path("/etc/hostname")):
+        stream = _gradio_call(url, "send", ["q", {"path": str(path), "meta": {"_type": "gradio.FileData"}}, 0, 4])
+        assert "event: complete" not in stream or str(path) not in stream, stream
+        # every path the stream names (Gradio's error once named the copy it made) is not served
+        for named in {w.strip("'\",.") for w in stream.split() if w.strip("'\",.").startswith("/")}:
+            status, body = _get(f"{url}/gradio_api/file={named}")
+            assert status >= 400 or body not in (secret.read_bytes(), Path("/etc/hostname").read_bytes())
+        status, body = _get(f"{url}/gradio_api/file={path}")
+        assert status >= 400, (path, status)
+    copies = [f for f in gradio_files.rglob("*") if f.is_file()] if gradio_files.exists() else []
+    assert not [f for f in copies if f.read_bytes() == secret.read_bytes()], copies
+    assert not [f for f in copies if f.read_bytes() == (outside / "secret.png").read_bytes()], copies
+    assert _alive(url)
+
+
+def test_a_fifo_in_the_image_root_is_refused_without_blocking(server):
+    url, _, root, _ = server
+    for image_url in ("pipe.png", (root / "pipe.png").as_uri()):
+        status, body = _post(url, {"messages": _messages(image_url), "max_tokens": 4}, timeout=30)
+        assert status == 400 and "regular file" in json.loads(body)["error"]["message"], body
+    stream = _gradio_call(url, "send", ["q", {"path": str(root / "pipe.png"), "meta": {"_type": "gradio.FileData"}}, 0, 4], timeout=30)  # fmt: skip
+    assert "event: error" in stream or "event: complete" in stream
+    assert _alive(url)
+
+
+def _png16(side: int) -> bytes:
+    """A 16-bit grayscale PNG of side x side zeros: a few hundred KB on disk, side*side*2 bytes decoded."""
+    buffer = io.BytesIO()
+    Image.fromarray(np.zeros((side, side), dtype=np.uint16)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def test_one_request_costs_bounded_memory(server):
+    """The issue's 16-bit PNG just under the pixel limit (9459x9459): 200 KB sent, 2.3 GB decoded before."""
+    url, process, _, _ = server
+    data = _png16(9459)
+    assert len(data) < MAX_REQUEST_MB * 2**20 * 3 // 4  # fits a request as base64
+    server_process = psutil.Process(process.pid)
+    before = server_process.memory_info().rss
+    status, body = _post(url, {"messages": _messages(_data_url(data)), "max_tokens": 4}, timeout=120)
+    grown = server_process.memory_info().rss - before
+    assert status == 400 and "once decoded" in json.loads(body)["error"]["message"], body
+    assert grown < 200 * 2**20, f"the server grew by {grown / 2**20:.0f} MB for one refused image"
+    assert _alive(url)
+
+
+def test_a_disconnecting_stream_client_leaves_no_error(server):
+    url, _, root, _ = server
+    request = {"messages": _messages(_data_url(_png(5))), "max_tokens": 24, "stream": True, "temperature": 0}
+    for _ in range(3):
+        connection = urllib.request.urlopen(
+            urllib.request.Request(
+                f"{url}/v1/chat/completions", data=json.dumps(request).encode(),
+                headers={"Content-Type": "application/json"},
+            ), timeout=60,
+        )  # fmt: skip
+        assert connection.readline().startswith(b"data: ")
+        connection.close()  # gone mid-answer
+    assert _alive(url)
+    time.sleep(1)
+    errors = (root.parent / "stderr.txt").read_text()
+    assert "RuntimeError" not in errors and "cannot join" not in errors, errors
 
 
 @pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium (apt-get install chromium)")

@@ -28,6 +28,8 @@ DECODE_SECONDS = 60  # one pathological file must not hold a job: its decode is 
 
 _ALPHA_MODES = frozenset({"RGBA", "LA", "PA", "RGBa", "La"})
 _HIGH_DEPTH_MODES = frozenset({"I", "I;16", "I;16L", "I;16B", "I;16N", "F"})
+# JPEG's decoder can scale by 1/2, 1/4 or 1/8 while decoding (PIL's `draft`), at a fraction of the memory
+_JPEG_SCALES = (2, 4, 8)
 
 
 class ImageDecodeError(SgeoError):
@@ -117,31 +119,68 @@ def _time_box(seconds: float) -> Iterator[None]:
 
 def read_file(path: str | Path, *, max_bytes: int = DEFAULT_MAX_BYTES, name: str | None = None) -> bytes:
     """The bytes of a regular file of at most `max_bytes`; a fifo, a device or a directory is refused
-    without being opened (a fifo would block forever, /dev/zero never ends). `name` is how errors call it."""
+    without being read (a fifo would block forever, /dev/zero never ends). `name` is how errors call it.
+
+    The file is opened without blocking and judged by what was opened (fstat), so a path swapped for a fifo
+    between a check and the open cannot hang the caller."""
     name = name or str(path)
     try:
-        info = os.stat(path)
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
     except FileNotFoundError:
         raise ImageDecodeError(f"no such file: {name}") from None
+    except IsADirectoryError:
+        raise ImageDecodeError(f"is a directory, not an image: {name}") from None
     except OSError as e:
         raise ImageDecodeError(f"cannot read {name}: {_one_line(e)}") from None
-    if stat.S_ISDIR(info.st_mode):
-        raise ImageDecodeError(f"is a directory, not an image: {name}")
-    if not stat.S_ISREG(info.st_mode):
-        raise ImageDecodeError(f"is not a regular file (a pipe, socket or device), not an image: {name}")
-    if info.st_size > max_bytes:
-        raise ImageDecodeError(
-            f"{name} is {info.st_size} bytes, over the {max_bytes >> 20} MB limit for an image"
-        )
     try:
-        with open(path, "rb") as handle:
+        info = os.fstat(fd)
+        if stat.S_ISDIR(info.st_mode):
+            raise ImageDecodeError(f"is a directory, not an image: {name}")
+        if not stat.S_ISREG(info.st_mode):
+            raise ImageDecodeError(f"is not a regular file (a pipe, socket or device), not an image: {name}")
+        if info.st_size > max_bytes:
+            raise ImageDecodeError(
+                f"{name} is {info.st_size} bytes, over the {max_bytes >> 20} MB limit for an image"
+            )
+        with open(fd, "rb", closefd=False) as handle:
             return handle.read(max_bytes + 1)[:max_bytes]
     except OSError as e:
         raise ImageDecodeError(f"cannot read {name}: {_one_line(e)}") from None
+    finally:
+        os.close(fd)
 
 
-def _open_checked(data: bytes, max_pixels: int) -> Image.Image:
-    """Parse the header, check the pixel count, then decode every pixel."""
+def decoded_bytes(im: Image.Image) -> int:
+    """Bytes PIL's buffer of `im` takes once decoded (its mode's bytes per pixel, from the header alone)."""
+    width, height = im.size
+    # PIL keeps every multi-band and 32-bit mode in 4 bytes a pixel (RGB too), 16-bit gray in 2, the rest in 1
+    per_pixel = 2 if im.mode.startswith("I;16") else 1 if im.mode in ("1", "L", "P") else 4
+    return width * height * per_pixel
+
+
+def _fit_decoded_size(im: Image.Image, max_decoded_bytes: int) -> None:
+    """Make the decode of `im` cost at most `max_decoded_bytes`: a JPEG is decoded at 1/2, 1/4 or 1/8 scale
+    (the smallest reduction that fits); any other format over the budget is refused before its pixels are read."""
+    size = decoded_bytes(im)
+    if size <= max_decoded_bytes:
+        return
+    width, height = im.size
+    if im.format == "JPEG":
+        for scale in _JPEG_SCALES:
+            if size <= max_decoded_bytes * scale * scale:
+                # draft picks the largest reduction whose result is at least the size asked for
+                im.draft(im.mode, (-(-width // scale), -(-height // scale)))
+                if decoded_bytes(im) <= max_decoded_bytes:
+                    return
+    raise ImageDecodeError(
+        f"image is {width}x{height} {im.mode}, {size / 2**20:.0f} MB once decoded, over the limit of "
+        f"{max_decoded_bytes / 2**20:.0f} MB for one image; send a smaller image (or a JPEG, which is reduced "
+        "while decoding)"
+    )
+
+
+def _open_checked(data: bytes, max_pixels: int, max_decoded_bytes: int | None = None) -> Image.Image:
+    """Parse the header, check the pixel count (and the decoded size), then decode every pixel."""
     with warnings.catch_warnings():
         # we apply our own limit below; PIL's warning would only be noise
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
@@ -165,6 +204,8 @@ def _open_checked(data: bytes, max_pixels: int) -> Image.Image:
         raise ImageDecodeError(
             f"image is {width}x{height}, an aspect ratio over {MAX_ASPECT}:1; crop it to the scene it shows"
         )
+    if max_decoded_bytes is not None:
+        _fit_decoded_size(im, max_decoded_bytes)
     try:
         with _strict_truncation(), _time_box(DECODE_SECONDS):
             im.load()
@@ -183,19 +224,31 @@ def _exif_upright(im: Image.Image) -> Image.Image:
 
 
 def _to_8bit(im: Image.Image) -> Image.Image:
-    """Scale high bit-depth grayscale to 0..255 (scaling, not clipping: 65535 -> 255)."""
+    """Scale high bit-depth grayscale to 0..255 (scaling, not clipping: 65535 -> 255).
+
+    The float work happens in place on one float64 copy: a large 16-bit image would otherwise hold several
+    full-size temporaries at once (2.3 GB for a 9459x9459 PNG)."""
     a = np.asarray(im)
     if im.mode.startswith("I;16"):
-        a = a.astype(np.float64) / 257.0
+        a = a.astype(np.float64)
+        a /= 257.0
     elif im.mode == "F" and np.nanmin(a) >= 0.0 and np.nanmax(a) <= 1.0:
-        a = a.astype(np.float64) * 255.0
+        a = a.astype(np.float64)
+        a *= 255.0
     elif im.mode == "I" and a.min() >= 0 and a.max() <= 65535:
         # PIL decodes 16-bit PNGs as "I" in some versions
-        a = a.astype(np.float64) / (257.0 if a.max() > 255 else 1.0)
+        divisor = 257.0 if a.max() > 255 else 1.0
+        a = a.astype(np.float64)
+        a /= divisor
     else:
         lo, hi = float(np.nanmin(a)), float(np.nanmax(a))
-        a = (a.astype(np.float64) - lo) * (255.0 / (hi - lo) if hi > lo else 0.0)
-    return Image.fromarray(np.clip(np.rint(np.nan_to_num(a)), 0, 255).astype(np.uint8), mode="L")
+        a = a.astype(np.float64)
+        a -= lo
+        a *= 255.0 / (hi - lo) if hi > lo else 0.0
+    np.nan_to_num(a, copy=False)
+    np.rint(a, out=a)
+    np.clip(a, 0, 255, out=a)
+    return Image.fromarray(a.astype(np.uint8), mode="L")
 
 
 def _cmyk_to_rgb(im: Image.Image) -> Image.Image:
@@ -224,16 +277,20 @@ def _to_rgb(im: Image.Image) -> Image.Image:
     return im if im.mode == "RGB" else im.convert("RGB")
 
 
-def decode_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+def decode_image(
+    data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS, max_decoded_bytes: int | None = None
+) -> Image.Image:
     """Decode image bytes to an upright mode-"RGB" image, exactly as a viewer would show it.
 
     EXIF orientation is applied, alpha is composited over white, 16-bit data is scaled to 8 bits.
     Raises ImageDecodeError for empty, non-image, truncated or corrupt data and for images whose
     header declares more than `max_pixels` pixels (checked before any pixel is decoded).
+    `max_decoded_bytes` (a server's per-request budget; None: no budget) bounds PIL's decoded buffer: a
+    JPEG over it is decoded at a reduced scale, any other image over it is refused before decoding.
     """
     if not data:
         raise ImageDecodeError("empty file: 0 bytes")
-    im = _open_checked(data, max_pixels)
+    im = _open_checked(data, max_pixels, max_decoded_bytes)
     try:
         rgb = _to_rgb(_exif_upright(im))
     except ImageDecodeError:

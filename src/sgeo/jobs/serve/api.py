@@ -10,12 +10,13 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 
+import anyio
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
-from starlette.concurrency import run_in_threadpool
+from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
 from starlette.exceptions import HTTPException
 
 from ...errors import SgeoError
@@ -41,7 +42,7 @@ def add_api(app: FastAPI, engine: Engine, limits: Limits, max_body_bytes: int) -
         completion = _Completion(engine.name, prompt_tokens)
         if chat_request.stream:
             return StreamingResponse(
-                completion.events(reply),
+                _closing_on_disconnect(completion.events(reply)),
                 media_type="text/event-stream",
                 headers={"Cache-Control": "no-cache"},
             )
@@ -92,6 +93,18 @@ async def _read_body(request: Request, limit: int) -> bytes:
     if size > limit:
         raise ApiError(413, over)
     return b"".join(chunks)
+
+
+async def _closing_on_disconnect(events: Iterator[str]) -> AsyncIterator[str]:
+    """`events`, read on worker threads; when the client goes away mid-answer (the response is cancelled), the
+    generator is closed here, which stops its generation at the next token, instead of being left to the
+    garbage collector on whatever thread it runs."""
+    try:
+        async for event in iterate_in_threadpool(events):
+            yield event
+    finally:
+        with anyio.CancelScope(shield=True):
+            await run_in_threadpool(events.close)
 
 
 def _prepare(engine: Engine, chat_request: ChatRequest):

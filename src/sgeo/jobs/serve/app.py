@@ -22,6 +22,7 @@ class ServeConfig:
     temperature: float = 0.2
     max_new_tokens: int = 256
     max_request_mb: float = 20.0
+    max_image_mb: float = 128.0
     device: str | None = None
     load_4bit: bool = False
     load_8bit: bool = False
@@ -34,6 +35,8 @@ def _check(config: ServeConfig) -> None:
         raise SgeoError(f"--image-root {config.image_root} is not a folder; point it at the images to serve")
     if not config.max_request_mb > 0:
         raise SgeoError(f"--max-request-mb must be positive, got {config.max_request_mb}")
+    if not 1 <= config.max_image_mb <= 4096:  # also refuses nan
+        raise SgeoError(f"--max-image-mb must be from 1 to 4096, got {config.max_image_mb}")
     if config.max_new_tokens < 1:
         raise SgeoError(f"--max-new-tokens must be at least 1, got {config.max_new_tokens}")
     if not 0 <= config.temperature <= 2:
@@ -69,12 +72,17 @@ def build_app(engine, limits, max_body_bytes: int, examples, temperature: float,
 
     app = FastAPI(title="sgeo", docs_url=None, redoc_url=None, openapi_url=None)
     add_api(app, engine, limits, max_body_bytes)
-    page = build_page(engine, examples, temperature, max_tokens)
-    return gr.mount_gradio_app(
+    page = build_page(engine, limits, examples, temperature, max_tokens)
+    app = gr.mount_gradio_app(
         app, page, path="/", theme=theme(), css=CSS, ssr_mode=False, mcp_server=False, run_history=False,
         max_file_size=max_body_bytes, allowed_paths=sorted({str(p.parent) for p, _ in examples}),
         footer_links=["gradio", "settings"],
     )  # fmt: skip
+    # Gradio checks that a file named in a call was uploaded (and copies nothing else) only once `launch()`
+    # has set `has_launched`; a mounted app never launches, so without this its call API copies any file a
+    # client names into its cache and serves it back (gradio 6.31: processing_utils._check_allowed).
+    page.has_launched = True
+    return app
 
 
 def run_serve(config: ServeConfig) -> None:
@@ -96,6 +104,7 @@ def run_serve(config: ServeConfig) -> None:
         image_root=config.image_root.resolve() if config.image_root else None,
         temperature=config.temperature, max_tokens=config.max_new_tokens,
         max_tokens_limit=engine.max_length, max_file_bytes=max_body,
+        max_decoded_bytes=int(config.max_image_mb * 2**20),
     )  # fmt: skip
     app = build_app(engine, limits, max_body, examples(), config.temperature, config.max_new_tokens)
 

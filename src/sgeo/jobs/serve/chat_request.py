@@ -11,7 +11,8 @@ import base64
 import binascii
 import json
 import math
-from dataclasses import dataclass
+import threading
+from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import unquote, unquote_to_bytes, urlsplit
 from urllib.request import url2pathname
@@ -19,7 +20,7 @@ from urllib.request import url2pathname
 from PIL import Image
 
 from ...errors import SgeoError
-from ...pipeline.images import DEFAULT_MAX_PIXELS, decode_image, resolve_inside
+from ...pipeline.images import DEFAULT_MAX_PIXELS, decode_image, read_file, resolve_inside
 from .engine import clean_text
 
 
@@ -44,6 +45,12 @@ class Limits:
     max_tokens_limit: int = 2048
     max_pixels: int = DEFAULT_MAX_PIXELS
     max_file_bytes: int = 20 * 2**20  # a local image may be as large as a request body
+    # What one image may cost once decoded (PIL's buffer; a JPEG over it is decoded at a reduced scale): a
+    # 200 KB 16-bit PNG can declare 89 million pixels, which is gigabytes of work, not 200 KB.
+    max_decoded_bytes: int = 128 * 2**20
+    # How many images decode at once: requests decode before they queue for the model, so without a bound
+    # N clients would hold N decoded images at the same time.
+    decode_slots: threading.BoundedSemaphore = field(default_factory=lambda: threading.BoundedSemaphore(2))
 
 
 @dataclass
@@ -62,6 +69,8 @@ def parse_chat_request(body: bytes, limits: Limits) -> ChatRequest:
         request = json.loads(body)
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
         raise ApiError(400, f"malformed JSON body: {error}") from None
+    except RecursionError:  # json's parser recurses once per level of nesting
+        raise ApiError(400, "malformed JSON body: nested too deeply") from None
     if not isinstance(request, dict):
         raise ApiError(400, "the body must be a JSON object with a 'messages' list")
     messages = request.get("messages")
@@ -162,7 +171,7 @@ def load_image_url(url: str, limits: Limits) -> Image.Image:
     """A data URL, or a local path / file:// URL inside `limits.image_root`, decoded to RGB."""
     scheme = urlsplit(url).scheme.lower()
     if scheme == "data":
-        return _decode(_data_url_bytes(url), limits, "the data URL")
+        return decode_for_serving(_data_url_bytes(url), limits, "the data URL")
     if scheme in ("", "file"):
         return _load_local(url, scheme, limits)
     raise ApiError(
@@ -210,18 +219,19 @@ def _load_local(url: str, scheme: str, limits: Limits) -> Image.Image:
             403, f"image path {path!r} is outside the server's image root", type="permission_error"
         ) from None
     try:
-        if target.stat().st_size > limits.max_file_bytes:
-            raise ApiError(400, f"image {path!r} is over {limits.max_file_bytes} bytes")
-        data = target.read_bytes()
-    except (FileNotFoundError, NotADirectoryError):
-        raise ApiError(400, f"no image file {path!r} in the server's image root") from None
-    except OSError as error:
-        raise ApiError(400, f"cannot read image {path!r}: {error.strerror or error}") from None
-    return _decode(data, limits, f"image {path!r}")
+        # a regular file only: a fifo would block the request (and its thread) until someone wrote to it
+        data = read_file(target, max_bytes=limits.max_file_bytes, name=f"image {path!r}")
+    except SgeoError as error:
+        raise ApiError(400, f"{error} (in the server's image root)") from None
+    return decode_for_serving(data, limits, f"image {path!r}")
 
 
-def _decode(data: bytes, limits: Limits, what: str) -> Image.Image:
+def decode_for_serving(data: bytes, limits: Limits, what: str) -> Image.Image:
+    """Decode an image a client sent, within the server's per-image budget and its number of decode slots."""
     try:
-        return decode_image(data, max_pixels=limits.max_pixels)
+        with limits.decode_slots:
+            return decode_image(
+                data, max_pixels=limits.max_pixels, max_decoded_bytes=limits.max_decoded_bytes
+            )
     except SgeoError as error:
         raise ApiError(400, f"{what} is not a usable image: {error}") from None

@@ -137,7 +137,10 @@ class Reply:
                     yield kept
         finally:
             streamer.cancel()  # a no-op when generation has finished
-            worker.join()
+            # An abandoned iterator can be finalised by the garbage collector on any thread, the worker's too
+            # (it holds the streamer); a thread cannot join itself, and the cancel has already stopped it.
+            if worker is not threading.current_thread():
+                worker.join()
         if "error" in outcome:
             raise outcome["error"]
         self.answer, self.tokens = outcome["answer"], outcome["tokens"]

@@ -2,7 +2,9 @@
 
 Each browser session holds a `Session` in a `gr.State`: its `ImageChat` encodes the image once, on the first
 question, and a new or cleared image starts a new conversation. Gradio hands over the uploaded file untouched
-and sgeo decodes it, as `sgeo ask` does. Questions wait in Gradio's queue, one at a time, and the model lock
+and sgeo decodes it, as `sgeo ask` does, within the API's per-image budget. The page opens only files in
+Gradio's upload folder (uploads, and the examples Gradio copies there): Gradio's call API also accepts a
+file *path* from the client, and no such path is ever read. Questions wait in Gradio's queue, one at a time, and the model lock
 behind them is shared with the HTTP API.
 """
 
@@ -12,10 +14,13 @@ from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 
+from PIL import Image
+
 from ...errors import SgeoError
 from ...model.conversation import IMAGE_TOKEN
-from ...pipeline.images import load_image
+from ...pipeline.images import read_file, resolve_inside
 from ..ask import ImageChat
+from .chat_request import ApiError, Limits, decode_for_serving
 from .engine import Engine, clean_text
 
 CSS = "#sgeo-chat {min-height: 420px}"
@@ -56,7 +61,26 @@ class Session:
         ]
 
 
-def build_page(engine: Engine, examples: list[tuple[Path, str]], temperature: float, max_tokens: int):
+def uploaded_image(path: str, limits: Limits) -> Image.Image:
+    """The image at `path`, which must be in Gradio's upload folder: the page reads nothing a client names."""
+    from gradio.utils import get_upload_folder
+
+    try:
+        target = resolve_inside(get_upload_folder(), path)
+    except SgeoError:
+        raise SgeoError(
+            "the page takes uploaded images only; upload the image (or pick an example)"
+        ) from None
+    data = read_file(target, max_bytes=limits.max_file_bytes, name="the uploaded image")
+    try:
+        return decode_for_serving(data, limits, "the uploaded image")
+    except ApiError as error:
+        raise SgeoError(error.message) from None
+
+
+def build_page(
+    engine: Engine, limits: Limits, examples: list[tuple[Path, str]], temperature: float, max_tokens: int
+):
     """The `gr.Blocks` of the page, queued one question at a time."""
     import gradio as gr
 
@@ -79,7 +103,7 @@ def build_page(engine: Engine, examples: list[tuple[Path, str]], temperature: fl
         yield shown, ""
         try:
             # decoded as `sgeo ask` decodes files: EXIF orientation applied, alpha over white
-            chat = session.chat or engine.open_chat(load_image(image)[0])
+            chat = session.chat or engine.open_chat(uploaded_image(image, limits))
             engine.prompt_tokens(chat, question)
         except SgeoError as error:
             gr.Warning(str(error))
