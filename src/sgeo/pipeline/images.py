@@ -223,32 +223,30 @@ def _exif_upright(im: Image.Image) -> Image.Image:
         return im
 
 
+_BAND_ROWS = 256  # rows converted at a time: temporaries stay a band, not a whole high-depth image
+
+
 def _to_8bit(im: Image.Image) -> Image.Image:
     """Scale high bit-depth grayscale to 0..255 (scaling, not clipping: 65535 -> 255).
 
-    The float work happens in place on one float64 copy: a large 16-bit image would otherwise hold several
-    full-size temporaries at once (2.3 GB for a 9459x9459 PNG)."""
+    Converted a band of rows at a time, 16-bit data in integers: whole-image float64 temporaries made a
+    9459x9459 16-bit PNG cost 2.3 GB."""
     a = np.asarray(im)
-    if im.mode.startswith("I;16"):
-        a = a.astype(np.float64)
-        a /= 257.0
+    if im.mode.startswith("I;16") or (im.mode == "I" and a.min() >= 0 and a.max() <= 65535):
+        # PIL decodes 16-bit PNGs as "I" in some versions; 8-bit values in an "I" image are kept as they are
+        divisor = 257 if im.mode.startswith("I;16") or a.max() > 255 else 1
+        # (v + 128) // 257 == rint(v / 257) for v >= 0: 257 is odd, so v / 257 is never halfway
+        scale = lambda band: (band.astype(np.uint32) + divisor // 2) // divisor  # noqa: E731
     elif im.mode == "F" and np.nanmin(a) >= 0.0 and np.nanmax(a) <= 1.0:
-        a = a.astype(np.float64)
-        a *= 255.0
-    elif im.mode == "I" and a.min() >= 0 and a.max() <= 65535:
-        # PIL decodes 16-bit PNGs as "I" in some versions
-        divisor = 257.0 if a.max() > 255 else 1.0
-        a = a.astype(np.float64)
-        a /= divisor
+        scale = lambda band: np.rint(np.nan_to_num(band.astype(np.float64) * 255.0))  # noqa: E731
     else:
         lo, hi = float(np.nanmin(a)), float(np.nanmax(a))
-        a = a.astype(np.float64)
-        a -= lo
-        a *= 255.0 / (hi - lo) if hi > lo else 0.0
-    np.nan_to_num(a, copy=False)
-    np.rint(a, out=a)
-    np.clip(a, 0, 255, out=a)
-    return Image.fromarray(a.astype(np.uint8), mode="L")
+        factor = 255.0 / (hi - lo) if hi > lo else 0.0
+        scale = lambda band: np.rint(np.nan_to_num((band.astype(np.float64) - lo) * factor))  # noqa: E731
+    out = np.empty(a.shape, dtype=np.uint8)
+    for row in range(0, a.shape[0], _BAND_ROWS):
+        out[row : row + _BAND_ROWS] = np.clip(scale(a[row : row + _BAND_ROWS]), 0, 255)
+    return Image.fromarray(out, mode="L")
 
 
 def _cmyk_to_rgb(im: Image.Image) -> Image.Image:

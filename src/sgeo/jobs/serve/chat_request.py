@@ -20,8 +20,8 @@ from urllib.request import url2pathname
 from PIL import Image
 
 from ...errors import SgeoError
+from ...model.conversation import clean_text
 from ...pipeline.images import DEFAULT_MAX_PIXELS, decode_image, read_file, resolve_inside
-from .engine import clean_text
 
 
 class ApiError(Exception):

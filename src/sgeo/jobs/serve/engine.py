@@ -43,11 +43,6 @@ def _streamer_class():
     return CancellableStreamer
 
 
-def clean_text(text: str) -> str:
-    """User text without `<image>`: the server places the one image itself, and a stray token would add another."""
-    return text.replace(IMAGE_TOKEN, "").strip()
-
-
 class Engine:
     """The model, its processor and the lock; `name` is what API replies call the model."""
 

@@ -17,11 +17,11 @@ from pathlib import Path
 from PIL import Image
 
 from ...errors import SgeoError
-from ...model.conversation import IMAGE_TOKEN
+from ...model.conversation import IMAGE_TOKEN, clean_text
 from ...pipeline.images import read_file, resolve_inside
 from ..ask import ImageChat
 from .chat_request import ApiError, Limits, decode_for_serving
-from .engine import Engine, clean_text
+from .engine import Engine
 
 CSS = "#sgeo-chat {min-height: 420px}"
 
