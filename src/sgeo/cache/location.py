@@ -4,11 +4,16 @@ Local paths (and file:// URLs) use zarr's LocalStore and plain os calls; everyth
 memory://, gs://, ...) uses zarr's FsspecStore and an fsspec filesystem built from the same
 storage_options. `put_atomic` writes to a temp name and renames on local disk; on object storage a
 single PUT is already atomic.
+
+Two rules about where stores may live and what a full disk means are here too: `check_shared` (a store that
+other processes must write, as extract's workers do, needs a filesystem they share) and `disk_full` (a
+write that fails for want of space is one line saying so, never a traceback).
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import shutil
 import uuid
@@ -19,6 +24,55 @@ from fsspec.implementations.local import LocalFileSystem
 from zarr.storage import FsspecStore, LocalStore
 
 from sgeo.errors import SgeoError
+
+# fsspec protocols whose files live inside one process: what one process writes there, no other sees.
+PROCESS_LOCAL = ("memory",)
+# errno values of a write that failed for want of space: the disk, the user's quota, the file size limit
+NO_SPACE = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+
+
+def check_shared(url: str | os.PathLike, option: str = "--store") -> None:
+    """Refuse a store URL whose filesystem is private to this process (memory://, also inside a chained
+    URL such as simplecache::memory://): a job whose workers write the store needs one they all reach."""
+    url = os.fspath(url)
+    protocols = [part.split("://", 1)[0].lower() for part in url.split("::") if "://" in part]
+    local = next((p for p in protocols if p in PROCESS_LOCAL), None)
+    if local is not None:
+        raise SgeoError(
+            f"{option} {url}: {local}:// keeps files in one process's memory, which the job's worker "
+            "processes cannot see; use a local path (or file://), s3://, or another filesystem every process "
+            "reaches (gs://, az://, ...)"
+        )
+
+
+@contextlib.contextmanager
+def disk_full(url: str | os.PathLike):
+    """Turn a write that failed because the disk holding store `url` is full (or a quota or the file size
+    limit is reached) into one SgeoError line saying so; any other error passes unchanged."""
+    try:
+        yield
+    except SgeoError:
+        raise
+    except Exception as error:
+        full = _no_space(error)
+        if full is None:
+            raise
+        where = full.filename or normalize_url(url)
+        raise SgeoError(
+            f"the disk is full: writing {where} failed ({os.strerror(full.errno)}); free space there (or raise "
+            "the quota) and rerun the same command: it resumes, keeping what is already committed"
+        ) from None
+
+
+def _no_space(error: BaseException) -> OSError | None:
+    """The out-of-space OSError in an exception's chain (zarr and asyncio may wrap it), if any."""
+    seen: set[int] = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, OSError) and error.errno in NO_SPACE:
+            return error
+        error = error.__cause__ or error.__context__
+    return None
 
 
 def normalize_url(url: str | os.PathLike) -> str:

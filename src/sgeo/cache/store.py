@@ -368,14 +368,29 @@ class FeatureStore:
             self._ids = self.base_table().column("image_id").to_pylist()
         return self._ids
 
+    def marker(self, k: int) -> dict:
+        """The parsed commit marker of committed shard k (read once per store object)."""
+        if k not in self._markers:
+            self._require_committed({k})
+            self._markers[k] = parse_marker(self._loc.cat(f"{COMMITS}/{layout.marker_name(k)}"), k)
+        return self._markers[k]
+
+    def forget(self, shards: list[int]) -> None:
+        """Drop what this object cached of these shards (markers, digests, indexes): another process has
+        rewritten them, and the next read or `finalize` must see their new markers."""
+        for k in shards:
+            self._markers.pop(k, None)
+            self._checker.forget(k)
+            for reader in (self._readers or {}).values():
+                reader.forget(k)
+        self._committed = None
+
     def uncommit(self, shards: list[int]) -> None:
         """Drop the commit markers of these shards (their rows become pending; a rerun of extract redoes
         them). The writer must hold the store's lock."""
         for k in shards:
             self._loc.rm(f"{COMMITS}/{layout.marker_name(k)}")
-            self._markers.pop(k, None)
-            self._checker.forget(k)
-        self._committed = None
+        self.forget(shards)
 
     def finalize(self) -> None:
         """Rewrite manifest.parquet with the committed statuses and record the counts in the attributes."""

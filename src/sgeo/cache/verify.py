@@ -16,8 +16,10 @@ import numpy as np
 import zarr
 
 from sgeo.cache import layout
+from sgeo.cache.create import read_group_attrs
 from sgeo.cache.fingerprint import fingerprint_digest
 from sgeo.cache.layout import COMMITS
+from sgeo.cache.location import Location
 from sgeo.cache.lock import writer_lock
 from sgeo.cache.manifest import parse_marker
 from sgeo.cache.store import FeatureStore
@@ -36,7 +38,9 @@ def verify_store(url: str, storage_options: dict | None = None, *, deep: bool = 
 def repair_store(url: str, storage_options: dict | None = None) -> dict:
     """Drop the commit markers of the shards with a problem and rewrite the manifest (under the writer lock).
 
-    Returns {"dropped": shards uncommitted, "problems": what is still wrong afterwards}."""
+    Returns {"dropped": shards uncommitted, "problems": what is still wrong afterwards}. Refuses, changing
+    nothing, a path that holds no feature store (the writer lock would leave a commits/ folder there)."""
+    _refuse_non_store(url, storage_options)
     with writer_lock(url, storage_options):
         found = find_problems(url, storage_options)
         bad = sorted({k for k, _ in found if k is not None})
@@ -48,6 +52,18 @@ def repair_store(url: str, storage_options: dict | None = None) -> dict:
             except SgeoError:
                 pass  # an unopenable store stays as it is; the problems say why
         return {"dropped": bad, "problems": verify_store(url, storage_options)}
+
+
+def _refuse_non_store(url: str, storage_options: dict | None) -> None:
+    loc = Location(url, storage_options)
+    try:
+        attrs = read_group_attrs(loc)
+    except SgeoError:
+        return  # a zarr.json that does not parse: a damaged store; repair reports its problems
+    if attrs is None or "sgeo_schema_version" not in attrs:
+        raise SgeoError(
+            f"{loc.url} is not a feature store (no sgeo zarr.json); nothing to repair there, check the path"
+        )
 
 
 def find_problems(url: str, storage_options: dict | None = None, *, deep: bool = True) -> list[Problem]:

@@ -28,6 +28,7 @@ class ExtractConfig:
     precision: str | None = None  # autocast to this on any device (fp32: none); None: as `autocast` says
     storage_options: dict | None = None  # fsspec options of an s3://... store (library use)
     progress: bool = True
+    retry_failed: bool = False  # also redo the rows committed as failed (their files re-read), keep the rest
 
 
 PRECISIONS = (
@@ -82,9 +83,9 @@ class StageTimes:
 class ExtractSummary:
     store: str
     images: int  # rows in the store
-    ok: int  # images encoded by this run
-    failed: int  # images recorded as failed by this run
-    skipped: int  # images in shards an earlier run committed
+    ok: int  # images encoded by this run (retried ones included)
+    failed: int  # images recorded as failed by this run (retried ones included)
+    skipped: int  # images of shards an earlier run committed that this run left as they were
     shards_written: int
     shards_skipped: int
     seconds: float
@@ -92,6 +93,9 @@ class ExtractSummary:
     startup_seconds: float = 0.0  # from the start until the first shard was encoded (Ray, workers, models)
     steady_images_per_s: float = 0.0  # throughput once warm (steady_rate; 0 with too few shards)
     busy: StageTimes = field(default_factory=StageTimes)
+    retried: int = 0  # --retry-failed: rows recorded as failed that this run redid
+    recovered: int = 0  # of those, the ones now ok
+    failed_earlier: int = 0  # rows an earlier run recorded as failed, still failed and not redone by this run
 
     @property
     def images_per_s(self) -> float:
@@ -99,9 +103,11 @@ class ExtractSummary:
 
     def lines(self) -> list[str]:
         done = self.ok + self.failed
+        # the failures of earlier runs are in the store too: a rerun never says "0 failed" and stops there
+        earlier = f" (and {self.failed_earlier} earlier)" if self.failed_earlier else ""
         out = [
             f"extracted {done} images ({self.shards_written} shards) in {self.seconds:.1f} s: {self.ok} ok, "
-            f"{self.failed} failed, {self.skipped} skipped (already committed); "
+            f"{self.failed} failed{earlier}, {self.skipped} skipped (already committed); "
             f"{self.images_per_s:.2f} images/s; {human_bytes(self.bytes_written)} written to {self.store}"
         ]
         if self.steady_images_per_s:
@@ -115,9 +121,17 @@ class ExtractSummary:
                 f"per image: decode {1e3 * b.decode / done:.0f} ms (on its threads), encode {1e3 * b.encode / done:.0f} ms, "
                 f"waiting for pixels {1e3 * b.wait / done:.0f} ms, write {1e3 * b.write / done:.0f} ms"
             )
+        if self.retried:
+            out.append(
+                f"retried {self.retried} images that had failed: {self.recovered} now ok, "
+                f"{self.retried - self.recovered} still failed"
+            )
         if self.failed:
             out.append(
                 f"{self.failed} images failed; their errors are in the store's manifest "
-                f"(sgeo cache info {self.store})"
+                f"(sgeo cache info {self.store}); rerun with --retry-failed after fixing them"
             )
+        if self.failed_earlier:
+            rows = "1 row" if self.failed_earlier == 1 else f"{self.failed_earlier} rows"
+            out.append(f"{rows} failed earlier; rerun with --retry-failed after fixing them")
         return out

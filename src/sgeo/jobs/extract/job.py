@@ -8,7 +8,8 @@ shard is never half visible, and completion order cannot change a byte: rows and
 by (shard, batch_size), never by which shards are in flight. Pixels and features stay in the worker; the
 driver receives a stats row per shard. Memory is bounded by one shard per worker, whatever the dataset size.
 A rerun of the same command resumes: `FeatureStore.create` reopens the store when the fingerprint and image
-list match, and only shards without a commit marker are scheduled.
+list match, and only shards without a commit marker are scheduled. With --retry-failed the committed shards
+that hold failed rows are scheduled too: their worker redoes those rows and keeps the others as stored.
 """
 
 from __future__ import annotations
@@ -32,9 +33,11 @@ from .shard_worker import ShardWorker, worker_memory
 def run_extract(config: ExtractConfig) -> ExtractSummary:
     """Encode the dataset's images into the store at config.store; resumes an interrupted run."""
     from sgeo.cache import writer_lock
+    from sgeo.cache.location import check_shared, disk_full
 
     check_config(config)
-    with writer_lock(config.store, config.storage_options):  # one writing job per store
+    check_shared(config.store)  # workers in other processes write the store
+    with disk_full(config.store), writer_lock(config.store, config.storage_options):  # one writer per store
         return _extract(config)
 
 
@@ -68,13 +71,14 @@ def _extract(config: ExtractConfig) -> ExtractSummary:
         shard_size=config.shard_size, storage_options=config.storage_options,
     )  # fmt: skip
     pending = store.pending_shards()
-    skipped = store.num_rows - sum(len(store.shard_rows(k)) for k in pending)
-    summary = ExtractSummary(
-        store.url, store.num_rows, 0, 0, skipped, 0, store.num_shards - len(pending), 0.0, 0
-    )
-    if pending:
-        items = [{"shard": k, "ids": json.dumps(image_ids[store.shard_rows(k).start : store.shard_rows(k).stop])}
-                 for k in pending]  # fmt: skip
+    retry = failed_rows(store) if config.retry_failed else {}  # committed shard -> its failed rows
+    todo = sum(len(store.shard_rows(k)) for k in pending) + sum(len(rows) for rows in retry.values())
+    untouched = store.num_shards - len(pending) - len(retry)
+    summary = ExtractSummary(store.url, store.num_rows, 0, 0, store.num_rows - todo, 0, untouched, 0.0, 0)
+    if pending or retry:
+        items = [{"shard": k, "retry": k in retry,
+                  "ids": json.dumps(image_ids[store.shard_rows(k).start : store.shard_rows(k).stop])}
+                 for k in [*pending, *sorted(retry)]]  # fmt: skip
         worker_args = {"model": model, "processor": processor, "store": store, "image_root": image_root,
                        "pixel_shape": pixel_shape, "dtype": config.dtype, "batch_size": config.batch_size,
                        "autocast": config.autocast, "precision": config.precision}  # fmt: skip
@@ -84,10 +88,10 @@ def _extract(config: ExtractConfig) -> ExtractSummary:
         shard_bytes = config.shard_size * (4 * int(np.prod(pixel_shape)) + enc.row_nbytes(model.config.clip_feature_shape)
                                            + enc.row_nbytes(model.config.moge_feature_shape))  # fmt: skip
         memory = worker_memory(model, shard_bytes)
-        _run_pipeline(
-            config, items, worker_args, memory, sum(len(store.shard_rows(k)) for k in pending), summary
-        )
+        _run_pipeline(config, items, worker_args, memory, todo, summary)
+        store.forget(list(retry))  # the workers rewrote these shards' markers
     store.finalize()
+    summary.failed_earlier = store.attributes["counts"]["failed"] - summary.failed
     summary.seconds = time.perf_counter() - t0
     for line in summary.lines():
         print(line)
@@ -135,14 +139,21 @@ def _run_pipeline(config: ExtractConfig, items: list[dict], worker_args: dict, m
                    dynamic_ncols=True, smoothing=0.1)  # fmt: skip
         with bar:
             if summary.skipped:
-                bar.write(
-                    f"resuming: {summary.shards_skipped} shards ({summary.skipped} images) already committed"
-                )
+                bar.write(f"resuming: {summary.skipped} images already committed are kept")
+            retrying = sum(1 for item in items if item["retry"])
+            if retrying:
+                bar.write(f"retrying the failed rows of {retrying} committed shards")
+            rows = iter(ds.iter_rows())
             try:
-                for row in ds.iter_rows():
+                for row in rows:
+                    if row["error"]:  # a worker's user error (shard_worker.ShardWorker.__call__)
+                        raise SgeoError(row["error"])
                     n = int(row["ok"]) + int(row["failed"])
                     encoded.append((str(row["worker"]), float(row["encoded_at"]), n))
                     summary.ok += int(row["ok"])
+                    if int(row["retried"]):  # a retried shard's ok and failed are its redone rows
+                        summary.retried += int(row["retried"])
+                        summary.recovered += int(row["ok"])
                     summary.failed += int(row["failed"])
                     summary.bytes_written += int(row["bytes"])
                     summary.shards_written += 1
@@ -154,12 +165,24 @@ def _run_pipeline(config: ExtractConfig, items: list[dict], worker_args: dict, m
                 if user_error is not None:
                     raise SgeoError(" ".join(str(user_error).split())) from None
                 raise
+            finally:
+                rows.close()  # stop the execution now: the other shards in flight are not waited for
         if encoded:
             summary.startup_seconds = min(t for _, t, _ in encoded) - t_start
             summary.steady_images_per_s = steady_rate(encoded)
     finally:
         if started:
             ray.shutdown()
+
+
+def failed_rows(store) -> dict[int, list[int]]:
+    """Committed shard -> its rows recorded as failed (the shards --retry-failed redoes)."""
+    statuses = store.manifest().column("status").to_pylist()
+    out: dict[int, list[int]] = {}
+    for row, status in enumerate(statuses):
+        if status == "failed":
+            out.setdefault(row // store.shard_size, []).append(row)
+    return out
 
 
 def steady_rate(encoded: list[tuple[str, float, int]]) -> float:

@@ -7,6 +7,11 @@ marker). Pixels and features never leave the process: only a stats row goes back
 
 Batches are always the same fixed-size slices from the shard's first row: CPU kernels are not
 batch-invariant to the bit, so batch composition must be a function of the shard only (resume = bit-exact).
+
+A retry (--retry-failed) of a committed shard re-reads only the rows its marker records as failed and
+encodes them in the same batch slices as a first run (the kept rows' pixels are zeros there: a row's
+features depend on its own pixels and the batch's shape, not its neighbours'); every other row keeps its
+stored words and record.
 """
 
 from __future__ import annotations
@@ -21,6 +26,8 @@ import numpy as np
 
 from sgeo.errors import SgeoError
 
+COUNTS = ("ok", "failed", "bytes", "retried")  # what a shard's stats row counts
+STAGES = ("decode_s", "wait_s", "encode_s", "write_s")  # and the busy seconds it reports
 PROCESS_MEMORY = 768 << 20  # a worker imports torch and transformers
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
 
@@ -134,19 +141,44 @@ class ShardWorker:
         record, pixels = read_image(self.image_root, image_id, self.processor, self.pixel_shape)
         return record, pixels, time.perf_counter() - start
 
+    def _committed(self, k: int) -> tuple[np.ndarray, np.ndarray, list[dict]]:
+        """Committed shard k as stored: clip and moge words (checked against their digests) and records."""
+        rows = self.store.shard_rows(k)
+        clip, moge = self.store.read(slice(rows.start, rows.stop))
+        return clip, moge, self.store.marker(k)["records"]
+
     def __call__(self, batch: dict) -> dict:
+        """The shard's stats row; a user error (a full disk, a damaged shard to retry) comes back as its
+        `error`: raised, it would reach the driver as a Ray traceback that has lost the SgeoError."""
+        try:
+            return {**self._shard(batch), "error": [""]}
+        except SgeoError as error:
+            counts, seconds = dict.fromkeys(COUNTS, [0]), dict.fromkeys(("encoded_at", *STAGES), [0.0])
+            return {"shard": [int(batch["shard"][0])], "worker": [self.name], **counts, **seconds,
+                    "error": [str(error)]}  # fmt: skip
+
+    def _shard(self, batch: dict) -> dict:
         import torch
 
+        from sgeo.cache.location import disk_full
+
         k, ids = int(batch["shard"][0]), json.loads(batch["ids"][0])
-        futures = [self.pool.submit(self._decode, image_id) for image_id in ids]  # decoding runs ahead
-        decoded: list = [None] * len(ids)
+        kept = self._committed(k) if bool(batch["retry"][0]) else None  # a retry: (clip, moge, records)
+        redo = (
+            range(len(ids)) if kept is None else [i for i, r in enumerate(kept[2]) if r["status"] == "failed"]
+        )
+        futures = {i: self.pool.submit(self._decode, ids[i]) for i in redo}  # decoding runs ahead
+        decoded: list = [None] * len(ids)  # (record, pixels, seconds) per row; a kept row: as committed
+        if kept is not None:
+            decoded = [None if i in futures else (record, None, 0.0) for i, record in enumerate(kept[2])]
         pixels = np.zeros((len(ids), *self.pixel_shape), np.float32)  # [n, 3, S, S]; failed rows stay zero
 
         def arrive(start: int, stop: int) -> torch.Tensor:
             for i in range(start, stop):
-                decoded[i] = futures[i].result()
-                if decoded[i][1] is not None:
-                    pixels[i] = decoded[i][1]
+                if i in futures:
+                    decoded[i] = futures[i].result()
+                    if decoded[i][1] is not None:
+                        pixels[i] = decoded[i][1]
             return torch.from_numpy(pixels[start:stop])
 
         # Which rows are ok is known only once decoded: a batch is decoded before it is encoded (or skipped).
@@ -158,7 +190,7 @@ class ShardWorker:
             before = time.perf_counter()
             tensor = arrive(start, stop)
             waited += time.perf_counter() - before
-            ok[start:stop] = [decoded[i][0]["status"] == "ok" for i in range(start, stop)]
+            ok[start:stop] = [i in futures and decoded[i][0]["status"] == "ok" for i in range(start, stop)]
             return tensor
 
         t0 = time.perf_counter()
@@ -167,11 +199,16 @@ class ShardWorker:
         )
         t1 = time.perf_counter()
         records = [record for record, _, _ in decoded]
-        self.store.write_shard(k, clip, moge, records)
+        if kept is not None:
+            keep = [i for i in range(len(ids)) if i not in futures]
+            clip[keep], moge[keep] = kept[0][keep], kept[1][keep]
+        with disk_full(self.store.url):  # one line, not a traceback from every layer of Ray
+            self.store.write_shard(k, clip, moge, records)
         t2 = time.perf_counter()
-        n_ok = sum(r["status"] == "ok" for r in records)
+        n_ok = sum(decoded[i][0]["status"] == "ok" for i in futures)  # the rows this call (re)did
         return {
-            "shard": [k], "ok": [n_ok], "failed": [len(records) - n_ok], "bytes": [clip.nbytes + moge.nbytes],
+            "shard": [k], "ok": [n_ok], "failed": [len(futures) - n_ok], "bytes": [clip.nbytes + moge.nbytes],
+            "retried": [len(futures) if kept is not None else 0],
             "worker": [self.name], "encoded_at": [time.time()],
             "decode_s": [sum(seconds for _, _, seconds in decoded)], "wait_s": [waited],
             "encode_s": [t1 - t0 - waited], "write_s": [t2 - t1],
