@@ -47,6 +47,19 @@ class JoinResult:
     # kept_image, kept_text; skipped: failed, pending, absent, no_image, invalid; fixed: first_turn_not_human
     counts: Counter = field(default_factory=Counter)
     invalid: list[tuple[str, str]] = field(default_factory=list)  # (sample id, why it cannot train)
+    indices: list[int] = field(default_factory=list)  # position in the JSON of each kept sample
+
+    def name(self, k: int) -> str:
+        """How messages name kept sample k: its id, else its position in the JSON (as `invalid` does)."""
+        return str(self.samples[k].get("id", self.indices[k]))
+
+    def drop(self, positions) -> None:
+        """Leave out the kept samples at these positions (by position: ids may repeat or be missing)."""
+        gone = set(positions)
+        keep = [k for k in range(len(self.samples)) if k not in gone]
+        self.samples = [self.samples[k] for k in keep]
+        self.rows = [self.rows[k] for k in keep]
+        self.indices = [self.indices[k] for k in keep]
 
     def summary(self) -> str:
         c = self.counts
@@ -96,6 +109,7 @@ def join_samples(samples: list, statuses: dict[str, tuple[int, str]] | None, *,
         if image is None:
             result.samples.append(sample)
             result.rows.append(-1)
+            result.indices.append(i)
             result.counts["kept_text"] += 1
             continue
         if statuses is not None:
@@ -110,12 +124,14 @@ def join_samples(samples: list, statuses: dict[str, tuple[int, str]] | None, *,
                 continue
         result.samples.append(sample)
         result.rows.append(int(row))
+        result.indices.append(i)
         result.counts["kept_image"] += 1
     return result
 
 
-def images_past_the_cut(join: JoinResult, processor, template: str) -> list[tuple[str, str]]:
-    """Samples whose `<image>` would fall after `model_max_length` (they cannot train; LLaVA would crash).
+def images_past_the_cut(join: JoinResult, processor, template: str) -> list[tuple[int, str]]:
+    """(position in `join.samples`, why) of the samples whose `<image>` would fall after `model_max_length`
+    (they cannot train; LLaVA would crash).
 
     Cheap: a token covers at least one UTF-8 byte, so the text before the image has at most that many tokens
     (plus BOS and a word-start piece); only samples over that bound are tokenized exactly."""
@@ -132,7 +148,7 @@ def images_past_the_cut(join: JoinResult, processor, template: str) -> list[tupl
         try:
             processor.tokenize(sample["conversations"], template)
         except ValueError as error:
-            found.append((str(sample.get("id", i)), str(error)))
+            found.append((i, str(error)))
     return found
 
 
@@ -149,7 +165,7 @@ def unsupervised_samples(join: JoinResult, processor, template: str, limit: int 
         except ValueError:
             continue  # reported by images_past_the_cut
         if all(label == -100 for label in labels):
-            found.append(str(sample.get("id", i)))
+            found.append(join.name(i))
     return (found, checked) if found else None
 
 
@@ -183,6 +199,7 @@ class TrainingDataset(torch.utils.data.Dataset):
 
     def __init__(self, join: JoinResult, processor, template: str, image_root: str | Path | None = None):
         self.samples, self.rows = join.samples, join.rows
+        self.names = [join.name(k) for k in range(len(join.samples))]
         self.processor, self.template = processor, template
         self.image_root = None if image_root is None else Path(image_root)
 
@@ -200,9 +217,9 @@ class TrainingDataset(torch.utils.data.Dataset):
         try:
             item = dict(self.processor.tokenize(sample["conversations"], self.template))
         except ValueError as error:
-            raise SgeoError(f"sample {sample.get('id', i)!r}: {error}") from None
+            raise SgeoError(f"sample {self.names[i]!r}: {error}") from None
         item["row"] = self.rows[i]
-        item["id"] = str(sample.get("id", i))
+        item["id"] = self.names[i]
         if self.image_root is not None and self.rows[i] >= 0:
             from sgeo.pipeline.images import load_image, resolve_inside
 

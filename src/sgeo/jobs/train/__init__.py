@@ -13,6 +13,8 @@ weights an uninterrupted run would have.
 
 Output directory (HF format, `load_model(out)` works): config + weights + processor, `lora/` (stage 2),
 `merged/` (--merge-lora), `trainable.json`, `train_config.json`, `metrics.jsonl`, `loss.png`, `checkpoints/`.
+A run holds it through `train.lock` (folder.py: a second run is refused, a dead one's lock taken over); a
+non-empty folder that is not an sgeo run is refused rather than overwritten.
 """
 
 from .environment import LAUNCHER_ENV

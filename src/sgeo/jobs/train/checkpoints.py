@@ -181,10 +181,9 @@ def save_checkpoint(run) -> None:
             write_digests(directory)
             write_text_atomic(run.checkpoints / LATEST, tag)
     except (OSError, RuntimeError) as error:
-        # torch.save reports a failed write (disk full, file too large) as a RuntimeError of its zip writer
-        if isinstance(error, RuntimeError) and not _is_write_failure(error):
+        detail = write_failure(error)
+        if detail is None:
             raise
-        detail = error.strerror if isinstance(error, OSError) and error.strerror else "the write failed"
         raise SgeoError(
             f"cannot write checkpoint {directory}: {detail}; free space and rerun the same command (it resumes "
             "from the last complete checkpoint)"
@@ -196,11 +195,19 @@ def save_checkpoint(run) -> None:
     dist.barrier()
 
 
-def _is_write_failure(error: RuntimeError) -> bool:
+def write_failure(error: BaseException) -> str | None:
+    """What went wrong when `error` is a failed write (disk full, file too large), else None. torch.save reports
+    one as a RuntimeError of its zip writer, safetensors as a SafetensorError naming the OS error."""
+    if isinstance(error, OSError):
+        return error.strerror or "the write failed"
     text = str(error)
-    return any(
+    if type(error).__name__ == "SafetensorError" and "I/O error" in text:
+        return text.split("I/O error:", 1)[1].split("(os error", 1)[0].strip() or "the write failed"
+    if isinstance(error, RuntimeError) and any(
         mark in text for mark in ("inline_container", "unexpected pos", "file write failed", "No space")
-    )
+    ):
+        return "the write failed"
+    return None
 
 
 def load_checkpoint(run) -> bool:

@@ -29,13 +29,14 @@ def prepare_data(resolved: Resolved, features, processor, world_size: int) -> Da
     )
 
     join = _join(resolved, features)
-    join.invalid += images_past_the_cut(join, processor, resolved.template)
+    past_the_cut = images_past_the_cut(join, processor, resolved.template)
+    join.invalid += [(join.name(k), why) for k, why in past_the_cut]
     if join.invalid:
         if not resolved.skip_invalid:
             raise SgeoError(join.refusal(resolved.data))
-        bad = {sample_id for sample_id, _ in join.invalid}
-        keep = [i for i, s in enumerate(join.samples) if str(s.get("id", i)) not in bad]
-        join.samples, join.rows = [join.samples[i] for i in keep], [join.rows[i] for i in keep]
+        # the samples join_samples refused never joined; those past the cut leave by position, never by id
+        # (ids may repeat, and an id-less sample is named by its JSON position)
+        join.drop(k for k, _ in past_the_cut)
         join.counts["invalid"] = len(join.invalid)
     log(f"data {resolved.data}: {join.summary()}")
     if unsupervised := unsupervised_samples(join, processor, resolved.template):

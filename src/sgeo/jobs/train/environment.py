@@ -8,10 +8,17 @@ import re
 import socket
 
 LAUNCHER_ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
+# The interfaces gloo and NCCL listen on (their own sockets, beside the rendezvous store): a single process
+# nobody launched keeps them on loopback. Set, like LAUNCHER_ENV, only for such a run and removed after it.
+SOCKET_ENV = ("GLOO_SOCKET_IFNAME", "NCCL_SOCKET_IFNAME")
 
 
 def prepare_environment() -> tuple[str, bool]:
-    """(device type, launched): the CPU accelerator and a single-rank environment when nobody launched us."""
+    """(device type, launched): the CPU accelerator and a single-rank environment when nobody launched us.
+
+    Unlaunched, every socket the run opens listens on loopback: gloo's and NCCL's on the loopback interface
+    (unless the user named one), and `setup` rendezvouses through an in-memory store instead of torch's
+    TCPStore, which listens on every address. A launcher's (torchrun, deepspeed) settings are left as given."""
     import torch
 
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -23,6 +30,8 @@ def prepare_environment() -> tuple[str, bool]:
     if not launched:
         os.environ.update(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", MASTER_ADDR="127.0.0.1",
                           MASTER_PORT=str(_free_port()))  # fmt: skip
+        for key in SOCKET_ENV:
+            os.environ.setdefault(key, loopback_interface())
     os.environ.setdefault("LOCAL_RANK", os.environ["RANK"])
     os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
     return ("cuda" if cuda else "cpu"), launched
@@ -38,6 +47,16 @@ def deepspeed_arch_list() -> str | None:
     cleaned = re.sub(r"(\d+\.\d+)[a-z]\b", r"\1", value)
     os.environ["TORCH_CUDA_ARCH_LIST"] = cleaned
     return cleaned
+
+
+def loopback_interface() -> str:
+    """The name of the interface that holds 127.0.0.1 ("lo" on Linux, "lo0" on macOS)."""
+    import psutil
+
+    for name, addresses in psutil.net_if_addrs().items():
+        if any(a.family == socket.AF_INET and a.address.startswith("127.") for a in addresses):
+            return name
+    return "lo"
 
 
 def _free_port() -> int:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .checkpoints import write_json
+from sgeo.errors import SgeoError
+
+from .checkpoints import write_failure, write_json
 from .log import log
 
 
@@ -43,10 +45,20 @@ def save_outputs(run) -> None:
     model = _final_model(run)
     if run.rank == 0:
         lora = run.resolved.lora
-        written = save_trained(model, run.processor, run.out, merge_lora=run.resolved.merge_lora)
-        write_json(run.out / "trainable.json", {"stage_record": stage_record(run.resolved.stage, lora),
-                                                 "towers_loaded": run.resolved.online, "trainable": run.trainable})  # fmt: skip
-        plot_loss(run.metrics, run.out / "loss.png", f"stage {run.resolved.stage}")
+        try:
+            written = save_trained(model, run.processor, run.out, merge_lora=run.resolved.merge_lora)
+            write_json(run.out / "trainable.json", {"stage_record": stage_record(run.resolved.stage, lora),
+                                                     "towers_loaded": run.resolved.online, "trainable": run.trainable})  # fmt: skip
+            plot_loss(run.metrics, run.out / "loss.png", f"stage {run.resolved.stage}")
+        # a full disk: one line, like a checkpoint's (the last checkpoint holds the trained weights)
+        except Exception as error:
+            detail = write_failure(error)
+            if detail is None:
+                raise
+            raise SgeoError(
+                f"cannot write the trained model to {run.out}: {detail}; free space and rerun the same command "
+                "(training is done: it loads the last checkpoint and only writes the model)"
+            ) from None
         log("wrote " + ", ".join(f"{k} {v}" for k, v in written.items()))
     dist.barrier()
 

@@ -250,8 +250,8 @@ def check_config(config: TrainConfig) -> None:
         raise SgeoError("--adapter-lr is a stage-2 option (stage 1 trains only the MoGe adapter, at --lr)")
     if config.max_steps is not None and config.max_steps < 1:
         raise SgeoError(f"--max-steps must be positive, got {config.max_steps}")
-    if config.max_steps is None and config.epochs <= 0:
-        raise SgeoError(f"--epochs must be positive, got {config.epochs}")
+    if not (math.isfinite(config.epochs) and config.epochs > 0):  # nan and inf would fail deep inside
+        raise SgeoError(f"--epochs must be a positive finite number, got {config.epochs}")
     if config.save_every < 1:
         raise SgeoError(f"--save-every must be positive, got {config.save_every}")
     if config.num_workers < 0:

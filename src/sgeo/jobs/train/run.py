@@ -5,10 +5,11 @@ from __future__ import annotations
 import os
 
 from .checkpoints import load_checkpoint
-from .environment import LAUNCHER_ENV
+from .environment import LAUNCHER_ENV, SOCKET_ENV
+from .folder import lock_out_folder
 from .loop import train
 from .outputs import save_outputs
-from .recipe import TrainConfig
+from .recipe import TrainConfig, check_config
 from .setup import Run, setup
 
 
@@ -32,15 +33,17 @@ def run_train(config: TrainConfig, features=None) -> dict:
 
     The launcher variables it sets for a single process are removed again, so in-process callers can
     call it repeatedly."""
-    launcher = {key: os.environ.get(key) for key in LAUNCHER_ENV}
+    launcher = {key: os.environ.get(key) for key in (*LAUNCHER_ENV, *SOCKET_ENV)}
     try:
-        run = setup(config, features=features)
-        try:
-            load_checkpoint(run)
-            train(run)
-            save_outputs(run)
-        finally:
-            cleanup(run)
+        check_config(config)  # before the lock: a bad option creates nothing
+        with lock_out_folder(config.out):  # one run per --out at a time
+            run = setup(config, features=features)
+            try:
+                load_checkpoint(run)
+                train(run)
+                save_outputs(run)
+            finally:
+                cleanup(run)
     finally:
         for key, value in launcher.items():
             if value is None:

@@ -59,7 +59,7 @@ def setup(config: TrainConfig, features=None) -> Run:
     `read`/`manifest`/`fingerprint`/`dtype` API).
     """
     check_config(config)
-    device_type, _ = prepare_environment()
+    device_type, launched = prepare_environment()
     import torch
 
     from sgeo.model import configure_stage, load_model, resolve_model
@@ -78,6 +78,8 @@ def setup(config: TrainConfig, features=None) -> Run:
 
         features = FeatureStore.open(resolved.store)
     model_ref = resolve_model(resolved.model)  # once; everything below loads through this object
+    if resolved.lora is not None and config.lora_r is not None:
+        check_lora_rank(resolved.lora.r, model_ref)
     processor = model_ref.processor()
     processor.image_aspect_ratio = aspect_mode(resolved, features)
     if features is not None and not resolved.online:  # online, the store only picks the samples
@@ -115,7 +117,7 @@ def setup(config: TrainConfig, features=None) -> Run:
         checkpoint_activations(model.language_model)
     model.train()
 
-    engine, device, rank, owns_process_group, threads = _engine(model, resolved, device_type)
+    engine, device, rank, owns_process_group, threads = _engine(model, resolved, device_type, launched)
     run = Run(
         resolved=resolved, rank=rank, world_size=world_size, device=device, engine=engine, model=engine.module,
         processor=processor, dataset=data.dataset, plan=data.plan, trainable=trainable,
@@ -129,7 +131,7 @@ def setup(config: TrainConfig, features=None) -> Run:
     return run
 
 
-def _engine(model, resolved: Resolved, device_type: str):
+def _engine(model, resolved: Resolved, device_type: str, launched: bool):
     """(DeepSpeed engine, device, rank, whether this run owns the process group, torch threads before)."""
     import deepspeed
     import torch
@@ -137,7 +139,13 @@ def _engine(model, resolved: Resolved, device_type: str):
 
     quiet_deepspeed()
     owns_process_group = not dist.is_initialized()
-    deepspeed.init_distributed(dist_backend="nccl" if device_type == "cuda" else "gloo", verbose=False)
+    backend = "nccl" if device_type == "cuda" else "gloo"
+    if owns_process_group and not launched:
+        # One process nobody launched: nothing to meet, so an in-memory store. DeepSpeed's env:// rendezvous
+        # would start torch's TCPStore, which listens on every address (gloo and NCCL stay on loopback too,
+        # see prepare_environment); DeepSpeed then adopts this process group.
+        dist.init_process_group(backend, store=dist.HashStore(), rank=0, world_size=1)
+    deepspeed.init_distributed(dist_backend=backend, verbose=False)
     threads = None
     try:
         rank = dist.get_rank()
@@ -159,6 +167,27 @@ def _engine(model, resolved: Resolved, device_type: str):
             deepspeed.comm.destroy_process_group()
         raise
     return engine, device, rank, owns_process_group, threads
+
+
+def check_lora_rank(r: int, model_ref) -> None:
+    """Refuse a --lora-r no adapted layer can use (the rank of B @ A is at most min(in, out)), from the model's
+    config alone: the layers are built on the meta device, before any weight or LoRA tensor is allocated."""
+    from accelerate import init_empty_weights
+    from torch import nn
+
+    from sgeo.model.modeling import SpatialGeoForCausalLM
+    from sgeo.model.stages import llm_linear_names
+
+    with init_empty_weights():
+        llm = SpatialGeoForCausalLM(model_ref.config).language_model
+    adapted = set(llm_linear_names(llm))
+    bound = max(min(m.in_features, m.out_features) for name, m in llm.named_modules()
+                if isinstance(m, nn.Linear) and name.split(".")[-1] in adapted)  # fmt: skip
+    if r > bound:
+        raise SgeoError(
+            f"--lora-r {r} is more than LoRA can use on this model: its adapted layers have min(in, out) <= "
+            f"{bound}; pass --lora-r {bound} or less (0 fine-tunes the whole LLM)"
+        )
 
 
 def checkpoint_activations(llm) -> None:
