@@ -22,11 +22,16 @@ def data_synthetic(
     seed: int = typer.Option(0),
     n_eval: int | None = typer.Option(None, help="held-out images (default: max(20, n // 5))"),
     image_size: int = typer.Option(224, help="side of the square images, in pixels"),
+    overwrite: bool = typer.Option(
+        False, help="replace what an earlier run wrote in OUT (only the generator's own files and folders)"
+    ),
 ):
     """Render the synthetic spatial dataset (images, stage-1 captions, stage-2 QA, held-out bench)."""
     from .pipeline.synthetic import generate_synthetic
 
-    summary = generate_synthetic(out, n, seed, n_eval=n_eval, image_size=(image_size, image_size))
+    summary = generate_synthetic(
+        out, n, seed, n_eval=n_eval, image_size=(image_size, image_size), overwrite=overwrite
+    )
     print(json.dumps(summary, indent=2, default=str))
 
 

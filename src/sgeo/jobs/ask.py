@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import SgeoError
-from ..model.conversation import IMAGE_TOKEN, get_template
+from ..model.conversation import IMAGE_TOKEN, clean_text, get_template
 
 TEMPLATE = "vicuna_v1"
 
@@ -35,6 +35,35 @@ class AskConfig:
 
 
 PRECISIONS = ("bf16", "fp16", "fp32")
+MAX_TEMPERATURE = 2.0  # as serve's and OpenAI's API: past it, sampling is noise
+
+
+def check_temperature(temperature: float) -> float:
+    """`temperature` if it is from 0 (greedy) to 2; NaN and infinities fail the comparison and are refused too
+    (NaN would otherwise read as "not above 0" and answer greedily)."""
+    if not 0 <= temperature <= MAX_TEMPERATURE:
+        raise SgeoError(f"--temperature must be from 0 (greedy) to {MAX_TEMPERATURE:g}, got {temperature}")
+    return temperature
+
+
+def context_length(model, processor) -> tuple[int, str]:
+    """(tokens, what bounds them): the most tokens the model reads, prompt and answer together: the
+    processor's `model_max_length`, or the LLM's `max_position_embeddings` where that is smaller."""
+    limit, name = int(processor.model_max_length), "model_max_length"
+    positions = getattr(getattr(model.config, "text_config", None), "max_position_embeddings", None)
+    if isinstance(positions, int) and 0 < positions < limit:
+        limit, name = positions, "max_position_embeddings"
+    return limit, name
+
+
+def check_max_new_tokens(max_new_tokens: int, model, processor) -> None:
+    """Refuse an answer length the model could never produce: more new tokens than its whole context."""
+    limit, name = context_length(model, processor)
+    if max_new_tokens > limit:
+        raise SgeoError(
+            f"--max-new-tokens {max_new_tokens} is more than the model's context of {limit} tokens ({name}); "
+            f"pass at most {limit}"
+        )
 
 
 def pick_device(device: str | None = None, precision: str | None = None):
@@ -142,7 +171,12 @@ class ImageChat:
         self.turns: list[dict] = []
 
     def ask(self, question: str, temperature: float = 0.0, max_new_tokens: int = 256, streamer=None) -> dict:
-        """Add a human turn, generate the reply (streamed if `streamer`), keep it; returns answer and counts."""
+        """Add a human turn, generate the reply (streamed if `streamer`), keep it; returns answer and counts.
+
+        `<image>` in `question` is dropped: the chat shows its one image in the first turn itself."""
+        question = clean_text(question)
+        if not question:
+            raise SgeoError("the question is empty once <image> is taken out; ask it in words")
         value = f"{IMAGE_TOKEN}\n{question}" if not self.turns else question
         turns = [*self.turns, {"from": "human", "value": value}]
         tokens = self.processor.tokenize(turns, self.template, add_generation_prompt=True)
@@ -179,16 +213,20 @@ def run_ask(config: AskConfig) -> dict | None:
     image, _ = load_image(config.image)  # a missing or broken image fails before any model loads
     if config.max_new_tokens < 1:
         raise SgeoError(f"--max-new-tokens must be at least 1, got {config.max_new_tokens}")
-    if config.temperature < 0:
-        raise SgeoError(f"--temperature must be >= 0 (0 is greedy), got {config.temperature}")
+    check_temperature(config.temperature)
     if config.as_json and config.question is None:
         raise SgeoError("--json needs a QUESTION argument (the interactive session streams)")
+    if config.question is not None and not clean_text(config.question):
+        raise SgeoError(
+            "QUESTION is empty once <image> is taken out (the image is placed for you); ask in words"
+        )
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # "Loading weights" bars would mix with the answer
     model, processor = load_for_inference(
         config.model, config.device, config.load_4bit, config.load_8bit, config.precision
     )
+    check_max_new_tokens(config.max_new_tokens, model, processor)
     chat = ImageChat(model, processor, image)
     if config.question is not None:
         streamer = None if config.as_json else _streamer(processor)
@@ -219,5 +257,8 @@ def _interactive(chat: ImageChat, processor, config: AskConfig) -> None:
             return
         if not question.strip():
             return
+        if not clean_text(question):
+            print("(the image is already in the conversation; ask in words)", flush=True)
+            continue
         print(f"{assistant}: ", end="", flush=True)
         chat.ask(question.strip(), config.temperature, config.max_new_tokens, _streamer(processor))

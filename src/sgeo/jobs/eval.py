@@ -18,10 +18,20 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import SgeoError
-from .ask import load_for_inference
+from .ask import check_max_new_tokens, load_for_inference, pick_device
 
 ANSWERS_FILE = "answers.jsonl"
 CHAT_TEMPLATE = "vicuna_v1"  # LLaVA-1.5's
+# The options that change an answer, declared once: every answers.jsonl record carries them, and a run
+# resumed into the same --out with any of them different is refused (its answers would be mixed with, or
+# taken from, answers asked another way). `seed` only when the protocol samples; `multi_image` only for
+# SpatialScore (the one benchmark with items of several images); `model` is the answering model's identity;
+# `precision` the compute dtype (bf16 and fp32 answer differently). Not among them: batch size (per-item
+# seeds), --limit, --image-root (the same files elsewhere), the judge, and the device itself.
+ANSWER_OPTIONS = ("protocol", "seed", "model", "max_new_tokens", "format_hint", "multi_image", "precision")
+# what records of older sgeo versions, which did not record an option, were made with
+_LEGACY = {"protocol": "sgeo"}
+_DTYPE_NAMES = {"torch.bfloat16": "bf16", "torch.float16": "fp16", "torch.float32": "fp32"}
 
 
 @dataclass
@@ -92,9 +102,18 @@ def run_eval(config: EvalConfig, loaded: tuple | None = None, quiet: bool = Fals
     from ..model.identity import model_identity
 
     model_ref = resolve_model(config.model) if loaded is None else None
-    run = {"protocol": protocol, **({"seed": config.seed} if decoding.sample else {})}
-    if model_ref is not None:  # who answers: a rerun with another model must not mix into these answers
-        run["model"] = model_identity(model_ref)
+    dtype = pick_device(config.device, config.precision)[1] if loaded is None else loaded[0].dtype
+    run = {
+        "protocol": protocol,
+        **({"seed": config.seed} if decoding.sample else {}),
+        # who answers: a rerun with another model must not mix into these answers
+        **({"model": model_identity(model_ref)} if model_ref is not None else {}),
+        "max_new_tokens": decoding.max_new_tokens,
+        "format_hint": config.format_hint,
+        **({"multi_image": config.multi_image} if bench == "spatialscore" else {}),
+        "precision": _DTYPE_NAMES.get(str(dtype), str(dtype)),
+    }
+    assert set(run) <= set(ANSWER_OPTIONS), "declare every recorded option in ANSWER_OPTIONS"
     done = _answered(_without_image_errors(answers, read_answers), run, answers)
     todo = [item for item in items if item.question_id not in done]
     say = (lambda *_: None) if quiet else (lambda text: print(text, flush=True))
@@ -112,6 +131,7 @@ def run_eval(config: EvalConfig, loaded: tuple | None = None, quiet: bool = Fals
             if loaded is not None
             else load_for_inference(model_ref, config.device, precision=config.precision)
         )
+        check_max_new_tokens(decoding.max_new_tokens, model, processor)
         recorded = {**run, "model_name": str(config.model)}
         answer_items(model, processor, todo, prompts, root, answers, decoding, config.batch_size, recorded)
     judge = None
@@ -131,19 +151,32 @@ def run_eval(config: EvalConfig, loaded: tuple | None = None, quiet: bool = Fals
 
 
 def _answered(records: list[dict[str, Any]], run: dict[str, Any], answers: Path) -> set[str]:
-    """The question ids already answered, after checking they were answered the way this run asks (the same
-    protocol and seed, and the same model: two models' answers are never scored together)."""
+    """The question ids already answered, after checking they were answered the way this run asks: every
+    option of `ANSWER_OPTIONS` that this run records is the same (two models' answers, or answers asked
+    with other prompts or lengths, are never scored together)."""
+    unrecorded = object()
     for record in records:
-        # records of older sgeo versions carry no protocol: they were sgeo's greedy prompts
-        was = {key: record.get(key, "sgeo" if key == "protocol" else None) for key in run}
+        # records of older sgeo versions carry no protocol (they were sgeo's greedy prompts) and none of the
+        # options added since: those cannot be told apart, so they count as different
+        was = {key: record.get(key, _LEGACY.get(key, unrecorded)) for key in run}
         if was != run:
             changed = next(key for key in run if was[key] != run[key])
-            what = "another model" if changed == "model" else f"{changed}={was[changed]!r}"
+            if changed == "model":
+                what = "another model"
+            elif was[changed] is unrecorded:
+                what = f"{changed} unrecorded (an older sgeo)"
+            else:
+                what = f"{changed}={was[changed]!r}"
             raise SgeoError(
                 f"{answers} holds answers made with {what}, this run has {changed}={_short(run[changed])}; "
-                "use another --out or the same model and options"
+                f"use another --out, or the same model and options ({_option(changed)} as before)"
             )
     return {str(r["question_id"]) for r in records if "question_id" in r}
+
+
+def _option(name: str) -> str:
+    """The command-line option behind an `ANSWER_OPTIONS` name."""
+    return "--model" if name == "model" else f"--{name.replace('_', '-')}"
 
 
 def _short(value) -> str:

@@ -75,8 +75,7 @@ def run_quickstart(
     from .extract import ExtractConfig, run_extract
 
     n = recipe.n if n is None else n
-    if n < 1:
-        raise SgeoError(f"--n must be a positive number of images, got {n}")
+    check_options(n, seed, recipe)  # every option before any work: a bad one must not cost a minute of data
     work = Path(workdir).resolve()
     data = work / "data"
     paths = {
@@ -93,7 +92,12 @@ def run_quickstart(
     runs = {"untrained": recipe.model, **{label: out for label, _, out in stage2}}
     bench = data / "eval" / "bench.json"
     steps = _Steps(total=3 + len(stage2) + len(runs) + 1)
-    work.mkdir(parents=True, exist_ok=True)
+    if work.exists() and not work.is_dir():
+        raise SgeoError(f"--workdir {work} is a file; pass a folder (new, or a quickstart's to continue it)")
+    try:
+        work.mkdir(parents=True, exist_ok=True)
+    except OSError as error:  # a parent that is a file, no permission, a read-only disk
+        raise SgeoError(f"cannot create --workdir {work}: {error.strerror or error}") from None
     print(f"sgeo quickstart: {recipe.model} preset, {n} synthetic training images, seed {seed}, in {work}",
           flush=True)  # fmt: skip
     start = time.perf_counter()
@@ -163,6 +167,18 @@ def run_quickstart(
               "verdict": verdict}  # fmt: skip
     (work / "quickstart.json").write_text(json.dumps(result, indent=1) + "\n")
     return result
+
+
+def check_options(n: int, seed: int, recipe: QuickstartRecipe) -> None:
+    """Refuse a bad option in one line before any step runs (each would otherwise fail only at its step)."""
+    if n < 1:
+        raise SgeoError(f"--n must be a positive number of images, got {n}")
+    if seed < 0:  # the synthetic generator's rule
+        raise SgeoError(f"--seed must be a non-negative integer, got {seed}")
+    if recipe.n_eval is not None and recipe.n_eval < 1:  # an empty bench would fail after all the training
+        raise SgeoError(f"--n-eval must be a positive number of held-out images, got {recipe.n_eval}")
+    if recipe.max_steps is not None and recipe.max_steps < 1:
+        raise SgeoError(f"--max-steps must be a positive number of steps, got {recipe.max_steps}")
 
 
 def _train(recipe: QuickstartRecipe, stage: int, data: Path, model: str, paths: dict, n: int, seed: int,
@@ -274,9 +290,12 @@ def _data_complete(data: Path, n: int, n_eval: int | None) -> bool:
     not reused or overwritten, since the store and the models in the same workdir were made from it."""
     if not (data / "meta.json").is_file():
         return False
+    from ..pipeline.json_files import read_json
     from ..pipeline.synthetic import GENERATOR_VERSION
 
-    meta = json.loads((data / "meta.json").read_text())
+    meta = read_json(data / "meta.json")
+    if not isinstance(meta, dict):
+        raise SgeoError(f"{data / 'meta.json'} is not the synthetic data's record; pass a new --workdir")
     if meta.get("version") != GENERATOR_VERSION:
         raise SgeoError(
             f"{data.parent} holds a quickstart of synthetic data v{meta.get('version')}, this sgeo writes "

@@ -17,6 +17,7 @@ from typing import Any
 
 from sgeo.errors import SgeoError
 from sgeo.pipeline.benchmarks import check_bench
+from sgeo.pipeline.json_files import loads, read_text
 from sgeo.pipeline.scoring import (
     SCORERS,
     ChatJudge,
@@ -35,12 +36,7 @@ def read_answers(path: Path) -> list[dict[str, Any]]:
     path = Path(path)
     if not path.is_file():
         raise SgeoError(f"answers file not found: {path}")
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except UnicodeDecodeError as error:
-        raise SgeoError(
-            f"{path} is not UTF-8 text (byte {error.start}); pass the answers.jsonl that sgeo eval wrote"
-        ) from None
+    lines = read_text(path, fix="pass the answers.jsonl that sgeo eval wrote").splitlines()
     while lines and not lines[-1].strip():
         lines.pop()
     records = []
@@ -48,7 +44,7 @@ def read_answers(path: Path) -> list[dict[str, Any]]:
         if not line.strip():
             continue
         try:
-            record = json.loads(line)
+            record = loads(line, f"{path} line {n}")  # nested too deeply: one line, never skipped
         except json.JSONDecodeError:
             if n == len(lines):
                 break  # the line a killed run was writing

@@ -13,6 +13,12 @@ IMAGE_TOKEN = "<image>"
 IGNORE_INDEX = -100
 
 
+def clean_text(text: str) -> str:
+    """A user's question without `<image>`: `sgeo ask` and `sgeo serve` place the one image themselves, and a
+    stray token would ask for another image the conversation does not have."""
+    return text.replace(IMAGE_TOKEN, "").strip()
+
+
 @dataclass(frozen=True)
 class Template:
     name: str

@@ -21,6 +21,7 @@ from PIL import Image
 from sgeo.errors import SgeoError
 from sgeo.model.conversation import IMAGE_TOKEN
 from sgeo.pipeline.images import DEFAULT_MAX_PIXELS, load_image, resolve_inside
+from sgeo.pipeline.json_files import read_json
 
 CAPTION_PROMPT = "Describe the image briefly."
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"})
@@ -36,11 +37,8 @@ class ImageRef:
 def _read_json(path: Path, what: str) -> Any:
     if not path.is_file():
         raise SgeoError(f"{what} not found: {path}; check the dataset root and layout")
-    try:
-        with path.open("rb") as f:
-            return json.load(f)
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise SgeoError(f"{what} {path} is not valid JSON: {e}") from e
+    # not UTF-8, malformed or nested too deeply for the parser: one line naming the file
+    return read_json(path, f"{what} ")
 
 
 def read_json_list(path: Path, what: str) -> list:

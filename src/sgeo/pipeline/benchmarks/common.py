@@ -10,6 +10,7 @@ from typing import Any
 
 from sgeo.errors import SgeoError
 from sgeo.model.conversation import IMAGE_TOKEN
+from sgeo.pipeline.json_files import loads, read_text
 
 
 @dataclass
@@ -51,12 +52,16 @@ def read_rows(path: Path) -> list[dict[str, Any]]:
     """The items of a JSON list or of a JSONL file."""
     if not path.is_file():
         raise SgeoError(f"benchmark file not found: {path}")
-    text = path.read_text(encoding="utf-8")
+    # not UTF-8, or nested too deeply for the parser (as a whole or on one line): one line naming the file
+    text = read_text(
+        path, "benchmark file ", fix="pass the benchmark file as its authors ship it (UTF-8 JSON)"
+    )
     try:
-        data = json.loads(text)
+        data = loads(text, str(path))
     except json.JSONDecodeError:
+        lines = [(n, line) for n, line in enumerate(text.splitlines(), 1) if line.strip()]
         try:
-            data = [json.loads(line) for line in text.splitlines() if line.strip()]
+            data = [loads(line, f"{path} line {n}") for n, line in lines]
         except json.JSONDecodeError as e:
             raise SgeoError(f"{path} is neither JSON nor JSONL: {e}") from None
     if isinstance(data, dict):  # JSONL with a single line

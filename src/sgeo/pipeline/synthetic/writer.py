@@ -138,7 +138,10 @@ def _prepare_out(out: Path, overwrite: bool) -> None:
         raise SgeoError(f"output path {out} exists and is not a folder; choose a folder")
     if out.is_dir() and any(out.iterdir()):
         if not overwrite:
-            raise SgeoError(f"output folder {out} is not empty; choose a new folder or pass overwrite=True")
+            raise SgeoError(
+                f"output folder {out} is not empty; choose a new folder, or replace what the generator wrote "
+                "there with --overwrite (overwrite=True in Python)"
+            )
         for name in _OUTPUTS:  # only what we write, never anything else in the folder
             p = out / name
             if p.is_dir():
