@@ -232,6 +232,9 @@ def serve(
     temperature: float = typer.Option(0.2, help="default temperature (0: greedy)"),
     max_new_tokens: int = typer.Option(256, help="default answer length in tokens"),
     max_request_mb: float = typer.Option(20.0, help="largest request body (and upload) accepted, in MiB"),
+    max_image_mb: float = typer.Option(
+        128.0, help="most memory one image may take decoded, in MiB (a larger JPEG is decoded reduced)"
+    ),
     device: str | None = typer.Option(None, help="cpu or cuda (default: cuda when available)"),
     load_4bit: bool = typer.Option(False, "--load-4bit"),
     load_8bit: bool = typer.Option(False, "--load-8bit"),
@@ -248,6 +251,7 @@ def serve(
             temperature=temperature,
             max_new_tokens=max_new_tokens,
             max_request_mb=max_request_mb,
+            max_image_mb=max_image_mb,
             device=device,
             load_4bit=load_4bit,
             load_8bit=load_8bit,
