@@ -12,6 +12,7 @@ from sgeo.pipeline.benchmarks import (
     DIRECTION_SUFFIX,
     QUALITATIVE_SUFFIX,
     QUANTITATIVE_SUFFIX,
+    REGISTRY,
     image_root,
     load_benchmark,
 )
@@ -390,7 +391,7 @@ def test_synthetic_bench_reads_the_human_turn_and_the_bench_folder(tmp_path):
 
 
 def test_load_errors(tmp_path):
-    with pytest.raises(SgeoError, match="known: spatialrgpt, spatialscore, synthetic"):
+    with pytest.raises(SgeoError, match="known: " + ", ".join(sorted(REGISTRY))):  # every registered one
         load_benchmark("nope", tmp_path / "x.json")
     with pytest.raises(SgeoError, match="not found"):
         load_benchmark("spatialrgpt", tmp_path / "missing.json")

@@ -13,7 +13,7 @@ import typer
 from .cli_groups import MODEL_HELP, cache_app, data_app
 from .errors import SgeoError
 from .model.stages import LoraSettings
-from .pipeline.names import BENCHMARKS, DATASETS
+from .pipeline.names import BENCHMARKS, DATASETS, SUITES
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -105,7 +105,9 @@ def extract(
 
 @app.command()
 def train(
-    stage: int = typer.Option(..., help="1: MoGe adapter; 2: both adapters + LoRA on the LLM"),
+    stage: int = typer.Option(
+        ..., help="1: MoGe adapter (a composed model's CLIP adapter too); 2: both adapters + LoRA on the LLM"
+    ),
     data: Path = typer.Option(..., help="LLaVA-format training JSON"),
     store: str | None = typer.Option(None, help="feature store of the JSON's images"),
     model: str = typer.Option("tiny", help=MODEL_HELP + " to start from"),
@@ -203,6 +205,7 @@ def ask(
     precision: str | None = typer.Option(
         None, help="bf16, fp16 (GPU) or fp32 (default: bf16 on GPU, fp32 on CPU)"
     ),
+    system: str | None = typer.Option(None, help="the system message (default: the model's template's own)"),
 ):
     """Answer a question about an image, recomputing its features on the fly."""
     from .jobs.ask import AskConfig, run_ask
@@ -219,6 +222,7 @@ def ask(
             load_8bit=load_8bit,
             device=device,
             precision=precision,
+            system=system,
         )
     )
 
@@ -261,8 +265,12 @@ def serve(
 
 @app.command("eval")
 def evaluate(
-    bench: str = typer.Option("synthetic", help=BENCH_HELP),
-    data: Path = typer.Option(..., help="the benchmark file"),
+    bench: str = typer.Option(
+        "synthetic", help=f"{BENCH_HELP}; several: a,b,c or a suite ({', '.join(SUITES)}), one table"
+    ),
+    data: Path = typer.Option(
+        ..., help="the benchmark file or folder, as published; several benchmarks: a folder of <name>/ each"
+    ),
     image_root: Path | None = typer.Option(
         None,
         help="image root (default: the benchmark file's folder; SpatialScore: the folder above dataset/)",
@@ -296,6 +304,9 @@ def evaluate(
     precision: str | None = typer.Option(
         None, help="bf16, fp16 (GPU) or fp32 (default: bf16 on GPU, fp32 on CPU)"
     ),
+    system: str | None = typer.Option(
+        None, help="--protocol sgeo: the system message of every prompt (default: the model's template's own)"
+    ),
 ):
     """Run a model over a spatial VQA benchmark and score it."""
     from .jobs.eval import EvalConfig, run_eval
@@ -318,8 +329,31 @@ def evaluate(
             judge=judge,
             judge_model=judge_model,
             precision=precision,
+            system=system,
         )
     )
+
+
+@app.command()
+def compose(
+    llm: str = typer.Option(..., help="the LLM: a directory, or a hub id in the HF cache"),
+    clip: str = typer.Option(..., help="the CLIP tower: a directory or a hub id in the HF cache"),
+    moge: str = typer.Option(..., help="the MoGe checkpoint: model.pt, its directory or a hub id in the HF cache"),
+    out: Path = typer.Option(..., help="the new model directory"),
+    template: str | None = typer.Option(
+        None, help="chat (the LLM's own chat template; default) or vicuna_v1 (LLaVA-1.5's, for an LLM with none)"
+    ),
+    seed: int = typer.Option(0, help="seed of the adapters' initialisation"),
+    clip_adapter: Path | None = typer.Option(
+        None, help="a LLaVA-1.5 checkpoint whose trained CLIP adapter fits (stage 1 then trains MoGe's only)"
+    ),
+):
+    """A SpatialGeo model from an LLM and the two towers: fresh adapters, the LLM referred to (not copied)."""
+    from .model.compose import compose as run_compose
+
+    result = run_compose(llm, clip, moge, out, template=template, seed=seed, clip_adapter=clip_adapter)
+    for key, value in result.items():
+        print(f"{key:>16}  {value}")
 
 
 @app.command()

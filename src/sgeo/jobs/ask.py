@@ -15,9 +15,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import SgeoError
-from ..model.conversation import IMAGE_TOKEN, clean_text, get_template
+from ..model.conversation import IMAGE_TOKEN, clean_text
 
-TEMPLATE = "vicuna_v1"
+# The model's own template (its processor_config.json's; LLaVA-1.5's vicuna_v1 for every LLaVA / SpatialGeo
+# model): `processor.tokenize(turns, TEMPLATE)` and `processor.template()` resolve it.
+TEMPLATE = None
 
 
 @dataclass
@@ -32,6 +34,7 @@ class AskConfig:
     load_8bit: bool = False
     device: str | None = None
     precision: str | None = None  # bf16 | fp16 | fp32; None: bf16 on GPU (fp16 without bf16), fp32 on CPU
+    system: str | None = None  # replaces the template's system message (a chat template's default one)
 
 
 PRECISIONS = ("bf16", "fp16", "fp32")
@@ -162,8 +165,10 @@ def load_for_inference(
 class ImageChat:
     """A conversation about one image: the image is encoded once, its features reused on every turn."""
 
-    def __init__(self, model, processor, image, template: str = TEMPLATE):
-        self.model, self.processor, self.template = model, processor, template
+    def __init__(self, model, processor, image, template=TEMPLATE, system: str | None = None):
+        # the model's own template unless another is named; `system` replaces its system message
+        self.model, self.processor = model, processor
+        self.template = processor.resolve_template(template, system)
         pixel_values = processor.preprocess_images([image])  # [1, 3, S, S]
         self.clip_features, self.moge_features = model.encode_images(
             pixel_values
@@ -191,8 +196,9 @@ class ImageChat:
             pad_token_id=self.processor.tokenizer.pad_token_id, **sampling,
         )[0]  # fmt: skip
         seconds = time.perf_counter() - start
-        answer_ids = _until_eos(new_tokens.tolist(), self.processor.tokenizer.eos_token_id)
-        answer = self.processor.tokenizer.decode(answer_ids, skip_special_tokens=True).strip()
+        # the answer ends before the model's end-of-turn token (a chat template's, or </s>)
+        answer_ids = self.processor.answer_ids(new_tokens.tolist())
+        answer = self.processor.decode_answer(answer_ids)
         self.turns = [*turns, {"from": "gpt", "value": answer}]
         return {"answer": answer, "tokens": len(answer_ids), "seconds": seconds}
 
@@ -200,10 +206,6 @@ class ImageChat:
         import torch
 
         return torch.tensor([ids], device=self.model.device)
-
-
-def _until_eos(ids: list[int], eos_id: int | None) -> list[int]:
-    return ids[: ids.index(eos_id)] if eos_id is not None and eos_id in ids else ids
 
 
 def run_ask(config: AskConfig) -> dict | None:
@@ -227,7 +229,7 @@ def run_ask(config: AskConfig) -> dict | None:
         config.model, config.device, config.load_4bit, config.load_8bit, config.precision
     )
     check_max_new_tokens(config.max_new_tokens, model, processor)
-    chat = ImageChat(model, processor, image)
+    chat = ImageChat(model, processor, image, system=config.system)
     if config.question is not None:
         streamer = None if config.as_json else _streamer(processor)
         result = chat.ask(config.question, config.temperature, config.max_new_tokens, streamer)
@@ -247,8 +249,9 @@ def _streamer(processor):
 
 
 def _interactive(chat: ImageChat, processor, config: AskConfig) -> None:
-    """LLaVA's CLI loop: `USER: ` prompts (the chat template's roles) until an empty line or end of input."""
-    user, assistant = get_template(chat.template).roles
+    """LLaVA's CLI loop: `USER: ` prompts (the template's roles; a chat template's are user and assistant)
+    until an empty line or end of input."""
+    user, assistant = getattr(chat.template, "roles", ("user", "assistant"))
     while True:
         try:
             question = input(f"{user}: ")

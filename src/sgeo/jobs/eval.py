@@ -21,16 +21,17 @@ from ..errors import SgeoError
 from .ask import check_max_new_tokens, load_for_inference, pick_device
 
 ANSWERS_FILE = "answers.jsonl"
-CHAT_TEMPLATE = "vicuna_v1"  # LLaVA-1.5's
 # The options that change an answer, declared once: every answers.jsonl record carries them, and a run
 # resumed into the same --out with any of them different is refused (its answers would be mixed with, or
 # taken from, answers asked another way). `seed` only when the protocol samples; `multi_image` only for
 # SpatialScore (the one benchmark with items of several images); `model` is the answering model's identity;
-# `precision` the compute dtype (bf16 and fp32 answer differently). Not among them: batch size (per-item
-# seeds), --limit, --image-root (the same files elsewhere), the judge, and the device itself.
-ANSWER_OPTIONS = ("protocol", "seed", "model", "max_new_tokens", "format_hint", "multi_image", "precision")
+# `precision` the compute dtype (bf16 and fp32 answer differently); `system` the --system message (None: the
+# template's). Not among them: batch size (per-item seeds), --limit, --image-root (the same files elsewhere),
+# the judge, and the device itself. The template is the model's own, so `model` covers it.
+ANSWER_OPTIONS = ("protocol", "seed", "model", "max_new_tokens", "format_hint", "multi_image", "precision",
+                  "system")  # fmt: skip
 # what records of older sgeo versions, which did not record an option, were made with
-_LEGACY = {"protocol": "sgeo"}
+_LEGACY = {"protocol": "sgeo", "system": None}
 _DTYPE_NAMES = {"torch.bfloat16": "bf16", "torch.float16": "fp16", "torch.float32": "fp32"}
 
 
@@ -54,6 +55,7 @@ class EvalConfig:
     judge: str | None = None  # OpenAI-compatible endpoint that scores as SpatialRGPT's GPT-4 judge
     judge_model: str | None = None
     precision: str | None = None  # bf16 | fp16 | fp32; None: bf16 on GPU, fp32 on CPU (see ask.pick_device)
+    system: str | None = None  # sgeo protocol: the system message of every prompt (None: the template's own)
 
 
 def run_eval(config: EvalConfig, loaded: tuple | None = None, quiet: bool = False) -> dict[str, Any]:
@@ -62,6 +64,10 @@ def run_eval(config: EvalConfig, loaded: tuple | None = None, quiet: bool = Fals
     `loaded` is an optional (model, processor) already in memory; otherwise `config.model` is loaded, and only
     if something is left to answer. Returns `score_answers`' result.
     """
+    from .suite import is_suite, run_suite
+
+    if is_suite(config.bench):  # "a,b,c" or a named suite: each benchmark as a run of its own, one table
+        return run_suite(config, loaded, quiet)
     from ..pipeline.benchmarks import (
         build_prompt,
         check_bench,
@@ -69,28 +75,34 @@ def run_eval(config: EvalConfig, loaded: tuple | None = None, quiet: bool = Fals
         check_protocol,
         decoding_for,
         default_protocol,
+        get_benchmark,
         image_root,
         load_benchmark,
     )
-    from .score import read_answers, score_answers
+    from .score import check_judge, read_answers, score_answers
 
     for name in ("batch_size", "max_new_tokens", "limit"):
         value = getattr(config, name)
         if value is not None and value < 1:
             raise SgeoError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
     bench = check_bench(config.bench)
-    protocol = check_protocol(config.protocol or default_protocol(bench))
+    protocol = check_protocol(config.protocol or default_protocol(bench), bench)
     check_multi_image(config.multi_image)
     if protocol == "reference" and not config.format_hint:
         raise SgeoError("--no-format-hint applies to --protocol sgeo; the reference protocol keeps its hints")
-    if config.judge is not None and bench == "spatialscore":
-        raise SgeoError("--judge scores as SpatialRGPT does; SpatialScore's own scoring uses rules only")
+    if protocol == "reference" and config.system is not None:
+        raise SgeoError(
+            "--system applies to --protocol sgeo; the reference protocol asks with the benchmark's own system prompt"
+        )
+    check_judge(bench, config.judge)  # a judge where none applies, or none where only a judge scores
     decoding = decoding_for(bench, protocol, config.max_new_tokens)
     items = load_benchmark(bench, config.data)[: config.limit]
     prompts = {
         item.question_id: build_prompt(item, bench, protocol, config.multi_image, config.format_hint)
         for item in items
     }
+    if config.system is not None:  # the sgeo protocol's prompts have none of their own
+        prompts = {qid: dataclasses.replace(prompt, system=config.system) for qid, prompt in prompts.items()}
     root = Path(config.image_root) if config.image_root is not None else image_root(bench, config.data)
     _check_images_exist(items, prompts, root)
     out = Path(config.out)
@@ -110,8 +122,9 @@ def run_eval(config: EvalConfig, loaded: tuple | None = None, quiet: bool = Fals
         **({"model": model_identity(model_ref)} if model_ref is not None else {}),
         "max_new_tokens": decoding.max_new_tokens,
         "format_hint": config.format_hint,
-        **({"multi_image": config.multi_image} if bench == "spatialscore" else {}),
+        **({"multi_image": config.multi_image} if get_benchmark(bench).multi_image else {}),
         "precision": _DTYPE_NAMES.get(str(dtype), str(dtype)),
+        "system": config.system,
     }
     assert set(run) <= set(ANSWER_OPTIONS), "declare every recorded option in ANSWER_OPTIONS"
     done = _answered(_without_image_errors(answers, read_answers), run, answers)
@@ -216,20 +229,23 @@ def _check_images_exist(items: list, prompts: dict, root: Path) -> None:
     )
 
 
-def chat_template(system: str | None):
-    """LLaVA-1.5's template, with `system` as its system prompt when given."""
-    from ..model.conversation import get_template
+def chat_template(processor, system: str | None):
+    """The model's own template (LLaVA-1.5's vicuna_v1 for LLaVA / SpatialGeo models, a composed model's
+    LLM's chat template; vicuna_v1 without a processor), with `system` as its system message when given."""
+    if processor is None:
+        from ..model.conversation import get_template
 
-    template = get_template(CHAT_TEMPLATE)
-    return template if system is None else dataclasses.replace(template, system=system)
+        template = get_template("vicuna_v1")
+        return template if system is None else dataclasses.replace(template, system=system)
+    return processor.template(system)
 
 
-def prompt_text(prompt) -> str:
+def prompt_text(prompt, processor=None) -> str:
     """The exact text the tokenizer reads for a `Prompt` (what the answers file records)."""
     from ..model.conversation import render
 
     turn = [{"from": "human", "value": prompt.human}]
-    return render(chat_template(prompt.system), turn, add_generation_prompt=True)[0]
+    return render(chat_template(processor, prompt.system), turn, add_generation_prompt=True)[0]
 
 
 def answer_items(
@@ -262,7 +278,7 @@ def answer_items(
             batch, samples, pictures = [], [], []
             for item in items[start : start + batch_size]:
                 prompt = prompts[item.question_id]
-                text = prompt_text(prompt)
+                text = prompt_text(prompt, processor)
                 extra = {**run, "prompt": text}
                 try:
                     loaded = [load_image(resolve_inside(image_root, path))[0] for path in prompt.images]
@@ -272,7 +288,7 @@ def answer_items(
                 conversation = [{"from": "human", "value": prompt.human}]
                 try:
                     sample = processor.tokenize(
-                        conversation, chat_template(prompt.system), add_generation_prompt=True
+                        conversation, chat_template(processor, prompt.system), add_generation_prompt=True
                     )
                 except ValueError as error:  # longer than model_max_length, through an image's tokens
                     append_answer(answers, answer_record(item, "", skipped=str(error), **extra))
@@ -312,15 +328,8 @@ def generate_batch(
         pad_token_id=processor.tokenizer.pad_token_id,
         **kwargs,
     )  # [B, <= max_new_tokens]
-    eos = processor.tokenizer.eos_token_id
-    return [
-        processor.tokenizer.decode(_until_eos(row, eos), skip_special_tokens=True).strip()
-        for row in new_tokens.tolist()
-    ]
-
-
-def _until_eos(row: list[int], eos: int | None) -> list[int]:
-    return row[: row.index(eos)] if eos is not None and eos in row else row
+    # each answer ends before the model's end-of-turn token (a chat template's, or </s>)
+    return [processor.decode_answer(row) for row in new_tokens.tolist()]
 
 
 def answer_record(

@@ -3,8 +3,8 @@
 answers.jsonl holds one JSON object per answered question: {"question_id", "pred", "gt", "qa_info", ...}
 plus whatever the benchmark item carried (`question`, `options`, bbox, ...). A killed eval leaves at most a
 truncated last line: readers skip it and `append_answer` cuts it off before writing, so a resumed run
-answers that question again. Scoring uses the benchmark's rules (`scoring.SCORERS`) or, given a judge, asks
-it as SpatialRGPT does; the judge's verdicts are written back into the answers file (replaced whole, never
+answers that question again. Scoring uses the benchmark's rules (its record's `scorer`) or, given a judge where
+the benchmark has one, asks it as the benchmark's authors do; the judge's verdicts are written back into the answers file (replaced whole, never
 half-written), so rescoring asks only for what it has not seen.
 """
 
@@ -16,17 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from sgeo.errors import SgeoError
-from sgeo.pipeline.benchmarks import check_bench
+from sgeo.pipeline.benchmarks import REGISTRY, get_benchmark
 from sgeo.pipeline.json_files import loads, read_text
-from sgeo.pipeline.scoring import (
-    SCORERS,
-    ChatJudge,
-    JudgeError,
-    aggregate,
-    format_table,
-    judge_record,
-    plot_scores,
-)
+from sgeo.pipeline.scoring import ChatJudge, JudgeError, aggregate, format_table, plot_scores
 
 SAVE_EVERY = 20  # judge verdicts between two rewrites of the answers file
 
@@ -105,19 +97,36 @@ def _not_answered(record: dict[str, Any]) -> dict[str, Any] | None:
     return None
 
 
+def check_judge(bench: str, judge: object | None) -> None:
+    """Refuse, in one line and before any work, a judge for a benchmark scored by rules only, and no judge
+    for one that only a judge can score."""
+    record = get_benchmark(bench)
+    if judge is not None and record.judge is None:
+        with_judge = ", ".join(name for name, b in REGISTRY.items() if b.judge is not None)
+        raise SgeoError(
+            f"--judge does not apply to {bench}: {record.title}'s own scoring uses rules only "
+            f"(benchmarks with a judge: {with_judge})"
+        )
+    if judge is None and record.judge_required:
+        raise SgeoError(
+            f"{record.title} is scored by a judge only, as its authors do; pass --judge URL "
+            "(an OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1)"
+        )
+
+
 def score_answers(
     answers: Path, bench: str, out: Path | None = None, judge: ChatJudge | None = None
 ) -> dict[str, Any]:
     """Score every record of `answers` and write scores.json, scores.png and scored.jsonl (each record with
     its verdict) to `out` (default: the answers file's folder). Returns {"scores", "table", "files"}.
 
-    `bench` selects the rules: SpatialScore's own for "spatialscore", sgeo's SpatialRGPT-style ones
-    otherwise. `judge` (SpatialRGPT-style benches only) scores what SpatialRGPT's script sends to GPT-4; an
-    unreachable endpoint stops with a one-line error after the verdicts so far are saved.
+    `bench` selects the rules (its record's scorer) and adds the benchmark's own summary figures (its
+    record's `summary`: CV-Bench's formula, POPE's F1, ...) under "benchmark". `judge`, for a benchmark that
+    has one, asks what the authors' script sends to their judge; an unreachable endpoint stops with a
+    one-line error after the verdicts so far are saved.
     """
-    check_bench(bench)
-    if judge is not None and bench == "spatialscore":
-        raise SgeoError("--judge scores as SpatialRGPT does; SpatialScore's own scoring uses rules only")
+    check_judge(bench, judge)
+    benchmark = get_benchmark(bench)
     answers = Path(answers)
     out = Path(out) if out is not None else answers.parent
     records = read_answers(answers)
@@ -133,7 +142,7 @@ def score_answers(
         for record in records:
             result = _not_answered(record)
             if result is None and judge is not None:
-                judged = judge_record(record, judge)  # may add the verdict to `record`
+                judged = benchmark.judge(record, judge)  # may add the verdict to `record`
                 if judged is not None:
                     result, asked = judged
                     unsaved += asked
@@ -141,7 +150,7 @@ def score_answers(
                         rewrite_answers(answers, records)
                         unsaved = 0
             if result is None:
-                result = SCORERS[bench](record)
+                result = benchmark.scorer(record)
             scored.append({**record, **result})
     except JudgeError:
         if unsaved:
@@ -150,6 +159,8 @@ def score_answers(
     if unsaved:
         rewrite_answers(answers, records)
     scores = aggregate(scored)
+    if benchmark.summary is not None:
+        scores["benchmark"] = {"name": bench, "title": benchmark.title, **benchmark.summary(scored)}
     if judge is not None:
         scores["judge"] = {
             "endpoint": judge.base,

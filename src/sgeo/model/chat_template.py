@@ -41,7 +41,7 @@ from .conversation import TEMPLATES, Template, get_template, normalise_turns
 
 LLAVA_TEMPLATES = tuple(TEMPLATES)  # plain, vicuna_v1, llava_v1
 CHAT = "chat"
-NO_CHAT_TEMPLATE = "the LLM has no chat template; pass --template vicuna_v1 (or plain)"
+NO_CHAT_TEMPLATE = "the LLM has no chat template; pass --template vicuna_v1 (LLaVA-1.5's)"
 _ROLES = {"human": "user", "gpt": "assistant"}
 _PROBE = [{"from": "human", "value": "Hello."}, {"from": "gpt", "value": "Hi."}]
 
@@ -153,7 +153,7 @@ class ChatTemplate:
         if marked.count(sentinel) != 1:
             raise ChatTemplateError(
                 f"the chat template cannot render an assistant turn (turn {turn} appears {marked.count(sentinel)} "
-                "times in the text, not once); pass --template vicuna_v1 (or plain)"
+                "times in the text, not once); pass --template vicuna_v1"
             )
         before, after = marked.split(sentinel)
         end = len(text) - len(after)
@@ -187,7 +187,7 @@ class ChatTemplate:
         except ChatTemplateError as error:
             detail = str(error).removeprefix("the chat template cannot render this conversation: ")
             raise ChatTemplateError(
-                f"the chat template cannot render an assistant turn ({detail}); pass --template vicuna_v1 (or plain)"
+                f"the chat template cannot render an assistant turn ({detail}); pass --template vicuna_v1"
             ) from None
         _, end = self._content_span(messages, len(messages) - 1, text, False, len(_PROBE) - 1)
         special = [t for t in _special_tokens(self.tokenizer) if t not in eos]
@@ -197,7 +197,7 @@ class ChatTemplate:
                 return text[end : end + length].strip()
         raise ChatTemplateError(
             f"the chat template ends an answer with {text[end : end + 20]!r}, no end-of-turn token, so generation "
-            "could not stop; pass --template vicuna_v1 (or plain)"
+            "could not stop; pass --template vicuna_v1"
         )
 
     # -- generation ------------------------------------------------------------------------------

@@ -22,6 +22,7 @@ DINOV2_GEOMETRY = {
     "dinov2_vitg14": (1536, 40),
 }
 DINOV2_WIDTHS = {name: width for name, (width, _) in DINOV2_GEOMETRY.items()}
+ADAPTERS = ("clip", "moge")  # the adapters a model trains: `clip_adapter`, `moge_adapter`
 
 
 class SpatialGeoConfig(PretrainedConfig):
@@ -46,6 +47,12 @@ class SpatialGeoConfig(PretrainedConfig):
         fusion: `interleave` (c0, m0, c1, m1, ...: 2T tokens) or `concat` (all CLIP then all MoGe tokens).
         visual_branches: `both` (SpatialGeo), or `clip` / `moge`: an ablation whose other branch's tokens are
             zeros (same sequence, no information), set when such a model is trained.
+        llm_path: a composed model's LLM (`sgeo compose`): its directory (absolute, or relative to the model
+            directory) or a hub id found in the HF cache. Its weights load from there and are not in the model
+            directory, which holds the adapters alone (`adapters.safetensors`). None: the LLM is in the
+            model's own weights.
+        trained_adapters: which adapters (`clip`, `moge`) have been trained. None: a LLaVA-1.5 start, whose CLIP
+            adapter is LLaVA's trained one. Stage 1 trains the MoGe adapter and every adapter not yet trained.
     """
 
     model_type = "spatialgeo"
@@ -70,6 +77,8 @@ class SpatialGeoConfig(PretrainedConfig):
         adapter_type: str = "mlp2x_gelu",
         fusion: str = "interleave",
         visual_branches: str = "both",
+        llm_path: str | None = None,
+        trained_adapters: list[str] | None = None,
         **kwargs,
     ):
         if isinstance(clip_vision_config, dict):
@@ -111,6 +120,8 @@ class SpatialGeoConfig(PretrainedConfig):
         self.adapter_type = adapter_type
         self.fusion = fusion
         self.visual_branches = visual_branches
+        self.llm_path = llm_path
+        self.trained_adapters = None if trained_adapters is None else sorted(set(trained_adapters))
         super().__init__(**kwargs)
         self._validate()
 
@@ -130,6 +141,10 @@ class SpatialGeoConfig(PretrainedConfig):
         check(self.visual_branches, VISUAL_BRANCHES, "visual_branches")
         check(self.moge_input, MOGE_INPUTS, "moge_input")
         check(self.moge_backbone, DINOV2_WIDTHS, "moge_backbone")
+        if self.trained_adapters is not None and not set(self.trained_adapters) <= set(ADAPTERS):
+            raise ValueError(
+                f"trained_adapters={self.trained_adapters!r} names adapters other than {list(ADAPTERS)}"
+            )
         if self.moge_layers < 1:
             raise ValueError(f"moge_layers must be >= 1, got {self.moge_layers}")
         if not (self.clip_hidden_size and self.image_size and self.patch_size):
@@ -179,6 +194,12 @@ class SpatialGeoConfig(PretrainedConfig):
     def moge_feature_shape(self) -> tuple[int, int, int]:
         """(L, T, Dm): what the MoGe tower gives per image (its last L blocks), and the store holds."""
         return (self.moge_layers, self.num_patches, self.moge_hidden_size)
+
+    def adapter_trained(self, adapter: str) -> bool:
+        """Whether `adapter` has been trained (a LLaVA-1.5 start's CLIP adapter has, its MoGe adapter not)."""
+        if self.trained_adapters is None:
+            return adapter == "clip"
+        return adapter in self.trained_adapters
 
     @property
     def hidden_size(self) -> int:

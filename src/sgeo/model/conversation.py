@@ -82,6 +82,8 @@ def render(
     With `add_generation_prompt`, the text ends where the assistant's next reply begins (the turns given
     then end with a human turn).
     """
+    if hasattr(template, "render"):  # an LLM's own chat template (chat_template.ChatTemplate) renders itself
+        return template.render(conversations, add_generation_prompt=add_generation_prompt)
     template = get_template(template) if isinstance(template, str) else template
     turns = normalise_turns(conversations)
     if template.name == "plain":

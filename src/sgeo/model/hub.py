@@ -101,3 +101,27 @@ def locate_tower(value: str | None, kind: str, base_dir: str | Path | None, need
             f"({hf_hub_cache()}); download it or fix the config"
         )
     return Located(cached, value)
+
+
+def locate_llm(value: str, base_dir: str | Path | None, needed_by: str) -> Located:
+    """A composed model's LLM as its config names it (or `sgeo compose --llm` gives it) -> where it loads from:
+    a directory (absolute, or relative to `base_dir`; the current directory when None) or a hub id in the HF
+    cache (`snapshot_download(local_files_only=True)`; nothing is downloaded)."""
+    candidate = Path(value).expanduser()
+    local = candidate if candidate.is_absolute() or base_dir is None else Path(base_dir) / candidate
+    if local.is_dir():
+        absolute = str(local.resolve())
+        return Located(absolute, absolute)
+    if local.exists():
+        raise SgeoError(f"{needed_by}: the LLM {value} is a file; give the LLM's directory (its config.json)")
+    if candidate.is_absolute() or value.startswith((".", "~")) or value.count("/") != 1:
+        raise SgeoError(
+            f"{needed_by}: the LLM {value} is neither a directory nor a hub id (org/name); give the LLM's directory"
+        )
+    cached = from_hf_cache(value)
+    if cached is None:
+        raise SgeoError(
+            f"{needed_by} needs the LLM {value!r}, which is not a directory and not in the HF cache "
+            f"({hf_hub_cache()}); download it or give its directory"
+        )
+    return Located(cached, value)

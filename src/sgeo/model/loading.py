@@ -86,10 +86,15 @@ def _load_model(resolved: ResolvedModel, load_towers: bool, dtype, device, attn_
 
     config = load_config(resolved)
     if resolved.layout == "sgeo":
-        kwargs = {"dtype": dtype} if dtype is not None else {}
-        if attn_implementation:
-            kwargs["attn_implementation"] = attn_implementation
-        spatialgeo = SpatialGeoForCausalLM.from_pretrained(resolved.directory, **kwargs)
+        if resolved.base is not None:  # composed: the LLM's weights where they are, the adapters here
+            from .compose import load_composed
+
+            spatialgeo = load_composed(resolved, dtype, attn_implementation)
+        else:
+            kwargs = {"dtype": dtype} if dtype is not None else {}
+            if attn_implementation:
+                kwargs["attn_implementation"] = attn_implementation
+            spatialgeo = SpatialGeoForCausalLM.from_pretrained(resolved.directory, **kwargs)
         from .saving import LORA_DIR
 
         lora_dir = resolved.directory / LORA_DIR
@@ -106,6 +111,7 @@ def _load_model(resolved: ResolvedModel, load_towers: bool, dtype, device, attn_
     processor = resolved.processor()
     # The processor's `<image>` id is what the merge looks for (LLaVA: just past its 32000-token vocabulary).
     spatialgeo.config.image_token_id = processor.image_token_id
+    stop_at_end_of_turn(spatialgeo, processor)
     if device:
         spatialgeo.to(device)
     if load_towers:
@@ -115,6 +121,20 @@ def _load_model(resolved: ResolvedModel, load_towers: bool, dtype, device, attn_
             spatialgeo.load_towers(resolved.clip.path, resolved.moge.path)
     spatialgeo.eval()
     return spatialgeo, processor
+
+
+def stop_at_end_of_turn(model, processor) -> None:
+    """`generate` stops where the model's turn ends: the LLM's generation config gets the processor's stop ids
+    (a chat template's end-of-turn token and generation_config.json's eos ids, which a fully saved composed
+    model's own generation config no longer knows). A LLaVA model's `</s>` is left as it is."""
+    generation = getattr(model.language_model, "generation_config", None)
+    if generation is None:
+        return
+    eos = generation.eos_token_id
+    eos = [] if eos is None else [eos] if isinstance(eos, int) else list(eos)
+    stops = processor.stop_token_ids
+    if set(stops) - set(eos):
+        generation.eos_token_id = list(dict.fromkeys([*stops, *eos]))
 
 
 def load_encoders(model: str | ResolvedModel, *, dtype=None, device: str | None = None):

@@ -61,18 +61,23 @@ class SpatialGeoForCausalLM(PreTrainedModel):
             model = cls(config)
         model.language_model = language_model
         parameter = next(language_model.parameters())
-        generator_state = torch.random.get_rng_state()
-        torch.manual_seed(seed)
-        try:
-            for adapter in (model.clip_adapter, model.moge_adapter):
-                adapter.to_empty(device=parameter.device)
-            for linear in model._adapter_linears():
-                model._init_weights(linear)
-        finally:
-            torch.random.set_rng_state(generator_state)
+        model.init_adapters(seed, parameter.device)
         model.clip_adapter.to(parameter.dtype)
         model.moge_adapter.to(parameter.dtype)
         return model
+
+    def init_adapters(self, seed: int, device="cpu") -> None:
+        """Both adapters freshly initialised on `device` (seeded; the global RNG is left as it was), whether
+        they were materialised or built on the meta device."""
+        generator_state = torch.random.get_rng_state()
+        torch.manual_seed(seed)
+        try:
+            for adapter in (self.clip_adapter, self.moge_adapter):
+                adapter.to_empty(device=device)
+            for linear in self._adapter_linears():
+                self._init_weights(linear)
+        finally:
+            torch.random.set_rng_state(generator_state)
 
     # -- towers --------------------------------------------------------------------------------------
     def load_towers(self, clip_path: str | None = None, moge_path: str | None = None) -> VisionTowers:
@@ -177,12 +182,18 @@ class SpatialGeoForCausalLM(PreTrainedModel):
         **generate_kwargs,
     ) -> torch.Tensor:
         """Generate from the merged embeddings; returns only the new tokens (as LLaVA's generate does)."""
+        import warnings
+
         inputs_embeds = self.embed_inputs(input_ids, pixel_values, clip_features, moge_features)
         if attention_mask is None:
             attention_mask = torch.ones(input_ids.shape, dtype=torch.long, device=input_ids.device)
-        return self.language_model.generate(
-            inputs_embeds=inputs_embeds, attention_mask=attention_mask, **generate_kwargs
-        )
+        with warnings.catch_warnings():
+            # an LLM's generation_config.json may ask for a repetition penalty (Qwen2.5's 1.05): from embeddings
+            # it applies to the answer's tokens, the prompt's image positions having no token id to penalise
+            warnings.filterwarnings("ignore", message="Passing `repetition_penalty` with `inputs_embeds`")
+            return self.language_model.generate(
+                inputs_embeds=inputs_embeds, attention_mask=attention_mask, **generate_kwargs
+            )
 
     # -- persistence ---------------------------------------------------------------------------------
     def save_pretrained(self, save_directory, *args, **kwargs):

@@ -9,10 +9,16 @@ assistant replies, and truncation never cuts through an image's tokens. Two toke
   models from LLaVA / SpatialGeo checkpoints (see `llava_text.py`).
 
 Images get CLIP's preprocessing, after LLaVA's `pad` to a square (or CLIP's own resize + centre crop).
+
+The conversation template is the model's, saved with it: `template` in processor_config.json names it
+(`vicuna_v1`, the default and every LLaVA / SpatialGeo model's, `llava_v1`, or `chat`: the LLM's own Jinja
+template, saved with the tokenizer as transformers saves it). `template()` gives it, `tokenize` uses it when
+no other is named, and `stop_token_ids` / `decode_answer` end an answer at the model's end-of-turn tokens.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -21,13 +27,17 @@ from PIL import Image
 from transformers import AutoTokenizer, CLIPImageProcessor, PreTrainedTokenizerBase
 
 from ..errors import SgeoError
-from .conversation import IGNORE_INDEX, IMAGE_TOKEN, get_template, render
+from .chat_template import CHAT, LLAVA_TEMPLATES, ChatTemplate, resolve_template
+from .conversation import IGNORE_INDEX, IMAGE_TOKEN, Template, get_template, render
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 ASPECT_MODES = ("pad", "crop")
 TOKENIZATIONS = ("single_pass", "llava")
 PROCESSOR_FILE = "processor_config.json"
+# a processor_config.json without "template" is LLaVA-1.5's, as every model was before templates were saved
+DEFAULT_TEMPLATE = "vicuna_v1"
+MODEL_TEMPLATES = ("vicuna_v1", "llava_v1", CHAT)  # what a model speaks (`plain` is stage 1's, captions only)
 
 
 def load_tokenizer(directory: str | Path) -> PreTrainedTokenizerBase:
@@ -49,6 +59,20 @@ def load_tokenizer(directory: str | Path) -> PreTrainedTokenizerBase:
         raise SgeoError(f"cannot load the tokenizer in {directory}: {detail}") from None
 
 
+def add_image_token(tokenizer) -> None:
+    """`<image>` as one more special token, keeping the tokenizer's own extra special tokens special (a
+    replaced list would leave Qwen's <|im_start|> in answers decoded with skip_special_tokens)."""
+    import inspect
+
+    names = inspect.signature(tokenizer.add_special_tokens).parameters
+    keep = next(
+        (n for n in ("replace_extra_special_tokens", "replace_additional_special_tokens") if n in names), None
+    )
+    tokenizer.add_special_tokens(
+        {"additional_special_tokens": [IMAGE_TOKEN]}, **({keep: False} if keep else {})
+    )
+
+
 def build_image_processor(image_size: int) -> CLIPImageProcessor:
     """openai/clip-vit-large-patch14-336's preprocessing, at `image_size`."""
     return CLIPImageProcessor(
@@ -60,6 +84,7 @@ def build_image_processor(image_size: int) -> CLIPImageProcessor:
     )
 
 
+THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
 PAD_MAX_SIDE = 2048  # the padded square of a bigger picture is made from a shrunk copy (see expand_to_square)
 
 
@@ -91,13 +116,17 @@ class SpatialGeoProcessor:
         image_aspect_ratio: str = "pad",
         model_max_length: int = 2048,
         tokenization: str = "single_pass",
+        template: str = DEFAULT_TEMPLATE,
+        eos_token_ids: list[int] | tuple[int, ...] = (),
     ):
         if image_aspect_ratio not in ASPECT_MODES:
             raise ValueError(f"image_aspect_ratio={image_aspect_ratio!r} is not one of {list(ASPECT_MODES)}")
         if tokenization not in TOKENIZATIONS:
             raise ValueError(f"tokenization={tokenization!r} is not one of {list(TOKENIZATIONS)}")
+        if template not in MODEL_TEMPLATES:
+            raise ValueError(f"template={template!r} is not one of {list(MODEL_TEMPLATES)}")
         if IMAGE_TOKEN not in tokenizer.get_vocab():
-            tokenizer.add_special_tokens({"additional_special_tokens": [IMAGE_TOKEN]})
+            add_image_token(tokenizer)
         if tokenizer.pad_token is None:
             tokenizer.pad_token = tokenizer.unk_token or tokenizer.eos_token  # LLaVA pads Llama with unk
         self.image_processor = image_processor
@@ -106,7 +135,11 @@ class SpatialGeoProcessor:
         self.image_aspect_ratio = image_aspect_ratio
         self.model_max_length = model_max_length
         self.tokenization = tokenization
+        self.template_name = template
+        # the LLM's generation_config.json eos ids (a chat model's end-of-turn tokens among them)
+        self.eos_token_ids = [int(i) for i in eos_token_ids]
         self.image_token_id = tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
+        self._chat_templates: dict[str | None, ChatTemplate] = {}  # by system message: built once each
 
     # -- persistence ---------------------------------------------------------------------------------
     def save_pretrained(self, directory: str | Path) -> None:
@@ -123,12 +156,74 @@ class SpatialGeoProcessor:
         return cls(CLIPImageProcessor.from_pretrained(directory), load_tokenizer(directory), **settings)
 
     def settings(self) -> dict:
-        return {
+        settings = {
             "num_image_tokens": self.num_image_tokens,
             "image_aspect_ratio": self.image_aspect_ratio,
             "model_max_length": self.model_max_length,
             "tokenization": self.tokenization,
         }
+        # written only where they differ from what an older processor_config.json means without them
+        if self.template_name != DEFAULT_TEMPLATE:
+            settings["template"] = self.template_name
+        if self.eos_token_ids:
+            settings["eos_token_ids"] = list(self.eos_token_ids)
+        return settings
+
+    # -- the conversation template -------------------------------------------------------------------
+    def template(self, system: str | None = None) -> Template | ChatTemplate:
+        """The model's conversation template; `system` replaces its system message (a chat template's
+        default one, or the text LLaVA's templates open with)."""
+        return self.resolve_template(self.template_name, system)
+
+    def resolve_template(self, template=None, system: str | None = None) -> Template | ChatTemplate:
+        """A template given by name (None: the model's own; "chat": the tokenizer's chat template) or as an
+        object (kept as it is) -> the object that renders it."""
+        if template is None:
+            template = self.template_name
+        if isinstance(template, str):
+            if template == CHAT:
+                if system not in self._chat_templates:  # probed once per system message
+                    eos = self.eos_token_ids
+                    self._chat_templates[system] = resolve_template(CHAT, self.tokenizer, system, eos)
+                return self._chat_templates[system]
+            if template not in LLAVA_TEMPLATES:
+                raise SgeoError(
+                    f"unknown template {template!r}; known: {', '.join([*LLAVA_TEMPLATES, CHAT])}"
+                )
+            template = get_template(template)
+        if system is not None:
+            if isinstance(template, ChatTemplate):
+                return dataclasses.replace(template, system=system)
+            if template.name == "plain":
+                raise SgeoError("the plain template (stage 1's captions) has no system message")
+            return dataclasses.replace(template, system=system)
+        return template
+
+    @property
+    def stop_token_ids(self) -> list[int]:
+        """The ids an answer ends at: the template's end-of-turn token(s), generation_config.json's eos ids
+        and the tokenizer's eos token (LLaVA's templates: `</s>`, which is all three)."""
+        ids = []
+        if self.template_name == CHAT:
+            ids += self.template().stop_token_ids()
+        ids += self.eos_token_ids
+        if self.tokenizer.eos_token_id is not None:
+            ids.append(self.tokenizer.eos_token_id)
+        return list(dict.fromkeys(int(i) for i in ids))
+
+    def answer_ids(self, ids: list[int]) -> list[int]:
+        """Generated ids up to (not including) the first stop token."""
+        stops = set(self.stop_token_ids)
+        end = next((k for k, token in enumerate(ids) if token in stops), len(ids))
+        return list(ids[:end])
+
+    def decode_answer(self, ids: list[int]) -> str:
+        """Generated ids -> the answer's text: cut at the first stop token, special tokens dropped, an empty
+        `<think>...</think>` block at its start taken out (thinking is off: Qwen3 answers after an empty one)."""
+        text = self.tokenizer.decode(self.answer_ids(ids), skip_special_tokens=True).strip()
+        if self.template_name == CHAT and text.startswith(THINK_OPEN) and THINK_CLOSE in text:
+            text = text.split(THINK_CLOSE, 1)[1].strip()
+        return text
 
     def preprocessing_spec(self) -> dict:
         """Everything about pixels that changes what the encoders see (part of the feature fingerprint)."""
@@ -153,10 +248,14 @@ class SpatialGeoProcessor:
 
     # -- text ----------------------------------------------------------------------------------------
     def tokenize(
-        self, conversations: list[dict], template: str, add_generation_prompt: bool = False
+        self, conversations: list[dict], template=None, add_generation_prompt: bool = False
     ) -> dict[str, list[int]]:
-        """One conversation -> input_ids and labels (lists), images expanded, truncated safely."""
-        if self.tokenization == "llava":
+        """One conversation -> input_ids and labels (lists), images expanded, truncated safely.
+
+        `template`: None for the model's own, a name ("plain", "vicuna_v1", "llava_v1", "chat") or a
+        template object (`template()`'s, or a `Template` with another system prompt)."""
+        template = self.resolve_template(template)
+        if self.tokenization == "llava" and not isinstance(template, ChatTemplate):
             input_ids, labels = self._tokenize_llava(conversations, template, add_generation_prompt)
         else:
             input_ids, labels = self._tokenize_single_pass(conversations, template, add_generation_prompt)
@@ -164,7 +263,9 @@ class SpatialGeoProcessor:
 
     def _tokenize_single_pass(self, conversations, template, add_generation_prompt):
         text, spans = render(template, conversations, add_generation_prompt=add_generation_prompt)
-        encoded = self.tokenizer(text, return_offsets_mapping=True, add_special_tokens=True)
+        # a chat template's text holds its own special tokens (Llama-3.1's <|begin_of_text|>): none added
+        add_special = getattr(template, "add_special_tokens", True)
+        encoded = self.tokenizer(text, return_offsets_mapping=True, add_special_tokens=add_special)
         input_ids, labels = [], []
         for token_id, (start, end) in zip(encoded["input_ids"], encoded["offset_mapping"], strict=True):
             supervised = end > start and any(
@@ -181,7 +282,6 @@ class SpatialGeoProcessor:
     def _tokenize_llava(self, conversations, template, add_generation_prompt):
         from .llava_text import IMAGE_INDEX, plain_labels, tokenizer_image_token, v1_labels
 
-        template = get_template(template) if isinstance(template, str) else template  # eval passes a Template
         text, _ = render(template, conversations, add_generation_prompt=add_generation_prompt)
         has_image = IMAGE_TOKEN in text
         if add_generation_prompt:
@@ -221,7 +321,7 @@ class SpatialGeoProcessor:
         self,
         conversations: list[dict],
         images: Image.Image | list[Image.Image] | None = None,
-        template: str = "vicuna_v1",
+        template=None,
         add_generation_prompt: bool = False,
     ) -> dict[str, torch.Tensor]:
         """One sample -> batch-of-one tensors: input_ids, attention_mask, labels[, pixel_values]."""

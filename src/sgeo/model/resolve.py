@@ -3,7 +3,8 @@
 `resolve_model(name)` reads config files only, never a weight file, and returns a `ResolvedModel` that every
 job passes along (to Ray actors, to the trainer, to the loaders) instead of the name. It knows these layouts:
 
-- `sgeo`: a directory sgeo wrote (`model_type: spatialgeo`, with `processor_config.json`);
+- `sgeo`: a directory sgeo wrote (`model_type: spatialgeo`, with `processor_config.json`); a composed one
+  (`sgeo compose`, and what training writes from it) names its LLM in `llm_path` and holds the adapters alone;
 - `reference`: a LLaVA-1.5 checkpoint (`liuhaotian/llava-v1.5-7b`) or a merged SpatialGeo one: LLM and CLIP
   adapter (`model.mm_projector.*`), and for SpatialGeo the MoGe adapters (`model.moge_mm_projector_list.*`);
 - `reference-lora`: the SpatialGeo stage-2 release (peft adapter + `non_lora_trainables.bin`) over LLaVA-1.5;
@@ -25,7 +26,7 @@ from pathlib import Path
 
 from ..errors import SgeoError
 from .configuration import SpatialGeoConfig
-from .hub import REFERENCE_PARTS, Located, locate_tower
+from .hub import REFERENCE_PARTS, Located, locate_llm, locate_tower
 
 LAYOUTS = ("sgeo", "reference", "reference-lora", "reference-stage1")
 REFERENCE_ARCHITECTURES = ("LlavaLlamaForCausalLM", "LlavaMoGeLlamaForCausalLM")
@@ -44,7 +45,7 @@ class ResolvedModel:
     name: str  # as the user gave it
     layout: str  # one of LAYOUTS
     directory: Path  # the model's own directory
-    base: Path | None  # the LLaVA-1.5 checkpoint a release applies to
+    base: Path | None  # the LLaVA-1.5 checkpoint a release applies to; a composed model's LLM
     clip: Located
     moge: Located
 
@@ -90,7 +91,7 @@ class ResolvedModel:
         parts = {"layout": self.layout, "directory": str(self.directory), "clip": self.clip.path}
         parts["moge"] = self.moge.path
         if self.base is not None:
-            parts["base"] = str(self.base)
+            parts["llm" if self.layout == "sgeo" else "base"] = str(self.base)
         return parts
 
 
@@ -176,7 +177,9 @@ def resolve_directory(directory: Path, name: str) -> ResolvedModel:
             raise SgeoError(f"{directory}/config.json names no {missing}; set it to the tower's weights")
         clip = locate_tower(clip_value, "clip", directory, name)
         moge = locate_tower(moge_value, "moge", directory, name)
-        return ResolvedModel(name, layout, directory, None, clip, moge)
+        # a composed model (`sgeo compose`) refers to its LLM's weights instead of holding them
+        llm = locate_llm(raw["llm_path"], directory, name) if raw.get("llm_path") else None
+        return ResolvedModel(name, layout, directory, Path(llm.path) if llm else None, clip, moge)
     base = _release_base(directory, layout) if layout in ("reference-lora", "reference-stage1") else None
     clip = locate_tower(
         raw.get("mm_vision_tower") or REFERENCE_PARTS["clip"].repo_id, "clip", directory, name

@@ -1,6 +1,10 @@
 """What trains in each stage, decided in one place.
 
-Stage 1: the MoGe adapter only. Stage 2: both adapters and the LLM through LoRA. The towers never train.
+Stage 1: the MoGe adapter, and the CLIP adapter too where it has not been trained yet (a model composed from
+an LLM and the towers: LLaVA-1.5's pretraining of its projector, on captions); from a LLaVA-1.5 start, whose
+CLIP adapter is trained, the MoGe adapter only (SpatialGeo's stage 1). Stage 2: both adapters and the LLM
+through LoRA. The towers never train. The model's config records which adapters have been trained
+(`trained_adapters`), so stage 1 decides by itself.
 """
 
 from __future__ import annotations
@@ -55,7 +59,8 @@ def configure_stage(model: nn.Module, stage: int, lora: LoraSettings | None = Lo
     if stage not in STAGES:
         raise ValueError(f"stage must be one of {STAGES}, got {stage}")
     model.requires_grad_(False)
-    model.moge_adapter.requires_grad_(True)
+    for adapter in stage_adapters(model.config, stage):
+        getattr(model, f"{adapter}_adapter").requires_grad_(True)
     if stage == 2:
         model.clip_adapter.requires_grad_(True)
         if lora is not None:
@@ -67,6 +72,13 @@ def configure_stage(model: nn.Module, stage: int, lora: LoraSettings | None = Lo
     if getattr(model, "towers", None) is not None:
         model.towers.requires_grad_(False)
     return trainable_names(model)
+
+
+def stage_adapters(config, stage: int) -> list[str]:
+    """The adapters `stage` trains: both in stage 2; in stage 1 the MoGe adapter and any not yet trained."""
+    if stage == 2:
+        return ["clip", "moge"]
+    return [a for a in ("clip", "moge") if a == "moge" or not config.adapter_trained(a)]
 
 
 def trainable_names(model: nn.Module) -> list[str]:

@@ -29,25 +29,29 @@ def prepare_data(resolved: Resolved, features, processor, world_size: int) -> Da
     )
 
     join = _join(resolved, features)
-    past_the_cut = images_past_the_cut(join, processor, resolved.template)
+    # the template as an object: a chat template ("chat") is the model's tokenizer's, which only the processor has
+    template = processor.resolve_template(resolved.template)
+    # samples that leave by position, never by id (ids may repeat, and an id-less sample is named by its JSON
+    # position); those the template cannot render go first, as nothing below can render them either
+    thinking = answers_with_thinking(join, template)
+    join.invalid += [(join.name(k), why) for k, why in thinking]
+    join.drop(k for k, _ in thinking)
+    past_the_cut = images_past_the_cut(join, processor, template)
     join.invalid += [(join.name(k), why) for k, why in past_the_cut]
     if join.invalid:
         if not resolved.skip_invalid:
             raise SgeoError(join.refusal(resolved.data))
-        # the samples join_samples refused never joined; those past the cut leave by position, never by id
-        # (ids may repeat, and an id-less sample is named by its JSON position)
+        # the samples join_samples refused never joined
         join.drop(k for k, _ in past_the_cut)
         join.counts["invalid"] = len(join.invalid)
     log(f"data {resolved.data}: {join.summary()}")
-    if unsupervised := unsupervised_samples(join, processor, resolved.template):
+    if unsupervised := unsupervised_samples(join, processor, template):
         log(
             f"warning: {len(unsupervised[0])} of {unsupervised[1]} checked samples have every label ignored (e.g. "
             f"{unsupervised[0][0]}): LLaVA's rule for rounds whose tokens do not line up with the template; check "
             "that the tokenizer is the one the model was trained with"
         )
-    dataset = TrainingDataset(
-        join, processor, resolved.template, resolved.image_root if resolved.online else None
-    )
+    dataset = TrainingDataset(join, processor, template, resolved.image_root if resolved.online else None)
     plan = BatchPlan(len(dataset), resolved.batch_size, world_size, resolved.grad_accum, resolved.seed,
                      lengths=tuple(dataset.lengths()) if resolved.group_by_length else None,
                      has_image=tuple(dataset.has_image()))  # fmt: skip
@@ -57,6 +61,28 @@ def prepare_data(resolved: Resolved, features, processor, world_size: int) -> Da
             "lower --global-batch (or --batch-size / --grad-accum)"
         )
     return Data(dataset, plan, resolved.max_steps or math.ceil(resolved.epochs * plan.steps_per_epoch))
+
+
+THINKING = ("<think>", "</think>")
+
+
+def answers_with_thinking(join, template) -> list[tuple[int, str]]:
+    """(position, why) of the samples a chat template cannot train as written: an answer holding a thinking
+    block, which a thinking template (Qwen3) moves out of the answer or drops. Only those samples are rendered
+    (a string scan finds them), so the check costs nothing on data without them."""
+    from sgeo.model.chat_template import ChatTemplate
+
+    if not isinstance(template, ChatTemplate):
+        return []
+    found = []
+    for k, sample in enumerate(join.samples):
+        answers = sample["conversations"][1::2]
+        if any(mark in str(turn.get("value") or "") for turn in answers for mark in THINKING):
+            try:
+                template.render(sample["conversations"])
+            except ValueError as error:  # ChatTemplateError: one line saying why
+                found.append((k, str(error)))
+    return found
 
 
 def aspect_mode(resolved: Resolved, features) -> str:

@@ -40,15 +40,19 @@ def save_outputs(run) -> None:
     import torch.distributed as dist
 
     from sgeo.model.saving import save_trained
-    from sgeo.model.stages import stage_record
+    from sgeo.model.stages import stage_adapters, stage_record
 
     model = _final_model(run)
     if run.rank == 0:
         lora = run.resolved.lora
+        adapters = stage_adapters(model.config, run.resolved.stage)
+        if model.config.trained_adapters is not None:  # recorded, so the next stage 1 decides by itself
+            model.config.trained_adapters = sorted({*model.config.trained_adapters, *adapters})
         try:
             written = save_trained(model, run.processor, run.out, merge_lora=run.resolved.merge_lora)
             write_json(run.out / "trainable.json", {"stage_record": stage_record(run.resolved.stage, lora),
-                                                     "towers_loaded": run.resolved.online, "trainable": run.trainable})  # fmt: skip
+                                                     "adapters": adapters, "towers_loaded": run.resolved.online,
+                                                     "trainable": run.trainable})  # fmt: skip
             plot_loss(run.metrics, run.out / "loss.png", f"stage {run.resolved.stage}")
         # a full disk: one line, like a checkpoint's (the last checkpoint holds the trained weights)
         except Exception as error:

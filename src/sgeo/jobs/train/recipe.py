@@ -55,7 +55,7 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class StageRecipe:
-    template: str
+    template: str | None  # None: the model's own (processor_config.json's; vicuna_v1 for LLaVA-1.5 models)
     image_aspect_ratio: str  # online pixels: LLaVA's pretrain script uses CLIP's crop, finetuning pads
     lr: float
     adapter_lr: float | None  # None: the adapters train at `lr`
@@ -73,7 +73,7 @@ STAGE_RECIPES = {
         per_device_batch=32,
     ),
     2: StageRecipe(
-        template="vicuna_v1",
+        template=None,
         image_aspect_ratio="pad",
         lr=2e-4,
         adapter_lr=2e-5,
@@ -175,8 +175,9 @@ def lora_settings(config: TrainConfig) -> LoraSettings | None:
     return LoraSettings(**{k: v for k, v in given.items() if v is not None})
 
 
-def resolve(config: TrainConfig, world_size: int, device: str) -> Resolved:
-    """The one place where per-stage defaults are applied and the global batch is computed and checked."""
+def resolve(config: TrainConfig, world_size: int, device: str, model_template: str = "vicuna_v1") -> Resolved:
+    """The one place where per-stage defaults are applied and the global batch is computed and checked.
+    `model_template`: the template the model speaks (its processor's), which stage 2 trains in."""
     recipe = STAGE_RECIPES[config.stage]
     batch_size, grad_accum, global_batch = resolve_batch(
         recipe, config.batch_size, config.grad_accum, config.global_batch, world_size
@@ -187,7 +188,7 @@ def resolve(config: TrainConfig, world_size: int, device: str) -> Resolved:
         stage=config.stage, data=str(Path(config.data).resolve()), store=config.store, model=str(config.model),
         out=str(Path(config.out).resolve()), online=config.online,
         image_root=str(Path(config.image_root).resolve()) if config.image_root else None,
-        template=recipe.template, lr=lr, adapter_lr=adapter_lr if config.stage == 2 else None,
+        template=recipe.template or model_template, lr=lr, adapter_lr=adapter_lr if config.stage == 2 else None,
         weight_decay=WEIGHT_DECAY, betas=BETAS, warmup_ratio=WARMUP_RATIO,
         batch_size=batch_size, grad_accum=grad_accum, world_size=world_size, global_batch=global_batch,
         epochs=config.epochs, max_steps=config.max_steps, model_max_length=config.model_max_length,
@@ -247,7 +248,7 @@ def check_config(config: TrainConfig) -> None:
     if config.merge_lora and config.stage != 2:
         raise SgeoError("--merge-lora applies to stage 2 (stage 1 has no LoRA)")
     if config.adapter_lr is not None and config.stage != 2:
-        raise SgeoError("--adapter-lr is a stage-2 option (stage 1 trains only the MoGe adapter, at --lr)")
+        raise SgeoError("--adapter-lr is a stage-2 option (stage 1 trains only the adapters, at --lr)")
     if config.max_steps is not None and config.max_steps < 1:
         raise SgeoError(f"--max-steps must be positive, got {config.max_steps}")
     if not (math.isfinite(config.epochs) and config.epochs > 0):  # nan and inf would fail deep inside

@@ -67,7 +67,9 @@ def setup(config: TrainConfig, features=None) -> Run:
     from sgeo.pipeline.training_data import Collator
 
     world_size = int(os.environ["WORLD_SIZE"])
-    resolved = resolve(config, world_size, device_type)
+    model_ref = resolve_model(config.model)  # once; everything below loads through this object
+    processor = model_ref.processor()  # config files only; it knows the template the model speaks
+    resolved = resolve(config, world_size, device_type, processor.template_name)
     if device_type == "cpu" and resolved.attn == "flash_attention_2":
         raise SgeoError("--attn flash_attention_2 needs a GPU (and the gpu extra); use sdpa on CPU")
     check_resumable(resolved)
@@ -77,10 +79,8 @@ def setup(config: TrainConfig, features=None) -> Run:
         from sgeo.cache import FeatureStore
 
         features = FeatureStore.open(resolved.store)
-    model_ref = resolve_model(resolved.model)  # once; everything below loads through this object
     if resolved.lora is not None and config.lora_r is not None:
         check_lora_rank(resolved.lora.r, model_ref)
-    processor = model_ref.processor()
     processor.image_aspect_ratio = aspect_mode(resolved, features)
     if features is not None and not resolved.online:  # online, the store only picks the samples
         check_features(features, model_ref, processor)

@@ -1,19 +1,21 @@
-"""Spatial VQA benchmark files -> `BenchItem`s: SpatialRGPT-Bench, SpatialScore and our synthetic bench.
+"""Benchmark files -> `BenchItem`s, each benchmark as its authors publish, prompt and score it.
 
-Each loader is registered by name in `LOADERS`; `load_benchmark` looks one up and raises `SgeoError`
-listing the known names otherwise. Items carry the question as shipped (`raw_question`), sgeo's prompt
-text without `<image>`, the ground truth, and everything the scorer needs (`qa_info`, `options`, `extra`);
-`protocols` turns an item into what the model is asked.
+Every benchmark is one `registry.Benchmark` record in its own module, registered by one line of
+`sgeo.pipeline.names.BENCHMARK_MODULES`; `REGISTRY` holds them, and `LOADERS` / `SCORERS` are views of it.
+`load_benchmark` reads one (an unknown name is refused listing the known ones). Items carry the question as
+shipped (`raw_question`), sgeo's prompt text without `<image>`, the ground truth, and everything the scorer
+needs (`qa_info`, `options`, `extra`); `build_prompt` turns an item into what the model is asked.
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable
 from pathlib import Path
 
 from sgeo.errors import SgeoError
 
+# the registry first: it imports each benchmark module, and those import `registry.Benchmark`
+from .registry import REGISTRY, Benchmark, check_bench, get_benchmark  # isort: skip
 from .common import BenchItem
 from .protocols import (
     MULTI_IMAGE,
@@ -38,38 +40,23 @@ from .spatialrgpt import (
 )
 from .spatialscore import CHOICE_SUFFIX, JUDGMENT_SUFFIX, load_spatialscore, source_instruction, split_options
 
-LOADERS: dict[str, Callable[[Path], list[BenchItem]]] = {
-    "spatialrgpt": load_spatialrgpt,
-    "spatialscore": load_spatialscore,
-    # our generator writes eval/bench.json in the SpatialRGPT-Bench format, images relative to its folder
-    "synthetic": load_spatialrgpt,
-}
-
-
-def check_bench(bench: str) -> str:
-    """Return `bench` if it names a known benchmark, else raise listing the known ones."""
-    if bench not in LOADERS:
-        raise SgeoError(f"unknown benchmark {bench!r}; known: {', '.join(sorted(LOADERS))}")
-    return bench
+LOADERS = {name: record.loader for name, record in REGISTRY.items()}
+SCORERS = {name: record.scorer for name, record in REGISTRY.items()}
 
 
 def bench_file(bench: str, data: Path) -> Path:
-    """The benchmark file `data` names: itself or, for `synthetic`, a folder's bench.json or eval/bench.json."""
-    data = Path(data)
-    if bench == "synthetic" and data.is_dir():
-        for candidate in (data / "bench.json", data / "eval" / "bench.json"):
-            if candidate.is_file():
-                return candidate
-        raise SgeoError(f"no bench.json in {data} nor in {data / 'eval'}")
-    return data
+    """The benchmark file (or folder) `data` names for `bench`: itself, or what the benchmark looks for
+    in it (synthetic: a folder's bench.json or eval/bench.json)."""
+    return get_benchmark(bench).locate(Path(data))
 
 
 def load_benchmark(bench: str, data: Path) -> list[BenchItem]:
-    """Read benchmark `bench` from file `data` (for `synthetic`, also the folder holding eval/bench.json).
+    """Read benchmark `bench` from `data` (a file, or a folder where the benchmark is published as one).
 
     Question ids must be unique: answers files are keyed by them (a resumed eval skips the ids it has)."""
-    path = bench_file(check_bench(bench), data)
-    items = LOADERS[bench](path)
+    record = get_benchmark(bench)
+    path = record.locate(Path(data))
+    items = record.loader(path)
     twice = [qid for qid, n in Counter(item.question_id for item in items).items() if n > 1]
     if twice:
         raise SgeoError(
@@ -79,11 +66,11 @@ def load_benchmark(bench: str, data: Path) -> list[BenchItem]:
 
 
 def image_root(bench: str, data: Path) -> Path:
-    """Default folder that `BenchItem.images` are relative to: the benchmark file's folder. SpatialScore
-    ships its files in `dataset/` with image paths "./dataset/..." relative to the folder holding it (where
-    its scripts run), so for a file in a folder named `dataset` it is that folder's parent."""
-    folder = bench_file(check_bench(bench), data).parent
-    return folder.parent if bench == "spatialscore" and folder.name == "dataset" else folder
+    """Default folder that `BenchItem.images` are relative to: the benchmark's image rule applied to the
+    data it reads (the file's folder; SpatialScore: the folder above dataset/; images embedded in the
+    files: the folder they are unpacked to)."""
+    record = get_benchmark(bench)
+    return record.image_root(record.locate(Path(data)))
 
 
 __all__ = [
@@ -96,7 +83,10 @@ __all__ = [
     "PROTOCOLS",
     "QUALITATIVE_SUFFIX",
     "QUANTITATIVE_SUFFIX",
+    "REGISTRY",
+    "SCORERS",
     "BenchItem",
+    "Benchmark",
     "Decoding",
     "Prompt",
     "answer_suffix",
@@ -107,8 +97,11 @@ __all__ = [
     "check_protocol",
     "decoding_for",
     "default_protocol",
+    "get_benchmark",
     "image_root",
     "load_benchmark",
+    "load_spatialrgpt",
+    "load_spatialscore",
     "model_images",
     "source_instruction",
     "split_options",

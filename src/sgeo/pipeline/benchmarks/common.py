@@ -12,6 +12,11 @@ from sgeo.errors import SgeoError
 from sgeo.model.conversation import IMAGE_TOKEN
 from sgeo.pipeline.json_files import loads, read_text
 
+# LLaVA-1.5's multiple-choice instruction (SpatialGeo/llava/eval/model_vqa_mmbench.py in the reference repo).
+CHOICE_SUFFIX = "Answer with the option's letter from the given choices directly."
+# LLaVA-1.5's short-answer instruction (same repo, MME/convert_answer_to_mme.py and the POPE question file).
+JUDGMENT_SUFFIX = "Answer the question using a single word or phrase."
+
 
 @dataclass
 class BenchItem:
@@ -71,3 +76,13 @@ def read_rows(path: Path) -> list[dict[str, Any]]:
     if not data:
         raise SgeoError(f"{path} holds no items")
     return data
+
+
+def choice_listing(options: list[str]) -> str:
+    """Options as sgeo's prompts list them: "A. first\nB. second"."""
+    return "\n".join(f"{'ABCDEFGHIJ'[k]}. {option}" for k, option in enumerate(options))
+
+
+def sgeo_choice_prompt(question: str, options: list[str]) -> str:
+    """sgeo's multiple-choice prompt: the question, its options as "A. ..." lines, LLaVA-1.5's instruction."""
+    return f"{question}\n{choice_listing(options)}\n{CHOICE_SUFFIX}"

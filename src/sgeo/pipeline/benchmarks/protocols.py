@@ -1,20 +1,18 @@
 """How a benchmark item is asked: the prompt (system prompt, human turn, images) and the decoding.
 
-Two protocols, registered by name in `PROTOCOLS`:
+Two protocols, named in `PROTOCOLS`; each benchmark's record (`registry.Benchmark`) says which it has, builds
+its prompts and gives each protocol's decoding:
 
-- `reference`: the benchmark's own evaluation code. SpatialRGPT-Bench as SpatialGeo's
-  `SpatialGeo/llava/eval/benchmark/eval_spatial.py`: LLaVA's `llava_v1` system prompt with the answer-format
-  hint glued on, the human turn verbatim, sampling at temperature 0.2 (top_p None, so transformers' top_k 50
-  stays), 128 new tokens. SpatialScore as `version_0/test_all-in-one.py` does for LLaVA-1.5 (`llava1_5-13b`):
-  the llava-hf chat template over [assistant: the source's instruction, user: one image entry per image +
-  the question], which renders "ASSISTANT: {instruction} USER: <image>\\n...<image>\\n{question} ASSISTANT:",
-  greedy (their TEMPERATURE 0.0), 1024 new tokens.
+- `reference`: the benchmark's own evaluation code (or, where its authors ship none for a LLaVA-1.5-class
+  model, the standard harness's), byte for byte: system prompt, human turn, images, decoding. Each benchmark
+  module names the code it follows.
 - `sgeo`: sgeo's own greedy prompts: `BenchItem.prompt` (question + answer-format instruction) after the
   images, the template's system prompt, 64 new tokens.
 
 `MULTI_IMAGE` says what a model gets from an item with several images: `all` (each image its own `<image>`,
 what SpatialScore's code gives LLaVA-1.5: one `{'type': 'image'}` per image in its `llava1_5-13b` branch of
-`generate_response`), `tile` (the images pasted into one grid canvas, one `<image>`) or `first`.
+`generate_response`, and what lmms-eval gives BLINK), `tile` (the images pasted into one grid canvas, one
+`<image>`) or `first`.
 """
 
 from __future__ import annotations
@@ -28,8 +26,6 @@ from sgeo.errors import SgeoError
 from sgeo.model.conversation import IMAGE_TOKEN
 
 from .common import BenchItem
-from .spatialrgpt import LLAVA_V1_SYSTEM, answer_suffix
-from .spatialscore import source_instruction
 
 PROTOCOLS = ("reference", "sgeo")
 MULTI_IMAGE = ("all", "tile", "first")
@@ -46,6 +42,9 @@ class Decoding:
     max_new_tokens: int = 64
 
 
+GREEDY_SGEO = Decoding(max_new_tokens=64)  # the sgeo protocol's, for every benchmark
+
+
 @dataclass(frozen=True)
 class Prompt:
     """What the model is asked for one item."""
@@ -57,38 +56,55 @@ class Prompt:
     upscale_tiny: bool = False  # SpatialScore's rule: an image 3 px or less on a side becomes 32 x 32
 
 
-def default_protocol(bench: str) -> str:
-    """`reference` for the published benchmarks; `sgeo` for our synthetic one, which has no other."""
-    return "sgeo" if bench == "synthetic" else "reference"
-
-
-def check_protocol(protocol: str) -> str:
-    if protocol not in PROTOCOLS:
-        raise SgeoError(f"unknown protocol {protocol!r}; known: {', '.join(PROTOCOLS)}")
-    return protocol
-
-
 def check_multi_image(mode: str) -> str:
     if mode not in MULTI_IMAGE:
         raise SgeoError(f"unknown --multi-image {mode!r}; known: {', '.join(MULTI_IMAGE)}")
     return mode
 
 
+def check_protocol(protocol: str, bench: str | None = None) -> str:
+    """`protocol` if it is one (of `bench`'s, when given), else a one-line refusal naming the known ones."""
+    known = PROTOCOLS if bench is None else tuple(_record(bench).decoding)
+    if protocol not in known:
+        of = "" if bench is None else f" for {bench}"
+        raise SgeoError(f"unknown protocol {protocol!r}{of}; known: {', '.join(known)}")
+    return protocol
+
+
+def default_protocol(bench: str) -> str:
+    """`reference` for the published benchmarks; `sgeo` for our synthetic one, which has no other."""
+    return _record(bench).default_protocol
+
+
 def decoding_for(bench: str, protocol: str, max_new_tokens: int | None = None) -> Decoding:
     """The decoding a protocol uses for a benchmark; `max_new_tokens` overrides its length."""
-    if check_protocol(protocol) == "sgeo":
-        decoding = Decoding(max_new_tokens=64)
-    elif bench == "spatialscore":
-        decoding = Decoding(max_new_tokens=1024)  # test_all-in-one.py `generate_response`
-    else:  # eval_spatial.py: --temperature 0.2, --top_p None, max_new_tokens=128
-        decoding = Decoding(sample=True, temperature=0.2, top_k=50, max_new_tokens=128)
+    decoding = _record(bench).decoding[check_protocol(protocol, bench)]
     if max_new_tokens is None:
         return decoding
     return Decoding(decoding.sample, decoding.temperature, decoding.top_k, max_new_tokens)
 
 
-def _shown(item: BenchItem, multi_image: str) -> tuple[tuple[str, ...], int, bool]:
-    """(image files, number of "<image>" in the turn, tiled?) for a SpatialScore item."""
+def build_prompt(
+    item: BenchItem, bench: str, protocol: str, multi_image: str = "all", format_hint: bool = True
+) -> Prompt:
+    """The prompt `protocol` gives `item` of `bench`; `format_hint` False drops sgeo's answer-format line."""
+    check_multi_image(multi_image)
+    return _record(bench).prompt(item, check_protocol(protocol, bench), multi_image, format_hint)
+
+
+def _record(bench: str):
+    from .registry import get_benchmark  # the registry imports the benchmark modules, which import this one
+
+    return get_benchmark(bench)
+
+
+def sgeo_text(item: BenchItem, format_hint: bool) -> str:
+    """The sgeo protocol's question: `BenchItem.prompt`, or without its answer-format line."""
+    return item.prompt if format_hint else item.extra.get("question", item.prompt)
+
+
+def shown_images(item: BenchItem, multi_image: str) -> tuple[tuple[str, ...], int, bool]:
+    """(image files, number of "<image>" in the turn, tiled?) for an item that may have several images."""
     images = tuple(item.images)
     if len(images) == 1 or check_multi_image(multi_image) == "all":
         return images, len(images), False
@@ -97,27 +113,16 @@ def _shown(item: BenchItem, multi_image: str) -> tuple[tuple[str, ...], int, boo
     return images, 1, True
 
 
-def build_prompt(
-    item: BenchItem, bench: str, protocol: str, multi_image: str = "all", format_hint: bool = True
-) -> Prompt:
-    """The prompt `protocol` gives `item` of `bench`; `format_hint` False drops sgeo's answer-format line."""
-    sgeo_text = item.prompt if format_hint else item.extra.get("question", item.prompt)
-    if bench == "spatialscore":
-        images, n, tile = _shown(item, multi_image)
-        if check_protocol(protocol) == "sgeo":
-            return Prompt(None, f"{IMAGE}\n" * n + sgeo_text, images, tile, upscale_tiny=True)
-        instruction = source_instruction(item.qa_info.get("source"), item.qa_info.get("type"))
-        question = item.raw_question if item.raw_question is not None else sgeo_text
-        return Prompt(f"ASSISTANT: {instruction}", f"{IMAGE}\n" * n + question, images, tile, True)
-    if check_protocol(protocol) == "sgeo":
-        return Prompt(None, f"{IMAGE}\n{sgeo_text}", (item.image,))
-    human = item.raw_question if item.raw_question is not None else f"{IMAGE}\n{sgeo_text}"
-    n = human.count(IMAGE)
-    if n > 1:
-        raise SgeoError(f"item {item.question_id}: its human turn has {n} {IMAGE} but the item one image")
-    # A human turn without "<image>" gets no image, as in the reference (LLaVA drops an image it has no
-    # token for); the eval says how many such items there are.
-    return Prompt(LLAVA_V1_SYSTEM + answer_suffix(item.qa_info), human, (item.image,) * n)
+def llava_turn(item: BenchItem, text: str, multi_image: str = "all", system: str | None = None) -> Prompt:
+    """LLaVA-1.5's own question format (`llava/eval/model_vqa_loader.py`): one "<image>\\n" per image shown,
+    then the text, in the vicuna_v1 template (its system prompt unless `system` is given)."""
+    images, n, tile = shown_images(item, multi_image)
+    return Prompt(system, f"{IMAGE}\n" * n + text, images, tile)
+
+
+def sgeo_prompt(item: BenchItem, multi_image: str, format_hint: bool) -> Prompt:
+    """The sgeo protocol's prompt for any benchmark: the images, then `BenchItem.prompt`."""
+    return llava_turn(item, sgeo_text(item, format_hint), multi_image)
 
 
 def tile_images(images: list[Image.Image]) -> Image.Image:

@@ -14,8 +14,11 @@ from typing import Any
 
 from sgeo.errors import SgeoError
 from sgeo.model.conversation import TEMPLATES
+from sgeo.pipeline.scoring import judge_record, score_item
 
 from .common import BenchItem, clean, read_rows
+from .protocols import GREEDY_SGEO, IMAGE, Decoding, Prompt, sgeo_text
+from .registry import Benchmark
 
 # Answer-format instructions of the reference SpatialGeo eval, verbatim (typo "feets" included, since the
 # released model was evaluated with them). Source: github.com/Ricky-PLUS/SpatialGeo,
@@ -119,3 +122,34 @@ def load_spatialrgpt(path: Path) -> list[BenchItem]:
             )
         )
     return items
+
+
+def spatialrgpt_prompt(item: BenchItem, protocol: str, multi_image: str, format_hint: bool) -> Prompt:
+    """sgeo: the question and its hint after the image. reference: eval_spatial.py's llava_v1 system prompt
+    with the hint glued on, the human turn verbatim."""
+    if protocol == "sgeo":
+        return Prompt(None, f"{IMAGE}\n{sgeo_text(item, format_hint)}", (item.image,))
+    human = item.raw_question if item.raw_question is not None else f"{IMAGE}\n{sgeo_text(item, format_hint)}"
+    n = human.count(IMAGE)
+    if n > 1:
+        raise SgeoError(f"item {item.question_id}: its human turn has {n} {IMAGE} but the item one image")
+    # A human turn without "<image>" gets no image, as in the reference (LLaVA drops an image it has no
+    # token for); the eval says how many such items there are.
+    return Prompt(LLAVA_V1_SYSTEM + answer_suffix(item.qa_info), human, (item.image,) * n)
+
+
+# eval_spatial.py: --temperature 0.2, --top_p None (so transformers' top_k 50 stays), max_new_tokens=128
+REFERENCE_DECODING = Decoding(sample=True, temperature=0.2, top_k=50, max_new_tokens=128)
+
+BENCHMARK = Benchmark(
+    name="spatialrgpt",
+    title="SpatialRGPT-Bench",
+    loader=load_spatialrgpt,
+    prompt=spatialrgpt_prompt,
+    decoding={"reference": REFERENCE_DECODING, "sgeo": GREEDY_SGEO},
+    scorer=score_item,
+    judge=judge_record,
+    version="SpatialRGPT-Bench (SpatialGeo's converted file or the original with <mask> regions)",
+    files="a JSON / JSONL list of {id, file_path | image_info, qa_info, conversations}",
+    scoring="sgeo's rules (SpatialRGPT's decisions); --judge: SpatialRGPT's GPT-4 prompts",
+)

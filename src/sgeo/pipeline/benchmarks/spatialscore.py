@@ -19,14 +19,11 @@ from pathlib import Path
 from typing import Any
 
 from sgeo.errors import SgeoError
-from sgeo.pipeline.scoring import CHOICE_LETTERS
+from sgeo.pipeline.scoring import CHOICE_LETTERS, score_spatialscore
 
-from .common import BenchItem, clean, read_rows
-
-# LLaVA-1.5's multiple-choice instruction (SpatialGeo/llava/eval/model_vqa_mmbench.py in the reference repo).
-CHOICE_SUFFIX = "Answer with the option's letter from the given choices directly."
-# SpatialScore "judgment" items; LLaVA-1.5's short-answer instruction (same repo, MME/convert_answer_to_mme.py).
-JUDGMENT_SUFFIX = "Answer the question using a single word or phrase."
+from .common import CHOICE_SUFFIX, JUDGMENT_SUFFIX, BenchItem, clean, read_rows
+from .protocols import GREEDY_SGEO, IMAGE, Decoding, Prompt, sgeo_text, shown_images
+from .registry import Benchmark
 
 # The instruction SpatialScore gives before each question, by source: version_0/test_all-in-one.py
 # `process_model_input` (the `assistant_prompt`), verbatim; their code refuses any other source.
@@ -164,3 +161,38 @@ def load_spatialscore(path: Path) -> list[BenchItem]:
             )
         )
     return items
+
+
+def spatialscore_prompt(item: BenchItem, protocol: str, multi_image: str, format_hint: bool) -> Prompt:
+    """reference: test_all-in-one.py's llava1_5-13b messages (the source's instruction as an assistant turn
+    first, one image entry per image, the question as shipped); sgeo: the images, then `BenchItem.prompt`.
+    Both upscale tiny images as their code does."""
+    images, n, tile = shown_images(item, multi_image)
+    if protocol == "sgeo":
+        return Prompt(None, f"{IMAGE}\n" * n + sgeo_text(item, format_hint), images, tile, upscale_tiny=True)
+    instruction = source_instruction(item.qa_info.get("source"), item.qa_info.get("type"))
+    question = item.raw_question if item.raw_question is not None else sgeo_text(item, format_hint)
+    return Prompt(f"ASSISTANT: {instruction}", f"{IMAGE}\n" * n + question, images, tile, True)
+
+
+def spatialscore_image_root(located: Path) -> Path:
+    """SpatialScore ships its files in `dataset/` with image paths "./dataset/..." relative to the folder
+    holding it (where its scripts run), so for a file in a folder named `dataset` it is that folder's parent."""
+    folder = Path(located).parent
+    return folder.parent if folder.name == "dataset" else folder
+
+
+BENCHMARK = Benchmark(
+    name="spatialscore",
+    title="SpatialScore",
+    loader=load_spatialscore,
+    prompt=spatialscore_prompt,
+    # test_all-in-one.py `generate_response`: TEMPERATURE 0.0 (greedy), max_new_tokens 1024
+    decoding={"reference": Decoding(max_new_tokens=1024), "sgeo": GREEDY_SGEO},
+    scorer=score_spatialscore,
+    image_root=spatialscore_image_root,
+    multi_image=True,
+    version="v1 (SpatialScore.json, SpatialScore-Hard.json; now version_0/ of the repository)",
+    files="dataset/SpatialScore.json with images under dataset/",
+    scoring="SpatialScore's test_all-in-one.py rules (options, yes/no, numbers, lengths, VSI-Bench MRA)",
+)

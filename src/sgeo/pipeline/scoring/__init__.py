@@ -14,7 +14,7 @@ prompts instead (`judge_prompts`). SpatialScore answers are scored by SpatialSco
   choices ("Which is more to the left, A or B?") compare the object each text picks.
 - multiple choice (`choice`): the option letter (or option text) of the prediction against the gt letter.
 
-`dispatch.score_item` picks sgeo's scorer for one record, `SCORERS` each benchmark's rules; `report`
+`dispatch.score_item` picks sgeo's scorer for one record (each benchmark's record names its rules); `report`
 summarises a run and sets runs side by side; `baseline` is the best constant answer, fitted on a training
 split.
 """
@@ -22,7 +22,7 @@ split.
 from .baseline import constant_baseline
 from .choice import CHOICE_LETTERS, MULTIPLE_CHOICE_TYPES, parse_choice, score_multiple_choice
 from .direction import parse_clock, score_direction
-from .dispatch import SCORERS, kind_of, score_item
+from .dispatch import kind_of, score_item
 from .judge import ChatJudge, JudgeError, judge_record
 from .qualitative import candidates_in, is_choice, pick, relation_of, score_qualitative, yes_no
 from .quantities import UNITS, parse_quantity, score_quantitative
@@ -36,10 +36,19 @@ from .spatialscore import (
     score_spatialscore,
 )
 
+
+def __getattr__(name: str):
+    # `SCORERS` (benchmark -> scorer) is a view of the benchmark registry, which imports this package
+    if name == "SCORERS":
+        from sgeo.pipeline.benchmarks import SCORERS
+
+        return SCORERS
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 __all__ = [
     "CHOICE_LETTERS",
     "MULTIPLE_CHOICE_TYPES",
-    "SCORERS",
     "UNITS",
     "ChatJudge",
     "JudgeError",

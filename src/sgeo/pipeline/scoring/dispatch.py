@@ -1,17 +1,16 @@
-"""Scoring one answer: pick the scorer a record needs and run it; `SCORERS` names each benchmark's rules."""
+"""Scoring one answer by sgeo's rules: pick the scorer a record needs and run it. Each benchmark names its own
+scorer in its record (`benchmarks.REGISTRY`); this is SpatialRGPT-Bench's and the synthetic bench's."""
 
 from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable
 from typing import Any
 
 from .choice import MULTIPLE_CHOICE_TYPES, score_multiple_choice
 from .direction import score_direction
 from .qualitative import score_qualitative
 from .quantities import NUMBER_PATTERN, normalise_quantities, parse_number, parse_quantity, score_quantitative
-from .spatialscore import score_spatialscore
 from .text import answer_text
 
 
@@ -59,11 +58,3 @@ def score_item(record: Any, pred: str | None = None) -> dict[str, Any]:
         category = None if kind == "judgment" else (record.get("qa_info") or {}).get("category")
         out = score_qualitative(pred, gt, category, question)
     return {"kind": kind, **out}
-
-
-# benchmark -> the rules its answers are scored by: SpatialScore's own, or sgeo's (SpatialRGPT-style)
-SCORERS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
-    "spatialrgpt": score_item,
-    "spatialscore": score_spatialscore,
-    "synthetic": score_item,
-}

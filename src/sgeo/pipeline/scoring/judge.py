@@ -77,14 +77,21 @@ class ChatJudge:
             self._model = str(listed[0]["id"])
         return self._model
 
-    def complete(self, messages: list[dict[str, str]]) -> str:
-        """The reply text to `messages` (deterministic decoding, JSON output as SpatialRGPT asks)."""
-        body = {
-            "model": self.model,
-            "messages": messages,
-            "response_format": {"type": "json_object"},
-            "temperature": 0,  # their script takes the API default; 0 makes a verdict reproducible
-        }
+    def complete(
+        self,
+        messages: list[dict[str, str]],
+        json_reply: bool = True,
+        temperature: float = 0,
+        max_tokens: int | None = None,
+    ) -> str:
+        """The reply text to `messages`: JSON output as SpatialRGPT asks, or free text as BLINK's option
+        matcher and MM-Vet's grader ask; deterministic (temperature 0) unless the grader's retries raise it."""
+        body: dict[str, Any] = {"model": self.model, "messages": messages}
+        if json_reply:
+            body["response_format"] = {"type": "json_object"}
+        body["temperature"] = temperature  # SpatialRGPT's script takes the API default; 0 is reproducible
+        if max_tokens is not None:
+            body["max_tokens"] = max_tokens
         reply = self._request("/chat/completions", body)
         self.calls += 1
         try:
@@ -95,8 +102,32 @@ class ChatJudge:
             ) from None
 
 
-def _cache_key(model: str, messages: list[dict[str, str]]) -> str:
+def cache_key(model: str, messages: list[dict[str, str]]) -> str:
     return hashlib.sha256(json.dumps([model, messages], sort_keys=True).encode()).hexdigest()[:16]
+
+
+def cached_reply(
+    record: dict[str, Any], judge: ChatJudge, messages: list[dict[str, str]], json_reply: bool = True
+) -> tuple[str, bool]:
+    """(reply, asked): the judge's reply to `messages` for this record, from `record["judge"]` when it
+    answered these very messages, else from the endpoint (`asked` True, and the reply stored there)."""
+    cached = record.get("judge")
+    # A verdict is reused when it answered these very messages, from the model asked for (any model when
+    # none was named: then rescoring a fully judged file needs no endpoint at all).
+    asked = not (
+        isinstance(cached, dict)
+        and "reply" in cached
+        and cached.get("key") == cache_key(str(cached.get("model")), messages)
+        and judge.requested_model in (None, cached.get("model"))
+    )
+    if asked:
+        model = judge.model
+        record["judge"] = {
+            "model": model,
+            "key": cache_key(model, messages),
+            "reply": judge.complete(messages, json_reply),
+        }
+    return str(record["judge"]["reply"]), asked
 
 
 def judge_record(record: dict[str, Any], judge: ChatJudge) -> tuple[dict[str, Any], bool] | None:
@@ -113,24 +144,8 @@ def judge_record(record: dict[str, Any], judge: ChatJudge) -> tuple[dict[str, An
     prompt = judge_prompt(kind, *texts, category)
     if prompt is None:  # no examples for this category: their script fails the item
         return {"kind": kind, **read_verdict(kind, None)}, False
-    messages = judge_messages(prompt)
-    cached = record.get("judge")
-    # A verdict is reused when it answered these very messages, from the model asked for (any model when
-    # none was named: then rescoring a fully judged file needs no endpoint at all).
-    asked = not (
-        isinstance(cached, dict)
-        and "reply" in cached
-        and cached.get("key") == _cache_key(str(cached.get("model")), messages)
-        and judge.requested_model in (None, cached.get("model"))
-    )
-    if asked:
-        model = judge.model
-        record["judge"] = {
-            "model": model,
-            "key": _cache_key(model, messages),
-            "reply": judge.complete(messages),
-        }
-    out = {"kind": kind, **read_verdict(kind, record["judge"]["reply"])}
+    reply, asked = cached_reply(record, judge, judge_messages(prompt))
+    out = {"kind": kind, **read_verdict(kind, reply)}
     if reference_format_fails(kind, *texts, category):
         out["reference_format_fails"] = True
     return out, asked

@@ -122,6 +122,7 @@ def format_table(scores: dict[str, Any]) -> str:
     for r in rows:
         cells = [r[0].ljust(widths[0]), *(c.rjust(w) for c, w in zip(r[1:4], widths[1:4], strict=True)), r[4]]
         lines.append("  ".join(cells).rstrip())
+    lines.extend(format_summary(scores.get("benchmark")))
     overall = scores["overall"]
     notes = [
         f"{overall[key]} {what}"
@@ -135,6 +136,40 @@ def format_table(scores: dict[str, Any]) -> str:
     if notes:
         lines.append("note: " + "; ".join(notes) + "; all count as wrong answers")
     return "\n".join(lines)
+
+
+def _figure(value: Any, name: str = "") -> str:
+    """A summary figure: a fraction as a percentage; a count, or points (a name with "score" or "points":
+    MME's sums of percentages), as it is."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return str(value)
+    if isinstance(value, int):
+        return str(value)
+    points = "score" in name.lower() or "points" in name.lower()
+    return f"{value:.2f}" if points or not 0.0 <= value <= 1.0 else f"{100 * value:.1f}"
+
+
+def format_summary(summary: dict[str, Any] | None) -> list[str]:
+    """The benchmark's own figures (its record's `summary`), as its authors report them: the headline
+    figures, then each table of per-group metrics; fractions in %."""
+    if not summary:
+        return []
+    lines = [f"{summary.get('title', summary.get('name', 'benchmark'))} (as its authors report it):"]
+    headline = summary.get("headline") or {}
+    width = max((len(k) for k in headline), default=0)
+    lines.extend(f"  {name.ljust(width)}  {_figure(value, name)}" for name, value in headline.items())
+    for title, table in (summary.get("tables") or {}).items():
+        columns = list(dict.fromkeys(c for row in table.values() for c in row))  # in first-seen order
+        rows = [(f"  {title}", *columns)] + [
+            (f"    {name}", *(_figure(row.get(c, ""), c) for c in columns)) for name, row in table.items()
+        ]
+        widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+        for r in rows:
+            cells = [r[0].ljust(widths[0]), *(c.rjust(w) for c, w in zip(r[1:], widths[1:], strict=True))]
+            lines.append("  ".join(cells).rstrip())
+    if note := summary.get("note"):
+        lines.append(f"  note: {note}")
+    return lines
 
 
 def comparison_table(columns: dict[str, dict[str, Any]], answers: dict[str, str] | None = None) -> str:
@@ -190,5 +225,47 @@ def plot_scores(scores: dict[str, Any], path: Path) -> Path:
             ax.set_title(
                 f"overall {100 * overall['score']:.1f}% of {overall['n']} (n above bars)", fontsize=10
             )
+    fig.savefig(Path(path), dpi=120)
+    return Path(path)
+
+
+def suite_rows(runs: dict[str, dict[str, Any]]) -> list[tuple[str, str, str]]:
+    """(benchmark, figure, value) rows for several benchmarks' scores: the items scored and the mean score,
+    then each benchmark's own headline figures (fractions in %, points as they are)."""
+    rows = []
+    for name, scores in runs.items():
+        overall = scores["overall"]
+        rows.append((name, "items", str(overall["n"])))
+        rows.append((name, "mean item score %", f"{100 * overall['score']:.1f}"))
+        for figure, value in ((scores.get("benchmark") or {}).get("headline") or {}).items():
+            rows.append((name, figure, _figure(value, figure)))
+    return rows
+
+
+def suite_table(runs: dict[str, dict[str, Any]]) -> str:
+    """One table for several benchmarks (`sgeo eval --bench a,b,c`)."""
+    rows = [("benchmark", "figure", "value"), *suite_rows(runs)]
+    widths = [max(len(r[i]) for r in rows) for i in range(3)]
+    return "\n".join(
+        f"{r[0].ljust(widths[0])}  {r[1].ljust(widths[1])}  {r[2].rjust(widths[2])}" for r in rows
+    )
+
+
+def plot_suite(runs: dict[str, dict[str, Any]], path: Path) -> Path:
+    """One bar per benchmark: its mean item score in %, n above the bar (each benchmark's own figures are in
+    the table and in its folder's scores.png)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    names = list(runs)
+    fig = Figure(figsize=(max(4.0, 0.8 * len(names) + 2.0), 4.0), layout="constrained")
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot(1, 1, 1)
+    bars = ax.bar(range(len(names)), [100 * runs[n]["overall"]["score"] for n in names], color="#4878a8")
+    ax.bar_label(bars, labels=[str(runs[n]["overall"]["n"]) for n in names], fontsize=8)
+    ax.set_xticks(range(len(names)), names, rotation=30, ha="right", fontsize=9)
+    ax.set_ylim(0, 105)
+    ax.set_ylabel("mean item score (%)")
+    ax.set_title("sgeo eval: one bar per benchmark (n above bars)", fontsize=10)
     fig.savefig(Path(path), dpi=120)
     return Path(path)

@@ -1,0 +1,111 @@
+"""One record per benchmark, and the one registry of them.
+
+A benchmark is one module of this package defining `BENCHMARK = Benchmark(...)` and one line in
+`sgeo.pipeline.names.BENCHMARK_MODULES`. Everything that used to branch on a benchmark's name asks its record:
+the loader (the files as published), the prompt of each protocol and its decoding, the scorer (the
+authors' rules), where the images are, whether a judge applies, and the benchmark's own summary figures.
+
+The registry is built when this package is imported: a module without a `BENCHMARK`, a record missing its
+scorer (a required field) or naming a protocol sgeo does not have stops that import with a `TypeError`
+naming the benchmark, before any model is loaded or any answer generated.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sgeo.errors import SgeoError
+from sgeo.pipeline.names import BENCHMARK_MODULES
+
+from .common import BenchItem
+from .protocols import PROTOCOLS, Decoding, Prompt
+
+Record = dict[str, Any]  # one answers.jsonl line
+
+
+def as_given(data: Path) -> Path:
+    return Path(data)
+
+
+def file_folder(located: Path) -> Path:
+    """The default image rule: image paths are relative to the benchmark file's folder (or to the folder
+    `--data` names, for a benchmark read from a folder)."""
+    located = Path(located)
+    return located if located.is_dir() else located.parent
+
+
+@dataclass(frozen=True)
+class Benchmark:
+    """Everything sgeo knows about one benchmark. Fields without a default are required."""
+
+    name: str  # the command-line name
+    title: str  # as its authors write it, for messages and tables
+    loader: Callable[[Path], list[BenchItem]]  # the located file (or folder) -> items, as published
+    prompt: Callable[[BenchItem, str, str, bool], Prompt]  # (item, protocol, multi_image, format_hint)
+    decoding: Mapping[str, Decoding]  # protocol -> its decoding; the keys are the protocols it has
+    scorer: Callable[[Record], Record]  # one answers record -> {"kind", "success", ...} by the authors' rules
+    default_protocol: str = "reference"
+    locate: Callable[[Path], Path] = as_given  # --data -> what the loader reads
+    image_root: Callable[[Path], Path] = file_folder  # the located data -> folder the image paths are under
+    multi_image: bool = False  # items may have several images (--multi-image applies and is recorded)
+    # A judge behind --judge: `judge(record, ChatJudge)` -> (score, asked) or None where the rules decide.
+    judge: Callable[[Record, Any], tuple[Record, bool] | None] | None = None
+    judge_required: bool = False  # no rules at all: refused without --judge, before any answer is generated
+    summary: Callable[[list[Record]], Record] | None = None  # scored records -> the authors' headline figures
+    # for the README table and --help
+    version: str = ""
+    files: str = ""
+    scoring: str = ""
+
+    def __post_init__(self) -> None:
+        for name in ("loader", "prompt", "scorer", "locate", "image_root"):
+            if not callable(getattr(self, name)):
+                raise TypeError(f"benchmark {self.name!r}: {name} must be callable")
+        for name in ("judge", "summary"):
+            if getattr(self, name) is not None and not callable(getattr(self, name)):
+                raise TypeError(f"benchmark {self.name!r}: {name} must be callable or None")
+        unknown = [p for p in self.decoding if p not in PROTOCOLS]
+        if unknown or not self.decoding:
+            raise TypeError(f"benchmark {self.name!r}: protocols {list(self.decoding)}; sgeo has {PROTOCOLS}")
+        if self.default_protocol not in self.decoding:
+            raise TypeError(
+                f"benchmark {self.name!r}: default protocol {self.default_protocol!r} not its own"
+            )
+        if self.judge_required and self.judge is None:
+            raise TypeError(f"benchmark {self.name!r} requires a judge but defines none")
+
+    @property
+    def protocols(self) -> tuple[str, ...]:
+        return tuple(self.decoding)
+
+
+def _register(modules: Mapping[str, str] = BENCHMARK_MODULES) -> dict[str, Benchmark]:
+    """name -> the `BENCHMARK` record of module `modules[name]` of this package, each checked."""
+    registry: dict[str, Benchmark] = {}
+    for name, module_name in modules.items():
+        module = importlib.import_module(f"{__package__}.{module_name}")
+        record = getattr(module, "BENCHMARK", None)
+        if not isinstance(record, Benchmark):
+            raise TypeError(f"{module.__name__} defines no BENCHMARK record for benchmark {name!r}")
+        if record.name != name:
+            raise TypeError(f"{module.__name__}.BENCHMARK is named {record.name!r}, registered as {name!r}")
+        registry[name] = record
+    return registry
+
+
+REGISTRY: dict[str, Benchmark] = _register()
+
+
+def check_bench(bench: str) -> str:
+    """Return `bench` if it names a registered benchmark, else raise listing the known ones (one line)."""
+    if bench not in REGISTRY:
+        raise SgeoError(f"unknown benchmark {bench!r}; known: {', '.join(sorted(REGISTRY))}")
+    return bench
+
+
+def get_benchmark(bench: str) -> Benchmark:
+    return REGISTRY[check_bench(bench)]

@@ -1,0 +1,71 @@
+"""3DSRBench in the layout lmms-eval reads (its circular file: a question, its rotated-options variant and its
+flipped version), asked and scored as lmms-eval's tasks/3dsrbench: vanilla, flip, circular and flip+circular."""
+
+from __future__ import annotations
+
+import pytest
+
+from benchmark_layouts import THREEDSR_ROWS, THREEDSR_SCHEMA, write_hf_parquet, write_threedsr
+from sgeo.errors import SgeoError
+from sgeo.jobs.eval import prompt_text
+from sgeo.jobs.score import append_answer, score_answers
+from sgeo.pipeline.benchmarks import build_prompt, decoding_for, load_benchmark
+from sgeo.pipeline.scoring.threedsr import threedsr_letter
+
+VICUNA = (
+    "A chat between a curious user and an artificial intelligence assistant. "
+    "The assistant gives helpful, detailed, and polite answers to the user's questions."
+)
+
+
+def test_loads_ids_options_and_categories(tmp_path):
+    items = load_benchmark("3dsrbench", write_threedsr(tmp_path))
+    assert [it.question_id for it in items] == [str(r["index"]) for r in THREEDSR_ROWS]
+    assert items[0].options == ["lamp", "table"]  # the "nan" options are no options
+    assert items[4].qa_info == {"type": "orientation", "category": "orientation_viewpoint"}
+    assert items[2].extra["qid"] == "VIN6MS3J-flip"
+
+
+def test_reference_prompt_is_lmms_evals(tmp_path):
+    item = load_benchmark("3dsrbench", write_threedsr(tmp_path))[1]
+    expected = (
+        f"{VICUNA} USER: <image>\nQuestion: Which object is higher in the 3D world space, the lamp or the table?\n"
+        "Options:\nA. table\nB. lamp\nPlease select the correct answer from the options above. ASSISTANT:"
+    )  # the post-prompt's trailing " \n" is not sent: sgeo's template renderer strips each turn
+    assert prompt_text(build_prompt(item, "3dsrbench", "reference")) == expected
+    assert decoding_for("3dsrbench", "reference").max_new_tokens == 4096
+
+
+@pytest.mark.parametrize(
+    ("pred", "letter"),
+    [("B", "B"), ("(B)", "B"), ("B. lamp", "B"), ("b", None), ("lamp", None), ("Yes.", None),
+     ("The answer is B", "B"), ("A cat sits there", "A"), ("", None)],
+)  # fmt: skip
+def test_answers_as_lmms_eval_reads_them(pred, letter):
+    assert threedsr_letter(pred) == letter
+
+
+def test_vanilla_flip_and_circular_accuracy(tmp_path):
+    items = load_benchmark("3dsrbench", write_threedsr(tmp_path / "d"))
+    # all right but the flipped question's circular variant (index 3); the car's two variants right
+    preds = ["A", "B", "B", "B", "A", "B"]
+    answers = tmp_path / "run" / "answers.jsonl"
+    answers.parent.mkdir()
+    for item, pred in zip(items, preds, strict=True):
+        append_answer(answers, item.to_record(pred))
+    scores = score_answers(answers, "3dsrbench")["scores"]
+    headline = scores["benchmark"]["headline"]
+    assert headline["vanilla accuracy"] == pytest.approx(5 / 6)
+    # flip pairs: VIN6MS3J+flip (right), VIN6MS3J-1+flip-1 (wrong), K2P0QX7A, K2P0QX7A-1 -> 3 of 4
+    assert headline["flip accuracy"] == 0.75
+    # circular groups: VIN6MS3J (right), VIN6MS3J-flip (wrong), K2P0QX7A (right) -> 2 of 3
+    assert headline["circular accuracy"] == pytest.approx(2 / 3)
+    assert headline["flip + circular accuracy"] == 0.5  # VIN6MS3J wrong, K2P0QX7A right
+    assert scores["by_type"]["height"]["n"] == 4 and scores["by_type"]["orientation"]["score"] == 1.0
+
+
+def test_an_answer_that_is_no_option_is_refused(tmp_path):
+    rows = [{**THREEDSR_ROWS[0], "answer": "C"}]
+    write_hf_parquet(tmp_path / "test.parquet", rows, THREEDSR_SCHEMA, {})
+    with pytest.raises(SgeoError, match="index 0: answer 'C' is not one of its options"):
+        load_benchmark("3dsrbench", tmp_path / "test.parquet")
