@@ -275,7 +275,7 @@ def evaluate(
         None,
         help="image root (default: the benchmark file's folder; SpatialScore: the folder above dataset/)",
     ),
-    model: str = typer.Option("tiny", help=MODEL_HELP),
+    model: str = typer.Option("tiny", help=MODEL_HELP + ", or openai:NAME with --endpoint"),
     out: Path = typer.Option(..., help="output directory: answers.jsonl, scores.json, scores.png"),
     protocol: str | None = typer.Option(
         None,
@@ -307,6 +307,14 @@ def evaluate(
     system: str | None = typer.Option(
         None, help="--protocol sgeo: the system message of every prompt (default: the model's template's own)"
     ),
+    endpoint: str | None = typer.Option(
+        None,
+        help="with --model openai:NAME: the OpenAI-compatible API that answers (e.g. https://api.openai.com/v1, "
+        "a vLLM server, another sgeo serve); key from OPENAI_API_KEY",
+    ),
+    concurrency: int | None = typer.Option(
+        None, help="--model openai:NAME: requests in flight at once (default 8); 429/5xx are retried"
+    ),
 ):
     """Run a model over a spatial VQA benchmark and score it."""
     from .jobs.eval import EvalConfig, run_eval
@@ -330,6 +338,8 @@ def evaluate(
             judge_model=judge_model,
             precision=precision,
             system=system,
+            endpoint=endpoint,
+            concurrency=concurrency,
         )
     )
 
@@ -358,18 +368,37 @@ def compose(
 
 @app.command()
 def score(
-    answers: Path = typer.Argument(..., help="answers.jsonl"),
+    answers: list[Path] = typer.Argument(..., help="answers.jsonl; with --compare: run folders of sgeo eval"),
     bench: str = typer.Option("spatialrgpt", help=BENCH_HELP),
-    out: Path | None = typer.Option(None, help="default: the answers file's folder"),
+    out: Path | None = typer.Option(
+        None, help="default: the answers file's folder (--compare: the current folder)"
+    ),
     judge: str | None = typer.Option(
         None, help="OpenAI-compatible endpoint to score as SpatialRGPT's judge (verdicts cached in ANSWERS)"
     ),
     judge_model: str | None = typer.Option(None, help="the judge's model name (default: the first it lists)"),
+    compare: bool = typer.Option(
+        False, "--compare", help="set the runs' scores side by side: a table, compare.json and compare.png"
+    ),
+    published: bool = typer.Option(
+        False, "--published", help="--compare: also the published figures of reference models, sources named"
+    ),
 ):
-    """Score an existing answers file (no model is run)."""
-    from .jobs.score import run_score
+    """Score an existing answers file (no model is run), or compare several scored runs."""
+    from .jobs.score import run_compare, run_score
 
-    print(run_score(answers, bench, out, judge=judge, judge_model=judge_model)["table"])
+    if compare:
+        if judge is not None:
+            raise SgeoError("--judge applies to scoring an answers file, not to --compare")
+        print(run_compare(answers, out, published=published)["table"])
+        return
+    if published:
+        raise SgeoError("--published applies to --compare: sgeo score --compare RUN_DIR ... --published")
+    if len(answers) != 1:
+        raise SgeoError(
+            f"sgeo score takes one answers file, got {len(answers)}; several runs: sgeo score --compare RUN_DIR ..."
+        )
+    print(run_score(answers[0], bench, out, judge=judge, judge_model=judge_model)["table"])
 
 
 @app.command()

@@ -24,8 +24,9 @@ ANSWERS_FILE = "answers.jsonl"
 # The options that change an answer, declared once: every answers.jsonl record carries them, and a run
 # resumed into the same --out with any of them different is refused (its answers would be mixed with, or
 # taken from, answers asked another way). `seed` only when the protocol samples; `multi_image` only for
-# SpatialScore (the one benchmark with items of several images); `model` is the answering model's identity;
-# `precision` the compute dtype (bf16 and fp32 answer differently); `system` the --system message (None: the
+# SpatialScore (the one benchmark with items of several images); `model` is the answering model's identity
+# ("openai:NAME@API_BASE" for a model behind an endpoint, see jobs.remote); `precision` the compute dtype (bf16
+# and fp32 answer differently; None for an endpoint's model); `system` the --system message (None: the
 # template's). Not among them: batch size (per-item seeds), --limit, --image-root (the same files elsewhere),
 # the judge, and the device itself. The template is the model's own, so `model` covers it.
 ANSWER_OPTIONS = ("protocol", "seed", "model", "max_new_tokens", "format_hint", "multi_image", "precision",
@@ -56,6 +57,8 @@ class EvalConfig:
     judge_model: str | None = None
     precision: str | None = None  # bf16 | fp16 | fp32; None: bf16 on GPU, fp32 on CPU (see ask.pick_device)
     system: str | None = None  # sgeo protocol: the system message of every prompt (None: the template's own)
+    endpoint: str | None = None  # with model "openai:NAME": the OpenAI-compatible API (jobs.remote)
+    concurrency: int | None = None  # a remote model: requests in flight at once (None: remote's default)
 
 
 def run_eval(config: EvalConfig, loaded: tuple | None = None, quiet: bool = False) -> dict[str, Any]:
@@ -81,7 +84,7 @@ def run_eval(config: EvalConfig, loaded: tuple | None = None, quiet: bool = Fals
     )
     from .score import check_judge, read_answers, score_answers
 
-    for name in ("batch_size", "max_new_tokens", "limit"):
+    for name in ("batch_size", "max_new_tokens", "limit", "concurrency"):
         value = getattr(config, name)
         if value is not None and value < 1:
             raise SgeoError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
@@ -95,6 +98,7 @@ def run_eval(config: EvalConfig, loaded: tuple | None = None, quiet: bool = Fals
             "--system applies to --protocol sgeo; the reference protocol asks with the benchmark's own system prompt"
         )
     check_judge(bench, config.judge)  # a judge where none applies, or none where only a judge scores
+    remote = _check_remote(config, loaded)  # None: a local model
     decoding = decoding_for(bench, protocol, config.max_new_tokens)
     items = load_benchmark(bench, config.data)[: config.limit]
     prompts = {
@@ -113,17 +117,21 @@ def run_eval(config: EvalConfig, loaded: tuple | None = None, quiet: bool = Fals
     from ..model import resolve_model
     from ..model.identity import model_identity
 
-    model_ref = resolve_model(config.model) if loaded is None else None
-    dtype = pick_device(config.device, config.precision)[1] if loaded is None else loaded[0].dtype
+    model_ref = resolve_model(config.model) if loaded is None and remote is None else None
+    if remote is not None:
+        dtype = None  # the endpoint's own, unknown here: the model's identity stands for it
+    else:
+        dtype = pick_device(config.device, config.precision)[1] if loaded is None else loaded[0].dtype
     run = {
         "protocol": protocol,
         **({"seed": config.seed} if decoding.sample else {}),
         # who answers: a rerun with another model must not mix into these answers
         **({"model": model_identity(model_ref)} if model_ref is not None else {}),
+        **({"model": remote.identity} if remote is not None else {}),
         "max_new_tokens": decoding.max_new_tokens,
         "format_hint": config.format_hint,
         **({"multi_image": config.multi_image} if get_benchmark(bench).multi_image else {}),
-        "precision": _DTYPE_NAMES.get(str(dtype), str(dtype)),
+        "precision": None if dtype is None else _DTYPE_NAMES.get(str(dtype), str(dtype)),
         "system": config.system,
     }
     assert set(run) <= set(ANSWER_OPTIONS), "declare every recorded option in ANSWER_OPTIONS"
@@ -138,7 +146,13 @@ def run_eval(config: EvalConfig, loaded: tuple | None = None, quiet: bool = Fals
         say(
             f"eval: {blind} items have no <image> in their human turn; as in the reference, they get no image"
         )
-    if todo:
+    if todo and remote is not None:
+        from .remote import DEFAULT_CONCURRENCY, answer_remote
+
+        recorded = {**run, "model_name": str(config.model)}
+        concurrency = config.concurrency or DEFAULT_CONCURRENCY
+        answer_remote(remote, todo, prompts, root, answers, decoding, concurrency, recorded, say)
+    elif todo:
         model, processor = (
             loaded
             if loaded is not None
@@ -161,6 +175,26 @@ def run_eval(config: EvalConfig, loaded: tuple | None = None, quiet: bool = Fals
         )
     say(f"eval: answers {answers}; scores {result['files']['scores']}, {result['files']['plot']}")
     return result
+
+
+def _check_remote(config: EvalConfig, loaded: tuple | None):
+    """The remote model of `--model openai:NAME --endpoint URL` (None for a local one), refusing in one line
+    the options that apply to one kind only."""
+    from .remote import remote_model
+
+    remote = remote_model(config.model, config.endpoint)
+    if remote is None:
+        if config.concurrency is not None:
+            raise SgeoError(
+                "--concurrency applies to a model behind an API (--model openai:NAME --endpoint URL)"
+            )
+        return None
+    if loaded is not None:
+        raise SgeoError("a model already loaded cannot answer as openai:; pass no loaded model")
+    for name in ("device", "precision"):
+        if getattr(config, name) is not None:
+            raise SgeoError(f"--{name} applies to a local model; {config.model} runs where its endpoint runs")
+    return remote
 
 
 def _answered(records: list[dict[str, Any]], run: dict[str, Any], answers: Path) -> set[str]:

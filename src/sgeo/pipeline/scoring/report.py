@@ -269,3 +269,137 @@ def plot_suite(runs: dict[str, dict[str, Any]], path: Path) -> Path:
     ax.set_title("sgeo eval: one bar per benchmark (n above bars)", fontsize=10)
     fig.savefig(Path(path), dpi=120)
     return Path(path)
+
+
+def _unit(name: str, value: Any) -> tuple[str, float]:
+    """(unit, number) of a benchmark's own figure, by `_figure`'s rule: "n" (a count), "points" (as it is),
+    or "%" (a fraction, times 100)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return "n", float(value)
+    points = "score" in name.lower() or "points" in name.lower()
+    if points or not 0.0 <= float(value) <= 1.0:
+        return "points", float(value)
+    return "%", 100.0 * float(value)
+
+
+def _group_rows(scores: dict[str, Any]) -> dict[str, float]:
+    """The reference's report groups (SpatialRGPT-Bench's "left/right", ...) as % of their items: the
+    categories of one group pooled, as the papers' tables report them."""
+    pooled: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0])
+    for s in scores.get("by_category", {}).values():
+        if group := s.get("group"):
+            pooled[group][0] += s["score"] * s["n"]
+            pooled[group][1] += s["n"]
+    return {group: 100.0 * credit / n for group, (credit, n) in sorted(pooled.items()) if n}
+
+
+def compare_rows(columns: dict[str, dict[str, dict[str, Any]]], published: list | None = None) -> list[dict]:
+    """Rows of several runs' figures: {"bench", "figure", "unit" ("%", "n", "points"), "values": {column:
+    number or None}}. `columns` maps a run's label to its {benchmark: scores}; per benchmark: items, mean item
+    score, the benchmark's own headline figures, report groups, each type and category. `published`
+    (`published_figures.PublishedFigure`s) adds a column per reference model, on the row of the same figure
+    (a row of its own where the runs have none)."""
+    labels = list(columns)
+    table: dict[tuple[str, str], dict] = {}
+
+    def put(bench: str, figure: str, unit: str, label: str, value: float | None) -> None:
+        row = table.setdefault(
+            (bench, figure), {"bench": bench, "figure": figure, "unit": unit, "values": {}}
+        )
+        row["values"][label] = value
+
+    for label, benches in columns.items():
+        for bench, scores in benches.items():
+            overall = scores["overall"]
+            put(bench, "items", "n", label, float(overall["n"]))
+            put(bench, "mean item score", "%", label, 100.0 * overall["score"])
+            for name, value in ((scores.get("benchmark") or {}).get("headline") or {}).items():
+                if isinstance(value, (int, float)) and not isinstance(value, bool):
+                    unit, number = _unit(name, value)
+                    put(bench, name, unit, label, number)
+            for group, value in _group_rows(scores).items():
+                put(bench, f"group {group}", "%", label, value)
+            for part, word in (("by_type", "type"), ("by_category", "category")):
+                for name, s in scores.get(part, {}).items():
+                    put(bench, f"{word} {name}", "%", label, 100.0 * s["score"])
+    for figure in published or []:
+        key = (figure.bench, figure.figure)
+        if key not in table:
+            table[key] = {"bench": figure.bench, "figure": figure.figure, "unit": figure.unit, "values": {}}
+        table[key]["values"][figure.column] = figure.value
+    extra = list(dict.fromkeys(f.column for f in published or []))
+    for row in table.values():  # every row names every column, None where it has no figure
+        row["values"] = {c: row["values"].get(c) for c in [*labels, *extra]}
+    return list(table.values())
+
+
+def _cell(value: float | None, unit: str) -> str:
+    if value is None:
+        return ""
+    return str(int(value)) if unit == "n" else f"{value:.2f}" if unit == "points" else f"{value:.1f}"
+
+
+def compare_table(
+    rows: list[dict],
+    labels: list[str],
+    models: dict[str, list[str]] | None = None,
+    published: list | None = None,
+) -> str:
+    """Aligned text of `compare_rows`: one column per run (and per published reference), % to one decimal;
+    the models that answered each run, and the source of each published figure, below."""
+    columns = list(rows[0]["values"]) if rows else labels
+    lines_rows = [("benchmark", "figure", *columns)]
+    lines_rows += [
+        (
+            r["bench"],
+            f"{r['figure']}{' %' if r['unit'] == '%' else ''}",
+            *(_cell(v, r["unit"]) for v in r["values"].values()),
+        )
+        for r in rows
+    ]
+    widths = [max(len(r[i]) for r in lines_rows) for i in range(len(lines_rows[0]))]
+    lines = [
+        "  ".join(
+            [
+                r[0].ljust(widths[0]),
+                r[1].ljust(widths[1]),
+                *(c.rjust(w) for c, w in zip(r[2:], widths[2:], strict=True)),
+            ]
+        ).rstrip()
+        for r in lines_rows
+    ]
+    for label in labels:
+        if (models or {}).get(label):
+            lines.append(f"{label}: answered by {', '.join(models[label])}")
+    for column, source in dict.fromkeys((f.column, f.source) for f in published or []):
+        lines.append(f"{column}: {source}")
+    return "\n".join(lines)
+
+
+def plot_compare(rows: list[dict], path: Path) -> Path:
+    """Grouped bars (%): for each benchmark, its mean item score and its own headline figures, one bar per run
+    (and per published reference); the per-type and per-category figures are in the table."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    shown = [r for r in rows if r["unit"] == "%" and not r["figure"].startswith(("type ", "category "))]
+    columns = list(rows[0]["values"]) if rows else []
+    fig = Figure(
+        figsize=(max(5.0, 0.35 * len(shown) * max(1, len(columns)) + 2.5), 4.5), layout="constrained"
+    )
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot(1, 1, 1)
+    width = 0.8 / max(1, len(columns))
+    for k, column in enumerate(columns):
+        heights = [r["values"].get(column) for r in shown]
+        xs = [i + (k - (len(columns) - 1) / 2) * width for i in range(len(shown))]
+        ax.bar(xs, [0.0 if h is None else h for h in heights], width, label=column)
+    names = [f"{r['bench']}: {r['figure']}" for r in shown]
+    ax.set_xticks(range(len(shown)), names, rotation=40, ha="right", fontsize=7)
+    ax.set_ylim(0, 105)
+    ax.set_ylabel("%")
+    ax.set_title("sgeo score --compare", fontsize=10)
+    if columns:
+        ax.legend(fontsize=7)
+    fig.savefig(Path(path), dpi=120)
+    return Path(path)
