@@ -303,7 +303,11 @@ def test_token_ids_and_labels_equal_llavas(reference_env, tmp_path, legacy):
         processor = SpatialGeoProcessor(processor.image_processor, load_tokenizer(tmp_path),
                                         processor.num_image_tokens, tokenization="llava")  # fmt: skip
     assert processor.tokenizer.legacy is legacy
-    tokenizer, width, image_id = processor.tokenizer, processor.num_image_tokens, processor.image_token_id
+    width, image_id = processor.num_image_tokens, processor.image_token_id
+    # the oracle tokenizes as LLaVA's pinned slow LlamaTokenizer does, whatever transformers is installed
+    from test_llava_tokenization import Slow437LlamaTokenizer
+
+    tokenizer = Slow437LlamaTokenizer(tmp_path if legacy else reference_env.llava, legacy=legacy)
     kinds = set()
     supervised = 0
     for kind, sample in _generated_samples(210):
@@ -332,7 +336,7 @@ def test_token_ids_and_labels_equal_llavas(reference_env, tmp_path, legacy):
     # the text after an image starts with SentencePiece's word-start piece, as LLaVA trained on it
     ids = processor.tokenize([{"from": "human", "value": "<image>\nWhat?"}], "vicuna_v1", True)["input_ids"]
     after = ids[ids.index(image_id) + width]
-    assert tokenizer.convert_ids_to_tokens(after) == "▁"
+    assert processor.tokenizer.convert_ids_to_tokens(after) == "▁"
 
 
 # -- imported weights ------------------------------------------------------------------------------

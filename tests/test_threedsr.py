@@ -30,8 +30,8 @@ def test_reference_prompt_is_lmms_evals(tmp_path):
     item = load_benchmark("3dsrbench", write_threedsr(tmp_path))[1]
     expected = (
         f"{VICUNA} USER: <image>\nQuestion: Which object is higher in the 3D world space, the lamp or the table?\n"
-        "Options:\nA. table\nB. lamp\nPlease select the correct answer from the options above. ASSISTANT:"
-    )  # the post-prompt's trailing " \n" is not sent: sgeo's template renderer strips each turn
+        "Options:\nA. table\nB. lamp\nPlease select the correct answer from the options above. \n ASSISTANT:"
+    )  # the post-prompt's trailing " \n" is sent, as lmms-eval's llava puts the question in the template as it is
     assert prompt_text(build_prompt(item, "3dsrbench", "reference")) == expected
     assert decoding_for("3dsrbench", "reference").max_new_tokens == 4096
 

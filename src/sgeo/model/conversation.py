@@ -53,11 +53,21 @@ def get_template(name: str) -> Template:
     return TEMPLATES[name]
 
 
-def normalise_turns(conversations: list[dict]) -> list[tuple[str, str]]:
+def images_in_front(text: str) -> bool:
+    """Whether `text` is already in the form LLaVA's eval scripts write: "<image>\n" per image, then text
+    holding no other `<image>`."""
+    k = text.count(IMAGE_TOKEN)
+    return k > 0 and text.startswith((IMAGE_TOKEN + "\n") * k)
+
+
+def normalise_turns(conversations: list[dict], as_written: bool = False) -> list[tuple[str, str]]:
     """LLaVA-format turns -> [(role, text)] with `<image>` moved to the front of its turn, as LLaVA does.
 
     A turn with k `<image>` starts with k of them, each followed by "\n", then the rest of its text: the
     images keep their order, and a single image gives exactly LLaVA's "<image>\n" + text.
+    `as_written`: a turn already in that form is kept byte for byte (a prompt, not training data: LLaVA's
+    and SpatialGeo's eval scripts put the question in the template as it is, trailing space or newline
+    included; only training's preprocess_multimodal strips it).
     """
     turns = []
     for i, turn in enumerate(conversations):
@@ -67,7 +77,9 @@ def normalise_turns(conversations: list[dict]) -> list[tuple[str, str]]:
         if role != ("human" if i % 2 == 0 else "gpt"):
             raise ValueError(f"turn {i} is from {role!r}; turns must alternate human, gpt, human, ...")
         text = turn.get("value") or ""
-        if images := text.count(IMAGE_TOKEN):
+        if as_written and images_in_front(text):
+            pass
+        elif images := text.count(IMAGE_TOKEN):
             # LLaVA strips the result too: a turn that is only "<image>" stays "<image>"
             text = ((IMAGE_TOKEN + "\n") * images + text.replace(IMAGE_TOKEN, "").strip()).strip()
         turns.append((role, text))
@@ -85,13 +97,17 @@ def render(
     if hasattr(template, "render"):  # an LLM's own chat template (chat_template.ChatTemplate) renders itself
         return template.render(conversations, add_generation_prompt=add_generation_prompt)
     template = get_template(template) if isinstance(template, str) else template
-    turns = normalise_turns(conversations)
+    turns = normalise_turns(conversations, as_written=add_generation_prompt)
     if template.name == "plain":
         return _render_plain(turns, add_generation_prompt)
 
     text, spans = template.system + template.sep, []
     for role, message in turns:
-        if role == "human":
+        if not message:
+            # LLaVA's get_prompt writes an empty message as "ROLE:" with no separator; nothing is supervised
+            # (preprocess_v1's round check then splits that text as it is, mostly ignoring every label)
+            text += f"{template.roles[0 if role == 'human' else 1]}:"
+        elif role == "human":
             text += f"{template.roles[0]}: {message}{template.sep}"
         else:
             # The space after "ASSISTANT:" belongs to the reply: the generation prompt ends at the colon,

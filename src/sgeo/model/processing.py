@@ -139,12 +139,23 @@ class SpatialGeoProcessor:
         # the LLM's generation_config.json eos ids (a chat model's end-of-turn tokens among them)
         self.eos_token_ids = [int(i) for i in eos_token_ids]
         self.image_token_id = tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
+        # LLaVA's slow SentencePiece rule, from the tokenizer's tokenizer.model (None without one: a model saved
+        # before processors wrote it keeps the installed tokenizer's ids)
+        self.llava_text = None
+        if tokenization == "llava":
+            from .llava_text import SlowLlamaText
+
+            self.llava_text = SlowLlamaText.for_tokenizer(tokenizer)
         self._chat_templates: dict[str | None, ChatTemplate] = {}  # by system message: built once each
 
     # -- persistence ---------------------------------------------------------------------------------
     def save_pretrained(self, directory: str | Path) -> None:
         directory = Path(directory)
         self.tokenizer.save_pretrained(directory)
+        if self.llava_text is not None:  # transformers writes only tokenizer.json; the slow rule reads this
+            from .llava_text import SPM_FILE
+
+            (directory / SPM_FILE).write_bytes(self.llava_text.model_proto)
         self.image_processor.save_pretrained(directory)
         (directory / PROCESSOR_FILE).write_text(json.dumps(self.settings(), indent=2, sort_keys=True) + "\n")
 
@@ -284,15 +295,24 @@ class SpatialGeoProcessor:
 
         text, _ = render(template, conversations, add_generation_prompt=add_generation_prompt)
         has_image = IMAGE_TOKEN in text
+        tokenizer = self.llava_text or self.tokenizer
+        pad = self.tokenizer.pad_token_id  # LLaVA's is <unk>
         if add_generation_prompt:
-            ids = tokenizer_image_token(text, self.tokenizer) if has_image else self.tokenizer(text).input_ids
+            # without <image>: the whole text, as tokenizer(text)
+            ids = tokenizer_image_token(text, tokenizer)
             labels = [IGNORE_INDEX] * len(ids)
         elif template.name == "plain":
-            ids, labels = plain_labels(text, self.tokenizer)
+            ids, labels = plain_labels(text, tokenizer)
         else:
-            ids, labels = v1_labels(text, template, self.tokenizer, has_image, self.model_max_length)
+            ids, labels = v1_labels(text, template, tokenizer, has_image, self.model_max_length, pad)
         input_ids, expanded = [], []
+        # LLaVA's collator masks the pad id (its pad is <unk>) and prepare_inputs_labels_for_multimodal then
+        # drops the masked tokens, so a literal "<unk>" in training text never reaches the model; its eval
+        # passes no mask, so a prompt keeps it
+        dropped = pad if not add_generation_prompt and pad == self.tokenizer.unk_token_id else None
         for token_id, label in zip(ids, labels, strict=True):
+            if token_id == dropped:
+                continue
             if token_id == IMAGE_INDEX:  # what LLaVA's prepare_inputs_labels_for_multimodal puts there
                 input_ids.extend([self.image_token_id] * self.num_image_tokens)
                 expanded.extend([IGNORE_INDEX] * self.num_image_tokens)
@@ -306,9 +326,13 @@ class SpatialGeoProcessor:
         if len(input_ids) > limit:
             # Any image token past the cut would leave its image's features without positions.
             if self.image_token_id in input_ids[limit:]:
+                # name which image is cut and what the whole needs: with several images, "an image" misleads
+                width, total = self.num_image_tokens, self.num_images(input_ids)
+                cut = self.num_images(input_ids[:limit]) + 1
+                which = "its only image" if total == 1 else f"image {cut} of its {total}"
                 raise ValueError(
-                    f"model_max_length={limit} would cut through an image's {self.num_image_tokens} tokens; "
-                    "raise the maximum length"
+                    f"model_max_length={limit} would cut through an image's {width} tokens ({which}; the prompt "
+                    f"needs {len(input_ids)} tokens, {total * width} of them images'); raise the maximum length"
                 )
             input_ids, labels = input_ids[:limit], labels[:limit]
         return {"input_ids": input_ids, "labels": labels}

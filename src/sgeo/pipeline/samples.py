@@ -3,8 +3,10 @@
 `check_sample` returns the sample to train (LLaVA's silent fixes applied: a first turn that is not from the
 human is dropped, as `preprocess_v1` does) or the reason it cannot be trained at all (a turn that is not an
 object, a value that is not text, an unknown speaker, turns that do not alternate, `<image>` tokens that do not
-match the sample's image). The trainer refuses a file with such samples before it starts, naming the first
-few, instead of failing at step N.
+match the sample's image). Also LLaVA's: several `<image>` in one turn become one at its front
+(`preprocess_multimodal`), and a sample whose remaining text has no `<image>` trains its text without the
+image (LLaVA encodes the image and places it nowhere). The trainer refuses a file with such samples before it
+starts, naming the first few, instead of failing at step N.
 """
 
 from __future__ import annotations
@@ -59,11 +61,32 @@ def check_sample(sample, *, needs_image: bool = False, plain: bool = False) -> C
         return Checked(None, problem=f"has a non-string 'image' field {sample['image']!r}")
     if not has_image:
         if images:
+            # LLaVA would train the characters "<image>" as text; here <image> is the image's placeholder
             return Checked(None, problem=f"has {images} {IMAGE_TOKEN} in its text but no 'image' field")
         if needs_image:
             return Checked(None, fix="no_image")
-    elif images != 1:
-        return Checked(None, problem=f"has one image but {images} {IMAGE_TOKEN} tokens in its text")
+    elif images == 0:
+        if plain:  # LLaVA's preprocess_plain asserts the caption pair shows the image
+            return Checked(None, problem=f"has an image but no {IMAGE_TOKEN} in its text")
+        # LLaVA encodes the image and places it nowhere (its features are cut to [0:0] for a sample with no
+        # image token): the text trains alone, as here without the image
+        sample = {k: v for k, v in sample.items() if k != "image"}
+        return Checked({**sample, "conversations": turns}, fix=fix or "image_without_token")
+    else:
+        with_image = [i for i, turn in enumerate(turns) if IMAGE_TOKEN in turn["value"]]
+        if len(with_image) > 1:
+            # LLaVA would give each such turn an image of its own (the next sample's): nothing sane to train
+            return Checked(
+                None,
+                problem=f"has one image but {IMAGE_TOKEN} in {len(with_image)} turns "
+                f"({', '.join(map(str, with_image))}); put it in one turn",
+            )
+        if images > 1:
+            # LLaVA's preprocess_multimodal: every <image> of the turn taken out, one put at its front
+            k = with_image[0]
+            merged = (IMAGE_TOKEN + "\n" + turns[k]["value"].replace(IMAGE_TOKEN, "").strip()).strip()
+            turns = [*turns[:k], {**turns[k], "value": merged}, *turns[k + 1 :]]
+            fix = fix or "image_tokens_merged"
     if plain and len(turns) != 2:
         return Checked(
             None, problem=f"the plain template takes one (image, caption) pair, not {len(turns)} turns"
