@@ -449,6 +449,49 @@ def test_compose_extract_train_ask_eval_for_four_families(llms, towers, syntheti
         assert not any(text in r["pred"] for r in records for text in TEMPLATE_TEXT)
     qwen_asked = next(r for r in results if r["args"][0] == "ask" and "--system" in r["args"])
     assert qwen_asked["code"] == 0
+    for repo_id in FAMILIES:  # sgeo serve answers an OpenAI-style request in the family's template
+        answer = _served_answer(work / f"{short(repo_id)}-s2", image, work / f"{short(repo_id)}-serve")
+        assert answer["choices"][0]["finish_reason"] in ("stop", "length"), answer
+        content = answer["choices"][0]["message"]["content"]
+        assert isinstance(content, str) and not any(text in content for text in TEMPLATE_TEXT), answer
+
+
+def _served_answer(model: Path, image: Path, work: Path) -> dict:
+    """Start `sgeo serve --model MODEL --port 0`, ask one question about `image` over HTTP, stop the server."""
+    import base64
+    import os
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    work.mkdir()
+    log = work / "stdout.txt"
+    with open(log, "w") as stdout, open(work / "stderr.txt", "w") as stderr:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "sgeo.cli", "serve", "--model", str(model), "--port", "0"],
+            stdout=stdout, stderr=stderr, env=os.environ.copy(),
+        )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 180
+        while "sgeo serve: http://" not in log.read_text():
+            assert server.poll() is None, (work / "stderr.txt").read_text()[-3000:]
+            assert time.monotonic() < deadline, "sgeo serve did not start in 180 s"
+            time.sleep(0.2)
+        url = log.read_text().split("sgeo serve: ")[1].split()[0].rstrip("/")
+        data_url = f"data:image/png;base64,{base64.b64encode(image.read_bytes()).decode()}"
+        body = {"messages": [{"role": "user", "content": [{"type": "text", "text": "Where is the red box?"},
+                {"type": "image_url", "image_url": {"url": data_url}}]}], "max_tokens": 6, "temperature": 0}  # fmt: skip
+        request = urllib.request.Request(
+            f"{url}/v1/chat/completions",
+            data=json.dumps(body).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=120) as response:
+            return json.loads(response.read())
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
 
 
 # -- learning: two families from one store ------------------------------------------------------------------
