@@ -242,6 +242,13 @@ def serve(
     device: str | None = typer.Option(None, help="cpu or cuda (default: cuda when available)"),
     load_4bit: bool = typer.Option(False, "--load-4bit"),
     load_8bit: bool = typer.Option(False, "--load-8bit"),
+    api_key: str | None = typer.Option(
+        None, envvar="SGEO_API_KEY", show_default=False,
+        help="require 'Authorization: Bearer KEY' on /v1 and KEY as the page's password (needed off loopback)",
+    ),  # fmt: skip
+    no_auth: bool = typer.Option(False, "--no-auth", help="serve a non-loopback --host without a key"),
+    max_batch: int = typer.Option(32, help="answers generated together (continuous batching)"),
+    max_queue: int = typer.Option(32, help="requests that may wait beyond --max-batch; more get HTTP 429"),
 ):
     """Web demo (Gradio) and OpenAI-compatible POST /v1/chat/completions for one model, on one server."""
     from .jobs.serve import ServeConfig, run_serve
@@ -259,6 +266,10 @@ def serve(
             device=device,
             load_4bit=load_4bit,
             load_8bit=load_8bit,
+            api_key=api_key,
+            no_auth=no_auth,
+            max_batch=max_batch,
+            max_queue=max_queue,
         )
     )
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import hmac
+import ipaddress
 import os
+import re
 import socket
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,9 +29,42 @@ class ServeConfig:
     device: str | None = None
     load_4bit: bool = False
     load_8bit: bool = False
+    api_key: str | None = None  # required as `Authorization: Bearer KEY` on /v1, and as the page's password
+    no_auth: bool = False  # serve a non-loopback --host without a key, deliberately
+    max_batch: int = 32  # answers generated together
+    max_queue: int = 32  # requests waiting beyond those; more get 429
+
+
+def _is_loopback(host: str) -> bool:
+    """Whether every address `host` names is this machine's loopback (one that does not resolve is left to
+    `_bind`, which says so)."""
+    try:
+        infos = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror:
+        return True
+    return all(ipaddress.ip_address(info[4][0].split("%")[0]).is_loopback for info in infos)
+
+
+def _check_auth(config: ServeConfig) -> None:
+    if config.api_key is not None and config.no_auth:
+        raise SgeoError("--api-key (or SGEO_API_KEY) and --no-auth contradict each other; choose one")
+    if config.api_key is not None and not re.fullmatch(r"[!-~]+", config.api_key):
+        raise SgeoError(
+            "--api-key (or SGEO_API_KEY) must be printable ASCII, without spaces (it travels in an HTTP header)"
+        )
+    if config.api_key is None and not config.no_auth and not _is_loopback(config.host):
+        raise SgeoError(
+            f"--host {config.host} opens the model to the network: pass --api-key KEY (or set SGEO_API_KEY) so "
+            "clients must send 'Authorization: Bearer KEY', or --no-auth to serve it to anyone deliberately"
+        )
 
 
 def _check(config: ServeConfig) -> None:
+    _check_auth(config)
+    if not 1 <= config.max_batch <= 1024:
+        raise SgeoError(f"--max-batch must be from 1 to 1024, got {config.max_batch}")
+    if not 0 <= config.max_queue <= 100_000:
+        raise SgeoError(f"--max-queue must be from 0 to 100000, got {config.max_queue}")
     if not 0 <= config.port <= 65535:
         raise SgeoError(f"--port must be from 0 to 65535 (0: any free port), got {config.port}")
     if config.image_root is not None and not config.image_root.is_dir():
@@ -61,8 +97,29 @@ def _bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def build_app(engine, limits, max_body_bytes: int, examples, temperature: float, max_tokens: int):
-    """The FastAPI app: the API routes first, the Gradio page mounted at `/` behind them."""
+LOGIN_MESSAGE = "Enter the server's API key as the password (any user name)."
+
+
+def _password_check(api_key: str):
+    """Gradio's login check: the password is the API key (compared in constant time), the user name free."""
+
+    def check(username: str, password: str) -> bool:
+        return hmac.compare_digest(password.encode(), api_key.encode())
+
+    return check
+
+
+def build_app(
+    engine,
+    limits,
+    max_body_bytes: int,
+    examples,
+    temperature: float,
+    max_tokens: int,
+    api_key: str | None = None,
+):
+    """The FastAPI app: the API routes first, the Gradio page mounted at `/` behind them; with `api_key`, the
+    API wants it as a bearer token and the page as the password of its login form (any user name)."""
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no calls home from the server
     import gradio as gr
     from fastapi import FastAPI
@@ -71,12 +128,13 @@ def build_app(engine, limits, max_body_bytes: int, examples, temperature: float,
     from .web import CSS, build_page, theme
 
     app = FastAPI(title="sgeo", docs_url=None, redoc_url=None, openapi_url=None)
-    add_api(app, engine, limits, max_body_bytes)
+    add_api(app, engine, limits, max_body_bytes, api_key)
     page = build_page(engine, limits, examples, temperature, max_tokens)
+    login = {"auth": _password_check(api_key), "auth_message": LOGIN_MESSAGE} if api_key else {}
     app = gr.mount_gradio_app(
         app, page, path="/", theme=theme(), css=CSS, ssr_mode=False, mcp_server=False, run_history=False,
         max_file_size=max_body_bytes, allowed_paths=sorted({str(p.parent) for p, _ in examples}),
-        footer_links=["gradio", "settings"],
+        footer_links=["gradio", "settings"], **login,
     )  # fmt: skip
     # Gradio checks that a file named in a call was uploaded (and copies nothing else) only once `launch()`
     # has set `has_launched`; a mounted app never launches, so without this its call API copies any file a
@@ -98,7 +156,7 @@ def run_serve(config: ServeConfig) -> None:
 
     hf_logging.disable_progress_bar()
     model, processor = load_for_inference(config.model, config.device, config.load_4bit, config.load_8bit)
-    engine = Engine(model, processor, config.model)
+    engine = Engine(model, processor, config.model, config.max_batch, config.max_queue)
     max_body = int(config.max_request_mb * 2**20)
     limits = Limits(
         image_root=config.image_root.resolve() if config.image_root else None,
@@ -106,7 +164,9 @@ def run_serve(config: ServeConfig) -> None:
         max_tokens_limit=engine.max_length, max_file_bytes=max_body,
         max_decoded_bytes=int(config.max_image_mb * 2**20),
     )  # fmt: skip
-    app = build_app(engine, limits, max_body, examples(), config.temperature, config.max_new_tokens)
+    app = build_app(
+        engine, limits, max_body, examples(), config.temperature, config.max_new_tokens, config.api_key
+    )
 
     import uvicorn
 
@@ -117,4 +177,7 @@ def run_serve(config: ServeConfig) -> None:
         flush=True,
     )
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=2))
-    server.run(sockets=[sock])
+    try:
+        server.run(sockets=[sock])
+    finally:
+        engine.close()

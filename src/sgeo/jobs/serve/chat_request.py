@@ -27,9 +27,12 @@ from ...pipeline.images import DEFAULT_MAX_PIXELS, decode_image, read_file, reso
 class ApiError(Exception):
     """A request the server refuses: HTTP `status`, OpenAI-style error `type`, one-line `message`."""
 
-    def __init__(self, status: int, message: str, type: str = "invalid_request_error"):
+    def __init__(
+        self, status: int, message: str, type: str = "invalid_request_error", headers: dict | None = None
+    ):
         super().__init__(message)
         self.status, self.message, self.type = status, " ".join(message.split()), type
+        self.headers = headers or {}
 
     def body(self) -> dict:
         return {"error": {"message": self.message, "type": self.type}}
@@ -61,6 +64,9 @@ class ChatRequest:
     temperature: float
     max_tokens: int
     stream: bool
+    seed: int | None = None  # sampling's seed: the same request and seed give the same answer
+    system: str | None = None  # replaces the template's system prompt
+    stop: tuple[str, ...] = ()  # strings that end the answer
 
 
 def parse_chat_request(body: bytes, limits: Limits) -> ChatRequest:
@@ -76,13 +82,16 @@ def parse_chat_request(body: bytes, limits: Limits) -> ChatRequest:
     messages = request.get("messages")
     if not isinstance(messages, list) or not messages:
         raise ApiError(400, "'messages' must be a non-empty list of {role, content} objects")
-    if len(messages) % 2 == 0:
+    system, first = None, 0
+    if isinstance(messages[0], dict) and messages[0].get("role") == "system":
+        system, first = _system_text(messages[0]), 1
+    if (len(messages) - first) % 2 == 0:
         raise ApiError(400, "the last message must be from the user: it holds the question to answer")
     if request.get("n") not in (None, 1):
         raise ApiError(400, "only n=1 is supported: one choice per request")
     texts, image_urls = [], []
-    for i, message in enumerate(messages):
-        text, urls = _read_message(i, message)
+    for i, message in enumerate(messages[first:], start=first):
+        text, urls = _read_message(i, message, first)
         texts.append(text)
         image_urls += urls
     if not image_urls:
@@ -106,19 +115,32 @@ def parse_chat_request(body: bytes, limits: Limits) -> ChatRequest:
             _number(request, tokens_key, limits.max_tokens, 1, limits.max_tokens_limit, integer=True)
         ),
         stream=_flag(request, "stream"),
+        seed=_seed(request),
+        stop=_stop(request.get("stop")),
+        system=system,
     )
 
 
-def _read_message(i: int, message) -> tuple[str, list[str]]:
-    """(text, image urls) of message `i`; roles must alternate user, assistant, ..., user."""
+def _system_text(message: dict) -> str:
+    """The text of a system message (which replaces the template's system prompt): a string or text parts."""
+    content = message.get("content")
+    parts = [content] if isinstance(content, str) else content if isinstance(content, list) else None
+    texts = [p if isinstance(p, str) else p.get("text") if isinstance(p, dict) and p.get("type") == "text" else None
+             for p in parts or [None]]  # fmt: skip
+    if not all(isinstance(t, str) for t in texts):
+        raise ApiError(400, "messages[0], the system message, must hold text only (a string or text parts)")
+    return "\n".join(texts)
+
+
+def _read_message(i: int, message, first: int = 0) -> tuple[str, list[str]]:
+    """(text, image urls) of message `i`; after the system message (if any: `first` is 1) roles alternate
+    user, assistant, ..., user."""
     if not isinstance(message, dict):
         raise ApiError(400, f"messages[{i}] must be an object with 'role' and 'content'")
     role, content = message.get("role"), message.get("content")
-    expected = "user" if i % 2 == 0 else "assistant"
+    expected = "user" if (i - first) % 2 == 0 else "assistant"
     if role == "system":
-        raise ApiError(
-            400, "system messages are not supported: the model's template has its own system prompt"
-        )
+        raise ApiError(400, f"messages[{i}] is a system message: only the first message may be one")
     if role != expected:
         raise ApiError(
             400, f"messages[{i}] has role {role!r}, expected {expected!r}: roles alternate user, assistant, "
@@ -158,6 +180,20 @@ def _number(request: dict, key: str, default: float, low: float, high: float, in
         what = "an integer" if integer else "a number"
         raise ApiError(400, f"'{key}' must be {what} from {low:g} to {high:g}, got {value!r}")
     return value
+
+
+def _seed(request: dict) -> int | None:
+    if request.get("seed") is None:
+        return None
+    return int(_number(request, "seed", 0, 0, 2**63 - 1, integer=True))
+
+
+def _stop(value) -> tuple[str, ...]:
+    """OpenAI's `stop`: null, a string, or a list of up to 4 non-empty strings."""
+    stop = [value] if isinstance(value, str) else [] if value is None else value
+    if not isinstance(stop, list) or len(stop) > 4 or not all(isinstance(s, str) and s for s in stop):
+        raise ApiError(400, "'stop' must be a string or a list of up to 4 non-empty strings")
+    return tuple(stop)
 
 
 def _flag(request: dict, key: str) -> bool:

@@ -1,16 +1,17 @@
 """The Gradio page: upload an image, talk about it (the conversation keeps its context), watch answers stream in.
 
-Each browser session holds a `Session` in a `gr.State`: its `ImageChat` encodes the image once, on the first
+Each browser session holds a `Session` in a `gr.State`: its `Chat` holds the image encoded once, on the first
 question, and a new or cleared image starts a new conversation. Gradio hands over the uploaded file untouched
 and sgeo decodes it, as `sgeo ask` does, within the API's per-image budget. The page opens only files in
 Gradio's upload folder (uploads, and the examples Gradio copies there): Gradio's call API also accepts a
-file *path* from the client, and no such path is ever read. Questions wait in Gradio's queue, one at a time, and the model lock
-behind them is shared with the HTTP API.
+file *path* from the client, and no such path is ever read. Up to the engine's `max_batch` questions are
+answered at once, batched with the API's; further ones wait in Gradio's queue (which shows their place). A
+question takes an engine slot as an API request does; with none free the page says the server is busy.
 """
 
 from __future__ import annotations
 
-from contextlib import closing
+from contextlib import aclosing
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,9 +20,8 @@ from PIL import Image
 from ...errors import SgeoError
 from ...model.conversation import IMAGE_TOKEN, clean_text
 from ...pipeline.images import read_file, resolve_inside
-from ..ask import ImageChat
 from .chat_request import ApiError, Limits, decode_for_serving
-from .engine import Engine
+from .engine import Busy, Chat, Engine
 
 CSS = "#sgeo-chat {min-height: 420px}"
 
@@ -45,7 +45,7 @@ class Session:
     late event then changes nothing.
     """
 
-    chat: ImageChat | None = None
+    chat: Chat | None = None
     image: str | None = None
     epoch: int = 0
 
@@ -81,10 +81,11 @@ def uploaded_image(path: str, limits: Limits) -> Image.Image:
 def build_page(
     engine: Engine, limits: Limits, examples: list[tuple[Path, str]], temperature: float, max_tokens: int
 ):
-    """The `gr.Blocks` of the page, queued one question at a time."""
+    """The `gr.Blocks` of the page, answering as many questions at once as the engine batches."""
     import gradio as gr
+    from starlette.concurrency import run_in_threadpool
 
-    def send(question, image, session: Session, temperature, max_tokens):
+    async def send(question, image, session: Session, temperature, max_tokens):
         """Stream the answer into the chatbot: yields (messages, question box)."""
         question = clean_text(question or "")
         if image is None:
@@ -100,22 +101,41 @@ def build_page(
             {"role": "user", "content": question},
             {"role": "assistant", "content": ""},
         ]
+        try:
+            slot = engine.admit()
+        except Busy as busy:  # an error, not a warning: Gradio's call API passes it on to scripts too
+            raise gr.Error(
+                f"The server is busy answering other questions; send yours again in {busy.retry_after} s.",
+                title="Busy",
+                print_exception=False,
+            ) from None
         yield shown, ""
         try:
             # decoded as `sgeo ask` decodes files: EXIF orientation applied, alpha over white
-            chat = session.chat or engine.open_chat(uploaded_image(image, limits))
-            engine.prompt_tokens(chat, question)
+            chat = session.chat or await engine.open_chat_async(
+                await run_in_threadpool(uploaded_image, image, limits)
+            )
+            prompt = await run_in_threadpool(engine.prompt_ids, chat, question)
         except SgeoError as error:
+            slot.release()
             gr.Warning(str(error))
             yield session.messages(), question
             return
+        except BaseException:
+            slot.release()
+            raise
         if session.epoch != epoch:
+            slot.release()
             return
         session.chat = chat
-        with closing(iter(engine.reply(chat, question, float(temperature), int(max_tokens)))) as pieces:
-            for piece in pieces:
+        reply = engine.reply(
+            chat, question, float(temperature), int(max_tokens), slot=slot, prompt_ids=prompt
+        )
+        # closing the reply stops its generation and frees its slot
+        async with aclosing(reply.stream()) as pieces:
+            async for piece in pieces:
                 if session.epoch != epoch:
-                    return  # closing the reply stops its generation
+                    return
                 shown[-1]["content"] += piece
                 yield shown, ""
         if session.epoch == epoch:
@@ -174,4 +194,4 @@ def build_page(
         send_button.click(send, inputs, [chatbot, question])
         clear_button.click(clear, session, chatbot, queue=False)
         image.change(new_image, [image, session], chatbot, queue=False)  # a new image: a new conversation
-    return page.queue(default_concurrency_limit=1, max_size=64)
+    return page.queue(default_concurrency_limit=engine.max_batch, max_size=max(engine.max_queue, 1))
