@@ -64,7 +64,9 @@ def _start(args: list[str], work: Path, env: dict | None = None) -> tuple[str, s
     deadline = time.monotonic() + 180
     while "sgeo serve: http://" not in log.read_text():
         if process.poll() is not None:
-            raise AssertionError(f"sgeo serve exited {process.returncode}:\n{(work / 'stderr.txt').read_text()}")
+            raise AssertionError(
+                f"sgeo serve exited {process.returncode}:\n{(work / 'stderr.txt').read_text()}"
+            )
         if time.monotonic() > deadline:
             process.terminate()
             raise AssertionError("sgeo serve did not start in 180 s")
@@ -84,7 +86,10 @@ def server(tmp_path_factory, tiny_dir):
     (root / "link.png").symlink_to(outside / "secret.png")
     os.mkfifo(root / "pipe.png")  # a named pipe inside the root: opening it would block until a writer came
     log = work / "stdout.txt"
-    env = {**os.environ, "GRADIO_TEMP_DIR": str(work / "gradio")}  # the page's upload folder, for the tests to read
+    env = {
+        **os.environ,
+        "GRADIO_TEMP_DIR": str(work / "gradio"),
+    }  # the page's upload folder, for the tests to read
     with open(log, "w") as stdout, open(work / "stderr.txt", "w") as stderr:
         process = subprocess.Popen(
             [sys.executable, "-m", "sgeo.cli", "serve", "--model", "tiny", "--port", "0",
@@ -264,7 +269,9 @@ def test_page_api_opens_no_file_a_client_names(server):
     secret.write_bytes(f"sgeo secret {os.getpid()} {time.time()}".encode())
     gradio_files = root.parent / "gradio"  # the server's GRADIO_TEMP_DIR
     for path in (secret, outside / "secret.png", root / "scene.png", Path("/etc/hostname")):
-        stream = _gradio_call(url, "send", ["q", {"path": str(path), "meta": {"_type": "gradio.FileData"}}, 0, 4])
+        stream = _gradio_call(
+            url, "send", ["q", {"path": str(path), "meta": {"_type": "gradio.FileData"}}, 0, 4]
+        )
         assert "event: complete" not in stream or str(path) not in stream, stream
         # every path the stream names (Gradio's error once named the copy it made) is not served
         for named in {w.strip("'\",.") for w in stream.split() if w.strip("'\",.").startswith("/")}:
@@ -516,7 +523,11 @@ def test_the_api_wants_the_key(keyed_server):
     url = keyed_server[0]
     wrong = {"Authorization": f"Bearer {KEY}x"}
     for headers in ({}, wrong, {"Authorization": KEY}):
-        for path, body in (("/v1/models", None), ("/v1/chat/completions", {"messages": []}), ("/v1/nope", None)):
+        for path, body in (
+            ("/v1/models", None),
+            ("/v1/chat/completions", {"messages": []}),
+            ("/v1/nope", None),
+        ):
             status, response_headers, response = _request(url, path, body, headers)
             assert status == 401, (headers, path, response)
             assert response_headers["WWW-Authenticate"] == "Bearer"
@@ -627,7 +638,11 @@ def test_openai_clients_at_once_get_the_one_at_a_time_greedy_answers(keyed_serve
                "seed": 1234}  # fmt: skip
     alone = client.chat.completions.create(**sampled).choices[0].message.content
     with ThreadPoolExecutor(3) as pool:
-        crowd = [pool.submit(ask, 1), pool.submit(client.chat.completions.create, **sampled), pool.submit(ask, 3)]
+        crowd = [
+            pool.submit(ask, 1),
+            pool.submit(client.chat.completions.create, **sampled),
+            pool.submit(ask, 3),
+        ]
         assert crowd[1].result().choices[0].message.content == alone
         assert [crowd[0].result()[0], crowd[2].result()[0]] == [expected[1], expected[3]]
 
@@ -639,7 +654,8 @@ def _ask_raw(url: str, body: dict) -> socket.socket:
     connection = socket.create_connection((host, int(port)), timeout=120)
     connection.sendall(
         f"POST /v1/chat/completions HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
-        f"Authorization: Bearer {KEY}\r\nContent-Length: {len(data)}\r\n\r\n".encode() + data
+        f"Authorization: Bearer {KEY}\r\nContent-Length: {len(data)}\r\n\r\n".encode()
+        + data
     )
     return connection
 
@@ -721,6 +737,7 @@ def test_past_the_queue_clients_get_429_and_a_client_that_leaves_frees_its_place
             openai.OpenAI(base_url=f"{url}/v1", api_key=KEY, max_retries=0).chat.completions.create(
                 model="demo", **body
             )
+
     def all_free() -> bool:
         with _crowd(url, places) as crowd:
             return [code for code, *_ in crowd] == [200] * places
@@ -743,9 +760,13 @@ def test_the_page_says_when_the_server_is_busy(keyed_server):
     cookies.open(f"{url}/login", data=urlencode({"username": "a", "password": KEY}).encode(), timeout=30)
     boundary = "sgeo-test-boundary"
     upload = (
-        f'--{boundary}\r\nContent-Disposition: form-data; name="files"; filename="scene.png"\r\n'
-        "Content-Type: image/png\r\n\r\n"
-    ).encode() + _png(9) + f"\r\n--{boundary}--\r\n".encode()
+        (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="files"; filename="scene.png"\r\n'
+            "Content-Type: image/png\r\n\r\n"
+        ).encode()
+        + _png(9)
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
     path = json.loads(cookies.open(urllib.request.Request(
         f"{url}/gradio_api/upload", data=upload,
         headers={"Content-Type": f"multipart/form-data; boundary={boundary}"}), timeout=30).read())[0]  # fmt: skip
@@ -804,8 +825,8 @@ def test_rows_joining_and_leaving_a_running_batch_keep_one_at_a_time_answers(dem
     import torch
 
     from sgeo.jobs.ask import TEMPLATE
-    from sgeo.jobs.serve.batcher import Batch, Sequence
     from sgeo.model.conversation import IMAGE_TOKEN
+    from sgeo.model.generation import Batch, Sequence
     from sgeo.pipeline.images import decode_image
 
     model, processor = demo
@@ -886,8 +907,8 @@ def test_eval_generation_on_the_batch_gives_evals_answers(demo):
     `model.generate`): the same answers, greedy and seeded-sampled, for items of one, two and no images,
     two at a time (rows joining as others finish)."""
     from sgeo.jobs.ask import TEMPLATE
-    from sgeo.jobs.serve.batcher import generate_answers
     from sgeo.model.conversation import IMAGE_TOKEN
+    from sgeo.model.generation import generate_answers
     from sgeo.pipeline.benchmarks.protocols import Decoding
     from sgeo.pipeline.images import decode_image
 
@@ -917,8 +938,8 @@ def test_a_generation_config_repetition_penalty_is_applied_as_generate_applies_i
     from concurrent.futures import ThreadPoolExecutor
 
     from sgeo.jobs.ask import TEMPLATE
-    from sgeo.jobs.serve.batcher import generate_answers
     from sgeo.model.conversation import IMAGE_TOKEN
+    from sgeo.model.generation import generate_answers
     from sgeo.pipeline.images import decode_image
 
     model, processor = demo
@@ -966,7 +987,9 @@ def test_a_system_message_replaces_the_templates_system_prompt(keyed_server, dem
     url = keyed_server[0]
     model, processor = demo
     image, system = _scene_images()[0], "You are a careful judge of distances. Answer in metres."
-    expected = ImageChat(model, processor, decode_image(image), system=system).ask(QUESTIONS[0], 0.0, 16)["answer"]
+    expected = ImageChat(model, processor, decode_image(image), system=system).ask(QUESTIONS[0], 0.0, 16)[
+        "answer"
+    ]
     client = openai.OpenAI(base_url=f"{url}/v1", api_key=KEY, max_retries=0, timeout=120)
     settings = {"model": "demo", "temperature": 0, "max_tokens": 16}
     plain = client.chat.completions.create(messages=_messages(_data_url(image), QUESTIONS[0]), **settings)

@@ -341,29 +341,15 @@ def answer_items(
 def generate_batch(
     model, processor, samples: list[dict], pictures: list[list], decoding, seeds: list[int]
 ) -> list[str]:
-    """One answer per tokenized sample (its images in `pictures`, in order): a left-padded batch through
-    `model.generate`, greedy or seeded sampling as `decoding` says."""
-    batch = processor.pad(samples, padding_side="left")  # input_ids, attention_mask: [B, N]
-    images = [image for item_images in pictures for image in item_images]
-    kwargs: dict[str, Any] = {}
-    if decoding.sample:
-        from transformers import LogitsProcessorList
+    """One answer per tokenized sample (its images in `pictures`, in order), through the same batched
+    generation `sgeo serve` runs (`model.generation`): greedy, or seeded sampling as `decoding` says."""
+    from ..model.generation import generate_answers
 
-        from .seeded_sampling import SeededSampler
-
-        sampler = SeededSampler(decoding.temperature, decoding.top_k, seeds, model.device)
-        kwargs["logits_processor"] = LogitsProcessorList([sampler])
-    new_tokens = model.generate(
-        batch["input_ids"].to(model.device),
-        attention_mask=batch["attention_mask"].to(model.device),
-        pixel_values=processor.preprocess_images(images) if images else None,  # [I, 3, S, S], I >= B or 0
-        max_new_tokens=decoding.max_new_tokens,
-        do_sample=False,  # the sampler, when there is one, has already picked the token
-        pad_token_id=processor.tokenizer.pad_token_id,
-        **kwargs,
-    )  # [B, <= max_new_tokens]
-    # each answer ends before the model's end-of-turn token (a chat template's, or </s>)
-    return [processor.decode_answer(row) for row in new_tokens.tolist()]
+    return generate_answers(
+        model, processor, samples, pictures, decoding.max_new_tokens,
+        temperature=decoding.temperature if decoding.sample else 0.0, top_k=decoding.top_k if decoding.sample else 0,
+        seeds=seeds, max_batch=len(samples),
+    )  # fmt: skip
 
 
 def answer_record(

@@ -32,11 +32,11 @@ from PIL import Image
 
 from ...errors import SgeoError
 from ...model.conversation import IMAGE_TOKEN, clean_text
+from ...model.generation import Batcher, generation_defaults, stop_ids
+from ...model.generation import Sequence as Generation
 from ...model.processing import THINK_CLOSE, THINK_OPEN
 from ..ask import TEMPLATE
 from ..seeded_sampling import item_seed
-from .batcher import Batcher, generation_defaults, stop_ids
-from .batcher import Sequence as Generation
 
 ENCODE_BATCH = 16  # images encoded together at most (per image on 2 CPU cores: 25 ms alone, 15 ms in 16)
 FEATURE_CACHE_BYTES = 256 * 2**20  # encoded images kept for conversations that come back
