@@ -243,7 +243,9 @@ def serve(
     load_4bit: bool = typer.Option(False, "--load-4bit"),
     load_8bit: bool = typer.Option(False, "--load-8bit"),
     api_key: str | None = typer.Option(
-        None, envvar="SGEO_API_KEY", show_default=False,
+        None,
+        envvar="SGEO_API_KEY",
+        show_default=False,
         help="require 'Authorization: Bearer KEY' on /v1 and KEY as the page's password (needed off loopback)",
     ),  # fmt: skip
     no_auth: bool = typer.Option(False, "--no-auth", help="serve a non-loopback --host without a key"),
@@ -359,10 +361,13 @@ def evaluate(
 def compose(
     llm: str = typer.Option(..., help="the LLM: a directory, or a hub id in the HF cache"),
     clip: str = typer.Option(..., help="the CLIP tower: a directory or a hub id in the HF cache"),
-    moge: str = typer.Option(..., help="the MoGe checkpoint: model.pt, its directory or a hub id in the HF cache"),
+    moge: str = typer.Option(
+        ..., help="the MoGe checkpoint: model.pt, its directory or a hub id in the HF cache"
+    ),
     out: Path = typer.Option(..., help="the new model directory"),
     template: str | None = typer.Option(
-        None, help="chat (the LLM's own chat template; default) or vicuna_v1 (LLaVA-1.5's, for an LLM with none)"
+        None,
+        help="chat (the LLM's own chat template; default) or vicuna_v1 (LLaVA-1.5's, for an LLM with none)",
     ),
     seed: int = typer.Option(0, help="seed of the adapters' initialisation"),
     clip_adapter: Path | None = typer.Option(

@@ -18,7 +18,7 @@ from sgeo.pipeline.json_files import read_json
 from sgeo.pipeline.scoring.mmvet import mmvet_judge, mmvet_summary, score_mmvet
 
 from .common import BenchItem, clean
-from .protocols import GREEDY_SGEO, Decoding, Prompt, llava_turn, sgeo_prompt
+from .protocols import GREEDY_SGEO, Decoding, verbatim_prompt
 from .registry import Benchmark
 
 LAYOUT = "MM-Vet's mm-vet.json (a dict of {imagename, capability, question, answer}) beside images/"
@@ -60,17 +60,11 @@ def load_mmvet(path: Path) -> list[BenchItem]:
     return items
 
 
-def mmvet_prompt(item: BenchItem, protocol: str, multi_image: str, format_hint: bool) -> Prompt:
-    if protocol == "sgeo":
-        return sgeo_prompt(item, multi_image, format_hint)
-    return llava_turn(item, item.raw_question or "")
-
-
 BENCHMARK = Benchmark(
     name="mm-vet",
     title="MM-Vet",
     loader=load_mmvet,
-    prompt=mmvet_prompt,
+    prompt=verbatim_prompt,
     decoding={"reference": Decoding(max_new_tokens=1024), "sgeo": GREEDY_SGEO},
     scorer=score_mmvet,
     locate=mmvet_json,

@@ -125,6 +125,14 @@ def sgeo_prompt(item: BenchItem, multi_image: str, format_hint: bool) -> Prompt:
     return llava_turn(item, sgeo_text(item, format_hint), multi_image)
 
 
+def verbatim_prompt(item: BenchItem, protocol: str, multi_image: str, format_hint: bool) -> Prompt:
+    """A benchmark whose reference protocol asks the published question as it is (LLaVA's question format);
+    the sgeo protocol as for any benchmark."""
+    if protocol == "sgeo":
+        return sgeo_prompt(item, multi_image, format_hint)
+    return llava_turn(item, item.raw_question or "")
+
+
 def tile_images(images: list[Image.Image]) -> Image.Image:
     """The images on one canvas: a grid of ceil(sqrt(k)) columns, each cell the largest image's size, the
     images centred in their cells on black."""

@@ -21,7 +21,7 @@ from sgeo.errors import SgeoError
 from sgeo.pipeline.scoring.threedsr import CATEGORY_MAPPING, score_threedsr, threedsr_summary
 
 from .common import BenchItem, clean, sgeo_choice_prompt
-from .protocols import GREEDY_SGEO, Decoding, Prompt, llava_turn, sgeo_prompt
+from .protocols import GREEDY_SGEO, Decoding, verbatim_prompt
 from .published import data_files, read_parquet, unpack_image, unpack_root
 from .registry import Benchmark
 
@@ -66,17 +66,11 @@ def load_threedsr(located: Path) -> list[BenchItem]:
     return items
 
 
-def threedsr_prompt(item: BenchItem, protocol: str, multi_image: str, format_hint: bool) -> Prompt:
-    if protocol == "sgeo":
-        return sgeo_prompt(item, multi_image, format_hint)
-    return llava_turn(item, item.raw_question or "")
-
-
 BENCHMARK = Benchmark(
     name="3dsrbench",
     title="3DSRBench",
     loader=load_threedsr,
-    prompt=threedsr_prompt,
+    prompt=verbatim_prompt,
     decoding={"reference": Decoding(max_new_tokens=4096), "sgeo": GREEDY_SGEO},
     scorer=score_threedsr,
     image_root=lambda located: unpack_root("3dsrbench", located),
