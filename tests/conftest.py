@@ -10,6 +10,9 @@ import os
 import re
 import subprocess
 import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -175,3 +178,29 @@ def in_process(monkeypatch):
     os.environ.clear()
     os.environ.update(saved_env)
     torch.set_num_threads(threads)
+
+
+@contextmanager
+def serving(args: list, work: Path, env: dict | None = None) -> Iterator[tuple[str, subprocess.Popen]]:
+    """`sgeo serve ARGS --port 0` in a subprocess, its output in `work`: (base URL, process) once it listens;
+    stopped on leaving."""
+    log = work / "stdout.txt"
+    with open(log, "w") as stdout, open(work / "stderr.txt", "w") as stderr:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "sgeo.cli", "serve", "--port", "0", *map(str, args)],
+            stdout=stdout, stderr=stderr, env={**os.environ, **(env or {})},
+        )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 180
+        while "sgeo serve: http://" not in log.read_text():
+            if process.poll() is not None:
+                raise AssertionError(
+                    f"sgeo serve exited {process.returncode}:\n{(work / 'stderr.txt').read_text()}"
+                )
+            if time.monotonic() > deadline:
+                raise AssertionError("sgeo serve did not start in 180 s")
+            time.sleep(0.2)
+        yield log.read_text().split("sgeo serve: ")[1].split()[0].rstrip("/"), process
+    finally:
+        process.terminate()
+        process.wait(timeout=30)

@@ -16,7 +16,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import assert_one_line_error, run_sgeo_batch
+from conftest import assert_one_line_error, run_sgeo_batch, serving
 from llm_layouts import CHAT_FAMILIES, LLAMA31, QWEN3, QWEN25, VICUNA, chat_template, write_all
 from sgeo.errors import SgeoError
 from sgeo.model.chat_template import NO_CHAT_TEMPLATE, generation_eos_ids
@@ -457,28 +457,12 @@ def test_compose_extract_train_ask_eval_for_four_families(llms, towers, syntheti
 
 
 def _served_answer(model: Path, image: Path, work: Path) -> dict:
-    """Start `sgeo serve --model MODEL --port 0`, ask one question about `image` over HTTP, stop the server."""
+    """Start `sgeo serve --model MODEL`, ask one question about `image` over HTTP, stop the server."""
     import base64
-    import os
-    import subprocess
-    import sys
-    import time
     import urllib.request
 
     work.mkdir()
-    log = work / "stdout.txt"
-    with open(log, "w") as stdout, open(work / "stderr.txt", "w") as stderr:
-        server = subprocess.Popen(
-            [sys.executable, "-m", "sgeo.cli", "serve", "--model", str(model), "--port", "0"],
-            stdout=stdout, stderr=stderr, env=os.environ.copy(),
-        )  # fmt: skip
-    try:
-        deadline = time.monotonic() + 180
-        while "sgeo serve: http://" not in log.read_text():
-            assert server.poll() is None, (work / "stderr.txt").read_text()[-3000:]
-            assert time.monotonic() < deadline, "sgeo serve did not start in 180 s"
-            time.sleep(0.2)
-        url = log.read_text().split("sgeo serve: ")[1].split()[0].rstrip("/")
+    with serving(["--model", model], work) as (url, _):
         data_url = f"data:image/png;base64,{base64.b64encode(image.read_bytes()).decode()}"
         body = {"messages": [{"role": "user", "content": [{"type": "text", "text": "Where is the red box?"},
                 {"type": "image_url", "image_url": {"url": data_url}}]}], "max_tokens": 6, "temperature": 0}  # fmt: skip
@@ -489,9 +473,6 @@ def _served_answer(model: Path, image: Path, work: Path) -> dict:
         )
         with urllib.request.urlopen(request, timeout=120) as response:
             return json.loads(response.read())
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
 
 
 # -- learning: two families from one store ------------------------------------------------------------------

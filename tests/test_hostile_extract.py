@@ -9,15 +9,13 @@ really full disk (a small tmpfs).
 
 from __future__ import annotations
 
-import contextlib
-import io
 import shutil
 import subprocess
-import traceback
 from pathlib import Path
 
 import pytest
 
+from cli_batch import run
 from conftest import assert_one_line_error
 
 SHARD, BATCH, LIMIT = 3, 2, 6  # 6 images in 2 shards; shard 0 is encoded as the batches [0, 1] and [2]
@@ -25,22 +23,8 @@ FIXED, BROKEN = 1, 4  # rows whose image is corrupt at first; FIXED gets a valid
 
 
 def sgeo(*args) -> dict:
-    """The real CLI entry point in this process (so it runs on the module's Ray cluster); a crash is recorded
-    with its traceback, as a real process would print it."""
-    from sgeo.cli import main
-
-    args = [str(a) for a in args]
-    out, err = io.StringIO(), io.StringIO()
-    code = 0
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            main(args)
-        except SystemExit as exit:
-            code = exit.code if isinstance(exit.code, int) else (0 if exit.code is None else 1)
-        except BaseException:
-            traceback.print_exc()
-            code = 1
-    return {"args": args, "code": code, "stdout": out.getvalue(), "stderr": err.getvalue()}
+    """The real CLI entry point in this process (so it runs on the module's Ray cluster)."""
+    return run([str(a) for a in args])
 
 
 def extract(root: Path, store, *extra) -> dict:

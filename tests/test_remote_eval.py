@@ -7,16 +7,13 @@ answer 429 / 503 / 401 the way busy or misconfigured endpoints do; no mocks.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from conftest import assert_one_line_error, run_sgeo, run_sgeo_batch
+from conftest import assert_one_line_error, run_sgeo, run_sgeo_batch, serving
 from sgeo.errors import SgeoError
 from sgeo.jobs.eval import EvalConfig, run_eval
 from sgeo.pipeline.benchmarks import load_benchmark
@@ -30,25 +27,8 @@ def _lines(path) -> list[dict]:
 def served(tmp_path_factory, tiny_dir):
     """`sgeo serve --model tiny --port 0` (loopback, so no key needed); yields its base URL."""
     work = tmp_path_factory.mktemp("remote_serve")
-    log = work / "stdout.txt"
-    with open(log, "w") as stdout, open(work / "stderr.txt", "w") as stderr:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "sgeo.cli", "serve", "--model", "tiny", "--port", "0", "--max-new-tokens", "8"],
-            stdout=stdout, stderr=stderr, env=dict(os.environ),
-        )  # fmt: skip
-    try:
-        deadline = time.monotonic() + 180
-        while "sgeo serve: http://" not in log.read_text():
-            if process.poll() is not None:
-                raise AssertionError(
-                    f"sgeo serve exited {process.returncode}:\n{(work / 'stderr.txt').read_text()}"
-                )
-            assert time.monotonic() < deadline, "sgeo serve did not start in 180 s"
-            time.sleep(0.2)
-        yield log.read_text().split("sgeo serve: ")[1].split()[0].rstrip("/")
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
+    with serving(["--model", "tiny", "--max-new-tokens", "8"], work) as (url, _):
+        yield url
 
 
 def test_eval_of_a_served_model_records_each_item_and_resumes(served, synthetic_root, tmp_path):

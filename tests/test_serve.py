@@ -12,8 +12,6 @@ import io
 import json
 import os
 import socket
-import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -24,7 +22,7 @@ import psutil
 import pytest
 from PIL import Image
 
-from conftest import assert_one_line_error, run_sgeo, run_sgeo_batch
+from conftest import assert_one_line_error, run_sgeo, run_sgeo_batch, serving
 from sgeo.jobs.serve.engine import Engine
 from sgeo.jobs.serve.examples import examples
 
@@ -53,27 +51,6 @@ def _messages(url: str, question: str = QUESTION) -> list[dict]:
     return [{"role": "user", "content": parts}]
 
 
-def _start(args: list[str], work: Path, env: dict | None = None) -> tuple[str, subprocess.Popen]:
-    """`sgeo serve ARGS --port 0` in a subprocess, its output in `work`; (base URL, process) once it listens."""
-    log = work / "stdout.txt"
-    with open(log, "w") as stdout, open(work / "stderr.txt", "w") as stderr:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "sgeo.cli", "serve", "--port", "0", *args],
-            stdout=stdout, stderr=stderr, env={**os.environ, **(env or {})},
-        )  # fmt: skip
-    deadline = time.monotonic() + 180
-    while "sgeo serve: http://" not in log.read_text():
-        if process.poll() is not None:
-            raise AssertionError(
-                f"sgeo serve exited {process.returncode}:\n{(work / 'stderr.txt').read_text()}"
-            )
-        if time.monotonic() > deadline:
-            process.terminate()
-            raise AssertionError("sgeo serve did not start in 180 s")
-        time.sleep(0.2)
-    return log.read_text().split("sgeo serve: ")[1].split()[0].rstrip("/"), process
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, tiny_dir):
     """`sgeo serve --model tiny --port 0` in a subprocess; yields (base URL, process, image root, outside dir)."""
@@ -85,32 +62,11 @@ def server(tmp_path_factory, tiny_dir):
     (outside / "secret.png").write_bytes(_png(2))
     (root / "link.png").symlink_to(outside / "secret.png")
     os.mkfifo(root / "pipe.png")  # a named pipe inside the root: opening it would block until a writer came
-    log = work / "stdout.txt"
-    env = {
-        **os.environ,
-        "GRADIO_TEMP_DIR": str(work / "gradio"),
-    }  # the page's upload folder, for the tests to read
-    with open(log, "w") as stdout, open(work / "stderr.txt", "w") as stderr:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "sgeo.cli", "serve", "--model", "tiny", "--port", "0",
-             "--image-root", str(root), "--max-request-mb", str(MAX_REQUEST_MB), "--max-new-tokens", "24"],
-            stdout=stdout, stderr=stderr, env=env,
-        )  # fmt: skip
-    try:
-        deadline = time.monotonic() + 180
-        while "sgeo serve: http://" not in log.read_text():
-            if process.poll() is not None:
-                raise AssertionError(
-                    f"sgeo serve exited {process.returncode}:\n{(work / 'stderr.txt').read_text()}"
-                )
-            if time.monotonic() > deadline:
-                raise AssertionError("sgeo serve did not start in 180 s")
-            time.sleep(0.2)
-        url = log.read_text().split("sgeo serve: ")[1].split()[0].rstrip("/")
+    with serving(
+        ["--model", "tiny", "--image-root", root, "--max-request-mb", MAX_REQUEST_MB, "--max-new-tokens", "24"],
+        work, env={"GRADIO_TEMP_DIR": str(work / "gradio")},  # the page's upload folder, for the tests to read
+    ) as (url, process):  # fmt: skip
         yield url, process, root, outside
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
 
 
 def _post(url: str, body: dict | None = None, raw: bytes | None = None, timeout: float = 60):
@@ -464,15 +420,11 @@ def keyed_server(tmp_path_factory, demo):
     """`sgeo serve --model demo` with its key from SGEO_API_KEY and room for 2 answers + 2 waiting;
     yields (base URL, process, work folder)."""
     work = tmp_path_factory.mktemp("serve_keyed")
-    url, process = _start(
-        ["--model", "demo", "--max-batch", str(MAX_BATCH), "--max-queue", str(MAX_QUEUE), "--max-new-tokens", "24"],
+    with serving(
+        ["--model", "demo", "--max-batch", MAX_BATCH, "--max-queue", MAX_QUEUE, "--max-new-tokens", "24"],
         work, env={"SGEO_API_KEY": KEY, "GRADIO_TEMP_DIR": str(work / "gradio")},
-    )  # fmt: skip
-    try:
+    ) as (url, process):  # fmt: skip
         yield url, process, work
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
 
 
 def _request(url: str, path: str, body: dict | None = None, headers: dict | None = None, timeout: float = 60):
