@@ -394,6 +394,30 @@ def write_threedsr(root: Path) -> Path:
     return root
 
 
+# --- 3DSRBench as its authors ship it (ccvl/3DSRBench on the Hub): 3dsrbench_v1_vlmevalkit_circular.tsv, VLMEvalKit's
+# TSV as pandas writes it (tab-separated, a header, an absent option an empty cell), columns index, qid, question,
+# A, B, C, D, answer, category, image (base64 JPEG), image_source, image_url
+
+THREEDSR_TSV_COLUMNS = ("index", "qid", "question", "A", "B", "C", "D", "answer", "category", "image",
+                        "image_source", "image_url")  # fmt: skip
+
+
+def write_threedsr_tsv(root: Path, rows: list[dict] | None = None) -> Path:
+    """The downloaded dataset folder with its circular TSV (the same questions as the lmms-eval stand-in)."""
+    import base64
+    import csv
+
+    root.mkdir(parents=True, exist_ok=True)
+    with (root / "3dsrbench_v1_vlmevalkit_circular.tsv").open("w", encoding="utf-8", newline="") as f:
+        writer = csv.writer(f, delimiter="\t", lineterminator="\n")
+        writer.writerow(THREEDSR_TSV_COLUMNS)
+        for row in rows if rows is not None else THREEDSR_ROWS:
+            cells = {**row, "image": base64.b64encode(row["image"]["bytes"]).decode(), "image_source": "MS-COCO",
+                     "image_url": f"http://images.cocodataset.org/train2017/{row['index']:012d}.jpg"}  # fmt: skip
+            writer.writerow(["" if cells[c] in (None, "nan") else cells[c] for c in THREEDSR_TSV_COLUMNS])
+    return root
+
+
 STANDINS = {
     "spatialrgpt": write_spatialrgpt,
     "spatialscore": write_spatialscore,
