@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import subprocess
 import sys
 
@@ -31,13 +33,12 @@ def test_online_and_cached_losses_are_equal(tiny):
     batch = processor(CONVERSATION, images=[_image()])
     with torch.no_grad():
         online = model(**batch).loss
-        clip, moge = model.encode_images(batch["pixel_values"])
+        features = model.encode_images(batch["pixel_values"])
         cached = model(
             input_ids=batch["input_ids"],
             attention_mask=batch["attention_mask"],
             labels=batch["labels"],
-            clip_features=clip,
-            moge_features=moge,
+            image_features=features,
         ).loss
     assert torch.isfinite(online)
     assert (online - cached).abs().item() <= 1e-5
@@ -46,13 +47,12 @@ def test_online_and_cached_losses_are_equal(tiny):
 def test_encode_images_returns_store_shapes(tiny):
     model, processor = tiny
     pixels = processor.preprocess_images([_image(), _image((20, 200, 20), (90, 140))])
-    clip, moge = model.encode_images(pixels)
-    config = model.config
-    assert clip.shape == (2, config.num_patches, config.clip_hidden_size)
-    assert moge.shape == (2, config.moge_layers, config.num_patches, config.moge_hidden_size)
+    features = model.encode_images(pixels)
+    assert {name: tuple(f.shape[1:]) for name, f in features.items()} == model.config.feature_shapes
+    assert features["moge"].shape[1] == 4  # SpatialGeo's last four blocks
     # Each image is encoded on its own: batching must not change the numbers.
-    single_clip, single_moge = model.encode_images(pixels[1:])
-    assert torch.equal(clip[1:], single_clip) and torch.equal(moge[1:], single_moge)
+    single = model.encode_images(pixels[1:])
+    assert all(torch.equal(features[name][1:], single[name]) for name in features)
 
 
 def test_greedy_generation_is_the_same_from_pixels_and_features(tiny):
@@ -62,15 +62,12 @@ def test_greedy_generation_is_the_same_from_pixels_and_features(tiny):
     from_pixels = model.generate(
         batch["input_ids"], batch["attention_mask"], pixel_values=batch["pixel_values"], **kwargs
     )
-    clip, moge = model.encode_images(batch["pixel_values"])
-    from_features = model.generate(
-        batch["input_ids"], batch["attention_mask"], clip_features=clip, moge_features=moge, **kwargs
-    )
+    features = model.encode_images(batch["pixel_values"])
+    from_features = model.generate(batch["input_ids"], batch["attention_mask"], image_features=features, **kwargs)
     without_cache = model.generate(
         batch["input_ids"],
         batch["attention_mask"],
-        clip_features=clip,
-        moge_features=moge,
+        image_features=features,
         use_cache=False,
         **kwargs,
     )
@@ -82,16 +79,13 @@ def test_greedy_generation_is_the_same_from_pixels_and_features(tiny):
 def test_token_feature_count_mismatch_raises_with_both_counts(tiny):
     model, processor = tiny
     batch = processor(CONVERSATION, images=[_image()])
-    clip, moge = model.encode_images(torch.cat([batch["pixel_values"]] * 2))
+    features = model.encode_images(torch.cat([batch["pixel_values"]] * 2))
     with pytest.raises(ValueError, match=r"tokens: 128, features: 256"):
-        model(input_ids=batch["input_ids"], clip_features=clip, moge_features=moge)
+        model(input_ids=batch["input_ids"], image_features=features)
     with pytest.raises(ValueError, match="not both"):
-        model(
-            input_ids=batch["input_ids"],
-            pixel_values=batch["pixel_values"],
-            clip_features=clip,
-            moge_features=moge,
-        )
+        model(input_ids=batch["input_ids"], pixel_values=batch["pixel_values"], image_features=features)
+    with pytest.raises(ValueError, match=r"lack towers \['moge'\]"):
+        model(input_ids=batch["input_ids"], image_features={"clip": features["clip"][:1]})
     with pytest.raises(ValueError, match="no image was given"):
         model(input_ids=batch["input_ids"])
 
@@ -99,14 +93,14 @@ def test_token_feature_count_mismatch_raises_with_both_counts(tiny):
 def test_visual_tokens_land_interleaved_at_the_image_positions(tiny):
     model, processor = tiny
     batch = processor(CONVERSATION, images=[_image()])
-    clip, moge = model.encode_images(batch["pixel_values"])
-    embeds = model.embed_inputs(batch["input_ids"], clip_features=clip, moge_features=moge)
+    features = model.encode_images(batch["pixel_values"])
+    embeds = model.embed_inputs(batch["input_ids"], image_features=features)
     positions = (batch["input_ids"][0] == model.config.image_token_id).nonzero().flatten()
-    clip_tokens, moge_tokens = model.clip_adapter(clip), model.moge_adapter(moge)
+    clip_tokens, moge_tokens = model.clip_adapter(features["clip"]), model.moge_adapter(features["moge"])
     assert torch.equal(embeds[0, positions[0]], clip_tokens[0, 0])
     assert torch.equal(embeds[0, positions[1]], moge_tokens[0, 0])
     assert torch.equal(embeds[0, positions[-1]], moge_tokens[0, -1])
-    assert torch.equal(interleave(clip_tokens, moge_tokens)[0, 2], clip_tokens[0, 1])
+    assert torch.equal(interleave([clip_tokens, moge_tokens])[0, 2], clip_tokens[0, 1])
     # Text positions keep their token embeddings.
     assert torch.equal(embeds[0, 0], model.get_input_embeddings().weight[batch["input_ids"][0, 0]])
 
@@ -117,13 +111,12 @@ def test_batched_merge_matches_one_by_one(tiny):
     tokens = [processor.tokenize(CONVERSATION, "vicuna_v1"), processor.tokenize(second, "vicuna_v1")]
     batch = processor.pad(tokens)
     pixels = processor.preprocess_images([_image(), _image((10, 10, 200))])
-    clip, moge = model.encode_images(pixels)
-    merged = model.embed_inputs(batch["input_ids"], clip_features=clip, moge_features=moge)
+    features = model.encode_images(pixels)
+    merged = model.embed_inputs(batch["input_ids"], image_features=features)
     for i in range(2):
         n = len(tokens[i]["input_ids"])
-        alone = model.embed_inputs(
-            batch["input_ids"][i : i + 1, :n], clip_features=clip[i : i + 1], moge_features=moge[i : i + 1]
-        )
+        one = {name: f[i : i + 1] for name, f in features.items()}
+        alone = model.embed_inputs(batch["input_ids"][i : i + 1, :n], image_features=one)
         assert torch.equal(merged[i, :n], alone[0])
 
 
@@ -169,11 +162,26 @@ def test_config_json_round_trip_and_validation(tmp_path, tiny_dir):
     assert {k: v for k, v in again.to_dict().items() if k != where} == {
         k: v for k, v in config.to_dict().items() if k != where
     }
-    assert again.num_image_tokens == 2 * again.num_patches == 128
-    with pytest.raises(ValueError, match="adapter_type"):
+    assert again.num_image_tokens == 2 * 64 == 128  # 8 x 8 patches, one token of each tower per patch
+    with pytest.raises(ValueError, match="adapter='qformer'"):
         SpatialGeoConfig(adapter_type="qformer")
     with pytest.raises(ValueError, match="fusion"):
         SpatialGeoConfig(fusion="sum")
+
+
+def test_configs_written_before_towers_were_a_list_load_as_the_same_towers(tmp_path, tiny_dir):
+    """A config.json with SpatialGeo's fields (clip_path, moge_layers, ...) and no `vision_towers` (what sgeo
+    wrote before) loads as the tower list the new config writes, and the model built from it is the same."""
+    config = SpatialGeoConfig.from_pretrained(tiny_dir)
+    raw = json.loads((tiny_dir / "config.json").read_text())
+    clip, moge = raw.pop("vision_towers")
+    raw.update(clip_backend="hf", clip_path=clip["source"], clip_vision_config=clip["options"]["vision_config"],
+               clip_layer=-2, moge_path=moge["source"], moge_backbone="dinov2_vits14", moge_layers=4,
+               moge_input="clip", adapter_type="mlp2x_gelu")  # fmt: skip
+    (tmp_path / "config.json").write_text(json.dumps(raw))
+    old = SpatialGeoConfig.from_pretrained(tmp_path)
+    assert old.vision_towers == config.vision_towers
+    assert "clip_path" not in old.to_dict()  # saved again, it is written as a list
 
 
 def test_save_pretrained_round_trip_keeps_towers_out(tmp_path, tiny_dir):

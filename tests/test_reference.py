@@ -40,7 +40,7 @@ def _write_reference(directory: Path, model, processor, state: dict, clip_dir: P
         mm_projector_type="mlp2x_gelu",
         mm_vision_tower=str(clip_dir),
         mm_vision_select_layer=-2,
-        mm_hidden_size=model.config.clip_hidden_size,
+        mm_hidden_size=model.config.tower("clip").hidden_size,
     )
     (directory / "config.json").write_text(json.dumps(config))
     torch.save(state, directory / "pytorch_model.bin")

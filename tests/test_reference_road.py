@@ -361,7 +361,8 @@ def test_imported_weights_equal_the_checkpoints(reference_env):
             else "language_model." + key
         )
         _assert_same(state[ours], value, key)
-    assert llava.config.moge_backbone == "dinov2_vits14" and llava.config.clip_path == str(s.clip)
+    clip, moge = llava.config.towers
+    assert moge.options["backbone"] == "dinov2_vits14" and clip.source == str(s.clip)
 
     stage1, _ = load_model(str(s.stage1), load_towers=False)
     state1 = stage1.state_dict()
@@ -411,7 +412,7 @@ def test_release_moge_backbone_loads_from_its_vit_model_pt(reference_env, monkey
     monkeypatch.setenv("SGEO_MOGE_PATH", str(s.vit_model))
     with_vit_model, _ = load_model("spatialgeo-7b")
     pixels = torch.randn(2, 3, IMAGE_SIZE, IMAGE_SIZE)
-    assert torch.equal(with_moge_pt.encode_images(pixels)[1], with_vit_model.encode_images(pixels)[1])
+    assert torch.equal(with_moge_pt.encode_images(pixels)["moge"], with_vit_model.encode_images(pixels)["moge"])
     broken = s.vit_model.with_name("broken_vit_model.pt")
     state = torch.load(s.vit_model, weights_only=True)
     state.pop("norm.weight")
@@ -574,8 +575,13 @@ def test_every_command_with_the_reference_layouts(standins, road_data, tmp_path)
     assert stage2_config["image_aspect_ratio"] == "pad"
     assert "dropped the first turn" in by_command["train"][1]["stderr"]
     saved = json.loads((tmp_path / "7b" / "stage1" / "config.json").read_text())
-    assert saved["clip_path"] == str(s.clip)  # an explicit path stays the path the user gave
+    assert _sources(saved)["clip"] == str(s.clip)  # an explicit path stays the path the user gave
     _check_store_rows(Path(stores), s, data)
+
+
+def _sources(config: dict) -> dict:
+    """{tower: source} of a saved config.json."""
+    return {tower["name"]: tower["source"] for tower in config["vision_towers"]}
 
 
 def _check_store_rows(stores: Path, s: StandIns, data: dict) -> None:
@@ -623,10 +629,7 @@ def test_spatialgeo_7b_found_in_the_hf_cache(standins, road_data, tmp_path):
     info = json.loads(results[0]["stdout"])
     assert info["weights"]["clip"].startswith(str(standins.hf_home))
     saved = json.loads((tmp_path / "run" / "stage1" / "config.json").read_text())
-    assert (saved["clip_path"], saved["moge_path"]) == (
-        CLIP_REPO,
-        MOGE_REPO,
-    )  # hub ids: the dir stays portable
+    assert _sources(saved) == {"clip": CLIP_REPO, "moge": MOGE_REPO}  # hub ids: the dir stays portable
     assert LLAVA_REPO  # the base was located through the cache too (the run above needed it)
 
 

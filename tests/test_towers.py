@@ -1,4 +1,5 @@
-"""Tower contracts: pixels -> (B, T, D) of a chosen layer, CLS dropped, for both CLIP backends and MoGe."""
+"""Tower contracts: pixels -> (B, T, D) of a chosen layer (or (B, L, T, D) of several), CLS dropped, for both
+CLIP backends and MoGe; each computes only the blocks it returns, with the values of the whole model."""
 
 from __future__ import annotations
 
@@ -8,7 +9,11 @@ import pytest
 import torch
 
 from sgeo.model import SpatialGeoConfig
-from sgeo.model.towers import HFCLIPTower, MoGeTower, OpenCLIPTower
+from sgeo.model.towers.stack import VisionTowers
+
+
+def _towers(config, paths: dict) -> VisionTowers:
+    return VisionTowers(config.towers, paths).eval()
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +50,7 @@ def _open_clip_config(directory, layer=-2) -> SpatialGeoConfig:
 
 
 def test_open_clip_tower_returns_the_chosen_block_without_cls(open_clip_dir):
-    tower = OpenCLIPTower(_open_clip_config(open_clip_dir), str(open_clip_dir)).eval()
+    tower = _towers(_open_clip_config(open_clip_dir), {"clip": str(open_clip_dir)}).towers["clip"]
     captured = {}
     blocks = tower.visual.transformer.resblocks
     blocks[-2].register_forward_hook(lambda module, args, out: captured.setdefault("penultimate", out))
@@ -54,44 +59,69 @@ def test_open_clip_tower_returns_the_chosen_block_without_cls(open_clip_dir):
         tokens = tower(pixels)
     assert tokens.shape == (2, 64, 64)
     assert torch.equal(tokens, captured["penultimate"][:, 1:])
-    with pytest.raises(ValueError, match="does not name"):
-        OpenCLIPTower(_open_clip_config(open_clip_dir, layer=9), str(open_clip_dir))(pixels)
+    with pytest.raises(ValueError, match="names none of the 3 blocks"):
+        _towers(_open_clip_config(open_clip_dir, layer=9), {"clip": str(open_clip_dir)})
 
 
 def test_open_clip_loads_its_checkpoint(open_clip_dir):
     from safetensors.torch import load_file
 
-    tower = OpenCLIPTower(_open_clip_config(open_clip_dir), str(open_clip_dir))
+    tower = _towers(_open_clip_config(open_clip_dir), {"clip": str(open_clip_dir)}).towers["clip"]
     saved = load_file(open_clip_dir / "open_clip_model.safetensors")
     assert torch.equal(tower.visual.conv1.weight, saved["visual.conv1.weight"])
 
 
 def test_hf_and_moge_towers_follow_the_contract(tiny_dir):
+    """The towers give what the whole models give, bit for bit in fp32, while holding only the blocks read."""
+    from moge.model.v1 import MoGeModel
+    from transformers import CLIPVisionModel
+
     from sgeo.model import resolve_model
 
     resolved = resolve_model(str(tiny_dir))
-    config = resolved.config
-    clip = HFCLIPTower(config, resolved.clip.path).eval()
-    moge = MoGeTower(config, resolved.moge.path).eval()
+    towers = _towers(resolved.config, {n: located.path for n, located in resolved.towers.items()})
+    whole_clip = CLIPVisionModel.from_pretrained(resolved.towers["clip"].path).eval()
+    whole_moge = MoGeModel.from_pretrained(resolved.towers["moge"].path).backbone.eval()
+    pixels = torch.randn(2, 3, 112, 112)
+    with torch.no_grad():
+        features = towers(pixels)
+        hidden = whole_clip(pixels, output_hidden_states=True).hidden_states
+        last_four = whole_moge.get_intermediate_layers(pixels, n=4, norm=True)
+    assert features["clip"].shape == (2, 64, 64) and torch.equal(features["clip"], hidden[-2][:, 1:])
+    assert features["moge"].shape == (2, 4, 64, 384)
+    assert torch.equal(features["moge"], torch.stack(last_four, dim=1))
+    # CLIP reads block 2 of 3 (layer -2): the third is not computed, nor kept
+    assert len(towers.towers["clip"].model.encoder.layers) == len(whole_clip.encoder.layers) - 1
+
+
+def test_moge_reads_only_up_to_its_last_block(tiny_dir):
+    """A MoGe tower reading blocks 2 and 4 (of 12) holds four blocks and gives the whole backbone's values."""
+    from moge.model.v1 import MoGeModel
+
+    from sgeo.model import resolve_model
+
+    resolved = resolve_model(str(tiny_dir))
+    config = SpatialGeoConfig.from_pretrained(tiny_dir)
+    config.vision_towers[1]["layers"] = [2, 4]
+    paths = {n: located.path for n, located in resolved.towers.items()}
+    moge = _towers(config, paths).towers["moge"]
+    whole = MoGeModel.from_pretrained(paths["moge"]).backbone.eval()
     pixels = torch.randn(1, 3, 112, 112)
     with torch.no_grad():
-        clip_tokens = clip(pixels)
-        hidden = clip.model(pixels, output_hidden_states=True).hidden_states
-        moge_tokens = moge(pixels)
-        last = moge.backbone.get_intermediate_layers(pixels, n=1, norm=True)[0]
-    assert clip_tokens.shape == (1, 64, 64) and torch.equal(clip_tokens, hidden[-2][:, 1:])
-    assert moge_tokens.shape == (1, 4, 64, 384)
-    assert torch.equal(moge_tokens[:, -1], last)  # the last of the four blocks, normed, CLS dropped
+        expected = torch.stack(whole.get_intermediate_layers(pixels, n=[1, 3], norm=True), dim=1)
+        assert torch.equal(moge(pixels), expected)
+    assert len(moge.backbone.blocks) == 4
 
 
 def test_moge_input_option_renormalises(tiny_dir):
     from sgeo.model import resolve_model
 
     resolved = resolve_model(str(tiny_dir))
-    config, path = SpatialGeoConfig.from_pretrained(tiny_dir), resolved.moge.path
-    reference = MoGeTower(config, path).eval()
-    config.moge_input = "moge"
-    own = MoGeTower(config, path).eval()
+    config = SpatialGeoConfig.from_pretrained(tiny_dir)
+    paths = {"moge": resolved.towers["moge"].path}
+    reference = _towers(config, paths)
+    config.vision_towers[1]["input"] = "own"
+    own = _towers(config, paths)
     pixels = torch.randn(1, 3, 112, 112)
     with torch.no_grad():
-        assert not torch.allclose(reference(pixels), own(pixels))
+        assert not torch.allclose(reference(pixels)["moge"], own(pixels)["moge"])

@@ -360,9 +360,13 @@ def evaluate(
 @app.command()
 def compose(
     llm: str = typer.Option(..., help="the LLM: a directory, or a hub id in the HF cache"),
-    clip: str = typer.Option(..., help="the CLIP tower: a directory or a hub id in the HF cache"),
-    moge: str = typer.Option(
-        ..., help="the MoGe checkpoint: model.pt, its directory or a hub id in the HF cache"
+    tower: list[str] = typer.Option(
+        ..., help="a vision tower, KIND=SOURCE[@LAYERS], repeated in fusion order (SpatialGeo: --tower "
+        "clip=CLIP_DIR --tower moge=MOGE_PT); kinds: clip, open_clip, moge, siglip, dinov2, depth_anything; "
+        "SOURCE: a directory, a file or a hub id in the HF cache; LAYERS: -2, or -4,-3,-2,-1",
+    ),
+    fusion: str | None = typer.Option(
+        None, help="interleave (one token of each tower in turn; default where the grids match) or concat"
     ),
     out: Path = typer.Option(..., help="the new model directory"),
     template: str | None = typer.Option(
@@ -374,10 +378,12 @@ def compose(
         None, help="a LLaVA-1.5 checkpoint whose trained CLIP adapter fits (stage 1 then trains MoGe's only)"
     ),
 ):
-    """A SpatialGeo model from an LLM and the two towers: fresh adapters, the LLM referred to (not copied)."""
+    """A SpatialGeo model from an LLM and a list of towers: fresh adapters, the LLM referred to (not copied)."""
     from .model.compose import compose as run_compose
 
-    result = run_compose(llm, clip, moge, out, template=template, seed=seed, clip_adapter=clip_adapter)
+    result = run_compose(
+        llm, tower, out, template=template, seed=seed, clip_adapter=clip_adapter, fusion=fusion
+    )
     for key, value in result.items():
         print(f"{key:>16}  {value}")
 

@@ -170,9 +170,7 @@ class ImageChat:
         self.model, self.processor = model, processor
         self.template = processor.resolve_template(template, system)
         pixel_values = processor.preprocess_images([image])  # [1, 3, S, S]
-        self.clip_features, self.moge_features = model.encode_images(
-            pixel_values
-        )  # [1, T, Dc], [1, L, T, Dm]
+        self.image_features = model.encode_images(pixel_values)  # {tower: [1, ...]}
         self.turns: list[dict] = []
 
     def ask(self, question: str, temperature: float = 0.0, max_new_tokens: int = 256, streamer=None) -> dict:
@@ -191,7 +189,7 @@ class ImageChat:
         )
         start = time.perf_counter()
         new_tokens = self.model.generate(
-            input_ids, clip_features=self.clip_features, moge_features=self.moge_features,
+            input_ids, image_features=self.image_features,
             max_new_tokens=max_new_tokens, streamer=streamer,
             pad_token_id=self.processor.tokenizer.pad_token_id, **sampling,
         )[0]  # fmt: skip

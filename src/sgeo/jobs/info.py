@@ -35,8 +35,7 @@ def model_info(model: str) -> dict:
         "model": model,
         "parameters": parameter_counts(config),
         "visual_tokens_per_image": config.num_image_tokens,
-        "clip_features": list(config.clip_feature_shape),
-        "moge_features": list(config.moge_feature_shape),
+        "features": {name: list(shape) for name, shape in config.feature_shapes.items()},
         "weights": source,
     }
 

@@ -1,5 +1,5 @@
-"""Adapters from vision features to the LLM's hidden size: `mlp2x_gelu` (LLaVA-1.5) and the hierarchical
-MoGe adapter (one adapter per backbone block, outputs summed)."""
+"""Adapters from a tower's features to the LLM's hidden size: `mlp2x_gelu` (LLaVA-1.5), `linear`, and their
+`summed_` forms for several layers (one adapter per layer, outputs summed: SpatialGeo's MoGe adapter)."""
 
 from __future__ import annotations
 
@@ -41,16 +41,21 @@ def build_adapter(adapter_type: str, in_dim: int, out_dim: int) -> nn.Module:
 
 
 class HierarchicalAdapter(nn.Module):
-    """One adapter per MoGe block; the projected blocks are summed into one token sequence."""
+    """One adapter per layer; the projected layers are summed into one token sequence."""
 
     def __init__(self, adapter_type: str, num_layers: int, in_dim: int, out_dim: int):
         super().__init__()
         self.adapters = nn.ModuleList(build_adapter(adapter_type, in_dim, out_dim) for _ in range(num_layers))
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
-        # features: [B, L, T, Dm] -> [B, T, H]
+        # features: [B, L, T, D] -> [B, T, H]
         if features.shape[1] != len(self.adapters):
-            raise ValueError(
-                f"MoGe features have {features.shape[1]} blocks, the adapter expects {len(self.adapters)}"
-            )
+            raise ValueError(f"features have {features.shape[1]} layers, the adapter expects {len(self.adapters)}")
         return sum(adapter(features[:, i]) for i, adapter in enumerate(self.adapters))
+
+
+def build_tower_adapter(spec, out_dim: int) -> nn.Module:
+    """The adapter a `TowerSpec` names: one for a single layer, one per layer (summed) for several."""
+    if spec.multi_layer:
+        return HierarchicalAdapter(spec.adapter_layer_type, len(spec.layers), spec.hidden_size, out_dim)
+    return build_adapter(spec.adapter, spec.hidden_size, out_dim)

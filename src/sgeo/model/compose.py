@@ -1,13 +1,15 @@
-"""`sgeo compose`: a SpatialGeo model from parts: any causal LLM, a CLIP tower and a MoGe checkpoint.
+"""`sgeo compose`: a SpatialGeo model from parts: any causal LLM and a list of vision towers (SpatialGeo's:
+a CLIP tower and a MoGe checkpoint; `--tower KIND=SOURCE`, in fusion order).
 
 The model directory refers to its parts, as a LLaVA config refers to its vision tower: `config.json` names the
-towers (`clip_path`, `moge_path`) and the LLM (`llm_path`: an absolute path, or the hub id when it came from the
+towers (`vision_towers`, each with its `source`) and the LLM (`llm_path`: an absolute path, or the hub id when it came from the
 HF cache), so a 7B LLM's 14 GB are not copied. It holds what is new: both adapters, freshly initialised
 (seeded), in `adapters.safetensors`; the LLM's tokenizer with `<image>` added (its chat template saved with it,
 as transformers saves it); and `processor_config.json` naming the template the model speaks (`chat`: the LLM's
-own; `vicuna_v1`: LLaVA-1.5's, for an LLM with none, e.g. Vicuna) and the LLM's `generation_config.json` eos
-ids, so generation stops at its end-of-turn tokens. `--clip-adapter LLAVA_DIR` starts the CLIP adapter from
-LLaVA-1.5's trained one where the widths fit; otherwise stage 1 trains both adapters (`trained_adapters`).
+own; `vicuna_v1`: LLaVA-1.5's, for an LLM with none, e.g. Vicuna), the first tower's preprocessing, and the
+LLM's `generation_config.json` eos ids, so generation stops at its end-of-turn tokens. `--clip-adapter
+LLAVA_DIR` starts the `clip` tower's adapter from LLaVA-1.5's trained one where the widths fit; otherwise stage
+1 trains every adapter (`trained_adapters`).
 
 `load_composed` is the loader's road for such a directory (and for the stage-1 / LoRA outputs trained from
 it, which keep referring to the LLM): the LLM through transformers' own loader from where it is, then the
@@ -25,23 +27,25 @@ import torch
 from ..errors import SgeoError
 from .chat_template import CHAT, LLAVA_TEMPLATES, ChatTemplate, generation_eos_ids
 from .hub import Located, locate_llm, locate_tower
+from .modeling import ADAPTER_SUFFIX, absolute_tower_paths
+from .towers.specs import parse_tower_option, spec_from_source
 
 ADAPTERS_FILE = "adapters.safetensors"  # a model that refers to its LLM holds its adapters here
-ADAPTER_PREFIXES = ("clip_adapter.", "moge_adapter.")
+SPATIALGEO_TOWERS = ("clip", "moge")  # `sgeo compose` without --tower: SpatialGeo's kinds, named after them
 SENTENCEPIECE = "tokenizer.model"  # a Llama SentencePiece tokenizer: LLaVA-1.5's own token rule applies
 
 
 def compose(
     llm: str,
-    clip: str,
-    moge: str,
+    towers: list[str],
     out: str | Path,
     template: str | None = None,
     seed: int = 0,
     clip_adapter: str | Path | None = None,
+    fusion: str | None = None,
 ) -> dict:
-    """Write the model directory `out`; returns what it is made of. Every check runs before anything is
-    written, and the directory appears whole or not at all."""
+    """Write the model directory `out`; returns what it is made of. `towers`: `KIND=SOURCE[@LAYERS]` in fusion
+    order. Every check runs before anything is written, and the directory appears whole or not at all."""
     from accelerate import init_empty_weights
 
     from .modeling import SpatialGeoForCausalLM
@@ -51,12 +55,11 @@ def compose(
         raise SgeoError(f"--out {out} exists and is not an empty directory; give a new one")
     llm_part = locate_llm(llm, None, "sgeo compose")
     text_config = _llm_config(llm_part)
-    clip_part = locate_tower(clip, "clip", None, "sgeo compose")
-    moge_part = _moge_file(locate_tower(moge, "moge", None, "sgeo compose"))
-    processor = _processor(llm_part, clip_part, template)
-    config = _config(
-        llm_part, clip_part, moge_part, text_config, processor, trained_clip=clip_adapter is not None
-    )
+    specs, first_path = tower_specs(towers)
+    if clip_adapter is not None and "clip" not in [s.name for s in specs]:
+        raise SgeoError("--clip-adapter starts the clip tower's adapter, and this model has no clip tower")
+    processor = _processor(llm_part, specs, first_path, template)
+    config = _config(llm_part, specs, text_config, processor, fusion, trained_clip=clip_adapter is not None)
     with init_empty_weights():  # the LLM's shape only: its weights stay where they are
         model = SpatialGeoForCausalLM(config)
     model.init_adapters(seed)
@@ -74,8 +77,7 @@ def compose(
     return {
         "model": str(out),
         "llm": llm_part.name,
-        "clip": clip_part.name,
-        "moge": moge_part.name,
+        "towers": {spec.name: spec.source for spec in specs},
         "template": processor.template_name,
         "tokenization": processor.tokenization,
         "stop_tokens": processor.tokenizer.convert_ids_to_tokens(processor.stop_token_ids),
@@ -115,16 +117,35 @@ def _moge_file(moge: Located) -> Located:
     path = Path(moge.path)
     if path.is_dir():
         if not (path / MOGE_FILENAME).is_file():
-            raise SgeoError(f"--moge {moge.name}: {path} holds no {MOGE_FILENAME}; give the MoGe checkpoint")
+            raise SgeoError(f"--tower moge={moge.name}: {path} holds no {MOGE_FILENAME}; give the MoGe checkpoint")
         file = str((path / MOGE_FILENAME).resolve())
         return Located(file, file if moge.name == moge.path else moge.name)
     return moge
 
 
-def _processor(llm: Located, clip: Located, template: str | None):
-    """The LLM's tokenizer (`<image>` added), CLIP's preprocessing and the template the model will speak."""
+def tower_specs(options: list[str]):
+    """`KIND=SOURCE[@LAYERS]` options -> (TowerSpecs in fusion order, the first tower's local path). Each tower is
+    named after its kind (`depth_anything`, then `depth_anything_2` for a second of the same kind)."""
+    if not options:
+        raise SgeoError(f"give the towers: --tower KIND=SOURCE, in fusion order (SpatialGeo: {', '.join(SPATIALGEO_TOWERS)})")
+    specs, names, paths = [], [], []
+    for option in options:
+        kind, source, layers = parse_tower_option(option)
+        located = locate_tower(source, kind, None, "sgeo compose")
+        if kind == "moge":
+            located = _moge_file(located)
+        name = kind if kind not in names else f"{kind}_{names.count(kind) + 1}"
+        names.append(kind)
+        specs.append(spec_from_source(kind, name, located, layers, specs[0].image_size if specs else None))
+        paths.append(located.path)
+    return specs, paths[0]
+
+
+def _processor(llm: Located, specs, first_path: str, template: str | None):
+    """The LLM's tokenizer (`<image>` added), the first tower's preprocessing and the template the model speaks."""
     from .processing import MODEL_TEMPLATES, SpatialGeoProcessor, build_image_processor, load_tokenizer
-    from .reference import _clip_image_processor, _clip_vision_config
+    from .reference import _clip_image_processor
+    from .towers.registry import tower_class
 
     name = template or CHAT
     if name not in MODEL_TEMPLATES:
@@ -141,25 +162,27 @@ def _processor(llm: Located, clip: Located, template: str | None):
             f"--template {name} ends each answer with </s>, which is not this LLM's end-of-sequence token "
             f"({tokenizer.eos_token}); leave --template out to use the LLM's own chat template"
         )
-    vision = _clip_vision_config(clip)
-    image_processor = _clip_image_processor(clip) or build_image_processor(vision.image_size)
+    first = specs[0]
+    kind = tower_class(first.kind)
+    image_processor = (first.kind == "clip" and _clip_image_processor(Located(first_path, first.source))) or (
+        build_image_processor(first.image_size, kind.mean, kind.std)
+    )
     llava_rule = name in LLAVA_TEMPLATES and (Path(llm.path) / SENTENCEPIECE).is_file()
     return SpatialGeoProcessor(
-        image_processor, tokenizer, 2 * (vision.image_size // vision.patch_size) ** 2,
+        image_processor, tokenizer, sum(spec.num_tokens for spec in specs),
         image_aspect_ratio="pad", model_max_length=2048, tokenization="llava" if llava_rule else "single_pass",
         template=name, eos_token_ids=eos,
     )  # fmt: skip
 
 
-def _config(llm: Located, clip: Located, moge: Located, text_config, processor, trained_clip: bool):
+def _config(llm: Located, specs, text_config, processor, fusion: str | None, trained_clip: bool):
     from .configuration import SpatialGeoConfig
-    from .reference import _clip_vision_config
-    from .towers import moge_backbone_name
 
+    if fusion is None:  # SpatialGeo's one-to-one interleave where the grids allow it
+        fusion = "interleave" if len({s.num_tokens for s in specs}) == 1 else "concat"
     try:
         config = SpatialGeoConfig(
-            clip_backend="hf", clip_path=clip.name, clip_vision_config=_clip_vision_config(clip),
-            moge_path=moge.name, moge_backbone=moge_backbone_name(moge.path), text_config=text_config,
+            vision_towers=[s.to_dict() for s in specs], text_config=text_config, fusion=fusion,
             image_token_id=processor.image_token_id, llm_path=llm.name,
             trained_adapters=["clip"] if trained_clip else [],
         )  # fmt: skip
@@ -180,17 +203,17 @@ def _load_llava_clip_adapter(model, directory: Path) -> None:
         raise SgeoError(
             f"--clip-adapter {directory} holds no CLIP adapter (model.mm_projector.*); give a LLaVA-1.5 checkpoint"
         )
-    ours = model.clip_adapter.state_dict()
+    ours = model.adapters()["clip"].state_dict()
     theirs = {k.removeprefix("clip_adapter."): v for k, v in state.items()}
     if set(theirs) != set(ours) or any(tuple(v.shape) != tuple(ours[k].shape) for k, v in theirs.items()):
         given = [tuple(theirs[k].shape) for k in sorted(theirs) if k.endswith("weight")]
         needed = [tuple(ours[k].shape) for k in sorted(ours) if k.endswith("weight")]
         raise SgeoError(
             f"--clip-adapter {directory}: its CLIP adapter's weights have shapes {given}, this model's "
-            f"{needed} (CLIP width {model.config.clip_hidden_size} -> LLM width {model.config.hidden_size}); "
+            f"{needed} (CLIP width {model.config.tower('clip').hidden_size} -> LLM width {model.config.hidden_size}); "
             "give the LLaVA-1.5 trained on this CLIP and an LLM of this width, or leave the option out"
         )
-    model.clip_adapter.load_state_dict({k: v.to(ours[k].dtype) for k, v in theirs.items()})
+    model.adapters()["clip"].load_state_dict({k: v.to(ours[k].dtype) for k, v in theirs.items()})
 
 
 # -- a model that refers to its LLM --------------------------------------------------------------------
@@ -198,20 +221,13 @@ def save_referring(model, processor, directory: Path) -> None:
     """Config (naming the LLM and the towers), the adapters and the processor; not the LLM's weights."""
     from safetensors.torch import save_file
 
-    from .modeling import _absolute_tower_path
-
     directory.mkdir(parents=True, exist_ok=True)
     config = model.config
-    saved = config.clip_path, config.moge_path
-    config.clip_path = _absolute_tower_path(config, config.clip_path)
-    config.moge_path = _absolute_tower_path(config, config.moge_path)
     config.architectures = ["SpatialGeoForCausalLM"]
-    try:
+    with absolute_tower_paths(config):
         config.save_pretrained(directory)
-    finally:
-        config.clip_path, config.moge_path = saved
     state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()
-             if k.startswith(ADAPTER_PREFIXES)}  # fmt: skip
+             if k.startswith(adapter_prefixes(config))}  # fmt: skip
     save_file(state, directory / ADAPTERS_FILE, metadata={"format": "pt"})
     processor.save_pretrained(directory)
 
@@ -244,7 +260,7 @@ def load_composed(resolved, dtype=None, attn_implementation: str | None = None):
         )
     with weights_errors(str(file)), safe_open(str(file), framework="pt") as handle:
         state = {key: handle.get_tensor(key) for key in handle.keys()}  # noqa: SIM118 (not a dict)
-    expected = {k: v for k, v in model.state_dict().items() if k.startswith(ADAPTER_PREFIXES)}
+    expected = {k: v for k, v in model.state_dict().items() if k.startswith(adapter_prefixes(config))}
     wrong = sorted(set(state) ^ set(expected)) or [k for k in state if state[k].shape != expected[k].shape]
     if wrong:
         raise SgeoError(
@@ -253,3 +269,8 @@ def load_composed(resolved, dtype=None, attn_implementation: str | None = None):
     dtype = next(llm.parameters()).dtype
     model.load_state_dict({k: v.to(dtype) for k, v in state.items()}, strict=False)
     return model
+
+
+def adapter_prefixes(config) -> tuple[str, ...]:
+    """The state-dict prefixes of the adapters (`clip_adapter.`, `moge_adapter.`, ...)."""
+    return tuple(f"{name}{ADAPTER_SUFFIX}." for name in config.tower_names)

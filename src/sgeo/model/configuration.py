@@ -1,123 +1,79 @@
 """`SpatialGeoConfig`: the typed, self-validating description of a SpatialGeo model.
 
-It nests the text config of the LLM and describes both frozen vision towers (where their weights live and
-which layers are read), the adapters and the fusion. Tower weights are not part of a SpatialGeo checkpoint:
-like LLaVA's `mm_vision_tower`, the config names them and the towers load through their own loaders.
+It nests the text config of the LLM and lists the frozen vision towers (`TowerSpec`s: kind, where the weights
+live, which layers are read, the adapter), in fusion order, with the fusion. It validates against names (tower
+kinds, adapters, fusions), never against modeling code, as transformers' configurations do.
 """
 
 from __future__ import annotations
 
-from transformers import AutoConfig, CLIPVisionConfig, PretrainedConfig
+from transformers import AutoConfig, PretrainedConfig
 
-MOGE_INPUTS = (
-    "clip",
-    "moge",
-)  # which normalisation MoGe reads: CLIP's (reference) or ImageNet's (MoGe's own)
+from .tower_spec import TowerSpec, last_layers
+from .towers.moge_checkpoint import DINOV2_GEOMETRY, DINOV2_PATCH
+from .towers.registry import KINDS
 
-# (width, depth) of the DINOv2 backbones that MoGe checkpoints name (`dinov2_vitl14`, ...).
-DINOV2_GEOMETRY = {
-    "dinov2_vits14": (384, 12),
-    "dinov2_vitb14": (768, 12),
-    "dinov2_vitl14": (1024, 24),
-    "dinov2_vitg14": (1536, 40),
-}
-DINOV2_WIDTHS = {name: width for name, (width, _) in DINOV2_GEOMETRY.items()}
-ADAPTERS = ("clip", "moge")  # the adapters a model trains: `clip_adapter`, `moge_adapter`
+FUSIONS = ("interleave", "concat")  # implemented in fusion.py (a test keeps the two lists equal)
+ALL_BRANCHES = "both"  # visual_branches: every tower's tokens reach the LLM (else one tower's name: an ablation)
+# openai/clip-vit-large-patch14-336: LLaVA-1.5's CLIP, the default model's first tower
+CLIP_L14_336 = dict(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16,
+                    image_size=336, patch_size=14, projection_dim=768)  # fmt: skip
 
 
 class SpatialGeoConfig(PretrainedConfig):
     r"""Configuration of [`SpatialGeoForCausalLM`].
 
     Args:
-        clip_backend: `"hf"` (transformers `CLIPVisionModel`) or `"open_clip"`.
-        clip_path: HF directory / hub id (hf) or checkpoint file (open_clip) of the CLIP tower.
-        clip_vision_config: `CLIPVisionConfig` (or dict) of the hf tower; for open_clip, geometry is read from
-            `clip_model_name` and `clip_hidden_size` / `image_size` / `patch_size`.
-        clip_model_name: open_clip architecture name (open_clip backend only).
-        clip_layer: which hidden state the CLIP tower returns (LLaVA-1.5: -2, the penultimate layer).
-        moge_path: MoGe checkpoint (`{"model_config", "model"}` .pt file).
-        moge_backbone: the DINOv2 backbone the MoGe checkpoint names, e.g. `dinov2_vitl14`.
-        moge_layers: how many of the last backbone blocks are read (`get_intermediate_layers(x, n=...)`).
-        moge_input: `"clip"` feeds MoGe the CLIP-preprocessed pixels (reference); `"moge"` renormalises them
-            with ImageNet statistics first.
+        vision_towers: the frozen towers in fusion order, each a `TowerSpec` as a dict (kind, source, layers,
+            input, adapter, sizes; see `tower_spec.py`). Tower weights are not part of a SpatialGeo checkpoint:
+            like LLaVA's `mm_vision_tower`, the config names them and each loads through its own loader.
+            None: SpatialGeo's two, from the fields below (which is also how configs written before towers
+            were a list load).
         text_config: config of the LLM (any `AutoModelForCausalLM`).
-        image_token_id: id of the `<image>` token; the processor expands each image into
-            `num_image_tokens` copies of it and the model scatters the fused visual tokens there.
-        adapter_type: `mlp2x_gelu` (LLaVA-1.5) or `linear`.
-        fusion: `interleave` (c0, m0, c1, m1, ...: 2T tokens) or `concat` (all CLIP then all MoGe tokens).
-        visual_branches: `both` (SpatialGeo), or `clip` / `moge`: an ablation whose other branch's tokens are
+        image_token_id: id of the `<image>` token; the processor expands each image into `num_image_tokens`
+            copies of it and the model scatters the fused visual tokens there.
+        fusion: `interleave` (one token of each tower in turn: c0, m0, c1, m1, ...; the towers need equal token
+            counts) or `concat` (all of the first tower's tokens, then the next's).
+        visual_branches: `both` (every tower), or one tower's name: an ablation whose other towers' tokens are
             zeros (same sequence, no information), set when such a model is trained.
         llm_path: a composed model's LLM (`sgeo compose`): its directory (absolute, or relative to the model
-            directory) or a hub id found in the HF cache. Its weights load from there and are not in the model
-            directory, which holds the adapters alone (`adapters.safetensors`). None: the LLM is in the
-            model's own weights.
-        trained_adapters: which adapters (`clip`, `moge`) have been trained. None: a LLaVA-1.5 start, whose CLIP
-            adapter is LLaVA's trained one. Stage 1 trains the MoGe adapter and every adapter not yet trained.
+            directory) or a hub id found in the HF cache. None: the LLM is in the model's own weights.
+        trained_adapters: which towers' adapters have been trained. None: a LLaVA-1.5 start, whose `clip`
+            adapter is LLaVA's trained one. Stage 1 trains the geometry adapters and every adapter not yet trained.
+
+    The SpatialGeo fields (used only when `vision_towers` is None): `clip_backend` (`hf` / `open_clip`),
+    `clip_path`, `clip_vision_config`, `clip_model_name`, `clip_hidden_size`, `clip_layer`, `image_size`,
+    `patch_size`, `moge_path`, `moge_backbone`, `moge_layers` (the last n blocks), `moge_input` (`clip`: the
+    CLIP-preprocessed pixels as the reference; `moge`: ImageNet statistics) and `adapter_type`.
     """
 
     model_type = "spatialgeo"
-    sub_configs = {"text_config": AutoConfig, "clip_vision_config": CLIPVisionConfig}
+    sub_configs = {"text_config": AutoConfig}
 
     def __init__(
         self,
-        clip_backend: str = "hf",
-        clip_path: str | None = None,
-        clip_vision_config: dict | CLIPVisionConfig | None = None,
-        clip_model_name: str | None = None,
-        clip_hidden_size: int | None = None,
-        clip_layer: int = -2,
-        image_size: int | None = None,
-        patch_size: int | None = None,
-        moge_path: str | None = None,
-        moge_backbone: str = "dinov2_vitl14",
-        moge_layers: int = 4,
-        moge_input: str = "clip",
+        vision_towers: list[dict] | None = None,
         text_config: dict | PretrainedConfig | None = None,
         image_token_id: int = 32000,
-        adapter_type: str = "mlp2x_gelu",
         fusion: str = "interleave",
-        visual_branches: str = "both",
+        visual_branches: str = ALL_BRANCHES,
         llm_path: str | None = None,
         trained_adapters: list[str] | None = None,
         **kwargs,
     ):
-        if isinstance(clip_vision_config, dict):
-            clip_vision_config = CLIPVisionConfig(**clip_vision_config)
-        if clip_backend == "hf" and clip_vision_config is None:
-            clip_vision_config = CLIPVisionConfig(
-                hidden_size=1024,
-                intermediate_size=4096,
-                num_hidden_layers=24,
-                num_attention_heads=16,
-                image_size=336,
-                patch_size=14,
-                projection_dim=768,
-            )  # openai/clip-vit-large-patch14-336
+        spatialgeo = {k: kwargs.pop(k) for k in list(kwargs) if k in SPATIALGEO_FIELDS}
+        if vision_towers is None:
+            vision_towers = spatialgeo_towers(**spatialgeo)
         if isinstance(text_config, dict):
             text_config = dict(text_config)
             text_config = AutoConfig.for_model(text_config.pop("model_type", "llama"), **text_config)
         if text_config is None:
             text_config = AutoConfig.for_model("llama")
-
-        self.clip_backend = clip_backend
-        self.clip_path = clip_path
-        self.clip_vision_config = clip_vision_config
-        self.clip_model_name = clip_model_name
-        self.clip_layer = clip_layer
-        if clip_backend == "hf":
-            clip_hidden_size = clip_hidden_size or clip_vision_config.hidden_size
-            image_size = image_size or clip_vision_config.image_size
-            patch_size = patch_size or clip_vision_config.patch_size
-        self.clip_hidden_size = clip_hidden_size
-        self.image_size = image_size
-        self.patch_size = patch_size
-        self.moge_path = moge_path
-        self.moge_backbone = moge_backbone
-        self.moge_layers = moge_layers
-        self.moge_input = moge_input
+        self.vision_towers = [
+            (t if isinstance(t, TowerSpec) else TowerSpec.from_dict(t)).to_dict() for t in vision_towers
+        ]
         self.text_config = text_config
         self.image_token_id = image_token_id
-        self.adapter_type = adapter_type
         self.fusion = fusion
         self.visual_branches = visual_branches
         self.llm_path = llm_path
@@ -126,39 +82,32 @@ class SpatialGeoConfig(PretrainedConfig):
         self._validate()
 
     def _validate(self) -> None:
-        def check(value, allowed, name):
-            if value not in allowed:
-                raise ValueError(f"{name}={value!r} is not one of {list(allowed)}")
-
-        # the registries are the one list of each kind: registering a new one makes it valid here
-        from .adapters import adapter_types
-        from .fusion import FUSIONS, VISUAL_BRANCHES
-        from .towers import clip_backends
-
-        check(self.clip_backend, clip_backends(), "clip_backend")
-        check(self.adapter_type, adapter_types(), "adapter_type")
-        check(self.fusion, sorted(FUSIONS), "fusion")
-        check(self.visual_branches, VISUAL_BRANCHES, "visual_branches")
-        check(self.moge_input, MOGE_INPUTS, "moge_input")
-        check(self.moge_backbone, DINOV2_WIDTHS, "moge_backbone")
-        if self.trained_adapters is not None and not set(self.trained_adapters) <= set(ADAPTERS):
+        towers = self.towers
+        if not towers:
+            raise ValueError("vision_towers is empty; a model needs at least one tower")
+        for tower in towers:
+            tower.validate(KINDS)
+        names = [t.name for t in towers]
+        if len(set(names)) != len(names):
+            raise ValueError(f"tower names {names} repeat; give each tower its own name")
+        if self.fusion not in FUSIONS:
+            raise ValueError(f"fusion={self.fusion!r} is not one of {list(FUSIONS)}")
+        if self.visual_branches not in (ALL_BRANCHES, *names):
+            raise ValueError(f"visual_branches={self.visual_branches!r} is not one of {[ALL_BRANCHES, *names]}")
+        if self.trained_adapters is not None and not set(self.trained_adapters) <= set(names):
+            raise ValueError(f"trained_adapters={self.trained_adapters!r} names towers other than {names}")
+        size = towers[0].image_size
+        for tower in towers[1:]:
+            if tower.input == "shared" and tower.image_size != size:
+                raise ValueError(
+                    f"tower {tower.name!r} reads the shared pixels ({size} px) but has image_size "
+                    f"{tower.image_size}; set its input to 'own' (resized to its size) or its size to {size}"
+                )
+        if self.fusion == "interleave" and len({t.num_tokens for t in towers}) > 1:
+            counts = {t.name: t.num_tokens for t in towers}
             raise ValueError(
-                f"trained_adapters={self.trained_adapters!r} names adapters other than {list(ADAPTERS)}"
-            )
-        if self.moge_layers < 1:
-            raise ValueError(f"moge_layers must be >= 1, got {self.moge_layers}")
-        if not (self.clip_hidden_size and self.image_size and self.patch_size):
-            raise ValueError(
-                "clip_hidden_size, image_size and patch_size are required for the open_clip backend"
-            )
-        if self.image_size % self.patch_size:
-            raise ValueError(
-                f"image_size {self.image_size} is not a multiple of patch_size {self.patch_size}"
-            )
-        # MoGe's DINOv2 always has patch 14: both towers must see the same grid for one-to-one interleaving.
-        if self.fusion == "interleave" and self.patch_size != 14:
-            raise ValueError(
-                f"interleave fusion needs CLIP patch size 14 (as DINOv2's), got {self.patch_size}"
+                f"interleave fusion needs equal token counts per tower, got {counts}; use fusion 'concat' or "
+                "image sizes that give the same grid"
             )
 
     @classmethod
@@ -172,38 +121,108 @@ class SpatialGeoConfig(PretrainedConfig):
         return loaded
 
     @property
-    def num_patches(self) -> int:
-        """T: visual tokens per tower per image."""
-        return (self.image_size // self.patch_size) ** 2
+    def towers(self) -> list[TowerSpec]:
+        """The towers in fusion order (parsed from `vision_towers` each time: edits to the dicts show)."""
+        return [TowerSpec.from_dict(t) for t in self.vision_towers]
+
+    @property
+    def tower_names(self) -> list[str]:
+        return [t["name"] for t in self.vision_towers]
+
+    def tower(self, name: str) -> TowerSpec:
+        for spec in self.towers:
+            if spec.name == name:
+                return spec
+        raise KeyError(f"the model has no tower {name!r}; its towers: {self.tower_names}")
+
+    def set_tower_source(self, name: str, source: str | None) -> None:
+        for tower in self.vision_towers:
+            if tower["name"] == name:
+                tower["source"] = source
+                return
+        raise KeyError(f"the model has no tower {name!r}; its towers: {self.tower_names}")
+
+    @property
+    def image_size(self) -> int:
+        """The side of the shared pixels (the first tower's input size): what the processor makes."""
+        return self.towers[0].image_size
 
     @property
     def num_image_tokens(self) -> int:
-        """Tokens one image occupies in the LLM sequence (2T for both fusions)."""
-        return 2 * self.num_patches
+        """Tokens one image occupies in the LLM sequence: every tower's tokens."""
+        return sum(t.num_tokens for t in self.towers)
 
     @property
-    def moge_hidden_size(self) -> int:
-        return DINOV2_WIDTHS[self.moge_backbone]
+    def feature_shapes(self) -> dict[str, tuple[int, ...]]:
+        """What each tower gives per image, and its feature store holds."""
+        return {t.name: t.feature_shape for t in self.towers}
 
-    @property
-    def clip_feature_shape(self) -> tuple[int, int]:
-        """(T, Dc): what the CLIP tower gives per image, and the feature store holds."""
-        return (self.num_patches, self.clip_hidden_size)
-
-    @property
-    def moge_feature_shape(self) -> tuple[int, int, int]:
-        """(L, T, Dm): what the MoGe tower gives per image (its last L blocks), and the store holds."""
-        return (self.moge_layers, self.num_patches, self.moge_hidden_size)
-
-    def adapter_trained(self, adapter: str) -> bool:
-        """Whether `adapter` has been trained (a LLaVA-1.5 start's CLIP adapter has, its MoGe adapter not)."""
+    def adapter_trained(self, name: str) -> bool:
+        """Whether tower `name`'s adapter has been trained (a LLaVA-1.5 start's `clip` adapter has)."""
         if self.trained_adapters is None:
-            return adapter == "clip"
-        return adapter in self.trained_adapters
+            return name == "clip"
+        return name in self.trained_adapters
 
     @property
     def hidden_size(self) -> int:
         return self.text_config.hidden_size
+
+
+SPATIALGEO_FIELDS = (
+    "clip_backend", "clip_path", "clip_vision_config", "clip_model_name", "clip_hidden_size", "clip_layer",
+    "image_size", "patch_size", "moge_path", "moge_backbone", "moge_layers", "moge_input", "adapter_type",
+)  # fmt: skip
+
+
+def spatialgeo_towers(
+    clip_backend: str = "hf",
+    clip_path: str | None = None,
+    clip_vision_config=None,
+    clip_model_name: str | None = None,
+    clip_hidden_size: int | None = None,
+    clip_layer: int = -2,
+    image_size: int | None = None,
+    patch_size: int | None = None,
+    moge_path: str | None = None,
+    moge_backbone: str = "dinov2_vitl14",
+    moge_layers: int = 4,
+    moge_input: str = "clip",
+    adapter_type: str = "mlp2x_gelu",
+) -> list[dict]:
+    """SpatialGeo's towers (CLIP, then MoGe's DINOv2) from the fields its configs have always had."""
+    if clip_backend not in ("hf", "open_clip"):
+        raise ValueError(f"clip_backend={clip_backend!r} is not one of ['hf', 'open_clip']")
+    if moge_input not in ("clip", "moge"):
+        raise ValueError(f"moge_input={moge_input!r} is not one of ['clip', 'moge']")
+    if moge_backbone not in DINOV2_GEOMETRY:
+        raise ValueError(f"moge_backbone={moge_backbone!r} is not one of {list(DINOV2_GEOMETRY)}")
+    if moge_layers < 1:
+        raise ValueError(f"moge_layers must be >= 1, got {moge_layers}")
+    options: dict = {}
+    if clip_backend == "hf":
+        if clip_vision_config is None:
+            clip_vision_config = dict(CLIP_L14_336)
+        if not isinstance(clip_vision_config, dict):
+            clip_vision_config = clip_vision_config.to_dict()
+        from transformers import CLIPVisionConfig
+
+        vision = CLIPVisionConfig(**clip_vision_config)
+        clip_hidden_size = clip_hidden_size or vision.hidden_size
+        image_size, patch_size = image_size or vision.image_size, patch_size or vision.patch_size
+        from .towers.clip import vision_config_dict
+
+        options["vision_config"] = vision_config_dict(vision)
+    else:
+        options["model_name"] = clip_model_name
+    if not (clip_hidden_size and image_size and patch_size):
+        raise ValueError("clip_hidden_size, image_size and patch_size are required for the open_clip backend")
+    clip = TowerSpec("clip", "clip" if clip_backend == "hf" else "open_clip", clip_path, clip_layer,
+                     clip_hidden_size, patch_size, image_size, adapter=adapter_type, options=options)  # fmt: skip
+    # MoGe reads the same pixels as CLIP (patch 14 on CLIP's grid: one MoGe token per CLIP token)
+    moge = TowerSpec("moge", "moge", moge_path, last_layers(moge_layers), DINOV2_GEOMETRY[moge_backbone][0],
+                     DINOV2_PATCH, image_size, input="own" if moge_input == "moge" else "shared",
+                     adapter="summed_" + adapter_type, options={"backbone": moge_backbone})  # fmt: skip
+    return [clip.to_dict(), moge.to_dict()]
 
 
 # Registered so that transformers' Auto* classes (and tokenizer loading) recognise our directories.

@@ -80,24 +80,27 @@ def hash_weights(path: str) -> str:
     return digest
 
 
-def encoder_fingerprint(resolved, preprocessing: dict, dtype: str) -> dict:
-    """A JSON-able dict for a ResolvedModel; two stores may share rows only if their fingerprints are equal."""
-    config = resolved.config
-    return {
-        "clip": {
-            "backend": config.clip_backend,
-            "model_name": config.clip_model_name,
-            "weights": hash_weights(resolved.clip.path),
-            "layer": config.clip_layer,
-            "shape": list(config.clip_feature_shape),
-        },
-        "moge": {
-            "backbone": config.moge_backbone,
-            "weights": hash_weights(resolved.moge.path),
-            "layers": config.moge_layers,
-            "input": config.moge_input,
-            "shape": list(config.moge_feature_shape),
-        },
-        "preprocessing": preprocessing,
-        "dtype": dtype,
-    }
+def tower_fingerprint(spec, path: str) -> dict:
+    """What decides one tower's stored numbers: its kind's fields, with its weights' digest."""
+    from .towers.registry import tower_class
+
+    return tower_class(spec.kind).fingerprint(spec, hash_weights(path))
+
+
+def store_fingerprint(towers: dict[str, dict], preprocessing: dict, dtype: str) -> dict:
+    """The fingerprint of a store holding the features of `towers` ({name: tower_fingerprint}); a store holds
+    one tower's (a feature store per tower), so changing one tower re-encodes that tower alone."""
+    return {"towers": towers, "preprocessing": preprocessing, "dtype": dtype}
+
+
+def stored_towers(fingerprint: dict) -> dict[str, dict]:
+    """{tower name: its fingerprint} of a store; a store written before towers were a list holds `clip` and
+    `moge` at the top level, and serves both of them."""
+    if "towers" in fingerprint:
+        return fingerprint["towers"]
+    return {name: fingerprint[name] for name in ("clip", "moge") if name in fingerprint}
+
+
+def shared_fields(fingerprint: dict) -> dict:
+    """What every tower of a store shares: the preprocessing of the pixels, and the stored encoding."""
+    return {"preprocessing": fingerprint.get("preprocessing"), "dtype": fingerprint.get("dtype")}

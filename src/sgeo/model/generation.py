@@ -42,14 +42,12 @@ PREFILL_TOKENS = 8192
 class Sequence:
     """One prompt to answer and, as the batch generates, its answer's token ids (`tokens`, stop token excluded).
 
-    `clip_features` [I, T, Dc] and `moge_features` [I, L, T, Dm] are the encoded images of its I `<image>`
-    tokens (None: no image). Written by the batch's thread; readers wait on `wait` (threads) or get a call
+    `image_features` ({tower: [I, ...]}) are the encoded images of its I `<image>` tokens (None: no image). Written by the batch's thread; readers wait on `wait` (threads) or get a call
     through `add_waker` (event loops). `finish_reason` is "stop", "length", "cancelled" or "error" (`error`).
     """
 
     input_ids: list[int]
-    clip_features: torch.Tensor | None = None
-    moge_features: torch.Tensor | None = None
+    image_features: dict[str, torch.Tensor] | None = None
     max_new_tokens: int = 256
     temperature: float = 0.0
     top_k: int = 0
@@ -184,11 +182,10 @@ class Batch:
             [[0] * (longest - len(s.input_ids)) + [1] * len(s.input_ids) for s in sequences],
             device=self.device,
         )  # [b, N]
-        with_images = [s for s in sequences if s.clip_features is not None]
+        with_images = [s.image_features for s in sequences if s.image_features is not None]
         # the rows' images in row order: `masked_scatter` fills the image tokens row by row
-        clip = torch.cat([s.clip_features for s in with_images]) if with_images else None
-        moge = torch.cat([s.moge_features for s in with_images]) if with_images else None
-        embeds = self.model.embed_inputs(ids, clip_features=clip, moge_features=moge)  # [b, N, H]
+        features = {name: torch.cat([f[name] for f in with_images]) for name in with_images[0]} if with_images else None
+        embeds = self.model.embed_inputs(ids, image_features=features)  # [b, N, H]
         positions = mask.cumsum(-1) - 1
         positions = positions.masked_fill(mask == 0, 1)  # as transformers' generate (padding's are unused)
         output = self.lm(
@@ -355,10 +352,10 @@ def generate_answers(
     config's repetition penalty applies, as in `generate`. The images of all samples are encoded in one pass,
     as `model.generate(pixel_values=...)` does; answers are cut and decoded by `processor.decode_answer`."""
     images = [image for item in pictures for image in item]
-    clip = moge = None
+    features = None
     if images:
         with torch.inference_mode():
-            clip, moge = model.encode_images(processor.preprocess_images(images))  # [I, T, Dc], [I, L, T, Dm]
+            features = model.encode_images(processor.preprocess_images(images))  # {tower: [I, ...]}
     stops, starts = stop_ids(model, processor), [0]
     penalty = generation_defaults(model)["repetition_penalty"]
     for item in pictures:
@@ -366,8 +363,7 @@ def generate_answers(
     sequences = [
         Sequence(
             sample["input_ids"],
-            clip[starts[i] : starts[i + 1]] if pictures[i] else None,
-            moge[starts[i] : starts[i + 1]] if pictures[i] else None,
+            {name: f[starts[i] : starts[i + 1]] for name, f in features.items()} if pictures[i] else None,
             max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, repetition_penalty=penalty,
             seed=None if seeds is None else seeds[i], stop_ids=stops,
         )

@@ -79,8 +79,10 @@ def locate_tower(value: str | None, kind: str, base_dir: str | Path | None, need
     `value` is a path (absolute, or relative to the model directory `base_dir`) or a hub id. The reference
     hub ids go through their `SGEO_*_PATH` variable first; any other hub id must be in the HF cache.
     """
+    part = REFERENCE_PARTS.get(kind)  # the reference's own towers (CLIP, MoGe) have a variable and a hub id
     if not value:
-        part = REFERENCE_PARTS[kind]
+        if part is None:
+            raise SgeoError(f"{needed_by}: its {kind} tower names no source; set the tower's source in config.json")
         return part.locate(needed_by)
     candidate = Path(value).expanduser()
     local = candidate if candidate.is_absolute() or base_dir is None else Path(base_dir) / candidate
@@ -91,8 +93,7 @@ def locate_tower(value: str | None, kind: str, base_dir: str | Path | None, need
         raise SgeoError(
             f"{needed_by}: the {kind} tower {value} does not exist; fix the path in its config.json"
         )
-    part = REFERENCE_PARTS[kind]
-    if value == part.repo_id:
+    if part is not None and value == part.repo_id:
         return part.locate(needed_by)
     cached = from_hf_cache(value, MOGE_FILENAME if kind == "moge" else None)
     if cached is None:

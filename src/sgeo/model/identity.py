@@ -36,7 +36,6 @@ def model_identity(resolved) -> str:
         "layout": resolved.layout,
         "files": _describe_files(resolved.directory),
         "base": _describe_files(resolved.base) if resolved.base is not None else None,
-        "clip": _describe_tower(resolved.clip.path),
-        "moge": _describe_tower(resolved.moge.path),
     }
+    parts.update({name: _describe_tower(located.path) for name, located in resolved.towers.items()})
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()

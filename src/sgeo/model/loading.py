@@ -107,7 +107,7 @@ def _load_model(resolved: ResolvedModel, load_towers: bool, dtype, device, attn_
 
         spatialgeo = load_reference_model(resolved, dtype=dtype, attn_implementation=attn_implementation)
     # The tower names a saved model carries: hub ids stay hub ids, local towers become absolute paths.
-    spatialgeo.config.clip_path, spatialgeo.config.moge_path = config.clip_path, config.moge_path
+    spatialgeo.config.vision_towers = config.vision_towers
     processor = resolved.processor()
     # The processor's `<image>` id is what the merge looks for (LLaVA: just past its 32000-token vocabulary).
     spatialgeo.config.image_token_id = processor.image_token_id
@@ -115,10 +115,9 @@ def _load_model(resolved: ResolvedModel, load_towers: bool, dtype, device, attn_
     if device:
         spatialgeo.to(device)
     if load_towers:
-        with weights_errors(
-            f"the vision towers of {resolved.name} ({resolved.clip.path}, {resolved.moge.path})"
-        ):
-            spatialgeo.load_towers(resolved.clip.path, resolved.moge.path)
+        paths = {name: located.path for name, located in resolved.towers.items()}
+        with weights_errors(f"the vision towers of {resolved.name} ({', '.join(paths.values())})"):
+            spatialgeo.load_towers(paths)
     spatialgeo.eval()
     return spatialgeo, processor
 
@@ -137,15 +136,14 @@ def stop_at_end_of_turn(model, processor) -> None:
         generation.eos_token_id = list(dict.fromkeys([*stops, *eos]))
 
 
-def load_encoders(model: str | ResolvedModel, *, dtype=None, device: str | None = None):
-    """The frozen towers alone, without the LLM (e.g. Ray encoder actors).
-
-    `towers.encode_images` is the same road as `SpatialGeoForCausalLM.encode_images`.
-    """
-    from .towers import VisionTowers
+def load_encoders(model: str | ResolvedModel, *, dtype=None, device: str | None = None, names=None):
+    """The frozen towers alone, without the LLM (e.g. Ray encoder actors): all of them, or those `names`. `encode_images` is the same road as `SpatialGeoForCausalLM.encode_images`."""
+    from .towers.stack import VisionTowers
 
     resolved = resolve_model(model)
+    names = list(resolved.towers) if names is None else list(names)
+    paths = {name: resolved.towers[name].path for name in names}
     with quiet_loading(), weights_errors(f"the vision towers of {resolved.name}"):
-        towers = VisionTowers(load_config(resolved), resolved.clip.path, resolved.moge.path)
+        towers = VisionTowers(load_config(resolved).towers, paths)
     towers.to(device=device or "cpu", dtype=dtype)
     return towers

@@ -1,23 +1,31 @@
-"""`SpatialGeoForCausalLM`: LLaVA-1.5 with a second, geometric vision tower.
+"""`SpatialGeoForCausalLM`: LLaVA-1.5 with more vision towers (SpatialGeo: a second, geometric one).
 
-The model owns the two adapters and the LLM (what a checkpoint holds). The frozen towers are attached with
-`load_towers()` only where pixels must be encoded; training from cached features never constructs them.
-`encode_images` is the one road from pixels to the arrays a feature store holds; `forward` and `generate`
-take either pixels or those arrays, and both roads meet in `embed_inputs`.
+The model owns one adapter per tower (`<tower>_adapter`: SpatialGeo's `clip_adapter` and `moge_adapter`, the
+keys its checkpoints have always had) and the LLM (what a checkpoint holds). The frozen towers are attached
+with `load_towers()` only where pixels must be encoded; training from cached features never constructs them.
+`encode_images` is the one road from pixels to the arrays the feature stores hold ({tower: features});
+`forward` and `generate` take either pixels or those features, and both roads meet in `embed_inputs`.
 """
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import torch
 from torch import nn
 from transformers import AutoModelForCausalLM, PreTrainedModel
 
-from .adapters import HierarchicalAdapter, build_adapter
+from .adapters import build_tower_adapter
 from .configuration import SpatialGeoConfig
 from .fusion import fuse, keep_branches
-from .towers import VisionTowers
+from .towers.stack import VisionTowers
+
+ADAPTER_SUFFIX = "_adapter"  # tower `moge` -> module `moge_adapter` (its checkpoint keys' prefix)
+
+
+def adapter_module_name(tower: str) -> str:
+    return tower + ADAPTER_SUFFIX
 
 
 class SpatialGeoForCausalLM(PreTrainedModel):
@@ -31,14 +39,15 @@ class SpatialGeoForCausalLM(PreTrainedModel):
 
     def __init__(self, config: SpatialGeoConfig):
         super().__init__(config)
-        hidden = config.hidden_size
-        self.clip_adapter = build_adapter(config.adapter_type, config.clip_hidden_size, hidden)
-        self.moge_adapter = HierarchicalAdapter(
-            config.adapter_type, config.moge_layers, config.moge_hidden_size, hidden
-        )
+        for spec in config.towers:
+            self.add_module(adapter_module_name(spec.name), build_tower_adapter(spec, config.hidden_size))
         self.language_model = AutoModelForCausalLM.from_config(config.text_config)
         self.towers: VisionTowers | None = None
         self.post_init()
+
+    def adapters(self) -> dict[str, nn.Module]:
+        """{tower name: its adapter}, in fusion order."""
+        return {name: getattr(self, adapter_module_name(name)) for name in self.config.tower_names}
 
     def _init_weights(self, module: nn.Module) -> None:
         if isinstance(module, nn.Linear) and any(module is m for m in self._adapter_linears()):
@@ -48,7 +57,10 @@ class SpatialGeoForCausalLM(PreTrainedModel):
                 module.bias.data.zero_()
 
     def _adapter_linears(self):
-        for adapter in (self.clip_adapter, self.moge_adapter) if hasattr(self, "moge_adapter") else ():
+        names = self.config.tower_names
+        if not all(hasattr(self, adapter_module_name(n)) for n in names):
+            return  # post_init during construction, before every adapter exists
+        for adapter in self.adapters().values():
             yield from (m for m in adapter.modules() if isinstance(m, nn.Linear))
 
     @classmethod
@@ -62,17 +74,17 @@ class SpatialGeoForCausalLM(PreTrainedModel):
         model.language_model = language_model
         parameter = next(language_model.parameters())
         model.init_adapters(seed, parameter.device)
-        model.clip_adapter.to(parameter.dtype)
-        model.moge_adapter.to(parameter.dtype)
+        for adapter in model.adapters().values():
+            adapter.to(parameter.dtype)
         return model
 
     def init_adapters(self, seed: int, device="cpu") -> None:
-        """Both adapters freshly initialised on `device` (seeded; the global RNG is left as it was), whether
+        """Every adapter freshly initialised on `device` (seeded; the global RNG is left as it was), whether
         they were materialised or built on the meta device."""
         generator_state = torch.random.get_rng_state()
         torch.manual_seed(seed)
         try:
-            for adapter in (self.clip_adapter, self.moge_adapter):
+            for adapter in self.adapters().values():
                 adapter.to_empty(device=device)
             for linear in self._adapter_linears():
                 self._init_weights(linear)
@@ -80,38 +92,45 @@ class SpatialGeoForCausalLM(PreTrainedModel):
             torch.random.set_rng_state(generator_state)
 
     # -- towers --------------------------------------------------------------------------------------
-    def load_towers(self, clip_path: str | None = None, moge_path: str | None = None) -> VisionTowers:
-        """Attach the frozen towers, loaded through their own loaders from the given paths, or from where the
-        config names them (a path relative to the model directory, or a hub id found locally)."""
+    def load_towers(self, paths: dict[str, str] | None = None) -> VisionTowers:
+        """Attach the frozen towers, loaded through their own loaders from the given paths ({tower: path}), or
+        from where the config names them (a path relative to the model directory, or a hub id found locally)."""
         from .hub import locate_tower
 
         base = getattr(self.config, "_name_or_path", "") or None
-        clip_path = clip_path or locate_tower(self.config.clip_path, "clip", base, "the model").path
-        moge_path = moge_path or locate_tower(self.config.moge_path, "moge", base, "the model").path
-        towers = VisionTowers(self.config, clip_path, moge_path)
+        paths = dict(paths or {})
+        for spec in self.config.towers:
+            if not paths.get(spec.name):
+                paths[spec.name] = locate_tower(spec.source, spec.kind, base, "the model").path
+        towers = VisionTowers(self.config.towers, paths)
         towers.to(device=self.device)
         self.towers = towers
         return towers
 
     @torch.no_grad()
-    def encode_images(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """pixels [B, 3, S, S] -> (clip [B, T, Dc], moge [B, L, T, Dm]): exactly what a feature store holds."""
+    def encode_images(self, pixel_values: torch.Tensor) -> dict[str, torch.Tensor]:
+        """pixels [B, 3, S, S] -> {tower: [B, T, D] or [B, L, T, D]}: exactly what the feature stores hold."""
         if self.towers is None:
             raise RuntimeError("the vision towers are not loaded; call model.load_towers() to encode pixels")
         return self.towers.encode_images(pixel_values)
 
     # -- visual tokens -------------------------------------------------------------------------------
-    def get_image_features(self, clip_features: torch.Tensor, moge_features: torch.Tensor) -> torch.Tensor:
-        """Encoder outputs -> fused visual tokens [B, 2T, H] in the LLM's dtype."""
-        dtype = self.clip_adapter_dtype
-        clip_tokens = self.clip_adapter(clip_features.to(device=self.device, dtype=dtype))  # [B, T, H]
-        moge_tokens = self.moge_adapter(moge_features.to(device=self.device, dtype=dtype))  # [B, T, H]
-        clip_tokens, moge_tokens = keep_branches(self.config.visual_branches, clip_tokens, moge_tokens)
-        return fuse(self.config.fusion, clip_tokens, moge_tokens)  # [B, 2T, H]
+    def get_image_features(self, image_features: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Each tower's features -> fused visual tokens [B, sum T, H] in the LLM's dtype."""
+        missing = [name for name in self.config.tower_names if name not in image_features]
+        if missing:
+            raise ValueError(f"image features lack towers {missing}; the model reads {self.config.tower_names}")
+        dtype = self.adapter_dtype
+        tokens = {
+            name: adapter(image_features[name].to(device=self.device, dtype=dtype))  # [B, T, H]
+            for name, adapter in self.adapters().items()
+        }
+        tokens = keep_branches(self.config.visual_branches, tokens)
+        return fuse(self.config.fusion, list(tokens.values()))  # [B, sum T, H]
 
     @property
-    def clip_adapter_dtype(self) -> torch.dtype:
-        return next(self.clip_adapter.parameters()).dtype
+    def adapter_dtype(self) -> torch.dtype:
+        return next(next(iter(self.adapters().values())).parameters()).dtype
 
     def get_input_embeddings(self) -> nn.Module:
         return self.language_model.get_input_embeddings()
@@ -123,28 +142,22 @@ class SpatialGeoForCausalLM(PreTrainedModel):
         self,
         input_ids: torch.Tensor,
         pixel_values: torch.Tensor | None = None,
-        clip_features: torch.Tensor | None = None,
-        moge_features: torch.Tensor | None = None,
+        image_features: dict[str, torch.Tensor] | None = None,
     ) -> torch.Tensor:
         """Token embeddings with the fused visual tokens scattered over the image-token positions."""
-        has_features = clip_features is not None or moge_features is not None
-        if pixel_values is not None and has_features:
-            raise ValueError(
-                "pass either pixel_values (online) or clip_features and moge_features (cached), not both"
-            )
-        if has_features and (clip_features is None or moge_features is None):
-            raise ValueError("cached features need both clip_features and moge_features")
+        if pixel_values is not None and image_features is not None:
+            raise ValueError("pass either pixel_values (online) or image_features (cached), not both")
         image_mask = input_ids == self.config.image_token_id  # [B, N]
         # The image-token id may lie outside the LLM's vocabulary (LLaVA's 32000 rows): look up a valid id.
         inputs_embeds = self.get_input_embeddings()(input_ids.masked_fill(image_mask, 0))  # [B, N, H]
         if pixel_values is not None:
-            clip_features, moge_features = self.encode_images(pixel_values)
+            image_features = self.encode_images(pixel_values)
         num_tokens = int(image_mask.sum())
-        if clip_features is None:
+        if image_features is None:
             if num_tokens:
                 raise ValueError(f"the input has {num_tokens} image tokens but no image was given")
             return inputs_embeds
-        image_embeds = self.get_image_features(clip_features, moge_features)  # [I, 2T, H]
+        image_embeds = self.get_image_features(image_features)  # [I, sum T, H]
         num_features = image_embeds.shape[0] * image_embeds.shape[1]
         if num_tokens != num_features:
             raise ValueError(
@@ -160,13 +173,12 @@ class SpatialGeoForCausalLM(PreTrainedModel):
         attention_mask: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
         pixel_values: torch.Tensor | None = None,
-        clip_features: torch.Tensor | None = None,
-        moge_features: torch.Tensor | None = None,
+        image_features: dict[str, torch.Tensor] | None = None,
         inputs_embeds: torch.Tensor | None = None,
         **kwargs,
     ):
         if inputs_embeds is None:
-            inputs_embeds = self.embed_inputs(input_ids, pixel_values, clip_features, moge_features)
+            inputs_embeds = self.embed_inputs(input_ids, pixel_values, image_features)
         return self.language_model(
             inputs_embeds=inputs_embeds, attention_mask=attention_mask, labels=labels, **kwargs
         )
@@ -177,14 +189,13 @@ class SpatialGeoForCausalLM(PreTrainedModel):
         input_ids: torch.Tensor,
         attention_mask: torch.Tensor | None = None,
         pixel_values: torch.Tensor | None = None,
-        clip_features: torch.Tensor | None = None,
-        moge_features: torch.Tensor | None = None,
+        image_features: dict[str, torch.Tensor] | None = None,
         **generate_kwargs,
     ) -> torch.Tensor:
         """Generate from the merged embeddings; returns only the new tokens (as LLaVA's generate does)."""
         import warnings
 
-        inputs_embeds = self.embed_inputs(input_ids, pixel_values, clip_features, moge_features)
+        inputs_embeds = self.embed_inputs(input_ids, pixel_values, image_features)
         if attention_mask is None:
             attention_mask = torch.ones(input_ids.shape, dtype=torch.long, device=input_ids.device)
         with warnings.catch_warnings():
@@ -199,24 +210,28 @@ class SpatialGeoForCausalLM(PreTrainedModel):
     def save_pretrained(self, save_directory, *args, **kwargs):
         """HF save of adapters + LLM. Tower weights stay in their own checkpoints (named by the config), with
         paths made absolute so the saved model finds its towers from anywhere."""
-        config, towers = self.config, self.towers
-        saved = config.clip_path, config.moge_path
-        self.towers = None
-        config.clip_path = _absolute_tower_path(config, config.clip_path)
-        config.moge_path = _absolute_tower_path(config, config.moge_path)
-        try:
-            return super().save_pretrained(save_directory, *args, **kwargs)
-        finally:
-            config.clip_path, config.moge_path = saved
-            self.towers = towers
+        with absolute_tower_paths(self.config):
+            towers, self.towers = self.towers, None
+            try:
+                return super().save_pretrained(save_directory, *args, **kwargs)
+            finally:
+                self.towers = towers
 
 
-def _absolute_tower_path(config: SpatialGeoConfig, path: str | None) -> str | None:
-    """A tower path relative to the model directory -> absolute; hub ids and absolute paths are kept."""
+@contextlib.contextmanager
+def absolute_tower_paths(config: SpatialGeoConfig):
+    """While inside: every tower source relative to the model directory made absolute (hub ids and absolute
+    paths kept), so a config saved elsewhere still finds its towers; restored on exit."""
+    saved = [dict(t) for t in config.vision_towers]
     base = getattr(config, "_name_or_path", "") or ""
-    if path is None or Path(path).is_absolute() or not base or not (Path(base) / path).exists():
-        return path
-    return str((Path(base) / path).resolve())
+    for tower in config.vision_towers:
+        path = tower["source"]
+        if path and not Path(path).is_absolute() and base and (Path(base) / path).exists():
+            tower["source"] = str((Path(base) / path).resolve())
+    try:
+        yield config
+    finally:
+        config.vision_towers = saved
 
 
 AutoModelForCausalLM.register(SpatialGeoConfig, SpatialGeoForCausalLM, exist_ok=True)

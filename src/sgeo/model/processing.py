@@ -29,9 +29,8 @@ from transformers import AutoTokenizer, CLIPImageProcessor, PreTrainedTokenizerB
 from ..errors import SgeoError
 from .chat_template import CHAT, LLAVA_TEMPLATES, ChatTemplate, resolve_template
 from .conversation import IGNORE_INDEX, IMAGE_TOKEN, Template, get_template, render
+from .pixel_stats import CLIP_MEAN, CLIP_STD
 
-CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 ASPECT_MODES = ("pad", "crop")
 TOKENIZATIONS = ("single_pass", "llava")
 PROCESSOR_FILE = "processor_config.json"
@@ -73,13 +72,14 @@ def add_image_token(tokenizer) -> None:
     )
 
 
-def build_image_processor(image_size: int) -> CLIPImageProcessor:
-    """openai/clip-vit-large-patch14-336's preprocessing, at `image_size`."""
+def build_image_processor(image_size: int, mean=CLIP_MEAN, std=CLIP_STD) -> CLIPImageProcessor:
+    """openai/clip-vit-large-patch14-336's preprocessing (resize, centre crop), at `image_size`, with another
+    tower's statistics where the first tower is not CLIP."""
     return CLIPImageProcessor(
         size={"shortest_edge": image_size},
         crop_size={"height": image_size, "width": image_size},
-        image_mean=list(CLIP_MEAN),
-        image_std=list(CLIP_STD),
+        image_mean=list(mean),
+        image_std=list(std),
         do_convert_rgb=True,
     )
 

@@ -77,7 +77,7 @@ def _clip_vision_config(clip: Located):
 
 def reference_config(raw: dict, clip: Located, moge: Located) -> SpatialGeoConfig:
     """A LLaVA/SpatialGeo config.json -> SpatialGeoConfig (reads the CLIP config and the MoGe header)."""
-    from .towers import moge_backbone_name
+    from .towers.moge_checkpoint import moge_backbone_name
 
     if raw.get("mm_vision_select_feature", "patch") != "patch":
         raise SgeoError(
@@ -116,8 +116,9 @@ def reference_processor(resolved):
         raise SgeoError(
             f"image_aspect_ratio={aspect!r} in {resolved.directory}/config.json is not one of pad, square"
         )
-    vision = _clip_vision_config(resolved.clip)
-    image_processor = _clip_image_processor(resolved.clip) or build_image_processor(vision.image_size)
+    clip = resolved.towers["clip"]
+    vision = _clip_vision_config(clip)
+    image_processor = _clip_image_processor(clip) or build_image_processor(vision.image_size)
     tokenizer = load_tokenizer(resolved.tokenizer_dir)
     max_length = raw.get("tokenizer_model_max_length") or tokenizer.model_max_length
     return SpatialGeoProcessor(

@@ -46,8 +46,7 @@ class ResolvedModel:
     layout: str  # one of LAYOUTS
     directory: Path  # the model's own directory
     base: Path | None  # the LLaVA-1.5 checkpoint a release applies to; a composed model's LLM
-    clip: Located
-    moge: Located
+    towers: dict[str, Located]  # tower name -> where its weights load from, in fusion order
 
     @property
     def weights_dir(self) -> Path:
@@ -72,8 +71,9 @@ class ResolvedModel:
         else:
             from .reference import reference_config
 
-            config = reference_config(self.raw_config, self.clip, self.moge)
-        config.clip_path, config.moge_path = self.clip.name, self.moge.name
+            config = reference_config(self.raw_config, self.towers["clip"], self.towers["moge"])
+        for name, located in self.towers.items():
+            config.set_tower_source(name, located.name)
         return config
 
     def processor(self):
@@ -88,8 +88,8 @@ class ResolvedModel:
 
     def describe(self) -> dict:
         """Where each part comes from, for logs and `train_config.json`."""
-        parts = {"layout": self.layout, "directory": str(self.directory), "clip": self.clip.path}
-        parts["moge"] = self.moge.path
+        parts = {"layout": self.layout, "directory": str(self.directory)}
+        parts.update({name: located.path for name, located in self.towers.items()})
         if self.base is not None:
             parts["llm" if self.layout == "sgeo" else "base"] = str(self.base)
         return parts
@@ -171,21 +171,34 @@ def resolve_directory(directory: Path, name: str) -> ResolvedModel:
     raw = read_config_json(directory)
     layout = detect_layout(directory, raw)
     if layout == "sgeo":
-        clip_value, moge_value = raw.get("clip_path"), raw.get("moge_path")
-        if not clip_value or not moge_value:
-            missing = "clip_path" if not clip_value else "moge_path"
-            raise SgeoError(f"{directory}/config.json names no {missing}; set it to the tower's weights")
-        clip = locate_tower(clip_value, "clip", directory, name)
-        moge = locate_tower(moge_value, "moge", directory, name)
+        towers = {}
+        for spec in tower_specs(raw, directory):
+            if not spec.source:
+                raise SgeoError(f"{directory}/config.json names no source for its {spec.name} tower; set it")
+            towers[spec.name] = locate_tower(spec.source, spec.kind, directory, name)
         # a composed model (`sgeo compose`) refers to its LLM's weights instead of holding them
         llm = locate_llm(raw["llm_path"], directory, name) if raw.get("llm_path") else None
-        return ResolvedModel(name, layout, directory, Path(llm.path) if llm else None, clip, moge)
+        return ResolvedModel(name, layout, directory, Path(llm.path) if llm else None, towers)
     base = _release_base(directory, layout) if layout in ("reference-lora", "reference-stage1") else None
     clip = locate_tower(
         raw.get("mm_vision_tower") or REFERENCE_PARTS["clip"].repo_id, "clip", directory, name
     )
     moge = _moge_of_reference(directory, name)
-    return ResolvedModel(name, layout, directory, base, clip, moge)
+    return ResolvedModel(name, layout, directory, base, {"clip": clip, "moge": moge})
+
+
+def tower_specs(raw: dict, directory: Path):
+    """The towers an sgeo config.json lists (or, written before towers were a list, its SpatialGeo fields)."""
+    from .configuration import SPATIALGEO_FIELDS, spatialgeo_towers
+    from .tower_spec import TowerSpec
+
+    try:
+        towers = raw.get("vision_towers")
+        if towers is None:
+            towers = spatialgeo_towers(**{k: raw[k] for k in SPATIALGEO_FIELDS if k in raw})
+        return [TowerSpec.from_dict(t) for t in towers]
+    except (TypeError, ValueError) as error:
+        raise SgeoError(f"{directory}/config.json: its towers are not valid ({error}); fix vision_towers") from None
 
 
 def resolve_model(model: str | ResolvedModel) -> ResolvedModel:

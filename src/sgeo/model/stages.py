@@ -59,26 +59,26 @@ def configure_stage(model: nn.Module, stage: int, lora: LoraSettings | None = Lo
     if stage not in STAGES:
         raise ValueError(f"stage must be one of {STAGES}, got {stage}")
     model.requires_grad_(False)
-    for adapter in stage_adapters(model.config, stage):
-        getattr(model, f"{adapter}_adapter").requires_grad_(True)
     if stage == 2:
-        model.clip_adapter.requires_grad_(True)
         if lora is not None:
             apply_lora(model, lora)  # peft leaves only the LoRA matrices of the LLM trainable
-            model.moge_adapter.requires_grad_(True)
-            model.clip_adapter.requires_grad_(True)
         else:
             model.language_model.requires_grad_(True)
+    adapters = model.adapters()
+    for name in stage_adapters(model.config, stage):
+        adapters[name].requires_grad_(True)
     if getattr(model, "towers", None) is not None:
         model.towers.requires_grad_(False)
     return trainable_names(model)
 
 
 def stage_adapters(config, stage: int) -> list[str]:
-    """The adapters `stage` trains: both in stage 2; in stage 1 the MoGe adapter and any not yet trained."""
+    """The towers whose adapters `stage` trains: every one in stage 2; in stage 1 those of the towers after the
+    first (SpatialGeo's MoGe: what LLaVA-1.5 lacks) and the first's where it is not trained yet."""
+    names = config.tower_names
     if stage == 2:
-        return ["clip", "moge"]
-    return [a for a in ("clip", "moge") if a == "moge" or not config.adapter_trained(a)]
+        return names
+    return [a for i, a in enumerate(names) if i > 0 or not config.adapter_trained(a)]
 
 
 def trainable_names(model: nn.Module) -> list[str]:

@@ -47,8 +47,7 @@ class Chat:
     """A conversation about one image: its features (encoded once), the turns so far and the template they
     are rendered with, as `ImageChat`'s."""
 
-    clip_features: object  # [1, T, Dc]
-    moge_features: object  # [1, L, T, Dm]
+    image_features: dict  # {tower: [1, ...]}
     template: object  # the model's own (`processor.resolve_template`)
     turns: list[dict] = field(default_factory=list)
 
@@ -83,7 +82,7 @@ class Slot:
 
 
 class FeatureEncoder:
-    """Pixels -> (clip, moge) features, up to `ENCODE_BATCH` images per pass of the towers, on the model's
+    """Pixels -> {tower: features}, up to `ENCODE_BATCH` images per pass of the towers, on the model's
     thread between generation steps (`run_soon`); the features of recent images are kept (up to
     `FEATURE_CACHE_BYTES`), keyed by a hash of their pixels."""
 
@@ -124,8 +123,8 @@ class FeatureEncoder:
             jobs = [self._waiting[key] for key in keys]
         try:
             with torch.inference_mode():
-                clip, moge = self.model.encode_images(torch.cat([pixels for pixels, _ in jobs]))
-            features = [(clip[i : i + 1].clone(), moge[i : i + 1].clone()) for i in range(len(jobs))]
+                encoded = self.model.encode_images(torch.cat([pixels for pixels, _ in jobs]))
+            features = [{name: f[i : i + 1].clone() for name, f in encoded.items()} for i in range(len(jobs))]
         except BaseException as error:  # the waiting requests fail with it; the thread goes on
             features = error
         with self._lock:
@@ -147,12 +146,12 @@ class FeatureEncoder:
                 future.cancel()
             self._waiting.clear()
 
-    def _keep(self, key: str, features: tuple) -> None:
+    def _keep(self, key: str, features: dict) -> None:
         self._cache[key] = features
-        self._cache_bytes += sum(t.numel() * t.element_size() for t in features)
+        self._cache_bytes += sum(t.numel() * t.element_size() for t in features.values())
         while self._cache_bytes > FEATURE_CACHE_BYTES and len(self._cache) > 1:
             _, old = self._cache.popitem(last=False)
-            self._cache_bytes -= sum(t.numel() * t.element_size() for t in old)
+            self._cache_bytes -= sum(t.numel() * t.element_size() for t in old.values())
 
 
 class Engine:
@@ -219,7 +218,7 @@ class Engine:
         return self._chat(await asyncio.wrap_future(future), history, template)
 
     def _chat(self, features: tuple, history: Sequence[tuple[str, str]], template=None) -> Chat:
-        chat = Chat(*features, template=template or self.template)
+        chat = Chat(features, template=template or self.template)
         for question, answer in history:
             chat.turns = [*chat.next_turns(question), {"from": "gpt", "value": answer}]
         return chat
@@ -333,8 +332,8 @@ class Reply:
             self._turns = self.chat.next_turns(self.question)
             self._generation = self.engine.batcher.submit(
                 Generation(
-                    self.prompt or self.engine.prompt_ids(self.chat, self.question), self.chat.clip_features,
-                    self.chat.moge_features, max_new_tokens=self.max_new_tokens, temperature=self.temperature,
+                    self.prompt or self.engine.prompt_ids(self.chat, self.question), self.chat.image_features,
+                    max_new_tokens=self.max_new_tokens, temperature=self.temperature,
                     seed=self.seed, stop_ids=self.engine.stop_ids, **self.engine.defaults,
                 )
             )  # fmt: skip
