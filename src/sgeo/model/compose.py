@@ -237,7 +237,7 @@ def load_composed(resolved, dtype=None, attn_implementation: str | None = None):
     from safetensors import safe_open
     from transformers import AutoModelForCausalLM
 
-    from .loading import weights_errors
+    from .load_context import weights_errors
     from .modeling import SpatialGeoForCausalLM
 
     config = resolved.config

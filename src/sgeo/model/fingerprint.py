@@ -100,7 +100,3 @@ def stored_towers(fingerprint: dict) -> dict[str, dict]:
         return fingerprint["towers"]
     return {name: fingerprint[name] for name in ("clip", "moge") if name in fingerprint}
 
-
-def shared_fields(fingerprint: dict) -> dict:
-    """What every tower of a store shares: the preprocessing of the pixels, and the stored encoding."""
-    return {"preprocessing": fingerprint.get("preprocessing"), "dtype": fingerprint.get("dtype")}

@@ -55,20 +55,18 @@ def materialise(version: str, write: Callable[[Path], Path]) -> Path:
     return model_dir
 
 
-def _tiny():
-    from .resolve import resolve_directory
+def _tiny() -> Path:
     from .tiny import write_tiny
 
-    return resolve_directory(materialise(TINY_VERSION, write_tiny), "tiny")
+    return materialise(TINY_VERSION, write_tiny)
 
 
-def _demo():
+def _demo() -> Path:
     from functools import partial
 
-    from .resolve import resolve_directory
     from .tiny import DEMO, write_tiny
 
-    return resolve_directory(materialise(DEMO_VERSION, partial(write_tiny, sizes=DEMO)), "demo")
+    return materialise(DEMO_VERSION, partial(write_tiny, sizes=DEMO))
 
 
 def ref_dims_layers() -> int:
@@ -86,14 +84,13 @@ def ref_dims_version() -> str:
     return f"{REF_DIMS_VERSION}-{ref_dims_layers()}l"
 
 
-def _ref_dims():
+def _ref_dims() -> Path:
     from functools import partial
 
-    from .resolve import resolve_directory
     from .tiny import ref_dims, write_tiny
 
     writer = partial(write_tiny, sizes=ref_dims(ref_dims_layers()))
-    return resolve_directory(materialise(ref_dims_version(), writer), "ref-dims")
+    return materialise(ref_dims_version(), writer)
 
 
 def _ref_dims_geometry():
@@ -104,27 +101,26 @@ def _ref_dims_geometry():
                                                    "written": where.is_dir()}  # fmt: skip
 
 
-def _spatialgeo_7b():
+def _spatialgeo_7b() -> Path:
     from .hub import REFERENCE_PARTS
-    from .resolve import resolve_directory
 
-    llava = REFERENCE_PARTS["llava"].locate()
-    resolved = resolve_directory(Path(llava.path), "spatialgeo-7b")
-    if resolved.layout != "reference":
-        raise SgeoError(
-            f"{REFERENCE_PARTS['llava'].env} must point at LLaVA-1.5-7B itself (liuhaotian/llava-v1.5-7b), not at "
-            f"a {resolved.layout} directory; pass that directory as --model instead"
-        )
-    return resolved
+    return Path(REFERENCE_PARTS["llava"].locate().path)
 
 
 @dataclass(frozen=True)
 class Preset:
     name: str
     summary: str
-    resolve: Callable  # () -> ResolvedModel
+    directory: Callable[[], Path]  # the model directory, written first where the preset writes one
     # () -> (SpatialGeoConfig, description): a random-init preset's geometry without writing its files
     geometry: Callable | None = None
+    layout: str | None = None  # the layout its directory must have (spatialgeo-7b: LLaVA-1.5 itself)
+
+    def wrong_layout(self, found: str) -> str:
+        return (
+            f"SGEO_LLAVA_PATH must point at LLaVA-1.5-7B itself (liuhaotian/llava-v1.5-7b), not at a {found} "
+            "directory; pass that directory as --model instead"
+        )
 
 
 PRESETS: dict[str, Preset] = {
@@ -144,7 +140,8 @@ PRESETS: dict[str, Preset] = {
             geometry=_ref_dims_geometry,
         ),
         Preset(
-            "spatialgeo-7b", "LLaVA-1.5-7B + CLIP ViT-L/14-336 + MoGe ViT-L (local files)", _spatialgeo_7b
+            "spatialgeo-7b", "LLaVA-1.5-7B + CLIP ViT-L/14-336 + MoGe ViT-L (local files)", _spatialgeo_7b,
+            layout="reference",
         ),
     )
 }

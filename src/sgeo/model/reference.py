@@ -42,6 +42,10 @@ _NOT_TEXT_CONFIG = {
     "dtype",
     "torch_dtype",
 }
+STAGE1_WEIGHTS = "moge_mm_projector_list.bin"  # what the SpatialGeo stage-1 script saves
+NON_LORA_WEIGHTS = "non_lora_trainables.bin"  # what LLaVA's LoRA training saves beside the adapter
+# LLaVA config values of `image_aspect_ratio` -> sgeo's aspect modes (`square` is CLIP's resize + centre crop)
+LLAVA_ASPECT = {"pad": "pad", "square": "crop", None: "crop"}
 ADAPTER_PREFIXES = ("model.mm_projector.", "model.moge_mm_projector_list.")
 INDEX_FILES = ("model.safetensors.index.json", "pytorch_model.bin.index.json")
 
@@ -108,7 +112,6 @@ def reference_config(raw: dict, clip: Located, moge: Located) -> SpatialGeoConfi
 def reference_processor(resolved):
     """The processor of a reference checkpoint: its tokenizer, CLIP's own preprocessing, LLaVA's token rule."""
     from .processing import SpatialGeoProcessor, build_image_processor, load_tokenizer
-    from .resolve import LLAVA_ASPECT
 
     raw = resolved.raw_config
     aspect = raw.get("image_aspect_ratio")
@@ -246,7 +249,6 @@ def load_reference_model(resolved, *, dtype=None, attn_implementation=None, seed
     A plain LLaVA-1.5 has no MoGe adapter: it starts freshly initialised (seeded), as the reference's stage 1.
     """
     from .modeling import SpatialGeoForCausalLM
-    from .resolve import NON_LORA_WEIGHTS, STAGE1_WEIGHTS
 
     config = resolved.config
     llm = _load_llm(resolved.weights_dir, config.text_config, dtype, attn_implementation)

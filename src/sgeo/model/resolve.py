@@ -25,17 +25,15 @@ from functools import cached_property
 from pathlib import Path
 
 from ..errors import SgeoError
-from .configuration import SpatialGeoConfig
+from .configuration import SPATIALGEO_FIELDS, SpatialGeoConfig, spatialgeo_towers
 from .hub import REFERENCE_PARTS, Located, locate_llm, locate_tower
+from .reference import NON_LORA_WEIGHTS, STAGE1_WEIGHTS, reference_config, reference_processor
+from .tower_spec import TowerSpec
 
 LAYOUTS = ("sgeo", "reference", "reference-lora", "reference-stage1")
 REFERENCE_ARCHITECTURES = ("LlavaLlamaForCausalLM", "LlavaMoGeLlamaForCausalLM")
-STAGE1_WEIGHTS = "moge_mm_projector_list.bin"  # what the SpatialGeo stage-1 script saves
-NON_LORA_WEIGHTS = "non_lora_trainables.bin"  # what LLaVA's LoRA training saves beside the adapter
 RELEASE_MOGE = "vit_model.pt"  # the DINOv2 state dict the SpatialGeo release ships
 TOKENIZER_FILES = ("tokenizer.model", "tokenizer.json", "tokenizer_config.json")
-# LLaVA config values of `image_aspect_ratio` -> sgeo's aspect modes (`square` is CLIP's resize + centre crop)
-LLAVA_ASPECT = {"pad": "pad", "square": "crop", None: "crop"}
 
 
 @dataclass(frozen=True)
@@ -69,8 +67,6 @@ class ResolvedModel:
         if self.layout == "sgeo":
             config = SpatialGeoConfig.from_pretrained(self.directory)
         else:
-            from .reference import reference_config
-
             config = reference_config(self.raw_config, self.towers["clip"], self.towers["moge"])
         for name, located in self.towers.items():
             config.set_tower_source(name, located.name)
@@ -82,8 +78,6 @@ class ResolvedModel:
 
         if self.layout == "sgeo":
             return SpatialGeoProcessor.from_pretrained(self.directory)
-        from .reference import reference_processor
-
         return reference_processor(self)
 
     def describe(self) -> dict:
@@ -189,9 +183,6 @@ def resolve_directory(directory: Path, name: str) -> ResolvedModel:
 
 def tower_specs(raw: dict, directory: Path):
     """The towers an sgeo config.json lists (or, written before towers were a list, its SpatialGeo fields)."""
-    from .configuration import SPATIALGEO_FIELDS, spatialgeo_towers
-    from .tower_spec import TowerSpec
-
     try:
         towers = raw.get("vision_towers")
         if towers is None:
@@ -208,7 +199,11 @@ def resolve_model(model: str | ResolvedModel) -> ResolvedModel:
     from .presets import PRESETS, preset_names
 
     if model in PRESETS:
-        return PRESETS[model].resolve()
+        preset = PRESETS[model]
+        resolved = resolve_directory(preset.directory(), model)
+        if preset.layout is not None and resolved.layout != preset.layout:
+            raise SgeoError(preset.wrong_layout(resolved.layout))
+        return resolved
     path = Path(model).expanduser()
     if not path.is_dir():
         raise SgeoError(

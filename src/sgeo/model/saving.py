@@ -48,7 +48,7 @@ def save_trained(model, processor, out: str | Path, merge_lora: bool = False) ->
 
 
 def _save(model, processor, directory: Path, llm_changed: bool = True) -> None:
-    from .loading import quiet_loading
+    from .load_context import quiet_loading
 
     directory.mkdir(parents=True, exist_ok=True)
     llm_path = getattr(model.config, "llm_path", None)

@@ -280,7 +280,7 @@ def _write_position_embeddings(clip, moge, scale: float) -> None:
 
 def write_tiny(root: Path, seed: int = TINY_SEED, sizes: RandomInitSizes = TINY) -> Path:
     """Write every part (of `sizes`) under `root`; returns the SpatialGeo model directory."""
-    from .loading import quiet_loading
+    from .load_context import quiet_loading
 
     with quiet_loading():  # no "Writing model shards" bars in the middle of a job's output
         return _write(Path(root), seed, sizes)

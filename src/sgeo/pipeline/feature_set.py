@@ -1,0 +1,111 @@
+"""The feature stores a training run reads, one per tower, joined by image id and read as one.
+
+`sgeo extract` writes a store per tower (`<dir>/<tower>`), fingerprinted by that tower alone, so an ablation
+that swaps one tower re-encodes that tower only. A store written before towers were a list holds `clip` and
+`moge` in one group and serves both. `open_feature_set` finds, for each tower of the model, the store that
+holds it (refusing a missing or mismatched one in one line); `FeatureSet` then reads a batch's rows from each
+and answers the trainer's questions (which images are usable, their rows) over all of them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+from sgeo.errors import SgeoError
+
+GROUP_META = "zarr.json"  # what makes a directory a store (cache.layout.GROUP_META)
+
+
+def store_paths(paths: list[str]) -> list[str]:
+    """`--store` values -> store paths: a store as it is, a directory of stores -> each store in it (sorted)."""
+    out = []
+    for path in paths:
+        root = Path(path).expanduser()
+        if "://" in str(path) or (root / GROUP_META).is_file():
+            out.append(str(path))
+            continue
+        inside = sorted(p for p in root.iterdir() if (p / GROUP_META).is_file()) if root.is_dir() else []
+        if not inside:
+            raise SgeoError(
+                f"--store {path} is neither a feature store nor a directory of stores; run `sgeo extract` first"
+            )
+        out.extend(str(p) for p in inside)
+    return out
+
+
+class FeatureSet:
+    """Several stores, each serving some towers, read as one: rows are the first store's; the others are
+    matched to them by image id. An image is usable where every store holds it "ok"."""
+
+    def __init__(self, parts: dict[str, tuple[object, str]]):
+        # tower name -> (store, its array holding that tower's features), in the model's tower order
+        self.parts = parts
+        stores = list(dict.fromkeys(store for store, _ in parts.values()))  # each store once, first seen first
+        self.anchor = stores[0]
+        ids = self.anchor.image_ids()
+        self.num_rows = len(ids)
+        self._rows = {id(self.anchor): None}  # None: the anchor's own rows
+        for store in stores[1:]:
+            theirs = store.image_ids()
+            if theirs == ids:
+                self._rows[id(store)] = None
+                continue
+            where = {image_id: row for row, image_id in enumerate(theirs)}
+            self._rows[id(store)] = np.array([where.get(i, -1) for i in ids], dtype=np.int64)
+        self._stores = stores
+        self.url = " + ".join(store.url for store in stores)
+        self.dtypes = {name: store.dtype for name, (store, _) in parts.items()}
+        self.fingerprint = self.anchor.fingerprint  # preprocessing is checked equal across the stores
+
+    def manifest(self) -> pa.Table:
+        """The first store's manifest, a row "ok" only where every store holds its image "ok"."""
+        table = self.anchor.manifest()
+        status = table.column("status").to_pylist()
+        for store in self._stores[1:]:
+            theirs = store.manifest().column("status").to_pylist()
+            rows = self._rows[id(store)]
+            for r in range(self.num_rows):
+                other = theirs[r] if rows is None else (theirs[rows[r]] if rows[r] >= 0 else "absent")
+                if status[r] == "ok" and other != "ok":
+                    status[r] = other
+        index = table.schema.get_field_index("status")
+        return table.set_column(index, "status", pa.array(status, pa.string()))
+
+    def read(self, rows: np.ndarray) -> dict[str, np.ndarray]:
+        """{tower: stored words [n, ...]} of the first store's `rows` (decode with `dtypes[tower]`)."""
+        rows = np.asarray(rows, dtype=np.int64)
+        out = {}
+        for name, (store, array) in self.parts.items():
+            mapped = self._rows[id(store)]
+            out[name] = store.read(rows if mapped is None else mapped[rows], arrays=[array])[array]
+        return out
+
+    def close(self) -> None:
+        for store in self._stores:
+            store.close()
+
+
+def open_feature_set(paths: list[str], towers: dict[str, dict], preprocessing: dict, storage_options=None) -> FeatureSet:
+    """The stores at `paths` (stores or directories of stores) serving every tower of `towers` ({name: expected
+    tower fingerprint}) of pixels made by `preprocessing` (the encoding is each store's own business)."""
+    from sgeo.cache import FeatureStore, check_fingerprint
+    from sgeo.model.fingerprint import stored_towers
+
+    stores = [FeatureStore.open(p, storage_options=storage_options) for p in store_paths(paths)]
+    parts = {}
+    for name, expected in towers.items():
+        holders = [s for s in stores if name in stored_towers(s.fingerprint) and name in s.array_names]
+        if not holders:
+            held = sorted({t for s in stores for t in stored_towers(s.fingerprint)})
+            raise SgeoError(
+                f"no store holds the features of the model's {name} tower (the stores hold {', '.join(held) or 'none'}); "
+                f"run `sgeo extract` for it and pass its store with --store"
+            )
+        store = holders[0]
+        stored = {"tower": stored_towers(store.fingerprint)[name], "preprocessing": store.fingerprint.get("preprocessing")}
+        check_fingerprint(store.url, stored, {"tower": expected, "preprocessing": preprocessing})
+        parts[name] = (store, name)
+    return FeatureSet(parts)
