@@ -63,7 +63,9 @@ def test_greedy_generation_is_the_same_from_pixels_and_features(tiny):
         batch["input_ids"], batch["attention_mask"], pixel_values=batch["pixel_values"], **kwargs
     )
     features = model.encode_images(batch["pixel_values"])
-    from_features = model.generate(batch["input_ids"], batch["attention_mask"], image_features=features, **kwargs)
+    from_features = model.generate(
+        batch["input_ids"], batch["attention_mask"], image_features=features, **kwargs
+    )
     without_cache = model.generate(
         batch["input_ids"],
         batch["attention_mask"],

@@ -331,8 +331,11 @@ def evaluate(
 ):
     """Run a model over a spatial VQA benchmark and score it."""
     from .jobs.eval import EvalConfig, run_eval
+    from .jobs.suite import is_suite, run_suite
 
-    run_eval(
+    # several benchmarks ("a,b,c", a named suite): each its own run_eval, then one table
+    run = run_suite if is_suite(bench) else run_eval
+    run(
         EvalConfig(
             bench=bench,
             data=data,
@@ -361,7 +364,8 @@ def evaluate(
 def compose(
     llm: str = typer.Option(..., help="the LLM: a directory, or a hub id in the HF cache"),
     tower: list[str] = typer.Option(
-        ..., help="a vision tower, KIND=SOURCE[@LAYERS], repeated in fusion order (SpatialGeo: --tower "
+        ...,
+        help="a vision tower, KIND=SOURCE[@LAYERS], repeated in fusion order (SpatialGeo: --tower "
         "clip=CLIP_DIR --tower moge=MOGE_PT); kinds: clip, open_clip, moge, siglip, dinov2, depth_anything; "
         "SOURCE: a directory, a file or a hub id in the HF cache; LAYERS: -2, or -4,-3,-2,-1",
     ),

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import SgeoError
+from .answers import answer_record, append_answer, read_answers, rewrite_answers
 from .ask import check_max_new_tokens, load_for_inference, pick_device
 
 ANSWERS_FILE = "answers.jsonl"
@@ -66,11 +67,9 @@ def run_eval(config: EvalConfig, loaded: tuple | None = None, quiet: bool = Fals
 
     `loaded` is an optional (model, processor) already in memory; otherwise `config.model` is loaded, and only
     if something is left to answer. Returns `score_answers`' result.
-    """
-    from .suite import is_suite, run_suite
 
-    if is_suite(config.bench):  # "a,b,c" or a named suite: each benchmark as a run of its own, one table
-        return run_suite(config, loaded, quiet)
+    One benchmark: several ("a,b,c", a named suite) are `suite.run_suite`'s, which calls this for each.
+    """
     from ..pipeline.benchmarks import (
         build_prompt,
         check_bench,
@@ -82,7 +81,7 @@ def run_eval(config: EvalConfig, loaded: tuple | None = None, quiet: bool = Fals
         image_root,
         load_benchmark,
     )
-    from .score import check_judge, read_answers, score_answers
+    from .score import check_judge, score_answers
 
     for name in ("batch_size", "max_new_tokens", "limit", "concurrency"):
         value = getattr(config, name)
@@ -135,7 +134,7 @@ def run_eval(config: EvalConfig, loaded: tuple | None = None, quiet: bool = Fals
         "system": config.system,
     }
     assert set(run) <= set(ANSWER_OPTIONS), "declare every recorded option in ANSWER_OPTIONS"
-    done = _answered(_without_image_errors(answers, read_answers), run, answers)
+    done = _answered(_without_image_errors(answers), run, answers)
     todo = [item for item in items if item.question_id not in done]
     say = (lambda *_: None) if quiet else (lambda text: print(text, flush=True))
     say(
@@ -230,13 +229,11 @@ def _short(value) -> str:
     return repr(value[:12] + "..") if isinstance(value, str) and len(value) > 16 else repr(value)
 
 
-def _without_image_errors(answers: Path, read_answers) -> list[dict[str, Any]]:
+def _without_image_errors(answers: Path) -> list[dict[str, Any]]:
     """The answers file's records, minus those whose image could not be read: a rerun answers them again
     (the image may be there now), so they are dropped from the file first."""
     if not answers.is_file():
         return []
-    from .score import rewrite_answers
-
     records = read_answers(answers)
     kept = [r for r in records if "error" not in r]
     if len(kept) != len(records):
@@ -303,7 +300,6 @@ def answer_items(
 
     from ..pipeline.benchmarks import model_images
     from ..pipeline.images import load_image, resolve_inside
-    from .score import append_answer
     from .seeded_sampling import item_seed
 
     run = run or {}
@@ -350,18 +346,3 @@ def generate_batch(
         temperature=decoding.temperature if decoding.sample else 0.0, top_k=decoding.top_k if decoding.sample else 0,
         seeds=seeds, max_batch=len(samples),
     )  # fmt: skip
-
-
-def answer_record(
-    item, pred: str, error: str | None = None, skipped: str | None = None, **extra
-) -> dict[str, Any]:
-    """One answers.jsonl line: what the scorer reads, everything the benchmark item carried, how it was
-    asked (`extra`: protocol, seed, prompt) and, for an item not answered, why (`error` / `skipped`)."""
-    record = {**item.to_record(pred), **extra}
-    if len(item.images) > 1:
-        record["images"] = list(item.images)
-    if error is not None:
-        record["error"] = error
-    if skipped is not None:
-        record["skipped"] = skipped
-    return record

@@ -248,13 +248,12 @@ def answer_remote(
     max_retries: int = MAX_RETRIES,
 ) -> dict[str, int]:
     """Ask `remote` every item, at most `concurrency` at a time, appending each record to `answers` as it
-    arrives (records as `eval.answer_record` writes them). Returns {"answered", "refused", "retries"}."""
+    arrives (records as `answers.answer_record` writes them). Returns {"answered", "refused", "retries"}."""
     from tqdm.auto import tqdm
 
     from ..pipeline.benchmarks import model_images
     from ..pipeline.images import load_image, resolve_inside
-    from .eval import answer_record
-    from .score import append_answer
+    from .answers import answer_record, append_answer
     from .seeded_sampling import item_seed
 
     run = run or {}

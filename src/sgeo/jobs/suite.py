@@ -5,6 +5,9 @@ DATA/pope/, ...); each is answered and scored by `run_eval` into OUT/<name>/ exa
 each resumes, and its answers keep their own ids), then OUT/suite.txt, OUT/suite.json and OUT/suite.png set
 their figures side by side. Everything a benchmark would refuse (an unknown name, a judge-only benchmark
 without --judge, a missing folder) is refused for all of them before any model loads.
+
+The command line sends a `--bench` that `is_suite` here to `run_suite`; `run_eval` takes one benchmark only,
+so this module calls down into `eval` and never the other way.
 """
 
 from __future__ import annotations

@@ -50,7 +50,9 @@ class HierarchicalAdapter(nn.Module):
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         # features: [B, L, T, D] -> [B, T, H]
         if features.shape[1] != len(self.adapters):
-            raise ValueError(f"features have {features.shape[1]} layers, the adapter expects {len(self.adapters)}")
+            raise ValueError(
+                f"features have {features.shape[1]} layers, the adapter expects {len(self.adapters)}"
+            )
         return sum(adapter(features[:, i]) for i, adapter in enumerate(self.adapters))
 
 

@@ -117,7 +117,9 @@ def _moge_file(moge: Located) -> Located:
     path = Path(moge.path)
     if path.is_dir():
         if not (path / MOGE_FILENAME).is_file():
-            raise SgeoError(f"--tower moge={moge.name}: {path} holds no {MOGE_FILENAME}; give the MoGe checkpoint")
+            raise SgeoError(
+                f"--tower moge={moge.name}: {path} holds no {MOGE_FILENAME}; give the MoGe checkpoint"
+            )
         file = str((path / MOGE_FILENAME).resolve())
         return Located(file, file if moge.name == moge.path else moge.name)
     return moge
@@ -127,7 +129,9 @@ def tower_specs(options: list[str]):
     """`KIND=SOURCE[@LAYERS]` options -> (TowerSpecs in fusion order, the first tower's local path). Each tower is
     named after its kind (`depth_anything`, then `depth_anything_2` for a second of the same kind)."""
     if not options:
-        raise SgeoError(f"give the towers: --tower KIND=SOURCE, in fusion order (SpatialGeo: {', '.join(SPATIALGEO_TOWERS)})")
+        raise SgeoError(
+            f"give the towers: --tower KIND=SOURCE, in fusion order (SpatialGeo: {', '.join(SPATIALGEO_TOWERS)})"
+        )
     specs, names, paths = [], [], []
     for option in options:
         kind, source, layers = parse_tower_option(option)

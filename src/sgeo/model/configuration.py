@@ -14,7 +14,9 @@ from .towers.moge_checkpoint import DINOV2_GEOMETRY, DINOV2_PATCH
 from .towers.registry import KINDS
 
 FUSIONS = ("interleave", "concat")  # implemented in fusion.py (a test keeps the two lists equal)
-ALL_BRANCHES = "both"  # visual_branches: every tower's tokens reach the LLM (else one tower's name: an ablation)
+ALL_BRANCHES = (
+    "both"  # visual_branches: every tower's tokens reach the LLM (else one tower's name: an ablation)
+)
 # openai/clip-vit-large-patch14-336: LLaVA-1.5's CLIP, the default model's first tower
 CLIP_L14_336 = dict(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16,
                     image_size=336, patch_size=14, projection_dim=768)  # fmt: skip
@@ -93,7 +95,9 @@ class SpatialGeoConfig(PretrainedConfig):
         if self.fusion not in FUSIONS:
             raise ValueError(f"fusion={self.fusion!r} is not one of {list(FUSIONS)}")
         if self.visual_branches not in (ALL_BRANCHES, *names):
-            raise ValueError(f"visual_branches={self.visual_branches!r} is not one of {[ALL_BRANCHES, *names]}")
+            raise ValueError(
+                f"visual_branches={self.visual_branches!r} is not one of {[ALL_BRANCHES, *names]}"
+            )
         if self.trained_adapters is not None and not set(self.trained_adapters) <= set(names):
             raise ValueError(f"trained_adapters={self.trained_adapters!r} names towers other than {names}")
         size = towers[0].image_size

@@ -99,4 +99,3 @@ def stored_towers(fingerprint: dict) -> dict[str, dict]:
     if "towers" in fingerprint:
         return fingerprint["towers"]
     return {name: fingerprint[name] for name in ("clip", "moge") if name in fingerprint}
-

@@ -184,7 +184,11 @@ class Batch:
         )  # [b, N]
         with_images = [s.image_features for s in sequences if s.image_features is not None]
         # the rows' images in row order: `masked_scatter` fills the image tokens row by row
-        features = {name: torch.cat([f[name] for f in with_images]) for name in with_images[0]} if with_images else None
+        features = (
+            {name: torch.cat([f[name] for f in with_images]) for name in with_images[0]}
+            if with_images
+            else None
+        )
         embeds = self.model.embed_inputs(ids, image_features=features)  # [b, N, H]
         positions = mask.cumsum(-1) - 1
         positions = positions.masked_fill(mask == 0, 1)  # as transformers' generate (padding's are unused)

@@ -82,7 +82,9 @@ def locate_tower(value: str | None, kind: str, base_dir: str | Path | None, need
     part = REFERENCE_PARTS.get(kind)  # the reference's own towers (CLIP, MoGe) have a variable and a hub id
     if not value:
         if part is None:
-            raise SgeoError(f"{needed_by}: its {kind} tower names no source; set the tower's source in config.json")
+            raise SgeoError(
+                f"{needed_by}: its {kind} tower names no source; set the tower's source in config.json"
+            )
         return part.locate(needed_by)
     candidate = Path(value).expanduser()
     local = candidate if candidate.is_absolute() or base_dir is None else Path(base_dir) / candidate

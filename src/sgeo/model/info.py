@@ -9,7 +9,6 @@ from .configuration import SpatialGeoConfig
 from .stages import LoraSettings
 
 
-
 def _count(module: torch.nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 

@@ -119,7 +119,9 @@ class SpatialGeoForCausalLM(PreTrainedModel):
         """Each tower's features -> fused visual tokens [B, sum T, H] in the LLM's dtype."""
         missing = [name for name in self.config.tower_names if name not in image_features]
         if missing:
-            raise ValueError(f"image features lack towers {missing}; the model reads {self.config.tower_names}")
+            raise ValueError(
+                f"image features lack towers {missing}; the model reads {self.config.tower_names}"
+            )
         dtype = self.adapter_dtype
         tokens = {
             name: adapter(image_features[name].to(device=self.device, dtype=dtype))  # [B, T, H]

@@ -140,7 +140,9 @@ PRESETS: dict[str, Preset] = {
             geometry=_ref_dims_geometry,
         ),
         Preset(
-            "spatialgeo-7b", "LLaVA-1.5-7B + CLIP ViT-L/14-336 + MoGe ViT-L (local files)", _spatialgeo_7b,
+            "spatialgeo-7b",
+            "LLaVA-1.5-7B + CLIP ViT-L/14-336 + MoGe ViT-L (local files)",
+            _spatialgeo_7b,
             layout="reference",
         ),
     )

@@ -27,7 +27,7 @@ from pathlib import Path
 from ..errors import SgeoError
 from .configuration import SPATIALGEO_FIELDS, SpatialGeoConfig, spatialgeo_towers
 from .hub import REFERENCE_PARTS, Located, locate_llm, locate_tower
-from .reference import NON_LORA_WEIGHTS, STAGE1_WEIGHTS, reference_config, reference_processor
+from .reference import STAGE1_WEIGHTS, reference_config, reference_processor
 from .tower_spec import TowerSpec
 
 LAYOUTS = ("sgeo", "reference", "reference-lora", "reference-stage1")
@@ -189,7 +189,9 @@ def tower_specs(raw: dict, directory: Path):
             towers = spatialgeo_towers(**{k: raw[k] for k in SPATIALGEO_FIELDS if k in raw})
         return [TowerSpec.from_dict(t) for t in towers]
     except (TypeError, ValueError) as error:
-        raise SgeoError(f"{directory}/config.json: its towers are not valid ({error}); fix vision_towers") from None
+        raise SgeoError(
+            f"{directory}/config.json: its towers are not valid ({error}); fix vision_towers"
+        ) from None
 
 
 def resolve_model(model: str | ResolvedModel) -> ResolvedModel:

@@ -46,7 +46,9 @@ class TowerSpec:
         known = set(cls.__dataclass_fields__)
         unknown = sorted(set(data) - known)
         if unknown:
-            raise ValueError(f"tower {data.get('name')!r} has unknown fields {unknown}; known: {sorted(known)}")
+            raise ValueError(
+                f"tower {data.get('name')!r} has unknown fields {unknown}; known: {sorted(known)}"
+            )
         spec = cls(**data)
         if isinstance(spec.layers, (list, tuple)):
             spec.layers = [int(i) for i in spec.layers]

@@ -43,7 +43,9 @@ class FeatureSet:
     def __init__(self, parts: dict[str, tuple[object, str]]):
         # tower name -> (store, its array holding that tower's features), in the model's tower order
         self.parts = parts
-        stores = list(dict.fromkeys(store for store, _ in parts.values()))  # each store once, first seen first
+        stores = list(
+            dict.fromkeys(store for store, _ in parts.values())
+        )  # each store once, first seen first
         self.anchor = stores[0]
         ids = self.anchor.image_ids()
         self.num_rows = len(ids)
@@ -88,7 +90,9 @@ class FeatureSet:
             store.close()
 
 
-def open_feature_set(paths: list[str], towers: dict[str, dict], preprocessing: dict, storage_options=None) -> FeatureSet:
+def open_feature_set(
+    paths: list[str], towers: dict[str, dict], preprocessing: dict, storage_options=None
+) -> FeatureSet:
     """The stores at `paths` (stores or directories of stores) serving every tower of `towers` ({name: expected
     tower fingerprint}) of pixels made by `preprocessing` (the encoding is each store's own business)."""
     from sgeo.cache import FeatureStore, check_fingerprint
@@ -105,7 +109,10 @@ def open_feature_set(paths: list[str], towers: dict[str, dict], preprocessing: d
                 f"run `sgeo extract` for it and pass its store with --store"
             )
         store = holders[0]
-        stored = {"tower": stored_towers(store.fingerprint)[name], "preprocessing": store.fingerprint.get("preprocessing")}
+        stored = {
+            "tower": stored_towers(store.fingerprint)[name],
+            "preprocessing": store.fingerprint.get("preprocessing"),
+        }
         check_fingerprint(store.url, stored, {"tower": expected, "preprocessing": preprocessing})
         parts[name] = (store, name)
     return FeatureSet(parts)

@@ -89,7 +89,9 @@ def block_indices(layers: int | list[int], depth: int) -> list[int]:
     for index in [layers] if isinstance(layers, int) else layers:
         block = depth + index if index < 0 else index - 1
         if not 0 <= block < depth:
-            raise ValueError(f"layer {index} names none of the {depth} blocks (use 1..{depth} or -{depth}..-1)")
+            raise ValueError(
+                f"layer {index} names none of the {depth} blocks (use 1..{depth} or -{depth}..-1)"
+            )
         out.append(block)
     if out != sorted(set(out)):
         raise ValueError(f"layers {layers} must name distinct blocks in increasing order")

@@ -107,5 +107,3 @@ def load_moge_backbone(path: str | Path) -> nn.Module:
     del checkpoint
     model = import_model_class_by_version(kind).from_pretrained(str(path))
     return model.encoder.backbone if kind == "v2" else model.backbone
-
-

@@ -19,7 +19,9 @@ class OpenCLIPTower(Tower):
 
         name = spec.options.get("model_name")
         if name is None:
-            raise ValueError("an open_clip tower needs options.model_name (an open_clip name or 'local-dir:DIR')")
+            raise ValueError(
+                "an open_clip tower needs options.model_name (an open_clip name or 'local-dir:DIR')"
+            )
         pretrained = None if name.startswith(("local-dir:", "hf-hub:")) else path
         model = open_clip.create_model(name, pretrained=pretrained, load_weights=path is not None)
         self.visual = model.visual

@@ -20,7 +20,9 @@ def parse_tower_option(text: str) -> tuple[str, str, int | list[int] | None]:
         try:
             values = [int(v) for v in layer_text.split(",")]
         except ValueError:
-            raise SgeoError(f"--tower {text!r}: layers {layer_text!r} are not integers (e.g. -2 or -4,-3,-2,-1)") from None
+            raise SgeoError(
+                f"--tower {text!r}: layers {layer_text!r} are not integers (e.g. -2 or -4,-3,-2,-1)"
+            ) from None
         layers = values if "," in layer_text else values[0]
     return kind, source, layers
 
@@ -37,11 +39,15 @@ def spec_from_source(kind: str, name: str, located, layers=None, shared_size: in
         fields = cls.describe(located.path, layers)
     except (OSError, ValueError, KeyError) as error:
         raise SgeoError(f"--tower {kind}={located.name}: not a {kind} checkpoint ({error})") from None
-    several = cls.default_adapter.startswith("summed_")  # the kind gives several layers, summed by its adapter
+    several = cls.default_adapter.startswith(
+        "summed_"
+    )  # the kind gives several layers, summed by its adapter
     if several and isinstance(fields["layers"], int):
         fields["layers"] = [fields["layers"]]
     elif not several and not isinstance(fields["layers"], int):
-        raise SgeoError(f"--tower {kind}={located.name}: a {kind} tower gives one layer (e.g. @-2), not {fields['layers']}")
+        raise SgeoError(
+            f"--tower {kind}={located.name}: a {kind} tower gives one layer (e.g. @-2), not {fields['layers']}"
+        )
     image_size = fields.pop("image_size", None) or shared_size
     if image_size is None:  # a kind that takes any size (DINOv2-based) cannot set the shared pixels' size
         raise SgeoError(

@@ -15,21 +15,18 @@ from pathlib import Path
 from sgeo.errors import SgeoError
 
 # the registry first: it imports each benchmark module, and those import `registry.Benchmark`
-from .registry import REGISTRY, Benchmark, check_bench, get_benchmark  # isort: skip
-from .common import BenchItem
-from .protocols import (
-    MULTI_IMAGE,
-    PROTOCOLS,
-    Decoding,
-    Prompt,
+from .registry import (  # isort: skip
+    REGISTRY,
+    Benchmark,
     build_prompt,
-    check_multi_image,
+    check_bench,
     check_protocol,
     decoding_for,
     default_protocol,
-    model_images,
-    tile_images,
+    get_benchmark,
 )
+from .common import BenchItem
+from .protocols import MULTI_IMAGE, PROTOCOLS, Decoding, Prompt, check_multi_image, model_images, tile_images
 from .spatialrgpt import (
     DIRECTION_SUFFIX,
     LLAVA_V1_SYSTEM,

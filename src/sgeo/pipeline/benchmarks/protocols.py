@@ -1,7 +1,8 @@
 """How a benchmark item is asked: the prompt (system prompt, human turn, images) and the decoding.
 
 Two protocols, named in `PROTOCOLS`; each benchmark's record (`registry.Benchmark`) says which it has, builds
-its prompts and gives each protocol's decoding:
+its prompts and gives each protocol's decoding (`registry.build_prompt` / `registry.decoding_for` ask it: this
+module is below the registry and the benchmark modules, and looks no record up):
 
 - `reference`: the benchmark's own evaluation code (or, where its authors ship none for a LLaVA-1.5-class
   model, the standard harness's), byte for byte: system prompt, human turn, images, decoding. Each benchmark
@@ -60,42 +61,6 @@ def check_multi_image(mode: str) -> str:
     if mode not in MULTI_IMAGE:
         raise SgeoError(f"unknown --multi-image {mode!r}; known: {', '.join(MULTI_IMAGE)}")
     return mode
-
-
-def check_protocol(protocol: str, bench: str | None = None) -> str:
-    """`protocol` if it is one (of `bench`'s, when given), else a one-line refusal naming the known ones."""
-    known = PROTOCOLS if bench is None else tuple(_record(bench).decoding)
-    if protocol not in known:
-        of = "" if bench is None else f" for {bench}"
-        raise SgeoError(f"unknown protocol {protocol!r}{of}; known: {', '.join(known)}")
-    return protocol
-
-
-def default_protocol(bench: str) -> str:
-    """`reference` for the published benchmarks; `sgeo` for our synthetic one, which has no other."""
-    return _record(bench).default_protocol
-
-
-def decoding_for(bench: str, protocol: str, max_new_tokens: int | None = None) -> Decoding:
-    """The decoding a protocol uses for a benchmark; `max_new_tokens` overrides its length."""
-    decoding = _record(bench).decoding[check_protocol(protocol, bench)]
-    if max_new_tokens is None:
-        return decoding
-    return Decoding(decoding.sample, decoding.temperature, decoding.top_k, max_new_tokens)
-
-
-def build_prompt(
-    item: BenchItem, bench: str, protocol: str, multi_image: str = "all", format_hint: bool = True
-) -> Prompt:
-    """The prompt `protocol` gives `item` of `bench`; `format_hint` False drops sgeo's answer-format line."""
-    check_multi_image(multi_image)
-    return _record(bench).prompt(item, check_protocol(protocol, bench), multi_image, format_hint)
-
-
-def _record(bench: str):
-    from .registry import get_benchmark  # the registry imports the benchmark modules, which import this one
-
-    return get_benchmark(bench)
 
 
 def sgeo_text(item: BenchItem, format_hint: bool) -> str:

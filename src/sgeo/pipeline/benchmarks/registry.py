@@ -22,7 +22,7 @@ from sgeo.errors import SgeoError
 from sgeo.pipeline.names import BENCHMARK_MODULES
 
 from .common import BenchItem
-from .protocols import PROTOCOLS, Decoding, Prompt
+from .protocols import PROTOCOLS, Decoding, Prompt, check_multi_image
 
 Record = dict[str, Any]  # one answers.jsonl line
 
@@ -109,3 +109,37 @@ def check_bench(bench: str) -> str:
 
 def get_benchmark(bench: str) -> Benchmark:
     return REGISTRY[check_bench(bench)]
+
+
+# A protocol for one benchmark, as its record gives it (`protocols` holds what all benchmarks share; it
+# looks no record up, so the benchmark modules can import it)
+
+
+def check_protocol(protocol: str, bench: str | None = None) -> str:
+    """`protocol` if it is one (of `bench`'s, when given), else a one-line refusal naming the known ones."""
+    known = PROTOCOLS if bench is None else tuple(get_benchmark(bench).decoding)
+    if protocol not in known:
+        of = "" if bench is None else f" for {bench}"
+        raise SgeoError(f"unknown protocol {protocol!r}{of}; known: {', '.join(known)}")
+    return protocol
+
+
+def default_protocol(bench: str) -> str:
+    """`reference` for the published benchmarks; `sgeo` for our synthetic one, which has no other."""
+    return get_benchmark(bench).default_protocol
+
+
+def decoding_for(bench: str, protocol: str, max_new_tokens: int | None = None) -> Decoding:
+    """The decoding a protocol uses for a benchmark; `max_new_tokens` overrides its length."""
+    decoding = get_benchmark(bench).decoding[check_protocol(protocol, bench)]
+    if max_new_tokens is None:
+        return decoding
+    return Decoding(decoding.sample, decoding.temperature, decoding.top_k, max_new_tokens)
+
+
+def build_prompt(
+    item: BenchItem, bench: str, protocol: str, multi_image: str = "all", format_hint: bool = True
+) -> Prompt:
+    """The prompt `protocol` gives `item` of `bench`; `format_hint` False drops sgeo's answer-format line."""
+    check_multi_image(multi_image)
+    return get_benchmark(bench).prompt(item, check_protocol(protocol, bench), multi_image, format_hint)

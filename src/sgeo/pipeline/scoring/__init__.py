@@ -14,9 +14,10 @@ prompts instead (`judge_prompts`). SpatialScore answers are scored by SpatialSco
   choices ("Which is more to the left, A or B?") compare the object each text picks.
 - multiple choice (`choice`): the option letter (or option text) of the prediction against the gt letter.
 
-`dispatch.score_item` picks sgeo's scorer for one record (each benchmark's record names its rules); `report`
-summarises a run and sets runs side by side; `baseline` is the best constant answer, fitted on a training
-split.
+`dispatch.score_item` picks sgeo's scorer for one record (each benchmark's record names its rules, and
+`sgeo.pipeline.benchmarks.SCORERS` maps benchmarks to them: the benchmarks import this package, never the
+other way); `report` summarises a run and sets runs side by side; `baseline` is the best constant answer,
+fitted on a training split.
 """
 
 from .baseline import constant_baseline
@@ -35,16 +36,6 @@ from .spatialscore import (
     numeric_with_unit,
     score_spatialscore,
 )
-
-
-def __getattr__(name: str):
-    # `SCORERS` (benchmark -> scorer) is a view of the benchmark registry, which imports this package
-    if name == "SCORERS":
-        from sgeo.pipeline.benchmarks import SCORERS
-
-        return SCORERS
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
 
 __all__ = [
     "CHOICE_LETTERS",
