@@ -1,8 +1,9 @@
 """Creating a feature store, or reopening the same one to resume: `FeatureStore.create` is `create_store`.
 
-A resume must find exactly what the writer asks for (fingerprint, encoding, array names and shapes in
-order, shard size, image list); a damaged manifest is rebuilt from the writer's image list when every commit marker agrees with it,
-and committed shards whose objects are missing or cut short are refused with the repair command.
+A resume must find exactly what the writer asks for (fingerprint, encoding, array names in order and their
+shapes, shard size, image list); a damaged manifest is rebuilt from the writer's image list when every commit
+marker agrees with it, and committed shards whose objects are missing or cut short are refused with the
+repair command.
 """
 
 from __future__ import annotations

@@ -43,7 +43,7 @@ READ_THREADS = 8  # concurrent row reads and decodes per store (per loader worke
 
 
 class FeatureStore:
-    """A Zarr v3 group of named feature arrays (N, *shape) (e.g. clip (N, T, Dc)), a manifest and commit markers."""
+    """A Zarr v3 group of named feature arrays (N, *shape), e.g. clip (N, T, Dc), a manifest, commit markers."""
 
     def __init__(
         self, loc: Location, attrs: dict, check_digests: bool = True, read_threads: int = READ_THREADS
@@ -195,6 +195,8 @@ class FeatureStore:
         encoding (`sgeo.pipeline.features.encode`). Rows whose record says "failed" are stored as zeros.
         """
         rows = self.shard_rows(k)
+        if not isinstance(arrays, dict):
+            raise SgeoError(f"write_shard takes {{array name: words}}, got {type(arrays).__name__}")
         self._check_names(arrays, exact=True)
         words = {
             name: self._check_array(name, arrays[name], (len(rows), *stored))
