@@ -129,8 +129,7 @@ def naive_loop(
         image_ids=ids,
         paths=ids,
         fingerprint=fingerprint,
-        clip_shape=tuple(fingerprint["clip"]["shape"]),
-        moge_shape=tuple(fingerprint["moge"]["shape"]),
+        shapes={"clip": tuple(fingerprint["clip"]["shape"]), "moge": tuple(fingerprint["moge"]["shape"])},
         shard_size=shard,
     )
     t, c = time.perf_counter(), time.process_time()
@@ -156,7 +155,7 @@ def naive_loop(
                 clip, moge = model.encode_images(pixels[i : i + batch])
             clips.append(encode(clip, "bf16"))
             moges.append(encode(moge, "bf16"))
-        store.write_shard(k, np.concatenate(clips), np.concatenate(moges), records)
+        store.write_shard(k, {"clip": np.concatenate(clips), "moge": np.concatenate(moges)}, records)
     store.finalize()
     return len(ids) / (time.perf_counter() - t), (time.process_time() - c) / len(ids)
 

@@ -186,7 +186,7 @@ def main() -> None:
                                              capture_output=True, text=True).stdout)  # fmt: skip
             row["bytes_per_image"] = info["bytes_per_image"]
             figures["store"] = {k: info[k] for k in ("bytes", "bytes_per_image", "raw_bytes_per_image", "dtype",
-                                                      "clip_shape", "moge_shape", "num_rows")}  # fmt: skip
+                                                      "arrays", "num_rows")}  # fmt: skip
         if name in ("stage1", "stage2"):
             template = "plain" if name == "stage1" else "vicuna_v1"
             source = "ref-dims" if name == "stage1" else str(stage1)

@@ -93,12 +93,14 @@ def build_stores(
         url = str(work / f"{name}.zarr")
         fingerprint = encoder_fingerprint(resolve_model(model_name), processor.preprocessing_spec(), name)
         store = FeatureStore.create(url, image_ids=ids, paths=[str(root / i) for i in ids], fingerprint=fingerprint,
-                                    clip_shape=model.config.clip_feature_shape,
-                                    moge_shape=model.config.moge_feature_shape, dtype=name, shard_size=shard)  # fmt: skip
+                                    shapes={"clip": model.config.clip_feature_shape,
+                                            "moge": model.config.moge_feature_shape}, dtype=name, shard_size=shard)  # fmt: skip
         for k in store.pending_shards():
             rows = store.shard_rows(k)
             words = encode_shard(model, pixels[rows.start : rows.stop], ok[rows.start : rows.stop], 16, name)
-            store.write_shard(k, *words, [{"status": "ok"}] * len(rows))
+            store.write_shard(
+                k, dict(zip(("clip", "moge"), words, strict=True)), [{"status": "ok"}] * len(rows)
+            )
         store.finalize()
         urls[name] = url
     return urls, clip, moge
@@ -163,7 +165,7 @@ def main() -> None:
     stored = {}
     for name, url in urls.items():
         store = FeatureStore.open(url)
-        c, m = store.read(list(range(store.num_rows)))
+        c, m = store.read(list(range(store.num_rows))).values()
         stored[name] = (decode(c, name, torch.float32), decode(m, name, torch.float32))
         print(f"{name:9s} {store_info(url)['bytes_per_image'] / 1e3:8.1f} kB/image of arrays")
     print("feature error against the fp32 tower outputs (and against the bf16 store):")

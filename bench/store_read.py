@@ -66,15 +66,16 @@ def realistic(rng: np.random.Generator, n: int, shape: tuple[int, ...]) -> np.nd
 def build(url: str, n: int, clip_shape, moge_shape, shard: int, dtype: str, so=None) -> float:
     """A store of n realistic images; returns write_shard seconds."""
     ids = [f"img{i:06d}" for i in range(n)]
-    store = FeatureStore.create(url, image_ids=ids, paths=ids, fingerprint={"bench": dtype}, clip_shape=clip_shape,
-                                moge_shape=moge_shape, dtype=dtype, shard_size=shard, storage_options=so)  # fmt: skip
+    store = FeatureStore.create(url, image_ids=ids, paths=ids, fingerprint={"bench": dtype}, dtype=dtype,
+                                shapes={"clip": clip_shape, "moge": moge_shape}, shard_size=shard,
+                                storage_options=so)  # fmt: skip
     rng, spent = np.random.default_rng(0), 0.0
     for k in store.pending_shards():
         rows = store.shard_rows(k)
         clip = encode(torch.from_numpy(realistic(rng, len(rows), clip_shape)), dtype)
         moge = encode(torch.from_numpy(realistic(rng, len(rows), moge_shape)), dtype)
         t = time.perf_counter()
-        store.write_shard(k, clip, moge, [{"status": "ok"}] * len(rows))
+        store.write_shard(k, {"clip": clip, "moge": moge}, [{"status": "ok"}] * len(rows))
         spent += time.perf_counter() - t
     store.finalize()
     return spent
@@ -405,7 +406,8 @@ def main() -> None:
                 times[check] = min(read_batches(store, batches) for _ in range(args.repeats))
             words = store.read(batches[0])
             t_decode = min(
-                _timed(lambda w=words, d=dtype: [decode(a, d) for a in w]) for _ in range(args.repeats)
+                _timed(lambda w=words, d=dtype: [decode(a, d) for a in w.values()])
+                for _ in range(args.repeats)
             )
             single = FeatureStore.open(url)
             t_single = min(read_batches(single, [[r] for r in batches[0]]) for _ in range(args.repeats))

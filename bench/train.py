@@ -40,15 +40,16 @@ def build_store(root: Path, store: str, model_name: str) -> None:
     fingerprint = encoder_fingerprint(resolve_model(model_name), processor.preprocessing_spec(), "bf16")
     feats = FeatureStore.create(
         store, image_ids=ids, paths=[str(root / i) for i in ids], fingerprint=fingerprint,
-        clip_shape=model.config.clip_feature_shape, moge_shape=model.config.moge_feature_shape,
+        shapes={"clip": model.config.clip_feature_shape, "moge": model.config.moge_feature_shape},
         dtype="bf16", shard_size=32,
     )  # fmt: skip
     for k in feats.pending_shards():
         rows = feats.shard_rows(k)
         pixels = processor.preprocess_images([load_image(root / ids[r])[0] for r in rows])
         clip, moge = model.encode_images(pixels)
-        words = [encode(t, "bf16") for t in (clip, moge)]
-        feats.write_shard(k, *words, [{"status": "ok"}] * len(rows))
+        feats.write_shard(
+            k, {"clip": encode(clip, "bf16"), "moge": encode(moge, "bf16")}, [{"status": "ok"}] * len(rows)
+        )
     feats.finalize()
 
 

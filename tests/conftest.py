@@ -98,7 +98,7 @@ def tiny_store(tmp_path_factory, synthetic_root, tiny) -> dict:
     store = FeatureStore.create(
         str(work / "store.zarr"), image_ids=ids, paths=[str(synthetic_root / i) for i in ids],
         fingerprint=encoder_fingerprint(resolve_model("tiny"), processor.preprocessing_spec(), "bf16"),
-        clip_shape=tuple(clip.shape[1:]), moge_shape=tuple(moge.shape[1:]), dtype="bf16", shard_size=8,
+        shapes={"clip": tuple(clip.shape[1:]), "moge": tuple(moge.shape[1:])}, dtype="bf16", shard_size=8,
     )  # fmt: skip
 
     def words(t):
@@ -108,7 +108,7 @@ def tiny_store(tmp_path_factory, synthetic_root, tiny) -> dict:
 
     for k in range(store.num_shards):
         rows = store.shard_rows(k)
-        store.write_shard(k, words(clip[rows.start : rows.stop]), words(moge[rows.start : rows.stop]),
+        store.write_shard(k, {"clip": words(clip[rows.start : rows.stop]), "moge": words(moge[rows.start : rows.stop])},
                           [{"status": "ok"}] * len(rows))  # fmt: skip
     store.finalize()
     return {"store": str(work / "store.zarr"), "root": synthetic_root, "ids": ids,

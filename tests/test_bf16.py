@@ -97,7 +97,7 @@ def test_extraction_autocasts_to_bf16_on_cpu(bf16_store, synthetic_root, tiny):
             want = encode_shard(model.towers, pixels, ok, BATCH, "bf16", torch.bfloat16)
             fp32 = encode_shard(model.towers, pixels, ok, BATCH, "bf16", None)
             got = store.read(shard)
-            for name, have, autocast, plain in zip(("clip", "moge"), got, want, fp32, strict=True):
+            for name, have, autocast, plain in zip(("clip", "moge"), got.values(), want, fp32, strict=True):
                 assert np.array_equal(have, autocast), f"{name} of shard {k}"
                 assert not np.array_equal(have, plain), f"{name} of shard {k} was not autocast"
                 as_float = [

@@ -221,7 +221,7 @@ def test_synthetic_cli_equals_encode_images(reference_store, synthetic_root, tin
             images = [load_image(synthetic_root / rows[r]["image_id"])[0] for r in shard]
             pixels = processor.preprocess_images(images)
             want = [model.encode_images(pixels[i : i + BATCH]) for i in range(0, len(shard), BATCH)]
-            clip, moge = store.read(list(shard))
+            clip, moge = store.read(list(shard)).values()
             want_clip = encode(torch.cat([c for c, _ in want]), "bf16")
             want_moge = encode(torch.cat([m for _, m in want]), "bf16")
             assert clip.dtype == np.uint16 and np.array_equal(clip, want_clip), f"clip of shard {k}"
@@ -247,7 +247,7 @@ def test_every_layout_extracts(ray_cluster, synthetic_root, tmp_path):
         rows = opened.manifest().to_pylist()
         assert [r["image_id"] for r in rows] == sorted(ids), name
         assert all(r["status"] == "ok" for r in rows), rows
-        clip, moge = opened.read(list(range(3)))
+        clip, moge = opened.read(list(range(3))).values()
         for r in rows:
             digest = hashlib.sha256(ids[r["image_id"]].read_bytes()).hexdigest()
             assert r["content_hash"] == digest
@@ -318,7 +318,7 @@ def test_bad_files_recorded_and_every_mode_extracts(ray_cluster, tmp_path, capsy
     assert "outside" in rows["../outside.png"]["error"] and rows["../outside.png"]["content_hash"] is None
     assert "no such file" in rows["imgs/bad_missing.jpg"]["error"]
     assert "empty" in rows["imgs/bad_empty.png"]["error"]
-    clip, moge = opened.read(list(range(opened.num_rows)))
+    clip, moge = opened.read(list(range(opened.num_rows))).values()
     for image_id, r in rows.items():
         if image_id in failed:
             assert not clip[r["row"]].any() and not moge[r["row"]].any()
@@ -467,5 +467,5 @@ def test_s3_store(ray_cluster, synthetic_root, s3_bucket):
     assert (again.ok, again.skipped, again.shards_written) == (0, 5, 0)
     opened = FeatureStore.open("s3://feats/synthetic.zarr", storage_options=s3_bucket)
     assert [r["status"] for r in opened.manifest().to_pylist()] == ["ok"] * 5
-    clip, moge = opened.read([0, 4])
+    clip, moge = opened.read([0, 4]).values()
     assert clip.any() and moge.any()

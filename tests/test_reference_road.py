@@ -611,7 +611,7 @@ def _check_store_rows(stores: Path, s: StandIns, data: dict) -> None:
         image = image if mode == "crop" else _expand2square(image, background)
         pixels = clip_processor(image, return_tensors="pt")["pixel_values"]
         clip, moge = towers.encode_images(pixels)
-        stored_clip, stored_moge = store.read([1])
+        stored_clip, stored_moge = store.read([1]).values()
         assert torch.allclose(
             decode(stored_clip, store.dtype).float(), clip.to(torch.bfloat16).float(), atol=1e-2
         )

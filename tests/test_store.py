@@ -26,6 +26,7 @@ FP = {
     "preprocessing": {"size": 336, "mean": [0.48145466, 0.4578275, 0.40821073], "mode": "pad"},
     "dtype": "bf16",
 }
+SHAPES = {"clip": (T, DC), "moge": (L, T, DM)}
 IDS = [f"img{i:03d}" for i in range(N)]
 PATHS = [f"/data/{i}.jpg" for i in IDS]
 
@@ -59,15 +60,13 @@ def records_for(rows: range) -> list[dict]:
 
 def create(url: str, dtype: str = "bf16", **kw) -> FeatureStore:
     kw = {"image_ids": IDS, "paths": PATHS, "fingerprint": FP, **kw}
-    return FeatureStore.create(
-        url, clip_shape=(T, DC), moge_shape=(L, T, DM), dtype=dtype, shard_size=S, **kw
-    )
+    return FeatureStore.create(url, shapes=SHAPES, dtype=dtype, shard_size=S, **kw)
 
 
 def write(store: FeatureStore, clip: np.ndarray, moge: np.ndarray, shards=None) -> None:
     for k in store.pending_shards() if shards is None else shards:
         r = store.shard_rows(k)
-        store.write_shard(k, clip[r.start : r.stop], moge[r.start : r.stop], records_for(r))
+        store.write_shard(k, {"clip": clip[r.start : r.stop], "moge": moge[r.start : r.stop]}, records_for(r))
 
 
 def expected(clip: np.ndarray, moge: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -96,16 +95,18 @@ def test_roundtrip_manifest_and_plain_zarr_reader(tmp_path):
     want_clip, want_moge = expected(clip, moge)
 
     order = np.array([9, 0, 5, 5, 3])  # any order, duplicates, across shards
-    got_clip, got_moge = store.read(order)
+    got = store.read(order)
+    assert list(got) == ["clip", "moge"]
+    got_clip, got_moge = got["clip"], got["moge"]
     assert got_clip.dtype == np.uint16 and np.array_equal(got_clip, want_clip[order])
     assert np.array_equal(got_moge, want_moge[order])
-    one_clip, _ = store.read(7)
+    one_clip = store.read(7)["clip"]
     assert one_clip.shape == (T, DC) and np.array_equal(one_clip, want_clip[7])
-    assert np.array_equal(store.read(slice(2, 9))[1], want_moge[2:9])
+    assert np.array_equal(store.read(slice(2, 9))["moge"], want_moge[2:9])
 
     reopened = pickle.loads(pickle.dumps(FeatureStore.open(url, expect_fingerprint=FP)))
     reopened._readers = {}  # force the zarr read path: both paths agree
-    assert np.array_equal(reopened.read(order)[0], want_clip[order])
+    assert np.array_equal(reopened.read(order)["clip"], want_clip[order])
 
     table = store.manifest()
     status = table.column("status").to_pylist()
@@ -141,7 +142,9 @@ def test_killed_shard_is_redone_and_store_is_bit_identical(tmp_path):
     first = create(url)
     write(first, clip, moge, shards=[2])
     killed_clip, killed_moge = make_features("bf16", seed=9)  # other bytes: the rerun must rewrite them
-    first._write_arrays(0, killed_clip[0:4], killed_moge[0:4])  # shard 0's arrays, killed before its marker
+    first._write_arrays(
+        0, {"clip": killed_clip[0:4], "moge": killed_moge[0:4]}
+    )  # shard 0's arrays, killed before its marker
     stale = os.path.join(url, "clip", "c", "1", "0", "0.deadbeef.partial")  # a zarr temp file of a kill
     os.makedirs(os.path.dirname(stale))
     Path(stale).write_bytes(b"half")
@@ -177,22 +180,16 @@ def test_mismatches_are_refused(tmp_path):
     with pytest.raises(StoreMismatchError, match="holds 10 images but 9"):
         create(url, image_ids=IDS[:9], paths=PATHS[:9])
     with pytest.raises(StoreMismatchError, match="shard_size"):
-        FeatureStore.create(
-            url,
-            image_ids=IDS,
-            paths=PATHS,
-            fingerprint=FP,
-            clip_shape=(T, DC),
-            moge_shape=(L, T, DM),
-            shard_size=5,
-        )
+        FeatureStore.create(url, image_ids=IDS, paths=PATHS, fingerprint=FP, shapes=SHAPES, shard_size=5)
     # tuples vs lists do not count as a difference; the committed shard survives a reopen
     same = {**FP, "moge": {**FP["moge"], "layers": (20, 21, 22, 23)}}
     assert create(url, fingerprint=same).committed_shards() == {0}
     with pytest.raises(SgeoError, match="clip is float32 but this bf16 store takes uint16"):
-        store.write_shard(1, clip[4:8].astype(np.float32), moge[4:8], records_for(range(4, 8)))
+        store.write_shard(
+            1, {"clip": clip[4:8].astype(np.float32), "moge": moge[4:8]}, records_for(range(4, 8))
+        )
     with pytest.raises(SgeoError, match="shape"):
-        store.write_shard(2, clip[4:8], moge[4:8], records_for(range(8, 12)))
+        store.write_shard(2, {"clip": clip[4:8], "moge": moge[4:8]}, records_for(range(8, 12)))
     (tmp_path / "photos").mkdir()
     (tmp_path / "photos" / "a.jpg").write_bytes(b"x")
     with pytest.raises(SgeoError, match="not an sgeo feature store"):
@@ -225,7 +222,7 @@ def test_every_encoding_stores_its_words(tmp_path, dtype, url):
     want_clip, want_moge = expected(clip, moge)
     reader = FeatureStore.open(url, expect_encoding=dtype)
     assert reader._readers_or_none() is not None  # the shard reader understands this codec chain
-    got_clip, got_moge = reader.read(np.arange(N)[::-1])
+    got_clip, got_moge = reader.read(np.arange(N)[::-1]).values()
     assert got_clip.dtype == clip.dtype and np.array_equal(got_clip, want_clip[::-1])
     assert np.array_equal(got_moge, want_moge[::-1])
     g = zarr.open_group(url, mode="r")
@@ -246,7 +243,7 @@ def test_s3_store(s3_bucket):
     want_clip, want_moge = expected(clip, moge)
     opened = FeatureStore.open(url, expect_fingerprint=FP, storage_options=s3_bucket)
     assert opened._readers_or_none() is not None  # ranged GETs, not zarr's per-call overhead
-    got_clip, got_moge = opened.read([8, 1, 5])
+    got_clip, got_moge = opened.read([8, 1, 5]).values()
     assert np.array_equal(got_clip, want_clip[[8, 1, 5]]) and np.array_equal(got_moge, want_moge[[8, 1, 5]])
     info = store_info(url, storage_options=s3_bucket)
     assert info["counts"] == {"ok": 9, "failed": 1, "pending": 0} and info["shards_total"] == 3
@@ -278,16 +275,17 @@ def test_verify_finds_damage(tmp_path):
 
 
 def test_plan_reference_dims():
-    plan = plan_store_bytes(558128, (576, 1024), (4, 576, 1024), "bf16")
+    ref = {"clip": (576, 1024), "moge": (4, 576, 1024)}
+    plan = plan_store_bytes(558128, ref, "bf16")
     assert plan["bytes_per_image"] == pytest.approx(5.9e6, rel=0.01)
-    assert plan["clip_bytes_per_image"] == 576 * 1024 * 2
+    assert plan["array_bytes_per_image"] == {"clip": 576 * 1024 * 2, "moge": 4 * 576 * 1024 * 2}
     assert plan["total_bytes"] == pytest.approx(3.3e12, rel=0.01)
     assert "3.29 TB" in plan["summary"]
-    fp8 = plan_store_bytes(558128, (576, 1024), (4, 576, 1024), "fp8")
+    fp8 = plan_store_bytes(558128, ref, "fp8")
     assert fp8["bytes_per_image"] == 5 * 576 * (1024 + 4) <= 3.0e6  # codes + a float32 scale per token row
     assert fp8["read_bytes_per_s"] == pytest.approx(44 * fp8["bytes_per_image"])  # 8 GPUs at LLaVA's pace
     with pytest.raises(SgeoError, match="--images must be a positive"):
-        plan_store_bytes(-5, (576, 1024), (4, 576, 1024))
+        plan_store_bytes(-5, ref)
 
 
 def test_cache_plan_cli_lists_every_encoding_with_the_effect_of_lossy_ones():

@@ -44,7 +44,8 @@ def test_a_flipped_byte_is_refused_naming_the_file(tmp_path, dtype):
     shard1 = Path(url, "clip", "c", "1", "0", "0")  # rows 4..7
     flip_byte(shard1, at=30)  # inside row 4's chunk (compressed or not)
     reader = FeatureStore.open(url)
-    assert np.array_equal(reader.read([0, 9])[0], expected(clip, moge)[0][[0, 9]])  # other shards still read
+    other_shards = reader.read([0, 9])["clip"]  # other shards still read
+    assert np.array_equal(other_shards, expected(clip, moge)[0][[0, 9]])
     with pytest.raises(SgeoError) as e:
         reader.read([9, 4])
     message = str(e.value)
@@ -66,7 +67,7 @@ def test_a_marker_without_row_digests_checks_its_whole_shard_once(tmp_path):
     body = json.loads(marker.read_text())
     del body["row_sha256"]
     marker.write_text(json.dumps(body))
-    assert np.array_equal(FeatureStore.open(url).read(2)[1], moge[2])
+    assert np.array_equal(FeatureStore.open(url).read(2)["moge"], moge[2])
     flip_byte(
         Path(url, "moge", "c", "0", "0", "0", "0"), at=moge[0].nbytes + 7
     )  # in row 1, which is not read
@@ -126,7 +127,7 @@ def test_verify_repair_drops_damaged_shards_for_extract_to_redo(tmp_path):
     write(resumed, clip, moge)  # what a rerun of extract does: only those shards
     resumed.finalize()
     assert verify_store(url) == [] and np.array_equal(
-        resumed.read(list(range(N)))[1], expected(clip, moge)[1]
+        resumed.read(list(range(N)))["moge"], expected(clip, moge)[1]
     )
 
 
@@ -218,12 +219,12 @@ def test_train_refuses_a_flipped_store_byte(tmp_path, synthetic_root, tiny):
     url = str(tmp_path / "store.zarr")
     store = FeatureStore.create(url, image_ids=ids, paths=ids, dtype="fp8", shard_size=32,
                                 fingerprint=encoder_fingerprint(resolve_model("tiny"), processor.preprocessing_spec(), "fp8"),
-                                clip_shape=model.config.clip_feature_shape,
-                                moge_shape=model.config.moge_feature_shape)  # fmt: skip
+                                shapes={"clip": model.config.clip_feature_shape,
+                                        "moge": model.config.moge_feature_shape})  # fmt: skip
     g = torch.Generator().manual_seed(0)
     clip = encode(torch.randn(len(ids), *model.config.clip_feature_shape, generator=g), "fp8")
     moge = encode(torch.randn(len(ids), *model.config.moge_feature_shape, generator=g), "fp8")
-    store.write_shard(0, clip, moge, [{"status": "ok"}] * len(ids))
+    store.write_shard(0, {"clip": clip, "moge": moge}, [{"status": "ok"}] * len(ids))
     store.finalize()
     flip_byte(Path(url, "moge", "c", "0", "0", "0", "0"), at=len(ids) // 2 * moge[0].nbytes + 7)
     result = run_sgeo("train", "--stage", "1", "--data", synthetic_root / "captions.json", "--store", url,

@@ -54,7 +54,7 @@ def data(tmp_path_factory, synthetic_root, tiny):
     fingerprint = encoder_fingerprint(resolve_model("tiny"), processor.preprocessing_spec(), "bf16")
     store = FeatureStore.create(
         str(work / "store.zarr"), image_ids=ids, paths=[str(synthetic_root / i) for i in ids],
-        fingerprint=fingerprint, clip_shape=tuple(clip.shape[1:]), moge_shape=tuple(moge.shape[1:]),
+        fingerprint=fingerprint, shapes={"clip": tuple(clip.shape[1:]), "moge": tuple(moge.shape[1:])},
         dtype="bf16", shard_size=8,
     )  # fmt: skip
     for k in range(store.num_shards):
@@ -63,7 +63,9 @@ def data(tmp_path_factory, synthetic_root, tiny):
             {"status": "failed", "error": "test"} if ids[r] == FAILED else {"status": "ok"} for r in rows
         ]
         store.write_shard(
-            k, _words(clip[rows.start : rows.stop]), _words(moge[rows.start : rows.stop]), records
+            k,
+            {"clip": _words(clip[rows.start : rows.stop]), "moge": _words(moge[rows.start : rows.stop])},
+            records,
         )
     store.finalize()
 
@@ -149,7 +151,7 @@ def test_join_skips_failed_and_absent_images_and_keeps_text_only(data, tiny):
     order = [text[0], image[1], text[1], image[0]]
     batch = Collator(processor, store)([dataset[i] for i in order])
     rows = [join.rows[image[1]], join.rows[image[0]]]  # features follow the image tokens' order
-    want_clip, want_moge = store.read(rows)
+    want_clip, want_moge = store.read(rows).values()
     assert torch.equal(batch["clip_features"], decode(want_clip, "bf16"))
     assert torch.equal(batch["moge_features"], decode(want_moge, "bf16"))
     assert int((batch["input_ids"] == processor.image_token_id).sum()) == 2 * processor.num_image_tokens
@@ -286,7 +288,7 @@ class MemoryFeatures:
         return self._manifest
 
     def read(self, rows):
-        return self.clip[rows], self.moge[rows]
+        return {"clip": self.clip[rows], "moge": self.moge[rows]}
 
 
 def test_cached_step_equals_online_step(data, in_process, monkeypatch, tmp_path):
@@ -380,9 +382,9 @@ def test_store_of_other_encoders_is_refused(data, tmp_path):
     other["clip"]["layer"] = -1
     url = str(tmp_path / "other.zarr")
     store = FeatureStore.create(url, image_ids=data["ids"][:2], paths=data["ids"][:2], fingerprint=other,
-                                clip_shape=data["clip"].shape[1:], moge_shape=data["moge"].shape[1:], shard_size=2)  # fmt: skip
-    store.write_shard(0, _words(torch.from_numpy(data["clip"][:2])), _words(torch.from_numpy(data["moge"][:2])),
-                      [{"status": "ok"}] * 2)  # fmt: skip
+                                shapes={"clip": data["clip"].shape[1:], "moge": data["moge"].shape[1:]}, shard_size=2)  # fmt: skip
+    store.write_shard(0, {"clip": _words(torch.from_numpy(data["clip"][:2])),
+                          "moge": _words(torch.from_numpy(data["moge"][:2]))}, [{"status": "ok"}] * 2)  # fmt: skip
     result = run_sgeo(
         "train", "--stage", "1", "--data", data["stage1"], "--store", url, "--out", tmp_path / "o"
     )

@@ -1,8 +1,9 @@
 """Creating a feature store, or reopening the same one to resume: `FeatureStore.create` is `create_store`.
 
-A resume must find exactly what the writer asks for (fingerprint, encoding, shapes, shard size, image
-list); a damaged manifest is rebuilt from the writer's image list when every commit marker agrees with it,
-and committed shards whose objects are missing or cut short are refused with the repair command.
+A resume must find exactly what the writer asks for (fingerprint, encoding, array names in order and their
+shapes, shard size, image list); a damaged manifest is rebuilt from the writer's image list when every commit
+marker agrees with it, and committed shards whose objects are missing or cut short are refused with the
+repair command.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import zarr
 
 from sgeo.cache import layout
 from sgeo.cache.fingerprint import canonicalize, check_fingerprint, fingerprint_digest, short
-from sgeo.cache.layout import CLIP, COMMITS, GROUP_META, LOCK, MANIFEST, MOGE, StoreMismatchError
+from sgeo.cache.layout import COMMITS, GROUP_META, LOCK, MANIFEST, StoreMismatchError
 from sgeo.cache.location import Location
 from sgeo.cache.manifest import initial_table, to_parquet_bytes
 from sgeo.cache.shards import damaged
@@ -21,13 +22,12 @@ ARRAY_CONFIG = {"write_empty_chunks": True}  # every row gets its inner chunk: f
 
 
 def create_store(cls, url: str, *, image_ids: list[str], paths: list[str], fingerprint: dict,
-                 clip_shape: tuple[int, int], moge_shape: tuple[int, int, int], dtype: str = "bf16",
+                 shapes: dict[str, tuple[int, ...]], dtype: str = "bf16",
                  shard_size: int = 64, attributes: dict | None = None, storage_options: dict | None = None):  # fmt: skip
     """See FeatureStore.create."""
     image_ids, paths = [str(i) for i in image_ids], [str(p) for p in paths]
     enc = layout.encoding(dtype)
-    clip_shape = check_shape("clip_shape", clip_shape, 2)
-    moge_shape = check_shape("moge_shape", moge_shape, 3)
+    shapes = layout.check_shapes(shapes)
     if not image_ids:
         raise SgeoError("cannot create a feature store with no images; check the dataset")
     if len(paths) != len(image_ids):
@@ -53,13 +53,14 @@ def create_store(cls, url: str, *, image_ids: list[str], paths: list[str], finge
             )
         if loc.exists(MANIFEST):
             store = cls._from_attrs(loc, existing)
-            check_resume(store, fingerprint, enc.name, clip_shape, moge_shape, shard_size, image_ids, paths)
+            check_resume(store, fingerprint, enc.name, shapes, shard_size, image_ids, paths)
             return store
         if marker_names(loc):
             raise SgeoError(
                 f"store {loc.url} has commit markers but no manifest.parquet; delete it or use another --store"
             )
-        for key in (GROUP_META, CLIP, MOGE):  # a create killed before its last step: start over
+        # a create killed before its last step: start over (its arrays and the ones asked for now)
+        for key in (GROUP_META, *_array_names(existing), *shapes):
             loc.rm_tree(key)
     elif [n for n in loc.listdir("") if n != COMMITS] or [n for n in loc.listdir(COMMITS) if n != LOCK]:
         raise SgeoError(
@@ -68,15 +69,14 @@ def create_store(cls, url: str, *, image_ids: list[str], paths: list[str], finge
 
     n = len(image_ids)
     attrs = {
-        "sgeo_schema_version": layout.SCHEMA_VERSION,
+        "sgeo_schema_version": layout.schema_version(shapes),
         "sgeo_dtype": enc.values,
         "sgeo_encoding": enc.describe(),
         "dtype": enc.name,
         "num_rows": n,
         "shard_size": shard_size,
         "num_shards": -(-n // shard_size),
-        "clip_shape": list(clip_shape),
-        "moge_shape": list(moge_shape),
+        **layout.shape_attrs(shapes),
         "compressor": None,
         "fingerprint": fingerprint,
         "fingerprint_digest": fingerprint_digest(fingerprint),
@@ -87,7 +87,7 @@ def create_store(cls, url: str, *, image_ids: list[str], paths: list[str], finge
     attrs.update(extra)
 
     group = zarr.create_group(loc.zarr_store, attributes=attrs, zarr_format=3)
-    for name, row_shape, dims in ((CLIP, clip_shape, layout.CLIP_DIMS), (MOGE, moge_shape, layout.MOGE_DIMS)):
+    for name, row_shape in shapes.items():
         stored = enc.stored_shape(row_shape)
         group.create_array(
             name,
@@ -96,7 +96,7 @@ def create_store(cls, url: str, *, image_ids: list[str], paths: list[str], finge
             shards=(shard_size, *stored),
             dtype=enc.words,
             fill_value=0,
-            dimension_names=dims,
+            dimension_names=layout.dimension_names(len(row_shape)),
             attributes={"sgeo_dtype": enc.values, "sgeo_encoding": enc.describe()},
             config=ARRAY_CONFIG,
             **enc.array_codecs(),
@@ -105,12 +105,16 @@ def create_store(cls, url: str, *, image_ids: list[str], paths: list[str], finge
     return cls._from_attrs(loc, attrs)
 
 
-def check_resume(store, fingerprint, dtype, clip_shape, moge_shape, shard_size, image_ids, paths) -> None:
+def check_resume(store, fingerprint, dtype, shapes, shard_size, image_ids, paths) -> None:
     check_fingerprint(store.url, store.fingerprint, fingerprint)
+    if list(store.shapes) != list(shapes):
+        raise StoreMismatchError(
+            f"store {store.url} holds arrays {', '.join(store.shapes)} but {', '.join(shapes)} were asked; "
+            "use the same encoders or another --store"
+        )
     for key, have, asked in (
         ("dtype", store.dtype, dtype),
-        ("clip_shape", store.clip_shape, tuple(clip_shape)),
-        ("moge_shape", store.moge_shape, tuple(moge_shape)),
+        *((f"{name} shape", store.shapes[name], shape) for name, shape in shapes.items()),
         ("shard_size", store.shard_size, shard_size),
     ):
         if have != asked:
@@ -152,7 +156,7 @@ def missing_objects(store) -> str | None:
     """The first committed shard whose array object is missing or has the wrong size (one listing)."""
     files = store.location.files()
     for k in sorted(store.committed_shards()):
-        for name in (CLIP, MOGE):
+        for name in store.shapes:
             key = layout.shard_key(name, k, 1 + len(store.stored_shapes[name]))
             size = files.get(key)
             if size is None:
@@ -182,11 +186,9 @@ def marker_names(loc: Location) -> dict[str, int]:
     return {n: k for n in loc.listdir(COMMITS) if (k := layout.parse_marker_name(n)) is not None}
 
 
-def check_shape(name: str, shape, ndim: int) -> tuple[int, ...]:
+def _array_names(attrs: dict) -> list[str]:
+    """The arrays a (half-created) store's attributes name; nothing when they name none validly."""
     try:
-        out = tuple(int(d) for d in shape)
-    except (TypeError, ValueError):
-        out = ()
-    if len(out) != ndim or min(out) < 1:
-        raise SgeoError(f"{name} must be {ndim} positive sizes, got {shape!r}")
-    return out
+        return list(layout.shapes_from_attrs("", attrs))
+    except SgeoError:
+        return []

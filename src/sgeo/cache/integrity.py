@@ -1,6 +1,6 @@
 """Integrity on read: every row a store returns is checked against the sha256 its commit marker records.
 
-Markers written since row digests exist carry `row_sha256` (per array, one digest per row), so a row costs
+Markers written since row digests exist carry `row_sha256` (per array name, one digest per row), so a row costs
 one sha256 of the bytes already read (about 1.7 GB/s per thread with SHA-NI; bench/store_read.py measures
 it) and never an extra read. A marker without them (older stores) gets its whole shard read and checked
 against the shard sha256 the first time a row of it is read. Markers are fetched once per shard and reader.
@@ -13,7 +13,7 @@ import hashlib
 import numpy as np
 
 from sgeo.cache import layout
-from sgeo.cache.layout import CLIP, COMMITS, MOGE
+from sgeo.cache.layout import COMMITS
 from sgeo.cache.manifest import parse_marker
 from sgeo.cache.shards import damaged
 from sgeo.errors import SgeoError
@@ -68,10 +68,10 @@ class RowChecker:
                     f"store {store.url}: a commit marker vanished while reading; is a writer (or a repair) busy?"
                 ) from None
             for k, key in keys.items():
-                markers[k] = parse_marker(got[key], k)
+                markers[k] = parse_marker(got[key], k, store.shapes)
             for k in todo:
                 rows = markers[k].get("row_sha256") or self._whole_shard_digests(k)
-                self._digests[k] = {name: [bytes.fromhex(h) for h in rows[name]] for name in (CLIP, MOGE)}
+                self._digests[k] = {name: [bytes.fromhex(h) for h in rows[name]] for name in store.shapes}
         return {k: self._digests[k] for k in shards}
 
     def _whole_shard_digests(self, k: int) -> dict[str, list[str]]:

@@ -2,36 +2,47 @@
 
 Everything a reader needs to find its way in a store without sgeo is decided here:
 
-    <store>/zarr.json           group attributes (schema version, fingerprint, encoding, shard size, counts)
-    <store>/clip                (N, T, Wc)     inner chunk (1, T, Wc), shard (S, T, Wc)
-    <store>/moge                (N, L, T, Wm)  inner chunk (1, L, T, Wm), shard (S, L, T, Wm)
+    <store>/zarr.json           group attributes (schema version, fingerprint, encoding, shard size, counts,
+                                `arrays`: {name: feature shape per image}, in the store's order)
+    <store>/<name>              one array per name, (N, *shape[:-1], W): inner chunk (1, ...), shard (S, ...);
+                                e.g. clip (N, T, Wc) and moge (N, L, T, Wm)
     <store>/manifest.parquet    one row per image (see manifest.py)
     <store>/commits/NNNNNN.json one marker per finished shard, written last (sha256 of the shard and of each row)
     <store>/commits/writer.lock who is writing the store (lock.py), while a writer runs
 
 W is the stored width of a token row: the feature width D, plus SCALE_BYTES for encodings with a row scale.
+An array name is a lower-case identifier that is none of the store's own entries. Stores written before
+`arrays` existed (schema version 1, attributes `clip_shape` and `moge_shape`) read as {"clip", "moge"}.
 ENCODINGS is the one list of store encodings; the torch side of each (tensor <-> stored words) is
 `sgeo.pipeline.features`.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import numpy as np
 
 from sgeo.errors import SgeoError
 
-SCHEMA_VERSION = 1
-CLIP = "clip"
-MOGE = "moge"
+# Version 2: any named arrays (`arrays`). A store of exactly clip then moge is still written as version 1, with
+# `clip_shape`/`moge_shape` beside `arrays`, so the sgeo before `arrays` reads it; any other set is version 2,
+# which that sgeo refuses in one line (it would fail on the missing `clip_shape` with a traceback).
+SCHEMA_VERSION = 2
+LEGACY_SCHEMA_VERSION = 1
+READABLE_SCHEMA_VERSIONS = (LEGACY_SCHEMA_VERSION, SCHEMA_VERSION)
+LEGACY_ARRAYS = ("clip", "moge")  # the arrays of a version-1 store, in order
 MANIFEST = "manifest.parquet"
 COMMITS = "commits"
 GROUP_META = "zarr.json"
 LOCK = "writer.lock"  # inside COMMITS: beside the markers, never mistaken for one
 
-CLIP_DIMS = ("image", "token", "channel")
-MOGE_DIMS = ("image", "layer", "token", "channel")
+ARRAY_NAME = re.compile(r"[a-z][a-z0-9_]*")
+# Names an array may not take: the store's own entries, and `row` (its marker digests would be `row_sha256`,
+# the key of the per-row digests).
+RESERVED_NAMES = (COMMITS, "row")
+INNER_DIMS = ("layer", "token", "channel")  # the last axes of a feature array, as many as its rank
 
 # Keys of the group attributes that the store owns; caller `attributes` may not use them.
 RESERVED_ATTRS = (
@@ -42,6 +53,7 @@ RESERVED_ATTRS = (
     "num_rows",
     "shard_size",
     "num_shards",
+    "arrays",
     "clip_shape",
     "moge_shape",
     "compressor",
@@ -173,6 +185,64 @@ def encoding(name: str) -> Encoding:
     if name not in ENCODINGS:
         raise SgeoError(f"unknown store encoding {name!r}; use one of {', '.join(ENCODINGS)}")
     return ENCODINGS[name]
+
+
+def check_array_name(name) -> str:
+    if not isinstance(name, str) or not ARRAY_NAME.fullmatch(name) or name in RESERVED_NAMES:
+        raise SgeoError(
+            f"array name {name!r} is not allowed: use a lower-case identifier ([a-z][a-z0-9_]*) other than "
+            f"{', '.join(RESERVED_NAMES)}"
+        )
+    return name
+
+
+def check_shapes(shapes) -> dict[str, tuple[int, ...]]:
+    """{array name: feature shape per image}, checked: at least one array, valid names, positive sizes."""
+    if not isinstance(shapes, dict) or not shapes:
+        raise SgeoError(f"shapes must map at least one array name to its feature shape, got {shapes!r}")
+    out = {}
+    for name, shape in shapes.items():
+        try:
+            dims = tuple(int(d) for d in shape)
+        except (TypeError, ValueError):
+            dims = ()
+        if not dims or min(dims) < 1:
+            raise SgeoError(
+                f"shape of array {check_array_name(name)!r} must be positive sizes, got {shape!r}"
+            )
+        out[check_array_name(name)] = dims
+    return out
+
+
+def dimension_names(rank: int) -> tuple[str, ...]:
+    """Zarr dimension names of an array of features of `rank` axes: image, then (layer,) token, channel."""
+    lead = tuple(f"axis{i}" for i in range(1, rank - len(INNER_DIMS) + 1))
+    return ("image", *lead, *INNER_DIMS[max(0, len(INNER_DIMS) - rank) :])
+
+
+def schema_version(names) -> int:
+    """The version a store of these arrays is written with (see SCHEMA_VERSION)."""
+    return LEGACY_SCHEMA_VERSION if tuple(names) == LEGACY_ARRAYS else SCHEMA_VERSION
+
+
+def shape_attrs(shapes: dict[str, tuple[int, ...]]) -> dict:
+    """The group attributes that name the arrays; a version-1 store also gets its clip/moge shapes."""
+    attrs: dict = {"arrays": {name: list(shape) for name, shape in shapes.items()}}
+    if schema_version(shapes) == LEGACY_SCHEMA_VERSION:
+        attrs.update({f"{name}_shape": list(shape) for name, shape in shapes.items()})
+    return attrs
+
+
+def shapes_from_attrs(url: str, attrs: dict) -> dict[str, tuple[int, ...]]:
+    """{array name: feature shape} of a store, from `arrays`, or from a version-1 store's clip/moge shapes."""
+    try:
+        if "arrays" in attrs:
+            return check_shapes(attrs["arrays"])
+        return check_shapes({name: attrs[f"{name}_shape"] for name in LEGACY_ARRAYS})
+    except (SgeoError, KeyError) as e:
+        raise SgeoError(
+            f"store {url}: zarr.json does not name its arrays ({e}); the store is damaged"
+        ) from None
 
 
 def marker_name(k: int) -> str:

@@ -3,10 +3,11 @@
 manifest.parquet columns: row, image_id, path (source path as given), content_hash, width, height,
 status ("pending" | "ok" | "failed"), error (one line, or null). It is written at create (all pending)
 and rewritten by finalize with the statuses of the commit markers. A marker is canonical JSON, so the same
-shard always gives the same bytes:
+shard always gives the same bytes; per array <name> of the store, the sha256 of its shard's stored words
+and of each row (a store of clip and moge: "clip_sha256", "moge_sha256", row_sha256 {"clip", "moge"}):
 
-    {"clip_sha256": ..., "moge_sha256": ..., "records": [{"content_hash", "error", "height",
-     "image_id", "row", "status", "width"}, ...], "rows": [start, stop], "shard": k}
+    {"<name>_sha256": ..., "records": [{"content_hash", "error", "height", "image_id", "row", "status",
+     "width"}, ...], "row_sha256": {"<name>": [...]}, "rows": [start, stop], "shard": k}
 """
 
 from __future__ import annotations
@@ -109,11 +110,18 @@ def marker_bytes(k: int, rows: range, image_ids: list[str], records: list[dict],
     return (canonical_json(body) + "\n").encode()
 
 
-def parse_marker(data: bytes, k: int) -> dict:
+def parse_marker(data: bytes, k: int, names) -> dict:
+    """The marker of shard k of a store with arrays `names`: it must hold every array's digests."""
     try:
         marker = json.loads(data)
-        if marker["shard"] != k or len(marker["records"]) != marker["rows"][1] - marker["rows"][0]:
+        rows = marker["rows"][1] - marker["rows"][0]
+        if marker["shard"] != k or len(marker["records"]) != rows:
             raise ValueError("shard number or row count does not match")
+        for name in names:
+            if not isinstance(marker[f"{name}_sha256"], str):
+                raise ValueError(f"{name}_sha256 is not a digest")
+            if "row_sha256" in marker and len(marker["row_sha256"][name]) != rows:
+                raise ValueError(f"row_sha256 of {name} does not have one digest per row")
         return marker
     except (ValueError, KeyError, TypeError, IndexError) as e:
         raise SgeoError(

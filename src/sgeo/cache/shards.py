@@ -36,7 +36,7 @@ def damaged(url: str, what: str) -> SgeoError:
 
 
 class ShardReader:
-    """Rows of one sharded array (`clip` or `moge`), read from its shard objects."""
+    """Rows of one sharded array of a store, read from its shard objects."""
 
     def __init__(
         self, loc: Location, name: str, stored_shape: tuple[int, ...], enc: Encoding, shard_size: int

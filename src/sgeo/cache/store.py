@@ -1,8 +1,9 @@
-"""FeatureStore: create, resume, write shards of, and read a Zarr v3 store of CLIP and MoGe features.
+"""FeatureStore: create, resume, write shards of, and read a Zarr v3 store of named feature arrays.
 
 One store holds the encoder outputs of one image set under one encoder fingerprint and one encoding
-(layout.py). Rows are fixed at `create`; writers own disjoint shard-aligned row ranges, write each shard
-with one assignment (one object per array), then the commit marker, last. Only committed shards count.
+(layout.py), one array per name (e.g. one vision tower's features, or `clip` and `moge`), in a fixed
+order. Rows are fixed at `create`; writers own disjoint shard-aligned row ranges, write each shard with one
+assignment per array (one object each), then the commit marker, last. Only committed shards count.
 The marker records the sha256 of the shard and of every row; every row a reader returns has been
 checked against it (a flipped byte is refused naming the file, never trained on).
 
@@ -24,7 +25,7 @@ from sgeo.cache import layout
 from sgeo.cache.create import ARRAY_CONFIG, create_store, marker_names, read_group_attrs
 from sgeo.cache.fingerprint import check_fingerprint
 from sgeo.cache.integrity import RowChecker, sha256
-from sgeo.cache.layout import CLIP, COMMITS, GROUP_META, MANIFEST, MOGE, StoreMismatchError
+from sgeo.cache.layout import COMMITS, GROUP_META, MANIFEST, StoreMismatchError
 from sgeo.cache.location import Location
 from sgeo.cache.manifest import (
     from_parquet_bytes,
@@ -42,7 +43,7 @@ READ_THREADS = 8  # concurrent row reads and decodes per store (per loader worke
 
 
 class FeatureStore:
-    """A Zarr v3 group of CLIP (N, T, Dc) and MoGe (N, L, T, Dm) features, a manifest and commit markers."""
+    """A Zarr v3 group of named feature arrays (N, *shape), e.g. clip (N, T, Dc), a manifest, commit markers."""
 
     def __init__(
         self, loc: Location, attrs: dict, check_digests: bool = True, read_threads: int = READ_THREADS
@@ -57,12 +58,9 @@ class FeatureStore:
         self.encoding = layout.encoding(self.dtype)
         self.fingerprint: dict = attrs["fingerprint"]
         self.fingerprint_digest: str = attrs["fingerprint_digest"]
-        self.clip_shape: tuple[int, int] = tuple(attrs["clip_shape"])  # feature shapes (T, Dc), (L, T, Dm)
-        self.moge_shape: tuple[int, int, int] = tuple(attrs["moge_shape"])
-        self.stored_shapes = {
-            CLIP: self.encoding.stored_shape(self.clip_shape),
-            MOGE: self.encoding.stored_shape(self.moge_shape),
-        }
+        # {array name: feature shape per image}, in the store's order (e.g. clip (T, Dc), moge (L, T, Dm))
+        self.shapes: dict[str, tuple[int, ...]] = layout.shapes_from_attrs(loc.url, attrs)
+        self.stored_shapes = {name: self.encoding.stored_shape(shape) for name, shape in self.shapes.items()}
         self.check_digests, self.read_threads = check_digests, read_threads
         self._reset_caches()
 
@@ -82,18 +80,19 @@ class FeatureStore:
 
     @classmethod
     def create(cls, url: str, *, image_ids: list[str], paths: list[str], fingerprint: dict,
-               clip_shape: tuple[int, int], moge_shape: tuple[int, int, int], dtype: str = "bf16",
-               shard_size: int = 64, attributes: dict | None = None,
-               storage_options: dict | None = None) -> FeatureStore:  # fmt: skip
+               shapes: dict[str, tuple[int, ...]], dtype: str = "bf16", shard_size: int = 64,
+               attributes: dict | None = None, storage_options: dict | None = None) -> FeatureStore:  # fmt: skip
         """Create a store with every row pending; if the same store already exists there, reopen it to resume.
 
-        dtype: the store encoding (layout.ENCODINGS). "The same" means same fingerprint, encoding, shapes,
+        shapes: {array name: feature shape per image (..., channels)}, one array per name, in this order
+        (names: lower-case identifiers, layout.check_array_name). dtype: the store encoding
+        (layout.ENCODINGS). "The same" means same fingerprint, encoding, array names (in order) and shapes,
         shard size and image ids (in order); anything else raises StoreMismatchError. Source paths may
         differ on resume (a moved dataset); the stored ones are kept. Call it once (the job driver, under
         `writer_lock`); parallel writers then `open` the store.
         """
         return create_store(cls, url, image_ids=image_ids, paths=paths, fingerprint=fingerprint,
-                            clip_shape=clip_shape, moge_shape=moge_shape, dtype=dtype, shard_size=shard_size,
+                            shapes=shapes, dtype=dtype, shard_size=shard_size,
                             attributes=attributes, storage_options=storage_options)  # fmt: skip
 
     @classmethod
@@ -134,9 +133,10 @@ class FeatureStore:
     @classmethod
     def _from_attrs(cls, loc: Location, attrs: dict, **options) -> FeatureStore:
         version = attrs.get("sgeo_schema_version")
-        if version != layout.SCHEMA_VERSION:
+        if version not in layout.READABLE_SCHEMA_VERSIONS:
             raise SgeoError(
-                f"store {loc.url} has schema version {version}, this sgeo reads {layout.SCHEMA_VERSION}; "
+                f"store {loc.url} has schema version {version}, this sgeo reads "
+                f"{' and '.join(map(str, layout.READABLE_SCHEMA_VERSIONS))}; "
                 "use the sgeo version that wrote it or re-extract"
             )
         if attrs.get("compressor") is not None:
@@ -183,25 +183,34 @@ class FeatureStore:
 
     # ---------------------------------------------------------------- writing
 
-    def write_shard(self, k: int, clip: np.ndarray, moge: np.ndarray, records: list[dict]) -> None:
+    @property
+    def array_names(self) -> list[str]:
+        """The store's arrays, in order."""
+        return list(self.shapes)
+
+    def write_shard(self, k: int, arrays: dict[str, np.ndarray], records: list[dict]) -> None:
         """Write rows shard_rows(k): arrays first (one object each), then the commit marker.
 
-        clip: [rows, T, Wc], moge: [rows, L, T, Wm] stored words of the store's encoding
-        (`sgeo.pipeline.features.encode`). Rows whose record says "failed" are stored as zeros.
+        arrays: exactly the store's names, each [rows, *stored_shapes[name]] stored words of the store's
+        encoding (`sgeo.pipeline.features.encode`). Rows whose record says "failed" are stored as zeros.
         """
         rows = self.shard_rows(k)
-        clip = self._check_array(CLIP, clip, (len(rows), *self.stored_shapes[CLIP]))
-        moge = self._check_array(MOGE, moge, (len(rows), *self.stored_shapes[MOGE]))
+        if not isinstance(arrays, dict):
+            raise SgeoError(f"write_shard takes {{array name: words}}, got {type(arrays).__name__}")
+        self._check_names(arrays, exact=True)
+        words = {
+            name: self._check_array(name, arrays[name], (len(rows), *stored))
+            for name, stored in self.stored_shapes.items()
+        }
         recs = normalize_records(records, rows)
         failed = [i for i, r in enumerate(recs) if r["status"] == "failed"]
         if failed:
-            clip, moge = clip.copy(), moge.copy()
-            clip[failed] = 0
-            moge[failed] = 0
+            for name in words:
+                words[name] = words[name].copy()
+                words[name][failed] = 0
         digests = {
-            "clip_sha256": sha256(clip),
-            "moge_sha256": sha256(moge),
-            "row_sha256": {CLIP: [sha256(r) for r in clip], MOGE: [sha256(r) for r in moge]},
+            **{f"{name}_sha256": sha256(a) for name, a in words.items()},
+            "row_sha256": {name: [sha256(r) for r in a] for name, a in words.items()},
         }
         ids = self.image_ids()[rows.start : rows.stop]
         marker = f"{COMMITS}/{layout.marker_name(k)}"
@@ -211,10 +220,22 @@ class FeatureStore:
             self._committed.discard(k)
         self._markers.pop(k, None)
         self._checker.forget(k)
-        self._write_arrays(k, clip, moge)
+        self._write_arrays(k, words)
         self._loc.put_atomic(marker, marker_bytes(k, rows, ids, recs, digests))
         if self._committed is not None:
             self._committed.add(k)
+
+    def _check_names(self, names, *, exact: bool) -> None:
+        """Refuse names that are not this store's arrays (exact: and every array of the store, for a write)."""
+        unknown = [repr(n) for n in names if n not in self.shapes]
+        missing = [repr(n) for n in self.shapes if n not in names] if exact else []
+        if unknown or missing:
+            got = "; ".join(
+                ([f"no array {', '.join(unknown)} in the store"] if unknown else [])
+                + ([f"array {', '.join(missing)} missing"] if missing else [])
+            )
+            todo = "pass exactly those names" if exact else "read some of those"
+            raise SgeoError(f"store {self.url} holds arrays {', '.join(self.shapes)}: {got}; {todo}")
 
     def _check_array(self, name: str, a: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
         a = np.asarray(a)
@@ -236,10 +257,10 @@ class FeatureStore:
             self._arrays[name] = arr.with_config(ARRAY_CONFIG)
         return self._arrays[name]
 
-    def _write_arrays(self, k: int, clip: np.ndarray, moge: np.ndarray) -> None:
+    def _write_arrays(self, k: int, arrays: dict[str, np.ndarray]) -> None:
         """The array half of write_shard: one assignment per array, exactly one shard object each."""
         rows = self.shard_rows(k)
-        for name, data in ((CLIP, clip), (MOGE, moge)):
+        for name, data in arrays.items():
             key = layout.shard_key(name, k, data.ndim)
             self._loc.rm(key)  # a stale object from a killed run would be read back and merged
             self._loc.remove_partials(key)
@@ -256,7 +277,7 @@ class FeatureStore:
         return self._pool
 
     def _readers_or_none(self) -> dict[str, ShardReader] | None:
-        """Shard readers when both arrays have exactly the codecs `create` writes; else None (zarr reads)."""
+        """Shard readers when every array has exactly the codecs `create` writes; else None (zarr reads)."""
         if self._readers is None:
             readers = {}
             for name, stored in self.stored_shapes.items():
@@ -275,10 +296,18 @@ class FeatureStore:
             self._readers = readers
         return self._readers or None
 
-    def read(self, rows: np.ndarray | list[int] | slice | int) -> tuple[np.ndarray, np.ndarray]:
-        """Stored words of rows, in the order asked: clip [n, T, Wc], moge [n, L, T, Wm] (decode them with
-        `sgeo.pipeline.features.decode(words, store.dtype)`). An int row gives arrays without the leading
-        axis. Rows must be in committed shards; each row is checked against its sha256."""
+    def read(
+        self, rows: np.ndarray | list[int] | slice | int, *, arrays: list[str] | tuple[str, ...] | None = None
+    ) -> dict[str, np.ndarray]:
+        """Stored words of rows, in the order asked: {name: [n, *stored_shapes[name]]} for every array in the
+        store's order, or for `arrays` in their order (decode them with `sgeo.pipeline.features.decode(words,
+        store.dtype)`). An int row gives arrays without the leading axis. Rows must be in committed shards;
+        each row is checked against its sha256."""
+        if isinstance(arrays, str):
+            arrays = [arrays]
+        if arrays is not None:
+            self._check_names(arrays, exact=False)
+        names = list(self.shapes) if arrays is None else list(dict.fromkeys(arrays))
         single = isinstance(rows, (int, np.integer))
         if single:
             idx = [int(rows)]
@@ -292,13 +321,9 @@ class FeatureStore:
         if idx and (min(idx) < 0 or max(idx) >= self.num_rows):
             raise IndexError(f"rows out of range 0..{self.num_rows - 1} of store {self.url}")
         self._require_committed({r // self.shard_size for r in idx})
-        out = {
-            name: np.empty((len(idx), *shape), self.encoding.words)
-            for name, shape in self.stored_shapes.items()
-        }
+        out = {name: np.empty((len(idx), *self.stored_shapes[name]), self.encoding.words) for name in names}
         self.read_into(idx, out, self._checker.verifier(idx) if self.check_digests and idx else None)
-        clip, moge = out[CLIP], out[MOGE]
-        return (clip[0], moge[0]) if single else (clip, moge)
+        return {name: words[0] for name, words in out.items()} if single else out
 
     def read_into(self, idx: list[int], out: dict[str, np.ndarray], verify) -> None:
         """Fill `out[name]` (one array per stored array) with rows `idx`; `verify(name, row, words)` or None."""
@@ -355,7 +380,7 @@ class FeatureStore:
         todo = sorted(done - set(self._markers))
         got = self._loc.cat_many([f"{COMMITS}/{layout.marker_name(k)}" for k in todo])
         for k in todo:
-            self._markers[k] = parse_marker(got[f"{COMMITS}/{layout.marker_name(k)}"], k)
+            self._markers[k] = parse_marker(got[f"{COMMITS}/{layout.marker_name(k)}"], k, self.shapes)
         return self._markers
 
     def manifest(self) -> pa.Table:
@@ -372,7 +397,9 @@ class FeatureStore:
         """The parsed commit marker of committed shard k (read once per store object)."""
         if k not in self._markers:
             self._require_committed({k})
-            self._markers[k] = parse_marker(self._loc.cat(f"{COMMITS}/{layout.marker_name(k)}"), k)
+            self._markers[k] = parse_marker(
+                self._loc.cat(f"{COMMITS}/{layout.marker_name(k)}"), k, self.shapes
+            )
         return self._markers[k]
 
     def forget(self, shards: list[int]) -> None:
@@ -437,5 +464,7 @@ class FeatureStore:
     def __repr__(self) -> str:
         return (
             f"FeatureStore({self.url!r}, rows={self.num_rows}, shards={self.num_shards}x{self.shard_size}, "
-            f"dtype={self.dtype}, clip={self.clip_shape}, moge={self.moge_shape})"
+            f"dtype={self.dtype}, "
+            + ", ".join(f"{name}={shape}" for name, shape in self.shapes.items())
+            + ")"
         )

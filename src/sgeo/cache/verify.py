@@ -126,7 +126,7 @@ def find_problems(url: str, storage_options: dict | None = None, *, deep: bool =
                 continue
             readable.discard(k)
 
-    if deep and len(arrays) == 2:
+    if deep and len(arrays) == len(store.shapes):  # every array opens: their content can be checked
         for k in sorted(readable):
             problems.extend((k, p) for p in _check_shard_data(arrays, store.shard_rows(k), k, markers[k]))
 
@@ -170,7 +170,7 @@ def _markers(store: FeatureStore, ids: list[str], problems: list[Problem]) -> di
             )
             continue
         try:
-            marker = parse_marker(store.location.cat(f"{COMMITS}/{name}"), k)
+            marker = parse_marker(store.location.cat(f"{COMMITS}/{name}"), k, store.shapes)
         except SgeoError as e:
             problems.append((k, str(e)))
             continue

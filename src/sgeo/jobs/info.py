@@ -46,10 +46,8 @@ def store_plan(model: str, images: int, dtype: str | None = None, gpus: int = 8)
 
     config, _ = _config_and_source(model)
     names = [dtype] if dtype is not None else list(ENCODINGS)
-    plans = {
-        name: plan_store_bytes(images, config.clip_feature_shape, config.moge_feature_shape, name, gpus=gpus)
-        for name in names
-    }
+    shapes = {"clip": config.clip_feature_shape, "moge": config.moge_feature_shape}
+    plans = {name: plan_store_bytes(images, shapes, name, gpus=gpus) for name in names}
     return {"model": model, "images": images, "gpus": gpus, "encodings": plans}
 
 

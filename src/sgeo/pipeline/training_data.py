@@ -247,9 +247,9 @@ class Collator:
         elif "pixel_values" in with_image[0]:
             batch["pixel_values"] = torch.stack([it["pixel_values"] for it in with_image])  # [I, 3, S, S]
         else:
-            clip, moge = self.features.read(np.array([it["row"] for it in with_image], dtype=np.int64))
-            batch["clip_features"] = decode(clip, self.features.dtype)  # [I, T, Dc]
-            batch["moge_features"] = decode(moge, self.features.dtype)  # [I, L, T, Dm]
+            words = self.features.read(np.array([it["row"] for it in with_image], dtype=np.int64))
+            batch["clip_features"] = decode(words["clip"], self.features.dtype)  # [I, T, Dc]
+            batch["moge_features"] = decode(words["moge"], self.features.dtype)  # [I, L, T, Dm]
         return batch
 
 

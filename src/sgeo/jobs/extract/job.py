@@ -67,8 +67,8 @@ def _extract(config: ExtractConfig) -> ExtractSummary:
     pixel_shape = tuple(processor.preprocess_images([Image.new("RGB", (8, 8))]).shape[1:])
     store = FeatureStore.create(
         config.store, image_ids=image_ids, paths=[f"{image_root}/{i}" for i in image_ids], fingerprint=fingerprint,
-        clip_shape=model.config.clip_feature_shape, moge_shape=model.config.moge_feature_shape, dtype=config.dtype,
-        shard_size=config.shard_size, storage_options=config.storage_options,
+        shapes={"clip": model.config.clip_feature_shape, "moge": model.config.moge_feature_shape},
+        dtype=config.dtype, shard_size=config.shard_size, storage_options=config.storage_options,
     )  # fmt: skip
     pending = store.pending_shards()
     retry = failed_rows(store) if config.retry_failed else {}  # committed shard -> its failed rows

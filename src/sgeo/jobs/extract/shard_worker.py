@@ -144,8 +144,8 @@ class ShardWorker:
     def _committed(self, k: int) -> tuple[np.ndarray, np.ndarray, list[dict]]:
         """Committed shard k as stored: clip and moge words (checked against their digests) and records."""
         rows = self.store.shard_rows(k)
-        clip, moge = self.store.read(slice(rows.start, rows.stop))
-        return clip, moge, self.store.marker(k)["records"]
+        words = self.store.read(slice(rows.start, rows.stop))
+        return words["clip"], words["moge"], self.store.marker(k)["records"]
 
     def __call__(self, batch: dict) -> dict:
         """The shard's stats row; a user error (a full disk, a damaged shard to retry) comes back as its
@@ -203,7 +203,7 @@ class ShardWorker:
             keep = [i for i in range(len(ids)) if i not in futures]
             clip[keep], moge[keep] = kept[0][keep], kept[1][keep]
         with disk_full(self.store.url):  # one line, not a traceback from every layer of Ray
-            self.store.write_shard(k, clip, moge, records)
+            self.store.write_shard(k, {"clip": clip, "moge": moge}, records)
         t2 = time.perf_counter()
         n_ok = sum(decoded[i][0]["status"] == "ok" for i in futures)  # the rows this call (re)did
         return {
