@@ -204,3 +204,10 @@ def serving(args: list, work: Path, env: dict | None = None) -> Iterator[tuple[s
     finally:
         process.terminate()
         process.wait(timeout=30)
+
+
+def open_extracted(stores, towers=("clip", "moge"), storage_options=None):
+    """The stores `sgeo extract` wrote under `stores` (one per tower), read as one (rows, manifest, read)."""
+    from sgeo.pipeline.feature_set import open_feature_set
+
+    return open_feature_set([str(stores)], list(towers), storage_options=storage_options)

@@ -24,7 +24,7 @@ import psutil
 import pytest
 from PIL import Image
 
-from conftest import run_sgeo
+from conftest import open_extracted, run_sgeo
 
 SHARD, BATCH = 3, 2  # 24 synthetic images: 8 shards, each encoded as batches of 2 + 1
 
@@ -55,9 +55,7 @@ def extract_args(root: Path, store: Path, *extra: str) -> list:
 
 
 def manifest(store) -> list[dict]:
-    from sgeo.cache import FeatureStore
-
-    return FeatureStore.open(str(store)).manifest().to_pylist()
+    return open_extracted(store).manifest().to_pylist()
 
 
 @pytest.fixture(scope="module")
@@ -208,22 +206,25 @@ def test_synthetic_cli_equals_encode_images(reference_store, synthetic_root, tin
 
     store_path, result = reference_store
     assert "24 ok, 0 failed, 0 skipped" in result.stdout, result.stdout
-    assert verify_store(str(store_path)) == []
-    store = FeatureStore.open(str(store_path))
+    assert "stores: clip (encoded), moge (encoded)" in result.stdout, result.stdout
+    assert sorted(p.name for p in store_path.iterdir()) == ["clip", "moge"]  # one store per tower
+    assert all(verify_store(str(store_path / name)) == [] for name in ("clip", "moge"))
+    assert FeatureStore.open(str(store_path / "moge")).array_names == ["moge"]
+    store = open_extracted(store_path)
     rows = store.manifest().to_pylist()
-    assert [r["status"] for r in rows] == ["ok"] * 24 and store.num_shards == 8
+    assert [r["status"] for r in rows] == ["ok"] * 24 and store.anchor.num_shards == 8
     model, processor = tiny
     threads = torch.get_num_threads()
     torch.set_num_threads(plan_resources(2, 0).torch_threads)  # the job's actors use the same count
     try:
-        for k in range(store.num_shards):
-            shard = store.shard_rows(k)
+        for k in range(store.anchor.num_shards):
+            shard = store.anchor.shard_rows(k)
             images = [load_image(synthetic_root / rows[r]["image_id"])[0] for r in shard]
             pixels = processor.preprocess_images(images)
             want = [model.encode_images(pixels[i : i + BATCH]) for i in range(0, len(shard), BATCH)]
             clip, moge = store.read(list(shard)).values()
-            want_clip = encode(torch.cat([c for c, _ in want]), "bf16")
-            want_moge = encode(torch.cat([m for _, m in want]), "bf16")
+            want_clip = encode(torch.cat([w["clip"] for w in want]), "bf16")
+            want_moge = encode(torch.cat([w["moge"] for w in want]), "bf16")
             assert clip.dtype == np.uint16 and np.array_equal(clip, want_clip), f"clip of shard {k}"
             assert np.array_equal(moge, want_moge), f"moge of shard {k}"
     finally:
@@ -232,7 +233,6 @@ def test_synthetic_cli_equals_encode_images(reference_store, synthetic_root, tin
 
 def test_every_layout_extracts(ray_cluster, synthetic_root, tmp_path):
     """coco, llava-pretrain, llava-mix665k and folder; the same image gives the same features in each."""
-    from sgeo.cache import FeatureStore
     from sgeo.jobs.extract import ExtractConfig, run_extract
 
     sources = sorted((synthetic_root / "images").glob("*.png"))[:3]
@@ -243,7 +243,7 @@ def test_every_layout_extracts(ray_cluster, synthetic_root, tmp_path):
             ExtractConfig(dataset=name, root=root, store=str(store), batch_size=1, progress=False)
         )
         assert (summary.ok, summary.failed, summary.skipped) == (3, 0, 0), name
-        opened = FeatureStore.open(str(store))
+        opened = open_extracted(store)
         rows = opened.manifest().to_pylist()
         assert [r["image_id"] for r in rows] == sorted(ids), name
         assert all(r["status"] == "ok" for r in rows), rows
@@ -306,9 +306,7 @@ def test_bad_files_recorded_and_every_mode_extracts(ray_cluster, tmp_path, capsy
     assert code == 0, err[-3000:]
     assert "7 ok, 5 failed" in out and "5 images failed" in out, out
 
-    from sgeo.cache import FeatureStore
-
-    opened = FeatureStore.open(str(store))
+    opened = open_extracted(store)
     rows = {r["image_id"]: r for r in opened.manifest().to_pylist()}
     failed = {i for i, r in rows.items() if r["status"] == "failed"}
     assert failed == set(bad) | {"imgs/bad_missing.jpg", "../outside.png"}
@@ -337,9 +335,8 @@ def test_killed_run_resumes_byte_identical(reference_store, synthetic_root, tmp_
     proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
     deadline = time.monotonic() + 300
     try:
-        while not (store / "commits").is_dir() or not any(
-            p.suffix == ".json" for p in (store / "commits").iterdir()
-        ):
+        markers = store / "moge" / "commits"  # a shard's moge store is written after its clip store
+        while not markers.is_dir() or not any(p.suffix == ".json" for p in markers.iterdir()):
             assert proc.poll() is None, proc.stderr.read().decode()[-3000:]
             assert time.monotonic() < deadline, "no shard committed in 300 s"
             time.sleep(0.01)
@@ -349,7 +346,7 @@ def test_killed_run_resumes_byte_identical(reference_store, synthetic_root, tmp_
         kill_session(proc.pid)
         proc.stderr.close()
     time.sleep(0.5)
-    committed = len([p for p in (store / "commits").iterdir() if p.suffix == ".json"])
+    committed = len([p for p in markers.iterdir() if p.suffix == ".json"])
     assert 1 <= committed < 8, f"{committed} of 8 shards committed at the kill: the run was not interrupted"
 
     result = run_sgeo(*extract_args(synthetic_root, store), check=True)
@@ -370,7 +367,7 @@ def test_other_encoder_is_refused(reference_store, synthetic_root, tiny_dir, tmp
     shutil.copytree(tiny_dir.parent, copy)
     config_path = copy / tiny_dir.name / "config.json"
     config = json.loads(config_path.read_text())
-    config["clip_layer"] = -1 if config.get("clip_layer", -2) != -1 else -2
+    config["vision_towers"][0]["layers"] = -1
     config_path.write_text(json.dumps(config, indent=2))
 
     result = run_sgeo(*extract_args(synthetic_root, ref, "--model", copy / tiny_dir.name))
@@ -448,7 +445,6 @@ def test_address_joins_a_started_cluster(synthetic_root, tmp_path):
 
 def test_s3_store(ray_cluster, synthetic_root, s3_bucket):
     """An s3:// store on a local S3 server (moto) takes the same pipeline."""
-    from sgeo.cache import FeatureStore
     from sgeo.jobs.extract import ExtractConfig, run_extract
 
     config = ExtractConfig(
@@ -465,7 +461,7 @@ def test_s3_store(ray_cluster, synthetic_root, s3_bucket):
     assert (summary.ok, summary.failed, summary.shards_written) == (5, 0, 3)
     again = run_extract(config)
     assert (again.ok, again.skipped, again.shards_written) == (0, 5, 0)
-    opened = FeatureStore.open("s3://feats/synthetic.zarr", storage_options=s3_bucket)
+    opened = open_extracted("s3://feats/synthetic.zarr", storage_options=s3_bucket)
     assert [r["status"] for r in opened.manifest().to_pylist()] == ["ok"] * 5
     clip, moge = opened.read([0, 4]).values()
     assert clip.any() and moge.any()

@@ -412,7 +412,9 @@ def test_release_moge_backbone_loads_from_its_vit_model_pt(reference_env, monkey
     monkeypatch.setenv("SGEO_MOGE_PATH", str(s.vit_model))
     with_vit_model, _ = load_model("spatialgeo-7b")
     pixels = torch.randn(2, 3, IMAGE_SIZE, IMAGE_SIZE)
-    assert torch.equal(with_moge_pt.encode_images(pixels)["moge"], with_vit_model.encode_images(pixels)["moge"])
+    assert torch.equal(
+        with_moge_pt.encode_images(pixels)["moge"], with_vit_model.encode_images(pixels)["moge"]
+    )
     broken = s.vit_model.with_name("broken_vit_model.pt")
     state = torch.load(s.vit_model, weights_only=True)
     state.pop("norm.weight")

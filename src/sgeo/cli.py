@@ -47,8 +47,13 @@ def info(model: str = typer.Option("tiny", help=MODEL_HELP), as_json: bool = typ
 def extract(
     dataset: str = typer.Option("synthetic", help=", ".join(DATASETS)),
     root: Path = typer.Option(..., help="the dataset's root directory"),
-    store: str = typer.Option(..., help="feature store path or URL (s3://...)"),
+    store: str = typer.Option(
+        ..., help="directory (or URL, s3://...) of the feature stores: one per tower, <store>/<tower>"
+    ),
     model: str = typer.Option("tiny", help=MODEL_HELP),
+    towers: str | None = typer.Option(
+        None, help="comma-separated towers whose stores to write (default: all of the model's)"
+    ),
     split: str | None = typer.Option(None, help="dataset split (coco: train2017 or val2017)"),
     dtype: str = typer.Option(
         "bf16",
@@ -78,7 +83,8 @@ def extract(
         False, "--retry-failed", help="also redo the images that earlier runs recorded as failed"
     ),
 ):
-    """Encode every image of a dataset once into a Zarr feature store (Ray Data)."""
+    """Encode every image of a dataset once into a Zarr feature store per tower (Ray Data); a tower whose store
+    is complete is not run."""
     from .jobs.extract import ExtractConfig, run_extract
 
     run_extract(
@@ -99,6 +105,7 @@ def extract(
             autocast=autocast,
             precision=precision,
             retry_failed=retry_failed,
+            towers=[t for t in towers.split(",") if t] if towers else None,
         )
     )
 
@@ -109,7 +116,11 @@ def train(
         ..., help="1: MoGe adapter (a composed model's CLIP adapter too); 2: both adapters + LoRA on the LLM"
     ),
     data: Path = typer.Option(..., help="LLaVA-format training JSON"),
-    store: str | None = typer.Option(None, help="feature store of the JSON's images"),
+    store: list[str] | None = typer.Option(
+        None,
+        help="feature stores of the JSON's images: a directory of stores (one per tower, as `sgeo extract` "
+        "writes them), or each store, repeated",
+    ),
     model: str = typer.Option("tiny", help=MODEL_HELP + " to start from"),
     out: Path = typer.Option(..., help="output directory (HF format)"),
     image_root: Path | None = typer.Option(None, help="image root, for --online"),
@@ -147,8 +158,8 @@ def train(
     ),
     visual_branches: str | None = typer.Option(
         None,
-        help="clip or moge: an ablation that feeds the LLM one encoder's tokens (the other's are zeros), saved "
-        "with the model (default: the model's own, both for SpatialGeo)",
+        help="one tower's name (SpatialGeo: clip or moge): an ablation that feeds the LLM that tower's tokens "
+        "(the others' are zeros), saved with the model; both: every tower (default: the model's own)",
     ),
 ):
     """Train stage 1 or 2 with DeepSpeed on cached features."""

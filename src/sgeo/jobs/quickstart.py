@@ -309,16 +309,16 @@ def _data_complete(data: Path, n: int, n_eval: int | None) -> bool:
     return True
 
 
-def _store_complete(store: Path) -> bool:
-    if not (store / "zarr.json").is_file():
-        return False
+def _store_complete(stores: Path) -> bool:
+    """Whether the directory holds complete stores (one per tower, as `sgeo extract` writes them)."""
     from ..cache import store_info
 
+    inside = [p for p in stores.iterdir() if (p / "zarr.json").is_file()] if stores.is_dir() else []
     try:
-        info = store_info(str(store))
+        infos = [store_info(str(p)) for p in inside]
     except SgeoError:
         return False
-    return info["shards_committed"] == info["shards_total"]
+    return bool(infos) and all(info["shards_committed"] == info["shards_total"] for info in infos)
 
 
 def _trained(out: Path) -> bool:

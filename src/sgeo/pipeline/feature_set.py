@@ -19,20 +19,26 @@ from sgeo.errors import SgeoError
 GROUP_META = "zarr.json"  # what makes a directory a store (cache.layout.GROUP_META)
 
 
-def store_paths(paths: list[str]) -> list[str]:
-    """`--store` values -> store paths: a store as it is, a directory of stores -> each store in it (sorted)."""
+def store_paths(paths: list[str], storage_options: dict | None = None) -> list[str]:
+    """`--store` values -> store URLs: a store as it is, a directory of stores -> each store in it (sorted)."""
+    import fsspec
+
     out = []
     for path in paths:
-        root = Path(path).expanduser()
-        if "://" in str(path) or (root / GROUP_META).is_file():
+        fs, root = fsspec.core.url_to_fs(str(Path(path).expanduser()) if "://" not in path else path,
+                                         **(storage_options or {}))  # fmt: skip
+        if fs.exists(f"{root}/{GROUP_META}"):
             out.append(str(path))
             continue
-        inside = sorted(p for p in root.iterdir() if (p / GROUP_META).is_file()) if root.is_dir() else []
+        inside = []
+        if fs.isdir(root):
+            inside = sorted(p.rstrip("/").rpartition("/")[2] for p in fs.ls(root, detail=False)
+                            if fs.exists(f"{p.rstrip('/')}/{GROUP_META}"))  # fmt: skip
         if not inside:
             raise SgeoError(
                 f"--store {path} is neither a feature store nor a directory of stores; run `sgeo extract` first"
             )
-        out.extend(str(p) for p in inside)
+        out.extend(f"{str(path).rstrip('/')}/{name}" for name in inside)
     return out
 
 
@@ -60,7 +66,9 @@ class FeatureSet:
         self._stores = stores
         self.url = " + ".join(store.url for store in stores)
         self.dtypes = {name: store.dtype for name, (store, _) in parts.items()}
-        self.fingerprint = self.anchor.fingerprint  # preprocessing is checked equal across the stores
+        self.fingerprint = (
+            self.anchor.fingerprint
+        )  # its preprocessing: each store's is checked against the model
 
     def manifest(self) -> pa.Table:
         """The first store's manifest, a row "ok" only where every store holds its image "ok"."""
@@ -90,29 +98,39 @@ class FeatureSet:
             store.close()
 
 
-def open_feature_set(
-    paths: list[str], towers: dict[str, dict], preprocessing: dict, storage_options=None
-) -> FeatureSet:
-    """The stores at `paths` (stores or directories of stores) serving every tower of `towers` ({name: expected
-    tower fingerprint}) of pixels made by `preprocessing` (the encoding is each store's own business)."""
-    from sgeo.cache import FeatureStore, check_fingerprint
+def open_feature_set(paths: list[str], towers: list[str], storage_options=None) -> FeatureSet:
+    """The stores at `paths` (stores or directories of stores) serving every tower in `towers`, read as one;
+    a tower no store holds is refused in one line."""
+    from sgeo.cache import FeatureStore
     from sgeo.model.fingerprint import stored_towers
 
-    stores = [FeatureStore.open(p, storage_options=storage_options) for p in store_paths(paths)]
+    stores = [
+        FeatureStore.open(p, storage_options=storage_options) for p in store_paths(paths, storage_options)
+    ]
     parts = {}
-    for name, expected in towers.items():
+    for name in towers:
         holders = [s for s in stores if name in stored_towers(s.fingerprint) and name in s.array_names]
         if not holders:
             held = sorted({t for s in stores for t in stored_towers(s.fingerprint)})
             raise SgeoError(
-                f"no store holds the features of the model's {name} tower (the stores hold {', '.join(held) or 'none'}); "
-                f"run `sgeo extract` for it and pass its store with --store"
+                f"no store holds the features of the model's {name} tower (the stores hold "
+                f"{', '.join(held) or 'none'}); run `sgeo extract` with this model and pass its stores with --store"
             )
-        store = holders[0]
-        stored = {
-            "tower": stored_towers(store.fingerprint)[name],
-            "preprocessing": store.fingerprint.get("preprocessing"),
-        }
-        check_fingerprint(store.url, stored, {"tower": expected, "preprocessing": preprocessing})
-        parts[name] = (store, name)
+        parts[name] = (holders[0], name)
     return FeatureSet(parts)
+
+
+def check_feature_set(features, expected: dict[str, dict], preprocessing: dict) -> None:
+    """Refuse features made by other towers ({name: tower fingerprint}) or other preprocessing, in one line
+    naming the store and the first difference. Each store's encoding is its own business."""
+    from sgeo.cache import check_fingerprint
+    from sgeo.model.fingerprint import stored_towers
+
+    parts = getattr(features, "parts", None) or {name: (features, name) for name in expected}
+    for name, want in expected.items():
+        store = parts[name][0]
+        towers = stored_towers(store.fingerprint)
+        stored = {"tower": towers.get(name), "preprocessing": store.fingerprint.get("preprocessing")}
+        check_fingerprint(
+            getattr(store, "url", "(in memory)"), stored, {"tower": want, "preprocessing": preprocessing}
+        )

@@ -190,7 +190,7 @@ def drop_clip(clip: torch.Tensor, p: float, generator: torch.Generator) -> torch
     if p <= 0 or clip.shape[0] == 0:
         return clip
     keep = torch.rand(clip.shape[0], generator=generator) >= p  # [I], drawn on the CPU generator
-    return clip * keep.to(clip.device, clip.dtype)[:, None, None]
+    return clip * keep.to(clip.device, clip.dtype).view(-1, *[1] * (clip.dim() - 1))
 
 
 # -- dataset and collator --------------------------------------------------------------------------
@@ -229,27 +229,26 @@ class TrainingDataset(torch.utils.data.Dataset):
 
 
 class Collator:
-    """Items -> a padded batch with `clip_features` [I, T, Dc] and `moge_features` [I, L, T, Dm] (cached)
-    or `pixel_values` [I, 3, S, S] (online), I = the items with an image, in batch order. I may be 0: the
-    trainer still runs the adapters (on nothing) so every rank's graph holds the same parameters."""
+    """Items -> a padded batch with `image_features` {tower: [I, ...]} (cached) or `pixel_values` [I, 3, S, S]
+    (online), I = the items with an image, in batch order. I may be 0: the trainer still runs the adapters (on
+    nothing) so every rank's graph holds the same parameters. `shapes`: {tower: feature shape per image}."""
 
-    def __init__(self, processor, features=None, clip_shape=None, moge_shape=None):
+    def __init__(self, processor, features=None, shapes: dict | None = None):
         self.processor, self.features = processor, features
-        self.clip_shape, self.moge_shape = tuple(clip_shape or ()), tuple(moge_shape or ())
+        self.shapes = {name: tuple(shape) for name, shape in (shapes or {}).items()}
 
     def __call__(self, items: list[dict]) -> dict[str, torch.Tensor]:
         batch = self.processor.pad([{"input_ids": it["input_ids"], "labels": it["labels"]} for it in items])
         batch["ids"] = [it.get("id", "") for it in items]  # sample ids, for errors that name the samples
         with_image = [it for it in items if it["row"] >= 0]
         if not with_image:
-            batch["clip_features"] = torch.zeros((0, *self.clip_shape))
-            batch["moge_features"] = torch.zeros((0, *self.moge_shape))
+            batch["image_features"] = {name: torch.zeros((0, *shape)) for name, shape in self.shapes.items()}
         elif "pixel_values" in with_image[0]:
             batch["pixel_values"] = torch.stack([it["pixel_values"] for it in with_image])  # [I, 3, S, S]
         else:
             words = self.features.read(np.array([it["row"] for it in with_image], dtype=np.int64))
-            batch["clip_features"] = decode(words["clip"], self.features.dtype)  # [I, T, Dc]
-            batch["moge_features"] = decode(words["moge"], self.features.dtype)  # [I, L, T, Dm]
+            dtypes = getattr(self.features, "dtypes", None) or dict.fromkeys(words, self.features.dtype)
+            batch["image_features"] = {name: decode(w, dtypes[name]) for name, w in words.items()}  # [I, ...]
         return batch
 
 

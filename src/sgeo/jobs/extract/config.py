@@ -29,6 +29,7 @@ class ExtractConfig:
     storage_options: dict | None = None  # fsspec options of an s3://... store (library use)
     progress: bool = True
     retry_failed: bool = False  # also redo the rows committed as failed (their files re-read), keep the rest
+    towers: list[str] | None = None  # the towers whose stores to write (None: every tower of the model)
 
 
 PRECISIONS = (
@@ -96,6 +97,9 @@ class ExtractSummary:
     retried: int = 0  # --retry-failed: rows recorded as failed that this run redid
     recovered: int = 0  # of those, the ones now ok
     failed_earlier: int = 0  # rows an earlier run recorded as failed, still failed and not redone by this run
+    towers: dict[str, str] = field(
+        default_factory=dict
+    )  # tower -> "encoded" (this run wrote to its store) or "kept"
 
     @property
     def images_per_s(self) -> float:
@@ -110,6 +114,8 @@ class ExtractSummary:
             f"{self.failed} failed{earlier}, {self.skipped} skipped (already committed); "
             f"{self.images_per_s:.2f} images/s; {human_bytes(self.bytes_written)} written to {self.store}"
         ]
+        if self.towers:  # one store per tower: say which this run encoded and which it left as they were
+            out.append("stores: " + ", ".join(f"{name} ({what})" for name, what in self.towers.items()))
         if self.steady_images_per_s:
             out.append(
                 f"startup (cluster, workers, model load) {self.startup_seconds:.1f} s, then "

@@ -14,6 +14,7 @@ that hold failed rows are scheduled too: their worker redoes those rows and keep
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 import time
@@ -31,22 +32,37 @@ from .shard_worker import ShardWorker, worker_memory
 
 
 def run_extract(config: ExtractConfig) -> ExtractSummary:
-    """Encode the dataset's images into the store at config.store; resumes an interrupted run."""
-    from sgeo.cache import writer_lock
+    """Encode the dataset's images into one store per tower under config.store; resumes an interrupted run."""
     from sgeo.cache.location import check_shared, disk_full
 
     check_config(config)
-    check_shared(config.store)  # workers in other processes write the store
-    with disk_full(config.store), writer_lock(config.store, config.storage_options):  # one writer per store
+    check_shared(config.store)  # workers in other processes write the stores
+    refuse_legacy_store(config.store)
+    with disk_full(config.store):
         return _extract(config)
+
+
+def refuse_legacy_store(url: str) -> None:
+    """`--store` names a directory of stores now; a store written before (clip and moge in one group) is one."""
+    if "://" not in url and (Path(url) / "zarr.json").is_file():
+        raise SgeoError(
+            f"--store {url} is a single feature store (written by an earlier sgeo, clip and moge in one group); it "
+            "still trains as it is (sgeo train --store), and new features go into a directory of stores: give "
+            "another --store"
+        )
+
+
+def tower_store_url(store: str, tower: str) -> str:
+    """Where tower `tower`'s store lies inside the stores directory `store`."""
+    return f"{store.rstrip('/')}/{tower}"
 
 
 def _extract(config: ExtractConfig) -> ExtractSummary:
     from PIL import Image
 
-    from sgeo.cache import FeatureStore
+    from sgeo.cache import FeatureStore, writer_lock
     from sgeo.model import resolve_model
-    from sgeo.model.fingerprint import encoder_fingerprint
+    from sgeo.model.fingerprint import store_fingerprint, tower_fingerprint
     from sgeo.pipeline.datasets import get_dataset
 
     t0 = time.perf_counter()
@@ -63,39 +79,81 @@ def _extract(config: ExtractConfig) -> ExtractSummary:
     # Stage-1 data (LCS-558K) is encoded as LLaVA's pretraining saw it (CLIP's resize + centre crop), the rest
     # padded to a square; both are recorded in the fingerprint.
     processor.image_aspect_ratio = config.image_aspect_ratio or dataset.image_aspect_ratio
-    fingerprint = encoder_fingerprint(model, processor.preprocessing_spec(), config.dtype)
+    preprocessing = processor.preprocessing_spec()
+    specs = {spec.name: spec for spec in model.config.towers}
+    names = config.towers or list(specs)
+    unknown = [n for n in names if n not in specs]
+    if unknown:
+        raise SgeoError(
+            f"--towers {','.join(unknown)}: the model has no such tower; its towers: {', '.join(specs)}"
+        )
     pixel_shape = tuple(processor.preprocess_images([Image.new("RGB", (8, 8))]).shape[1:])
-    store = FeatureStore.create(
-        config.store, image_ids=image_ids, paths=[f"{image_root}/{i}" for i in image_ids], fingerprint=fingerprint,
-        shapes={"clip": model.config.clip_feature_shape, "moge": model.config.moge_feature_shape},
-        dtype=config.dtype, shard_size=config.shard_size, storage_options=config.storage_options,
-    )  # fmt: skip
-    pending = store.pending_shards()
-    retry = failed_rows(store) if config.retry_failed else {}  # committed shard -> its failed rows
-    todo = sum(len(store.shard_rows(k)) for k in pending) + sum(len(rows) for rows in retry.values())
-    untouched = store.num_shards - len(pending) - len(retry)
-    summary = ExtractSummary(store.url, store.num_rows, 0, 0, store.num_rows - todo, 0, untouched, 0.0, 0)
-    if pending or retry:
-        items = [{"shard": k, "retry": k in retry,
-                  "ids": json.dumps(image_ids[store.shard_rows(k).start : store.shard_rows(k).stop])}
-                 for k in [*pending, *sorted(retry)]]  # fmt: skip
-        worker_args = {"model": model, "processor": processor, "store": store, "image_root": image_root,
-                       "pixel_shape": pixel_shape, "dtype": config.dtype, "batch_size": config.batch_size,
-                       "autocast": config.autocast, "precision": config.precision}  # fmt: skip
+    with contextlib.ExitStack() as locks:
+        stores = {}
+        for name in names:  # one writer per store
+            url = tower_store_url(config.store, name)
+            locks.enter_context(writer_lock(url, config.storage_options))
+            fingerprint = store_fingerprint({name: tower_fingerprint(specs[name], model.towers[name].path)},
+                                            preprocessing, config.dtype)  # fmt: skip
+            stores[name] = FeatureStore.create(
+                url, image_ids=image_ids, paths=[f"{image_root}/{i}" for i in image_ids], fingerprint=fingerprint,
+                shapes={name: specs[name].feature_shape}, dtype=config.dtype, shard_size=config.shard_size,
+                storage_options=config.storage_options,
+            )  # fmt: skip
+        return _encode(config, model, processor, stores, image_ids, image_root, pixel_shape, t0)
+
+
+def _encode(config, model, processor, stores: dict, image_ids, image_root, pixel_shape, t0) -> ExtractSummary:
+    """Schedule every shard some store lacks (or, with --retry-failed, holds failed rows of), run the workers."""
+    work: dict[int, dict[str, str]] = {}  # shard -> {tower: "all" | "retry"}
+    for name, store in stores.items():
+        for k in store.pending_shards():
+            work.setdefault(k, {})[name] = "all"
+        for k in failed_rows(store) if config.retry_failed else {}:
+            work.setdefault(k, {})[name] = "retry"
+    first = next(iter(stores.values()))
+    rows_of = {k: first.shard_rows(k) for k in work}
+    todo = sum(
+        len(rows_of[k]) if "all" in w.values() else _failed_count(stores, k, w) for k, w in work.items()
+    )
+    summary = ExtractSummary(config.store, first.num_rows, 0, 0, first.num_rows - todo, 0,
+                             first.num_shards - len(work), 0.0, 0)  # fmt: skip
+    busy = [name for name in stores if any(name in w for w in work.values())]
+    if work:
+        items = [{"shard": k, "work": json.dumps(work[k]),
+                  "ids": json.dumps(image_ids[rows_of[k].start : rows_of[k].stop])} for k in sorted(work)]  # fmt: skip
+        worker_args = {"model": model, "processor": processor, "stores": {n: stores[n] for n in busy},
+                       "image_root": image_root, "pixel_shape": pixel_shape, "dtype": config.dtype,
+                       "batch_size": config.batch_size, "autocast": config.autocast,
+                       "precision": config.precision}  # fmt: skip
         from sgeo.cache.layout import encoding
 
         enc = encoding(config.dtype)
-        shard_bytes = config.shard_size * (4 * int(np.prod(pixel_shape)) + enc.row_nbytes(model.config.clip_feature_shape)
-                                           + enc.row_nbytes(model.config.moge_feature_shape))  # fmt: skip
-        memory = worker_memory(model, shard_bytes)
+        features_bytes = sum(enc.row_nbytes(stores[n].shapes[n]) for n in busy)
+        shard_bytes = config.shard_size * (4 * int(np.prod(pixel_shape)) + features_bytes)
+        memory = worker_memory(model, busy, shard_bytes)
         _run_pipeline(config, items, worker_args, memory, todo, summary)
-        store.forget(list(retry))  # the workers rewrote these shards' markers
-    store.finalize()
-    summary.failed_earlier = store.attributes["counts"]["failed"] - summary.failed
+        for name, store in stores.items():  # the workers rewrote the retried shards' markers
+            store.forget([k for k, w in work.items() if w.get(name) == "retry"])
+    failed_before = 0
+    for store in stores.values():
+        store.finalize()
+        failed_before = max(failed_before, store.attributes["counts"]["failed"])
+    summary.towers = {name: ("encoded" if name in busy else "kept") for name in stores}
+    summary.failed_earlier = failed_before - summary.failed
     summary.seconds = time.perf_counter() - t0
     for line in summary.lines():
         print(line)
     return summary
+
+
+def _failed_count(stores: dict, k: int, work: dict[str, str]) -> int:
+    """Rows of shard k that a retry redoes: those failed in any of its stores."""
+    rows = set()
+    for name in work:
+        statuses = stores[name].marker(k)["records"]
+        rows |= {i for i, r in enumerate(statuses) if r["status"] == "failed"}
+    return len(rows)
 
 
 def _run_pipeline(config: ExtractConfig, items: list[dict], worker_args: dict, memory: int, total: int,
@@ -140,7 +198,7 @@ def _run_pipeline(config: ExtractConfig, items: list[dict], worker_args: dict, m
         with bar:
             if summary.skipped:
                 bar.write(f"resuming: {summary.skipped} images already committed are kept")
-            retrying = sum(1 for item in items if item["retry"])
+            retrying = sum(1 for item in items if "all" not in json.loads(item["work"]).values())
             if retrying:
                 bar.write(f"retrying the failed rows of {retrying} committed shards")
             rows = iter(ds.iter_rows())

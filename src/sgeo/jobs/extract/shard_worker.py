@@ -57,8 +57,10 @@ def read_image(image_root: str, image_id: str, processor, pixel_shape) -> tuple[
     return record, pixels
 
 
-def encode_shard(encoder, pixels, ok: np.ndarray, batch_size: int, dtype: str, autocast_dtype=None):
-    """Pixels of one shard [n, 3, S, S] -> (clip [n, T, Wc], moge [n, L, T, Wm]), words of encoding `dtype`.
+def encode_shard(encoder, pixels, ok: np.ndarray, batch_size: int, dtype: str, autocast_dtype=None,
+                 names: list[str] | None = None) -> dict[str, np.ndarray]:  # fmt: skip
+    """Pixels of one shard [n, 3, S, S] -> {tower: [n, *stored shape]} words of encoding `dtype`, for the towers
+    `names` (default: every tower the encoder holds).
 
     `pixels` may also be a callable `(start, stop) -> [b, 3, S, S]` that delivers each batch when it is
     ready. A batch with no ok image is not encoded (its rows stay zero, as the writer stores failed rows).
@@ -68,10 +70,11 @@ def encode_shard(encoder, pixels, ok: np.ndarray, batch_size: int, dtype: str, a
     from sgeo.cache.layout import encoding
     from sgeo.pipeline.features import encode
 
-    c, n, enc = encoder.config, len(ok), encoding(dtype)
+    n, enc = len(ok), encoding(dtype)
+    names = encoder.names if names is None else names
+    shapes = {name: encoder.towers[name].spec.feature_shape for name in names}
     batch_of = pixels if callable(pixels) else (lambda start, stop: pixels[start:stop])
-    clip_out = np.zeros((n, *enc.stored_shape(c.clip_feature_shape)), enc.words)
-    moge_out = np.zeros((n, *enc.stored_shape(c.moge_feature_shape)), enc.words)
+    out = {name: np.zeros((n, *enc.stored_shape(shape)), enc.words) for name, shape in shapes.items()}
     context = (
         torch.autocast(device_type=encoder.device.type, dtype=autocast_dtype)
         if autocast_dtype
@@ -83,10 +86,10 @@ def encode_shard(encoder, pixels, ok: np.ndarray, batch_size: int, dtype: str, a
         if not ok[start:stop].any():
             continue
         with torch.inference_mode(), context:
-            clip, moge = encoder.encode_images(batch)  # [b, T, Dc], [b, L, T, Dm]
-        clip_out[start:stop] = encode(clip, dtype)
-        moge_out[start:stop] = encode(moge, dtype)
-    return clip_out, moge_out
+            features = encoder.encode_images(batch, names=names)  # {tower: [b, ...]}
+        for name in names:
+            out[name][start:stop] = encode(features[name], dtype)
+    return out
 
 
 def autocast_dtype(precision: str | None, autocast: bool, device: str, store_dtype: str):
@@ -105,32 +108,35 @@ def autocast_dtype(precision: str | None, autocast: bool, device: str, store_dty
     return {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": None}[precision]
 
 
-def worker_memory(model, shard_bytes: int) -> int:
-    """Bytes a worker asks Ray for: the process (torch, transformers), the towers' weights (as big as their
-    files) and a shard of pixels and features, with the quarter of headroom Ray Data's memory check wants."""
+def worker_memory(model, names: list[str], shard_bytes: int) -> int:
+    """Bytes a worker asks Ray for: the process (torch, transformers), the weights of the towers `names` (as big
+    as their files) and a shard of pixels and features, with the quarter of headroom Ray Data's memory check
+    wants."""
     from pathlib import Path
 
     weights = 0
-    for located in (model.clip, model.moge):
-        path = Path(located.path)
+    for name in names:
+        path = Path(model.towers[name].path)
         files = [path] if path.is_file() else [p for p in path.rglob("*") if p.suffix in WEIGHT_SUFFIXES]
         weights += sum(f.stat().st_size for f in files)
     return PROCESS_MEMORY + int(1.25 * (weights + shard_bytes))
 
 
 class ShardWorker:
-    """Ray Data actor: the towers, loaded once; one call reads, encodes and writes one shard."""
+    """Ray Data actor: the towers that have work, loaded once; one call reads and decodes one shard's images
+    once, encodes them with every tower whose store lacks the shard, and writes each of those stores' shard."""
 
-    def __init__(self, model, processor, store, image_root: str, pixel_shape: tuple, dtype: str, batch_size: int,
-                 torch_threads: int, decode_threads: int, device: str, autocast: bool,
+    def __init__(self, model, processor, stores: dict, image_root: str, pixel_shape: tuple, dtype: str,
+                 batch_size: int, torch_threads: int, decode_threads: int, device: str, autocast: bool,
                  precision: str | None = None):  # fmt: skip
         import torch
 
         from sgeo.model import load_encoders
 
         torch.set_num_threads(max(1, torch_threads))  # Ray sets OMP_NUM_THREADS=1 in workers
-        self.encoder = load_encoders(model, device=device)  # the towers only: never the LLM
-        self.processor, self.store, self.image_root = processor, store, image_root
+        # the towers only (never the LLM), and only those with work: an unchanged tower's store is not touched
+        self.encoder = load_encoders(model, device=device, names=list(stores))
+        self.processor, self.stores, self.image_root = processor, stores, image_root
         self.pixel_shape, self.dtype, self.batch_size = tuple(pixel_shape), dtype, batch_size
         self.pool = ThreadPoolExecutor(max(1, decode_threads), thread_name_prefix="sgeo-decode")
         self.autocast_dtype = autocast_dtype(precision, autocast, device, dtype)
@@ -141,11 +147,12 @@ class ShardWorker:
         record, pixels = read_image(self.image_root, image_id, self.processor, self.pixel_shape)
         return record, pixels, time.perf_counter() - start
 
-    def _committed(self, k: int) -> tuple[np.ndarray, np.ndarray, list[dict]]:
-        """Committed shard k as stored: clip and moge words (checked against their digests) and records."""
-        rows = self.store.shard_rows(k)
-        words = self.store.read(slice(rows.start, rows.stop))
-        return words["clip"], words["moge"], self.store.marker(k)["records"]
+    def _committed(self, name: str, k: int) -> tuple[np.ndarray, list[dict]]:
+        """Committed shard k of tower `name`'s store as stored: its words (checked against their digests)
+        and records."""
+        store = self.stores[name]
+        rows = store.shard_rows(k)
+        return store.read(slice(rows.start, rows.stop))[name], store.marker(k)["records"]
 
     def __call__(self, batch: dict) -> dict:
         """The shard's stats row; a user error (a full disk, a damaged shard to retry) comes back as its
@@ -163,14 +170,13 @@ class ShardWorker:
         from sgeo.cache.location import disk_full
 
         k, ids = int(batch["shard"][0]), json.loads(batch["ids"][0])
-        kept = self._committed(k) if bool(batch["retry"][0]) else None  # a retry: (clip, moge, records)
-        redo = (
-            range(len(ids)) if kept is None else [i for i, r in enumerate(kept[2]) if r["status"] == "failed"]
-        )
-        futures = {i: self.pool.submit(self._decode, ids[i]) for i in redo}  # decoding runs ahead
-        decoded: list = [None] * len(ids)  # (record, pixels, seconds) per row; a kept row: as committed
-        if kept is not None:
-            decoded = [None if i in futures else (record, None, 0.0) for i, record in enumerate(kept[2])]
+        work = json.loads(batch["work"][0])  # tower -> "all" (a pending shard) or "retry" (its failed rows)
+        kept = {name: self._committed(name, k) for name, mode in work.items() if mode == "retry"}
+        redo = set(range(len(ids))) if "all" in work.values() else {
+            i for _, records in kept.values() for i, r in enumerate(records) if r["status"] == "failed"
+        }  # fmt: skip
+        futures = {i: self.pool.submit(self._decode, ids[i]) for i in sorted(redo)}  # decoding runs ahead
+        decoded: list = [None] * len(ids)  # (record, pixels, seconds) per redone row
         pixels = np.zeros((len(ids), *self.pixel_shape), np.float32)  # [n, 3, S, S]; failed rows stay zero
 
         def arrive(start: int, stop: int) -> torch.Tensor:
@@ -194,22 +200,24 @@ class ShardWorker:
             return tensor
 
         t0 = time.perf_counter()
-        clip, moge = encode_shard(
-            self.encoder, batch_when_ready, ok, self.batch_size, self.dtype, self.autocast_dtype
-        )
+        words = encode_shard(self.encoder, batch_when_ready, ok, self.batch_size, self.dtype, self.autocast_dtype,
+                             names=list(work))  # fmt: skip
         t1 = time.perf_counter()
-        records = [record for record, _, _ in decoded]
-        if kept is not None:
-            keep = [i for i in range(len(ids)) if i not in futures]
-            clip[keep], moge[keep] = kept[0][keep], kept[1][keep]
-        with disk_full(self.store.url):  # one line, not a traceback from every layer of Ray
-            self.store.write_shard(k, {"clip": clip, "moge": moge}, records)
+        for name in work:
+            records = [decoded[i][0] if i in futures else None for i in range(len(ids))]
+            if name in kept:  # a retry keeps every row it did not redo, as committed
+                old_words, old_records = kept[name]
+                keep = [i for i, r in enumerate(old_records) if r["status"] != "failed"]
+                words[name][keep] = old_words[keep]
+                records = [old_records[i] if i in keep else records[i] for i in range(len(ids))]
+            with disk_full(self.stores[name].url):  # one line, not a traceback from every layer of Ray
+                self.stores[name].write_shard(k, {name: words[name]}, records)
         t2 = time.perf_counter()
         n_ok = sum(decoded[i][0]["status"] == "ok" for i in futures)  # the rows this call (re)did
         return {
-            "shard": [k], "ok": [n_ok], "failed": [len(futures) - n_ok], "bytes": [clip.nbytes + moge.nbytes],
-            "retried": [len(futures) if kept is not None else 0],
+            "shard": [k], "ok": [n_ok], "failed": [len(futures) - n_ok], "bytes": [sum(w.nbytes for w in words.values())],
+            "retried": [0 if "all" in work.values() else len(futures)],
             "worker": [self.name], "encoded_at": [time.time()],
-            "decode_s": [sum(seconds for _, _, seconds in decoded)], "wait_s": [waited],
+            "decode_s": [sum(d[2] for d in decoded if d is not None)], "wait_s": [waited],
             "encode_s": [t1 - t0 - waited], "write_s": [t2 - t1],
         }  # fmt: skip

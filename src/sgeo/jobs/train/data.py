@@ -101,14 +101,15 @@ def aspect_mode(resolved: Resolved, features) -> str:
 
 
 def check_features(features, model_ref, processor) -> None:
-    """Refuse a store made by other encoders or preprocessing; its storage dtype is its own business."""
-    from sgeo.cache import check_fingerprint
-    from sgeo.model.fingerprint import encoder_fingerprint
+    """Refuse stores made by other towers or preprocessing; each store's encoding is its own business."""
+    from sgeo.model.fingerprint import tower_fingerprint
+    from sgeo.pipeline.feature_set import check_feature_set
 
-    expected = encoder_fingerprint(
-        model_ref, processor.preprocessing_spec(), features.fingerprint.get("dtype")
-    )
-    check_fingerprint(getattr(features, "url", "(in memory)"), features.fingerprint, expected)
+    expected = {
+        spec.name: tower_fingerprint(spec, model_ref.towers[spec.name].path)
+        for spec in model_ref.config.towers
+    }
+    check_feature_set(features, expected, processor.preprocessing_spec())
 
 
 def _join(resolved: Resolved, features):

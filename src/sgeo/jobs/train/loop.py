@@ -40,20 +40,21 @@ def _seed_for(run, micro: int) -> int:
     return (run.resolved.seed * 1_000_003 + run.step * run.resolved.grad_accum + micro) * 4099 + run.rank
 
 
-def image_features(run, batch: dict, seed: int):
-    """(clip [I, T, Dc], moge [I, L, T, Dm]) of a batch: read from the store, or encoded from pixels online."""
+def image_features(run, batch: dict, seed: int) -> dict:
+    """{tower: [I, ...]} of a batch: read from the stores, or encoded from pixels online."""
     import torch
 
     from sgeo.pipeline.training_data import drop_clip
 
     if "pixel_values" in batch:
-        clip, moge = run.model.encode_images(batch["pixel_values"].to(run.device))
+        features = run.model.encode_images(batch["pixel_values"].to(run.device))
     else:
-        clip = batch["clip_features"].to(run.device, non_blocking=True)
-        moge = batch["moge_features"].to(run.device, non_blocking=True)
+        features = {name: f.to(run.device, non_blocking=True) for name, f in batch["image_features"].items()}
     if run.resolved.clip_drop:
-        clip = drop_clip(clip, run.resolved.clip_drop, torch.Generator().manual_seed(seed))
-    return clip, moge
+        features["clip"] = drop_clip(
+            features["clip"], run.resolved.clip_drop, torch.Generator().manual_seed(seed)
+        )
+    return features
 
 
 def micro_step(run, batch: dict, micro: int):
@@ -62,13 +63,12 @@ def micro_step(run, batch: dict, micro: int):
 
     seed = _seed_for(run, micro)
     torch.manual_seed(seed)  # LoRA dropout
-    clip, moge = image_features(run, batch, seed)
+    features = image_features(run, batch, seed)
     out = run.engine(
         input_ids=batch["input_ids"].to(run.device),
         attention_mask=batch["attention_mask"].to(run.device),
         labels=batch["labels"].to(run.device),
-        clip_features=clip,
-        moge_features=moge,
+        image_features=features,
         use_cache=False,  # training needs no KV cache (and gradient checkpointing refuses one)
     )
     loss = out.loss

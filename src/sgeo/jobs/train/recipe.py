@@ -23,7 +23,7 @@ class TrainConfig:
     stage: int
     data: Path
     out: Path
-    store: str | None = None
+    store: list[str] | str | None = None  # feature stores, or directories of them (one store per tower)
     model: str = "tiny"
     image_root: Path | None = None
     lr: float | None = None
@@ -89,7 +89,7 @@ class Resolved:
 
     stage: int
     data: str
-    store: str | None
+    store: list[str] | None
     model: str
     out: str
     online: bool
@@ -185,7 +185,7 @@ def resolve(config: TrainConfig, world_size: int, device: str, model_template: s
     lr = config.lr if config.lr is not None else recipe.lr
     adapter_lr = config.adapter_lr if config.adapter_lr is not None else recipe.adapter_lr
     return Resolved(
-        stage=config.stage, data=str(Path(config.data).resolve()), store=config.store, model=str(config.model),
+        stage=config.stage, data=str(Path(config.data).resolve()), store=store_list(config.store), model=str(config.model),
         out=str(Path(config.out).resolve()), online=config.online,
         image_root=str(Path(config.image_root).resolve()) if config.image_root else None,
         template=recipe.template or model_template, lr=lr, adapter_lr=adapter_lr if config.stage == 2 else None,
@@ -213,8 +213,9 @@ def check_config(config: TrainConfig) -> None:
         raise SgeoError(f"training JSON not found: {config.data}; pass --data with a LLaVA-format JSON file")
     if Path(config.out).exists() and not Path(config.out).is_dir():
         raise SgeoError(f"--out {config.out} is a file; give a directory for the trained model")
-    if config.store is not None and "://" not in config.store and Path(config.store).is_file():
-        raise SgeoError(f"--store {config.store} is a file, not a feature store; give the store's directory")
+    for store in store_list(config.store) or ():
+        if "://" not in store and Path(store).is_file():
+            raise SgeoError(f"--store {store} is a file, not a feature store; give the store's directory")
     for name in ("lr", "adapter_lr"):
         value = getattr(config, name)
         if value is not None and not (math.isfinite(value) and value > 0):
@@ -261,11 +262,12 @@ def check_config(config: TrainConfig) -> None:
         raise SgeoError(f"--image-aspect-ratio must be pad or crop, got {config.image_aspect_ratio}")
     if config.precision not in (None, *PRECISIONS):
         raise SgeoError(f"--precision must be one of {', '.join(PRECISIONS)}, got {config.precision}")
-    from sgeo.model.fusion import VISUAL_BRANCHES
-
-    if config.visual_branches not in (None, *VISUAL_BRANCHES):
-        raise SgeoError(
-            f"--visual-branches must be one of {', '.join(VISUAL_BRANCHES)}, got {config.visual_branches}"
-        )
     if config.attn not in (None, "sdpa", "eager", "flash_attention_2"):
         raise SgeoError(f"--attn must be sdpa, eager or flash_attention_2, got {config.attn}")
+
+
+def store_list(store: list[str] | str | None) -> list[str] | None:
+    """`--store` as given (one, several, or a directory of stores) -> a list, or None."""
+    if store is None or isinstance(store, list):
+        return store
+    return [str(store)]

@@ -73,12 +73,13 @@ def setup(config: TrainConfig, features=None) -> Run:
     if device_type == "cpu" and resolved.attn == "flash_attention_2":
         raise SgeoError("--attn flash_attention_2 needs a GPU (and the gpu extra); use sdpa on CPU")
     check_resumable(resolved)
+    check_towers(resolved, model_ref.config)
 
     # data: JSON samples joined to store rows (the store's fingerprint must match the model's encoders)
     if features is None and resolved.store is not None:
-        from sgeo.cache import FeatureStore
+        from sgeo.pipeline.feature_set import open_feature_set
 
-        features = FeatureStore.open(resolved.store)
+        features = open_feature_set(resolved.store, model_ref.config.tower_names)
     if resolved.lora is not None and config.lora_r is not None:
         check_lora_rank(resolved.lora.r, model_ref)
     processor.image_aspect_ratio = aspect_mode(resolved, features)
@@ -121,8 +122,7 @@ def setup(config: TrainConfig, features=None) -> Run:
     run = Run(
         resolved=resolved, rank=rank, world_size=world_size, device=device, engine=engine, model=engine.module,
         processor=processor, dataset=data.dataset, plan=data.plan, trainable=trainable,
-        collator=Collator(processor, None if resolved.online else features, model.config.clip_feature_shape,
-                          model.config.moge_feature_shape),
+        collator=Collator(processor, None if resolved.online else features, model.config.feature_shapes),
         owns_process_group=owns_process_group, model_ref=model_ref, features=features, threads_before=threads,
     )  # fmt: skip
     if rank == 0:
@@ -199,11 +199,22 @@ def checkpoint_activations(llm) -> None:
         llm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
 
 
+def check_towers(resolved, config) -> None:
+    """The options that name towers name towers this model has."""
+    branches = ("both", *config.tower_names)
+    if resolved.visual_branches not in (None, *branches):
+        raise SgeoError(
+            f"--visual-branches must be one of {', '.join(branches)}, got {resolved.visual_branches}"
+        )
+    if resolved.clip_drop and "clip" not in config.tower_names:
+        raise SgeoError(
+            f"--clip-drop zeroes the clip tower's features; this model's towers: {', '.join(config.tower_names)}"
+        )
+
+
 def param_groups(model, resolved: Resolved) -> list[dict]:
     """Stage 2: the adapters at the adapter lr, the rest (LoRA) at lr. Stage 1: one group."""
-    adapters = [
-        p for m in (model.clip_adapter, model.moge_adapter) for p in m.parameters() if p.requires_grad
-    ]
+    adapters = [p for m in model.adapters().values() for p in m.parameters() if p.requires_grad]
     ids = {id(p) for p in adapters}
     rest = [p for p in model.parameters() if p.requires_grad and id(p) not in ids]
     if resolved.adapter_lr is None:

@@ -44,9 +44,13 @@ class VisionTowers(nn.Module):
         return list(self.towers)
 
     @torch.no_grad()
-    def forward(self, pixel_values: torch.Tensor) -> dict[str, torch.Tensor]:
-        return {name: tower(pixel_values) for name, tower in self.towers.items()}
+    def forward(self, pixel_values: torch.Tensor, names: list[str] | None = None) -> dict[str, torch.Tensor]:
+        names = self.names if names is None else names
+        return {name: self.towers[name](pixel_values) for name in names}
 
-    def encode_images(self, pixel_values: torch.Tensor) -> dict[str, torch.Tensor]:
-        """pixels [B, 3, S, S] -> {tower: [B, T, D] or [B, L, T, D]}: exactly what the feature stores hold."""
-        return self(pixel_values.to(self.device))
+    def encode_images(
+        self, pixel_values: torch.Tensor, names: list[str] | None = None
+    ) -> dict[str, torch.Tensor]:
+        """pixels [B, 3, S, S] -> {tower: [B, T, D] or [B, L, T, D]}, for every tower or those `names`: exactly
+        what the feature stores hold."""
+        return self(pixel_values.to(self.device), names)
