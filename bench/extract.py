@@ -152,7 +152,7 @@ def naive_loop(
         clips, moges = [], []
         for i in range(0, len(rows), batch):
             with torch.inference_mode():
-                clip, moge = model.encode_images(pixels[i : i + batch])
+                clip, moge = model.encode_images(pixels[i : i + batch]).values()
             clips.append(encode(clip, "bf16"))
             moges.append(encode(moge, "bf16"))
         store.write_shard(k, {"clip": np.concatenate(clips), "moge": np.concatenate(moges)}, records)
@@ -173,7 +173,7 @@ def bench_model(
     name: str, model_arg: str, root: Path, n: int, batch: int, shard: int, threads: int, work: Path
 ):
     from sgeo.model import load_model, resolve_model
-    from sgeo.model.fingerprint import encoder_fingerprint
+    from sgeo.model.fingerprint import towers_fingerprint
     from sgeo.pipeline.datasets import get_dataset
     from sgeo.pipeline.images import load_image
 
@@ -197,7 +197,7 @@ def bench_model(
     t = time.perf_counter()
     model, processor = load_model(model_arg)
     load_s = time.perf_counter() - t
-    fingerprint = encoder_fingerprint(resolve_model(model_arg), processor.preprocessing_spec(), "bf16")
+    fingerprint = towers_fingerprint(resolve_model(model_arg), processor.preprocessing_spec(), "bf16")
     pixels = processor.preprocess_images([load_image(root / i)[0] for i in ids])
     naive, bare = {}, {}
     # one process cannot run two one-thread encoders: try 1 thread and every thread, keep the faster

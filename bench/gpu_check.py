@@ -228,7 +228,7 @@ def engine_for(model, stage: int, batch: int, attn: str, device, workdir: Path):
 
 def train_step(engine, batch: dict, device, online: bool):
     if online:  # the towers run in the step, as `sgeo train --online`
-        clip, moge = engine.module.encode_images(batch["pixel_values"])
+        clip, moge = engine.module.encode_images(batch["pixel_values"]).values()
     else:
         clip, moge = batch["clip_features"].to(device), batch["moge_features"].to(device)
     out = engine(input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device),
@@ -497,7 +497,7 @@ def main() -> int:
               "loss_tol": args.loss_tol, "logit_tol": args.logit_tol, "attn": args.attn}  # fmt: skip
     result["encode"] = check_encode(towers, pixels, device, args)
     with torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16):
-        clip, moge = towers.encode_images(pixels)  # what a bf16 store holds
+        clip, moge = towers.encode_images(pixels).values()  # what a bf16 store holds
     features = (clip.to(torch.bfloat16).clone(), moge.to(torch.bfloat16).clone())
     result["train"], result["loss"] = check_train(
         config, processor, towers, features, pixels, device, args, workdir

@@ -38,7 +38,7 @@ def encode(model_dir: Path, records: list[dict], folder: Path, batch: int = 64):
     clip, moge = [], []
     for i in range(0, len(records), batch):
         images = [load_image(folder / r["image"])[0] for r in records[i : i + batch]]
-        c, m = towers.encode_images(processor.preprocess_images(images))
+        c, m = towers.encode_images(processor.preprocess_images(images)).values()
         clip.append(c.bfloat16())
         moge.append(m.bfloat16())
     return torch.cat(clip), torch.cat(moge)

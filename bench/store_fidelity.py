@@ -79,7 +79,7 @@ def build_stores(
     from sgeo.cache import FeatureStore
     from sgeo.jobs.extract import encode_shard
     from sgeo.model import load_model, resolve_model
-    from sgeo.model.fingerprint import encoder_fingerprint
+    from sgeo.model.fingerprint import towers_fingerprint
     from sgeo.pipeline.images import load_image
 
     model, processor = load_model(model_name)
@@ -87,11 +87,11 @@ def build_stores(
     pixels = processor.preprocess_images([load_image(root / i)[0] for i in ids])  # [N, 3, S, S]
     ok = np.ones(len(ids), bool)
     with torch.inference_mode():
-        clip, moge = model.encode_images(pixels)
+        clip, moge = model.encode_images(pixels).values()
     urls = {}
     for name in ENCODINGS:
         url = str(work / f"{name}.zarr")
-        fingerprint = encoder_fingerprint(resolve_model(model_name), processor.preprocessing_spec(), name)
+        fingerprint = towers_fingerprint(resolve_model(model_name), processor.preprocessing_spec(), name)
         store = FeatureStore.create(url, image_ids=ids, paths=[str(root / i) for i in ids], fingerprint=fingerprint,
                                     shapes={"clip": model.config.clip_feature_shape,
                                             "moge": model.config.moge_feature_shape}, dtype=name, shard_size=shard)  # fmt: skip

@@ -46,7 +46,7 @@ def build_store(root: Path, store: str, model_name: str) -> None:
     for k in feats.pending_shards():
         rows = feats.shard_rows(k)
         pixels = processor.preprocess_images([load_image(root / ids[r])[0] for r in rows])
-        clip, moge = model.encode_images(pixels)
+        clip, moge = model.encode_images(pixels).values()
         feats.write_shard(
             k, {"clip": encode(clip, "bf16"), "moge": encode(moge, "bf16")}, [{"status": "ok"}] * len(rows)
         )

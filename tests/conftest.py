@@ -83,10 +83,11 @@ def s3_bucket():
 @pytest.fixture(scope="session")
 def tiny_store(tmp_path_factory, synthetic_root, tiny) -> dict:
     """Every training image of `synthetic_root` in a bf16 feature store of the tiny preset (written through
-    `FeatureStore` from `encode_images`, without Ray), with the stage-1 and stage-2 JSONs."""
+    `FeatureStore` from `encode_images`, without Ray), with the stage-1 and stage-2 JSONs. The store is in the
+    form sgeo wrote before a store per tower (both towers in one group, `legacy_fingerprint`): such stores
+    still train, and every training test shows it."""
     from sgeo.cache import FeatureStore
     from sgeo.model import resolve_model
-    from sgeo.model.fingerprint import encoder_fingerprint
     from sgeo.pipeline.images import load_image
 
     model, processor = tiny
@@ -94,10 +95,11 @@ def tiny_store(tmp_path_factory, synthetic_root, tiny) -> dict:
     ids = sorted({s["image"] for name in ("captions.json", "spatial_qa.json")
                   for s in json.loads((synthetic_root / name).read_text())})  # fmt: skip
     pixels = processor.preprocess_images([load_image(synthetic_root / i)[0] for i in ids])
-    clip, moge = model.encode_images(pixels)  # [N, T, Dc], [N, L, T, Dm]
+    features = model.encode_images(pixels)
+    clip, moge = features["clip"], features["moge"]  # [N, T, Dc], [N, L, T, Dm]
     store = FeatureStore.create(
         str(work / "store.zarr"), image_ids=ids, paths=[str(synthetic_root / i) for i in ids],
-        fingerprint=encoder_fingerprint(resolve_model("tiny"), processor.preprocessing_spec(), "bf16"),
+        fingerprint=legacy_fingerprint(resolve_model("tiny"), processor.preprocessing_spec(), "bf16"),
         shapes={"clip": tuple(clip.shape[1:]), "moge": tuple(moge.shape[1:])}, dtype="bf16", shard_size=8,
     )  # fmt: skip
 
@@ -211,3 +213,14 @@ def open_extracted(stores, towers=("clip", "moge"), storage_options=None):
     from sgeo.pipeline.feature_set import open_feature_set
 
     return open_feature_set([str(stores)], list(towers), storage_options=storage_options)
+
+
+def legacy_fingerprint(resolved, preprocessing: dict, dtype: str) -> dict:
+    """The fingerprint sgeo gave a store before a store per tower: each tower's at the top level, beside the
+    preprocessing and the encoding (equal, for the tiny preset, to what f0ff0e4's `encoder_fingerprint` wrote)."""
+    from sgeo.model.fingerprint import tower_fingerprint
+
+    fingerprint = {
+        spec.name: tower_fingerprint(spec, resolved.towers[spec.name].path) for spec in resolved.config.towers
+    }
+    return {**fingerprint, "preprocessing": preprocessing, "dtype": dtype}

@@ -52,6 +52,11 @@ def towers(tiny_dir) -> dict[str, Path]:
     return {"clip": tiny_dir.parent / "clip", "moge": tiny_dir.parent / "moge" / "model.pt"}
 
 
+def tower_options(towers: dict) -> list[str]:
+    """SpatialGeo's towers as `sgeo compose --tower` takes them, in fusion order."""
+    return [f"clip={towers['clip']}", f"moge={towers['moge']}"]
+
+
 @pytest.fixture(scope="module")
 def composed(llms, towers, tmp_path_factory) -> dict[str, Path]:
     from sgeo.model.compose import compose
@@ -60,7 +65,7 @@ def composed(llms, towers, tmp_path_factory) -> dict[str, Path]:
     out = {}
     for repo_id in FAMILIES:
         template = "vicuna_v1" if repo_id == VICUNA else None
-        compose(str(llms[repo_id]), str(towers["clip"]), str(towers["moge"]), root / short(repo_id), template)
+        compose(str(llms[repo_id]), tower_options(towers), root / short(repo_id), template)
         out[repo_id] = root / short(repo_id)
     return out
 
@@ -128,7 +133,7 @@ def test_composed_model_refers_to_its_llm_and_speaks_its_template(repo_id, compo
 def test_adapters_are_seeded(llms, towers, composed, tmp_path):
     from sgeo.model.compose import compose
 
-    args = (str(llms[QWEN25]), str(towers["clip"]), str(towers["moge"]))
+    args = (str(llms[QWEN25]), tower_options(towers))
     compose(*args, tmp_path / "same")
     compose(*args, tmp_path / "other", seed=1)
     first = (composed[QWEN25] / "adapters.safetensors").read_bytes()
@@ -265,9 +270,7 @@ def test_stage1_trains_the_adapters_not_yet_trained(composed, tiny_dir, llms, to
     assert stage1(composed[QWEN25]) == {"clip_adapter", "moge_adapter"}
     assert stage1(tiny_dir) == {"moge_adapter"}
     llava = _llava_checkpoint(tmp_path / "llava", clip_width=64, llm_width=64)
-    compose(
-        str(llms[QWEN25]), str(towers["clip"]), str(towers["moge"]), tmp_path / "m", clip_adapter=str(llava)
-    )
+    compose(str(llms[QWEN25]), tower_options(towers), tmp_path / "m", clip_adapter=str(llava))
     assert json.loads((tmp_path / "m" / "config.json").read_text())["trained_adapters"] == ["clip"]
     assert stage1(tmp_path / "m") == {"moge_adapter"}
     model, _ = load_model(str(tmp_path / "m"), load_towers=False)
@@ -327,7 +330,12 @@ def test_compose_refusals_and_info(llms, towers, tmp_path, monkeypatch):
     narrow = _llava_checkpoint(tmp_path / "llava-narrow", clip_width=32, llm_width=64)
     (tmp_path / "taken").mkdir()
     (tmp_path / "taken" / "file").write_text("x")
-    parts = ["--clip", towers["clip"], "--moge", towers["moge"].parent]  # MoGe's directory is found too
+    parts = [
+        "--tower",
+        f"clip={towers['clip']}",
+        "--tower",
+        f"moge={towers['moge'].parent}",
+    ]  # MoGe's dir too
     cases = [
         (["--llm", llms[VICUNA]], [NO_CHAT_TEMPLATE]),
         (["--llm", broken], ["cannot render an assistant turn"]),
@@ -389,8 +397,8 @@ def test_compose_extract_train_ask_eval_for_four_families(llms, towers, syntheti
     for repo_id in FAMILIES:
         name = short(repo_id)
         template = ["--template", "vicuna_v1"] if repo_id == VICUNA else []
-        commands.append(["compose", "--llm", llms[repo_id], "--clip", towers["clip"], "--moge", towers["moge"],
-                         "--out", work / name, *template])  # fmt: skip
+        commands.append(["compose", "--llm", llms[repo_id], "--tower", f"clip={towers['clip']}",
+                         "--tower", f"moge={towers['moge']}", "--out", work / name, *template])  # fmt: skip
     for repo_id in FAMILIES:  # one store: the first extracts, the others find every shard done
         commands.append(["extract", "--root", synthetic_root, "--store", store, "--model", work / short(repo_id),
                          "--num-cpus", "2", "--shard-size", "8", "--batch-size", "8"])  # fmt: skip
@@ -503,7 +511,7 @@ def test_two_families_learn_the_floor_colour_from_one_store(llms, towers, tmp_pa
     constant_floor = Counter(m["floor"] for m in meta["train"]).most_common(1)[0][0]
     for k, repo_id in enumerate((LLAMA31, QWEN25)):
         model = tmp_path / short(repo_id)
-        compose(str(llms[repo_id]), str(towers["clip"]), str(towers["moge"]), model)
+        compose(str(llms[repo_id]), tower_options(towers), model)
         summary = run_extract(ExtractConfig(root=data, store=store, dataset="synthetic", model=str(model),
                                             batch_size=16, shard_size=64))  # fmt: skip
         assert summary.ok == (len(meta["train"]) if k == 0 else 0)  # one store for both

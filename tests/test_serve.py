@@ -785,7 +785,7 @@ def test_rows_joining_and_leaving_a_running_batch_keep_one_at_a_time_answers(dem
     images, max_tokens = _scene_images(), [90, 16, 4, 12]
     expected = _one_at_a_time(demo, images, max_tokens)
     pixels = processor.preprocess_images([decode_image(data) for data in images])
-    clip, moge = model.encode_images(pixels)
+    clip, moge = model.encode_images(pixels).values()
     rows = [
         Sequence(
             processor.tokenize([{"from": "human", "value": f"{IMAGE_TOKEN}\n{q}"}], TEMPLATE,

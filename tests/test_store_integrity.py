@@ -210,7 +210,7 @@ def test_train_refuses_a_flipped_store_byte(tmp_path, synthetic_root, tiny):
     import torch
 
     from sgeo.model import resolve_model
-    from sgeo.model.fingerprint import encoder_fingerprint
+    from sgeo.model.fingerprint import towers_fingerprint
     from sgeo.pipeline.features import encode
 
     model, processor = tiny
@@ -218,7 +218,7 @@ def test_train_refuses_a_flipped_store_byte(tmp_path, synthetic_root, tiny):
     ids = sorted({s["image"] for s in captions})
     url = str(tmp_path / "store.zarr")
     store = FeatureStore.create(url, image_ids=ids, paths=ids, dtype="fp8", shard_size=32,
-                                fingerprint=encoder_fingerprint(resolve_model("tiny"), processor.preprocessing_spec(), "fp8"),
+                                fingerprint=towers_fingerprint(resolve_model("tiny"), processor.preprocessing_spec(), "fp8"),
                                 shapes={"clip": model.config.clip_feature_shape,
                                         "moge": model.config.moge_feature_shape})  # fmt: skip
     g = torch.Generator().manual_seed(0)

@@ -41,7 +41,7 @@ def data(tmp_path_factory, synthetic_root, tiny):
     """
     from sgeo.cache import FeatureStore
     from sgeo.model import resolve_model
-    from sgeo.model.fingerprint import encoder_fingerprint
+    from sgeo.model.fingerprint import towers_fingerprint
     from sgeo.pipeline.images import load_image
 
     model, processor = tiny
@@ -50,8 +50,8 @@ def data(tmp_path_factory, synthetic_root, tiny):
     qa = json.loads((synthetic_root / "spatial_qa.json").read_text())
     ids = sorted({s["image"] for s in captions + qa})
     pixels = processor.preprocess_images([load_image(synthetic_root / i)[0] for i in ids])
-    clip, moge = model.encode_images(pixels)  # fp32: [N, T, Dc], [N, L, T, Dm]
-    fingerprint = encoder_fingerprint(resolve_model("tiny"), processor.preprocessing_spec(), "bf16")
+    clip, moge = model.encode_images(pixels).values()  # fp32: [N, T, Dc], [N, L, T, Dm]
+    fingerprint = towers_fingerprint(resolve_model("tiny"), processor.preprocessing_spec(), "bf16")
     store = FeatureStore.create(
         str(work / "store.zarr"), image_ids=ids, paths=[str(synthetic_root / i) for i in ids],
         fingerprint=fingerprint, shapes={"clip": tuple(clip.shape[1:]), "moge": tuple(moge.shape[1:])},

@@ -420,12 +420,20 @@ class FeatureStore:
         self.forget(shards)
 
     def finalize(self) -> None:
-        """Rewrite manifest.parquet with the committed statuses and record the counts in the attributes."""
+        """Rewrite manifest.parquet with the committed statuses and record the counts in the attributes. A
+        store they already describe is not written (an extract that found it complete leaves it untouched)."""
         table = self.manifest()
         counts = status_counts(table)
-        self._loc.remove_partials(MANIFEST)
-        self._loc.put_atomic(MANIFEST, to_parquet_bytes(table))
+        data = to_parquet_bytes(table)
         self._base = table
+        if (
+            self._attrs.get("counts") == counts
+            and self._loc.exists(MANIFEST)
+            and self._loc.cat(MANIFEST) == data
+        ):
+            return
+        self._loc.remove_partials(MANIFEST)
+        self._loc.put_atomic(MANIFEST, data)
         if self._group is None:
             self._group = zarr.open_group(self._loc.zarr_store, mode="r+", zarr_format=3)
         self._group.attrs.update({"counts": counts})

@@ -93,6 +93,15 @@ def store_fingerprint(towers: dict[str, dict], preprocessing: dict, dtype: str) 
     return {"towers": towers, "preprocessing": preprocessing, "dtype": dtype}
 
 
+def towers_fingerprint(resolved, preprocessing: dict, dtype: str, names: list[str] | None = None) -> dict:
+    """The fingerprint of a store holding the features of the towers `names` (default: every tower) of the
+    ResolvedModel `resolved` (`sgeo extract` writes one store per tower: one name each)."""
+    specs = {spec.name: spec for spec in resolved.config.towers}
+    names = list(specs) if names is None else names
+    towers = {name: tower_fingerprint(specs[name], resolved.towers[name].path) for name in names}
+    return store_fingerprint(towers, preprocessing, dtype)
+
+
 def stored_towers(fingerprint: dict) -> dict[str, dict]:
     """{tower name: its fingerprint} of a store; a store written before towers were a list holds `clip` and
     `moge` at the top level, and serves both of them."""

@@ -62,7 +62,7 @@ def _extract(config: ExtractConfig) -> ExtractSummary:
 
     from sgeo.cache import FeatureStore, writer_lock
     from sgeo.model import resolve_model
-    from sgeo.model.fingerprint import store_fingerprint, tower_fingerprint
+    from sgeo.model.fingerprint import towers_fingerprint
     from sgeo.pipeline.datasets import get_dataset
 
     t0 = time.perf_counter()
@@ -93,8 +93,7 @@ def _extract(config: ExtractConfig) -> ExtractSummary:
         for name in names:  # one writer per store
             url = tower_store_url(config.store, name)
             locks.enter_context(writer_lock(url, config.storage_options))
-            fingerprint = store_fingerprint({name: tower_fingerprint(specs[name], model.towers[name].path)},
-                                            preprocessing, config.dtype)  # fmt: skip
+            fingerprint = towers_fingerprint(model, preprocessing, config.dtype, [name])
             stores[name] = FeatureStore.create(
                 url, image_ids=image_ids, paths=[f"{image_root}/{i}" for i in image_ids], fingerprint=fingerprint,
                 shapes={name: specs[name].feature_shape}, dtype=config.dtype, shard_size=config.shard_size,
