@@ -93,8 +93,7 @@ def build_stores(
         url = str(work / f"{name}.zarr")
         fingerprint = towers_fingerprint(resolve_model(model_name), processor.preprocessing_spec(), name)
         store = FeatureStore.create(url, image_ids=ids, paths=[str(root / i) for i in ids], fingerprint=fingerprint,
-                                    shapes={"clip": model.config.clip_feature_shape,
-                                            "moge": model.config.moge_feature_shape}, dtype=name, shard_size=shard)  # fmt: skip
+                                    shapes=model.config.feature_shapes, dtype=name, shard_size=shard)  # fmt: skip
         for k in store.pending_shards():
             rows = store.shard_rows(k)
             words = encode_shard(model, pixels[rows.start : rows.stop], ok[rows.start : rows.stop], 16, name)

@@ -40,7 +40,7 @@ def build_store(root: Path, store: str, model_name: str) -> None:
     fingerprint = encoder_fingerprint(resolve_model(model_name), processor.preprocessing_spec(), "bf16")
     feats = FeatureStore.create(
         store, image_ids=ids, paths=[str(root / i) for i in ids], fingerprint=fingerprint,
-        shapes={"clip": model.config.clip_feature_shape, "moge": model.config.moge_feature_shape},
+        shapes=model.config.feature_shapes,
         dtype="bf16", shard_size=32,
     )  # fmt: skip
     for k in feats.pending_shards():

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import run_sgeo
+from conftest import open_extracted, run_sgeo
 
 SHARD, BATCH, LIMIT = 8, 2, 8  # one shard: one encoder actor to start
 
@@ -78,13 +78,13 @@ def bf16_store(synthetic_root, tmp_path_factory) -> Path:
 def test_extraction_autocasts_to_bf16_on_cpu(bf16_store, synthetic_root, tiny):
     """The store holds `encode_shard` under bf16 autocast, bit for bit (at the actors' thread count): not the
     fp32 encoding rounded to bf16, but within bf16's precision of it."""
-    from sgeo.cache import FeatureStore
     from sgeo.jobs.extract import encode_shard, plan_resources
     from sgeo.pipeline.images import load_image
 
     model, processor = tiny
-    store = FeatureStore.open(str(bf16_store))
-    rows = store.manifest().to_pylist()
+    extracted = open_extracted(bf16_store)
+    store = extracted.anchor  # the clip store: its shards are every store's
+    rows = extracted.manifest().to_pylist()
     threads = torch.get_num_threads()
     torch.set_num_threads(plan_resources(2, 0).torch_threads)
     try:
@@ -96,8 +96,9 @@ def test_extraction_autocasts_to_bf16_on_cpu(bf16_store, synthetic_root, tiny):
             ok = np.ones(len(shard), bool)
             want = encode_shard(model.towers, pixels, ok, BATCH, "bf16", torch.bfloat16)
             fp32 = encode_shard(model.towers, pixels, ok, BATCH, "bf16", None)
-            got = store.read(shard)
-            for name, have, autocast, plain in zip(("clip", "moge"), got.values(), want, fp32, strict=True):
+            got = extracted.read(shard)
+            for name, have, autocast, plain in zip(("clip", "moge"), got.values(), want.values(), fp32.values(),
+                                                   strict=True):  # fmt: skip
                 assert np.array_equal(have, autocast), f"{name} of shard {k}"
                 assert not np.array_equal(have, plain), f"{name} of shard {k} was not autocast"
                 as_float = [

@@ -87,10 +87,10 @@ def test_extract_encodes_shards_through_the_codec(tiny):
     # batch by batch, as encode_shard runs: a matmul's last bit may depend on the batch size
     with torch.inference_mode():
         batches = [model.encode_images(pixels[start : start + 2]) for start in range(0, 5, 2)]
-    clip, moge = (torch.cat(parts) for parts in zip(*batches, strict=True))
+    clip, moge = (torch.cat([batch[tower] for batch in batches]) for tower in ("clip", "moge"))
     for name in ENCODINGS:
-        got_clip, got_moge = encode_shard(model, pixels, ok, 2, name)
-        assert got_clip.shape == (5, *encoding(name).stored_shape(model.config.clip_feature_shape))
+        got_clip, got_moge = encode_shard(model.towers, pixels, ok, 2, name).values()
+        assert got_clip.shape == (5, *encoding(name).stored_shape(model.config.feature_shapes["clip"]))
         assert np.array_equal(got_clip[[0, 1, 4]], encode(clip, name)[[0, 1, 4]]), name
         assert np.array_equal(got_moge[[0, 1, 4]], encode(moge, name)[[0, 1, 4]]), name
         assert not got_clip[2:4].any() and not got_moge[2:4].any()

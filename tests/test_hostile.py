@@ -45,7 +45,9 @@ def _copy_model(source: Path, target: Path, **config) -> Path:
     resolved = resolve_model(str(source))
     shutil.copytree(source, target)
     saved = json.loads((target / "config.json").read_text())
-    saved.update(clip_path=resolved.clip.path, moge_path=resolved.moge.path, **config)
+    for tower in saved["vision_towers"]:
+        tower["source"] = resolved.towers[tower["name"]].path
+    saved.update(**config)
     (target / "config.json").write_text(json.dumps(saved))
     return target
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from cli_batch import run
-from conftest import assert_one_line_error
+from conftest import assert_one_line_error, open_extracted
 
 SHARD, BATCH, LIMIT = 3, 2, 6  # 6 images in 2 shards; shard 0 is encoded as the batches [0, 1] and [2]
 FIXED, BROKEN = 1, 4  # rows whose image is corrupt at first; FIXED gets a valid file before the retry
@@ -42,9 +42,7 @@ def store_files(store: Path) -> dict[str, bytes]:
 
 
 def statuses(store: Path) -> list[str]:
-    from sgeo.cache import FeatureStore
-
-    return FeatureStore.open(str(store)).manifest().column("status").to_pylist()
+    return open_extracted(store).manifest().column("status").to_pylist()
 
 
 def listing(folder: Path) -> list[str]:
@@ -144,7 +142,7 @@ def test_full_disk_is_one_line_and_a_rerun_after_freeing_space_completes(retried
         result = extract(retried["root"], store)
         assert_one_line_error(result, "the disk is full", str(mount), "rerun the same command")
     # the store was created: the last failure came from a worker writing a shard
-    assert (store / "manifest.parquet").is_file()
+    assert (store / "clip" / "manifest.parquet").is_file()
 
     resize("16m")
     succeeded(extract(retried["root"], store))

@@ -15,6 +15,7 @@ import pytest
 import torch
 from PIL import Image
 
+from conftest import open_extracted
 from reference_layouts import CLIP_REPO, IMAGE_SIZE, LLAVA_REPO, MOGE_REPO, StandIns, write_all
 from sgeo.errors import SgeoError
 
@@ -590,7 +591,6 @@ def _check_store_rows(stores: Path, s: StandIns, data: dict) -> None:
     """Store rows are the towers' features of LLaVA-preprocessed pixels (crop for LCS-558K, pad for the mix)."""
     from transformers import CLIPImageProcessor
 
-    from sgeo.cache import FeatureStore
     from sgeo.model import load_encoders
     from sgeo.pipeline.features import decode
 
@@ -606,19 +606,19 @@ def _check_store_rows(stores: Path, s: StandIns, data: dict) -> None:
         ("pretrain", data["pretrain"] / "images", "crop"),
         ("finetune", data["finetune"], "pad"),
     ):
-        store = FeatureStore.open(str(stores / f"{store_name}.zarr"))
+        store = open_extracted(stores / f"{store_name}.zarr")
         assert store.fingerprint["preprocessing"]["image_aspect_ratio"] == mode
         image_id = store.manifest().column("image_id").to_pylist()[1]
         image = Image.open(root / image_id).convert("RGB")
         image = image if mode == "crop" else _expand2square(image, background)
         pixels = clip_processor(image, return_tensors="pt")["pixel_values"]
-        clip, moge = towers.encode_images(pixels)
+        clip, moge = towers.encode_images(pixels).values()
         stored_clip, stored_moge = store.read([1]).values()
         assert torch.allclose(
-            decode(stored_clip, store.dtype).float(), clip.to(torch.bfloat16).float(), atol=1e-2
+            decode(stored_clip, store.dtypes["clip"]).float(), clip.to(torch.bfloat16).float(), atol=1e-2
         )
         assert torch.allclose(
-            decode(stored_moge, store.dtype).float(), moge.to(torch.bfloat16).float(), atol=1e-2
+            decode(stored_moge, store.dtypes["moge"]).float(), moge.to(torch.bfloat16).float(), atol=1e-2
         )
 
 

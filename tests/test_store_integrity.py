@@ -219,11 +219,10 @@ def test_train_refuses_a_flipped_store_byte(tmp_path, synthetic_root, tiny):
     url = str(tmp_path / "store.zarr")
     store = FeatureStore.create(url, image_ids=ids, paths=ids, dtype="fp8", shard_size=32,
                                 fingerprint=towers_fingerprint(resolve_model("tiny"), processor.preprocessing_spec(), "fp8"),
-                                shapes={"clip": model.config.clip_feature_shape,
-                                        "moge": model.config.moge_feature_shape})  # fmt: skip
+                                shapes=model.config.feature_shapes)  # fmt: skip
     g = torch.Generator().manual_seed(0)
-    clip = encode(torch.randn(len(ids), *model.config.clip_feature_shape, generator=g), "fp8")
-    moge = encode(torch.randn(len(ids), *model.config.moge_feature_shape, generator=g), "fp8")
+    clip = encode(torch.randn(len(ids), *model.config.feature_shapes["clip"], generator=g), "fp8")
+    moge = encode(torch.randn(len(ids), *model.config.feature_shapes["moge"], generator=g), "fp8")
     store.write_shard(0, {"clip": clip, "moge": moge}, [{"status": "ok"}] * len(ids))
     store.finalize()
     flip_byte(Path(url, "moge", "c", "0", "0", "0", "0"), at=len(ids) // 2 * moge[0].nbytes + 7)

@@ -46,7 +46,7 @@ def store_plan(model: str, images: int, dtype: str | None = None, gpus: int = 8)
 
     config, _ = _config_and_source(model)
     names = [dtype] if dtype is not None else list(ENCODINGS)
-    shapes = {"clip": config.clip_feature_shape, "moge": config.moge_feature_shape}
+    shapes = config.feature_shapes
     plans = {name: plan_store_bytes(images, shapes, name, gpus=gpus) for name in names}
     return {"model": model, "images": images, "gpus": gpus, "encodings": plans}
 
