@@ -88,7 +88,7 @@ def test_greedy_is_the_same_with_and_without_kv_cache(tiny):
         [*chat.turns, {"from": "human", "value": "And the green one?"}], "vicuna_v1", True
     )
     input_ids = torch.tensor([tokens["input_ids"]])
-    features = {"clip_features": chat.clip_features, "moge_features": chat.moge_features}
+    features = {"image_features": chat.image_features}
     kwargs = {"max_new_tokens": 24, "do_sample": False, "min_new_tokens": 24}
     cached = model.generate(input_ids, **features, **kwargs)
     uncached = model.generate(input_ids, **features, use_cache=False, **kwargs)

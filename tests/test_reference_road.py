@@ -102,7 +102,7 @@ def test_each_layout_resolves_to_its_parts(reference_env):
     for name, (layout, base) in expected.items():
         resolved = resolve_model(name)
         assert (resolved.layout, resolved.base) == (layout, base), name
-        assert (resolved.clip.path, resolved.moge.path) == (str(s.clip), str(s.moge))
+        assert {n: t.path for n, t in resolved.towers.items()} == {"clip": str(s.clip), "moge": str(s.moge)}
     # the release's tokenizer comes from its base (it ships none), the merged one carries its own
     assert resolve_model(str(s.lora)).tokenizer_dir == s.llava
     assert resolve_model(str(s.merged)).tokenizer_dir == s.merged

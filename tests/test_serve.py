@@ -785,12 +785,12 @@ def test_rows_joining_and_leaving_a_running_batch_keep_one_at_a_time_answers(dem
     images, max_tokens = _scene_images(), [90, 16, 4, 12]
     expected = _one_at_a_time(demo, images, max_tokens)
     pixels = processor.preprocess_images([decode_image(data) for data in images])
-    clip, moge = model.encode_images(pixels).values()
+    features = model.encode_images(pixels)
     rows = [
         Sequence(
             processor.tokenize([{"from": "human", "value": f"{IMAGE_TOKEN}\n{q}"}], TEMPLATE,
                                add_generation_prompt=True)["input_ids"],
-            clip[i : i + 1], moge[i : i + 1], max_new_tokens=n,
+            {name: f[i : i + 1] for name, f in features.items()}, max_new_tokens=n,
             stop_ids=frozenset({processor.tokenizer.eos_token_id}),
         )
         for i, (q, n) in enumerate(zip(QUESTIONS, max_tokens, strict=True))

@@ -168,8 +168,10 @@ def test_writer_lock_refuses_or_waits_and_takes_over_a_dead_holder(tmp_path):
 
 
 def test_a_second_extract_into_a_locked_store_refuses_in_one_line(tmp_path, synthetic_root):
-    url = str(tmp_path / "f.zarr")
-    holder = subprocess.Popen([sys.executable, "-c", HOLD, url, "60"], stdout=subprocess.PIPE, text=True)
+    url = str(tmp_path / "f.zarr")  # extract writes f.zarr/clip and f.zarr/moge: another job holds the first
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD, f"{url}/clip", "60"], stdout=subprocess.PIPE, text=True
+    )
     try:
         assert holder.stdout.readline().strip() == "held"
         err = one_line_error(run_sgeo("extract", "--root", synthetic_root, "--store", url))

@@ -152,18 +152,17 @@ def test_join_skips_failed_and_absent_images_and_keeps_text_only(data, tiny):
     batch = Collator(processor, store)([dataset[i] for i in order])
     rows = [join.rows[image[1]], join.rows[image[0]]]  # features follow the image tokens' order
     want_clip, want_moge = store.read(rows).values()
-    assert torch.equal(batch["clip_features"], decode(want_clip, "bf16"))
-    assert torch.equal(batch["moge_features"], decode(want_moge, "bf16"))
+    assert torch.equal(batch["image_features"]["clip"], decode(want_clip, "bf16"))
+    assert torch.equal(batch["image_features"]["moge"], decode(want_moge, "bf16"))
     assert int((batch["input_ids"] == processor.image_token_id).sum()) == 2 * processor.num_image_tokens
     assert batch["input_ids"].shape == batch["labels"].shape == batch["attention_mask"].shape
     loss = model(**{k: v for k, v in batch.items() if k != "ids"}).loss
     assert torch.isfinite(loss)
 
     # a micro-batch without images still runs the adapters (on nothing)
-    empty = Collator(processor, store, clip_shape=want_clip.shape[1:], moge_shape=want_moge.shape[1:])(
-        [dataset[text[0]], dataset[text[1]]]
-    )
-    assert empty["clip_features"].shape[0] == 0 and empty["moge_features"].shape[0] == 0
+    shapes = {"clip": want_clip.shape[1:], "moge": want_moge.shape[1:]}
+    empty = Collator(processor, store, shapes)([dataset[text[0]], dataset[text[1]]])
+    assert {name: f.shape[0] for name, f in empty["image_features"].items()} == {"clip": 0, "moge": 0}
     assert torch.isfinite(model(**empty).loss)
 
 
@@ -299,7 +298,7 @@ def test_cached_step_equals_online_step(data, in_process, monkeypatch, tmp_path)
     only by bf16 rounding of the features (checked loosely)."""
     from sgeo.cache import FeatureStore
     from sgeo.jobs.train import LAUNCHER_ENV, TrainConfig, run_train
-    from sgeo.model import towers
+    from sgeo.model.towers import stack
 
     def options(out, **kw):
         return TrainConfig(stage=2, data=data["stage2"], store=data["store"], out=tmp_path / out, model="tiny",
@@ -310,7 +309,7 @@ def test_cached_step_equals_online_step(data, in_process, monkeypatch, tmp_path)
         raise AssertionError("the vision towers were constructed while training from cached features")
 
     with monkeypatch.context() as patch:
-        patch.setattr(towers.VisionTowers, "__init__", no_towers)
+        patch.setattr(stack.VisionTowers, "__init__", no_towers)
         memory = MemoryFeatures(FeatureStore.open(data["store"]), data["clip"], data["moge"])
         cached = run_train(options("cached"), features=memory)["loss"]
         stored = run_train(options("stored"))["loss"]
@@ -379,7 +378,7 @@ def test_store_of_other_encoders_is_refused(data, tmp_path):
     from sgeo.cache import FeatureStore
 
     other = json.loads(json.dumps(data["fingerprint"]))
-    other["clip"]["layer"] = -1
+    other["towers"]["clip"]["layer"] = -1
     url = str(tmp_path / "other.zarr")
     store = FeatureStore.create(url, image_ids=data["ids"][:2], paths=data["ids"][:2], fingerprint=other,
                                 shapes={"clip": data["clip"].shape[1:], "moge": data["moge"].shape[1:]}, shard_size=2)  # fmt: skip
@@ -388,7 +387,7 @@ def test_store_of_other_encoders_is_refused(data, tmp_path):
     result = run_sgeo(
         "train", "--stage", "1", "--data", data["stage1"], "--store", url, "--out", tmp_path / "o"
     )
-    _one_line_error(result, "clip.layer=-1", "the model has -2")
+    _one_line_error(result, "other.zarr", "tower.layer=-1", "the model has -2")
 
 
 def test_missing_json_or_store_is_a_one_line_error(data, tmp_path):
@@ -397,7 +396,7 @@ def test_missing_json_or_store_is_a_one_line_error(data, tmp_path):
     _one_line_error(result, "training JSON not found")
     result = run_sgeo("train", "--stage", "1", "--data", data["stage1"], "--store", tmp_path / "nope.zarr",
                       "--out", tmp_path / "o")  # fmt: skip
-    _one_line_error(result, "no feature store")
+    _one_line_error(result, "nope.zarr", "neither a feature store nor a directory of stores")
     result = run_sgeo("train", "--stage", "1", "--data", data["stage1"], "--out", tmp_path / "o")
     _one_line_error(result, "--store is required")
 

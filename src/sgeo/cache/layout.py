@@ -99,10 +99,6 @@ class Encoding:
         shape = tuple(int(d) for d in feature_shape)
         return (*shape[:-1], shape[-1] + SCALE_BYTES) if self.row_scale else shape
 
-    def feature_shape(self, stored_shape: tuple[int, ...]) -> tuple[int, ...]:
-        shape = tuple(int(d) for d in stored_shape)
-        return (*shape[:-1], shape[-1] - SCALE_BYTES) if self.row_scale else shape
-
     def row_nbytes(self, feature_shape: tuple[int, ...]) -> int:
         """Uncompressed bytes of one stored row (an image's features of one tower)."""
         return int(np.prod(self.stored_shape(feature_shape))) * self.words.itemsize

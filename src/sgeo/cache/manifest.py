@@ -34,7 +34,6 @@ SCHEMA = pa.schema(
         ("error", pa.string()),
     ]
 )
-RECORD_KEYS = ("status", "error", "content_hash", "width", "height")
 MAX_ERROR_CHARS = 500
 
 

@@ -30,7 +30,6 @@ from .hub import REFERENCE_PARTS, Located, locate_llm, locate_tower
 from .reference import STAGE1_WEIGHTS, reference_config, reference_processor
 from .tower_spec import TowerSpec
 
-LAYOUTS = ("sgeo", "reference", "reference-lora", "reference-stage1")
 REFERENCE_ARCHITECTURES = ("LlavaLlamaForCausalLM", "LlavaMoGeLlamaForCausalLM")
 RELEASE_MOGE = "vit_model.pt"  # the DINOv2 state dict the SpatialGeo release ships
 TOKENIZER_FILES = ("tokenizer.model", "tokenizer.json", "tokenizer_config.json")
@@ -41,7 +40,9 @@ class ResolvedModel:
     """Everything that names the files of one model; picklable, so it travels to workers as it is."""
 
     name: str  # as the user gave it
-    layout: str  # one of LAYOUTS
+    layout: (
+        str  # sgeo, reference, reference-lora or reference-stage1 (the module docstring says which is which)
+    )
     directory: Path  # the model's own directory
     base: Path | None  # the LLaVA-1.5 checkpoint a release applies to; a composed model's LLM
     towers: dict[str, Located]  # tower name -> where its weights load from, in fusion order

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from sgeo.errors import SgeoError
+from sgeo.model.conversation import IGNORE_INDEX
 from sgeo.pipeline.features import decode
 from sgeo.pipeline.samples import IMAGE_TOKEN, check_sample
 
@@ -164,7 +165,7 @@ def unsupervised_samples(join: JoinResult, processor, template: str, limit: int 
             labels = processor.tokenize(sample["conversations"], template)["labels"]
         except ValueError:
             continue  # reported by images_past_the_cut
-        if all(label == -100 for label in labels):
+        if all(label == IGNORE_INDEX for label in labels):
             found.append(join.name(i))
     return (found, checked) if found else None
 

@@ -8,11 +8,10 @@ import sys
 import time
 
 from sgeo.errors import SgeoError
+from sgeo.model.conversation import IGNORE_INDEX  # labels the loss does not read
 
 from .checkpoints import save_checkpoint
 from .log import log
-
-IGNORE_INDEX = -100  # sgeo.model.IGNORE_INDEX: labels the loss does not read
 
 
 def _loader(run):
