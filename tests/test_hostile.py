@@ -19,7 +19,7 @@ import psutil
 import pytest
 from PIL import Image
 
-from conftest import assert_one_line_error, run_sgeo, run_sgeo_batch
+from conftest import assert_one_line_error, open_extracted, run_sgeo, run_sgeo_batch
 
 TRAIN = ["--batch-size", "2", "--grad-accum", "1", "--num-workers", "0", "--seed", "1"]
 
@@ -214,11 +214,9 @@ def test_extract_records_bad_files_and_goes_on(work, tmp_path):
                       "--shard-size", "4", timeout=300)  # fmt: skip
     assert result.returncode == 0, result.stderr[-2000:]
     assert "1 ok, 3 failed" in result.stdout
-    from sgeo.cache import FeatureStore
-
     errors = dict(
         zip(
-            *FeatureStore.open(str(store)).manifest().select(["image_id", "error"]).to_pydict().values(),
+            *open_extracted(store).manifest().select(["image_id", "error"]).to_pydict().values(),
             strict=True,
         )
     )

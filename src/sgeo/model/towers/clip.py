@@ -58,9 +58,11 @@ class CLIPTower(Tower):
 
 
 def vision_config_dict(vision) -> dict:
-    """A vision config as the JSON a model's config.json nests (the diff from defaults keeps it short)."""
+    """A vision config as the JSON a model's config.json nests: the geometry, without what saving adds
+    (architectures, dtype, version), so the same tower gives the same config however it was read."""
     data = vision.to_diff_dict()
-    data.pop("transformers_version", None)
+    for key in ("transformers_version", "architectures", "dtype", "torch_dtype", "_name_or_path"):
+        data.pop(key, None)
     return json.loads(json.dumps(data))
 
 
