@@ -25,8 +25,10 @@ from pathlib import Path
 
 import torch
 
+from sgeo.model import tiny_towers  # the DINOv2 and Depth Anything writers (the ablation's towers share them)
+
 SIGLIP_SIZE = 56  # 4 x 4 patches of 14
-DINO_PATCH = 14
+DINO_PATCH = tiny_towers.DINO_PATCH
 
 
 def _write_json(path: Path, data: dict) -> None:
@@ -101,23 +103,10 @@ def dinov2_config(layers: int = 6, image_size: int = 70) -> dict:
     }  # fmt: skip
 
 
-IMAGENET = {"image_mean": [0.485, 0.456, 0.406], "image_std": [0.229, 0.224, 0.225]}
-
-
 def write_dinov2(directory: Path, seed: int = 23) -> Path:
-    from transformers import Dinov2Config, Dinov2Model
-
-    published = dinov2_config()
-    torch.manual_seed(seed)
-    Dinov2Model(Dinov2Config(**published)).save_pretrained(directory)
-    _write_json(directory / "config.json", published)
-    _write_json(directory / "preprocessor_config.json", {
-        "crop_size": {"height": 56, "width": 56}, "do_center_crop": True, "do_convert_rgb": True,
-        "do_normalize": True, "do_rescale": True, "do_resize": True, **IMAGENET,
-        "image_processor_type": "BitImageProcessor", "resample": 3, "rescale_factor": 0.00392156862745098,
-        "size": {"shortest_edge": 64},
-    })  # fmt: skip
-    return directory
+    processor = {**tiny_towers.DINOV2_PROCESSOR, "crop_size": {"height": 56, "width": 56},
+                 "size": {"shortest_edge": 64}}  # fmt: skip
+    return tiny_towers.write_dinov2(directory, dinov2_config(), processor, seed)
 
 
 DEPTH_ANYTHING_OUT_INDICES = [2, 3, 5, 6]  # Large's [5, 12, 18, 24] of 24 blocks, for 6
@@ -145,19 +134,8 @@ def depth_anything_config() -> dict:
 
 
 def write_depth_anything(directory: Path, seed: int = 24) -> Path:
-    from transformers import DepthAnythingConfig, DepthAnythingForDepthEstimation
-
-    published = depth_anything_config()
-    torch.manual_seed(seed)
-    fields = {k: v for k, v in published.items() if k not in ("architectures", "transformers_version")}
-    DepthAnythingForDepthEstimation(DepthAnythingConfig(**fields)).save_pretrained(directory)
-    _write_json(directory / "config.json", published)
-    _write_json(directory / "preprocessor_config.json", {
-        "do_normalize": True, "do_pad": False, "do_rescale": True, "do_resize": True, "ensure_multiple_of": 14,
-        **IMAGENET, "image_processor_type": "DPTImageProcessor", "keep_aspect_ratio": True, "resample": 3,
-        "rescale_factor": 0.00392156862745098, "size": {"height": 70, "width": 70}, "size_divisor": None,
-    })  # fmt: skip
-    return directory
+    processor = tiny_towers.depth_anything_processor(70)
+    return tiny_towers.write_depth_anything(directory, depth_anything_config(), processor, seed)
 
 
 MOGE2_BLOCKS = [2, 5, 8, 11]  # moge-2-vitl reads blocks [5, 11, 17, 23] of 24 (0-based); dinov2_vits14 has 12
