@@ -75,24 +75,39 @@ def test_quickstart_full_with_branches_asks_every_category_and_trains_each_branc
 
 
 def test_the_closing_ask_picks_a_held_out_question_the_model_got_right(tmp_path):
-    """The example the quickstart ends on is one the trained model's eval answered right, not the first
-    question: a newcomer's last line shows what it learned."""
+    """The example the quickstart ends on is one the trained model's eval answered word for word as the
+    truth (else one right by the scorer's rule), not the first question: a newcomer's last line shows what
+    it learned, and no answer whose closing verdict contradicts the truth."""
     from sgeo.jobs.quickstart import _ask_example
+    from sgeo.pipeline.scoring import score_item
     from sgeo.pipeline.synthetic import generate_synthetic
 
     data = tmp_path / "data"
     generate_synthetic(data, 2, seed=0, n_eval=3, relations=("left", "tall"))
     bench = data / "eval" / "bench.json"
     items = load_benchmark("synthetic", bench)
-    wrong = {"yes.": "No.", "no.": "Yes."}
-    (tmp_path / "eval").mkdir()
-    with (tmp_path / "eval" / "answers.jsonl").open("w") as out:
-        for k, item in enumerate(items):  # the first two wrong (the other verdict or object), the rest right
-            pred = item.gt if k >= 2 else _wrong_answer(item)
-            out.write(json.dumps(item.to_record(pred)) + "\n")
-    example = _ask_example(bench, tmp_path / "eval")
-    assert example["question"] == items[2].extra.get("question", items[2].prompt) and example["gt"] == items[2].gt
-    assert example["image"] == bench.parent / items[2].image and example["image"].is_file()
+    flipped = {", so yes.": ", so no.", ", so no.": ", so yes."}
+
+    def verdict_flipped(item) -> str:  # the relation stated right, the verdict after it wrong
+        said = next(v for v in flipped if item.gt.endswith(v))
+        return item.gt.removesuffix(said) + flipped[said]
+
+    predicates = [k for k, i in enumerate(items) if i.gt.endswith((", so yes.", ", so no."))]
+    k_flip, k_exact = predicates[0], predicates[1]
+    assert score_item(items[k_flip].to_record(verdict_flipped(items[k_flip])))["success"]
+    for name, exact in (("with-exact", True), ("without", False)):
+        (tmp_path / name).mkdir()
+        with (tmp_path / name / "answers.jsonl").open("w") as out:
+            for k, item in enumerate(items):
+                if k == k_flip:
+                    pred = verdict_flipped(item)
+                else:
+                    pred = item.gt if exact and k == k_exact else _wrong_answer(item)
+                out.write(json.dumps(item.to_record(pred)) + "\n")
+        example = _ask_example(bench, tmp_path / name)
+        picked = items[k_exact if exact else k_flip]
+        assert example["question"] == picked.extra.get("question", picked.prompt) and example["gt"] == picked.gt
+        assert example["image"] == bench.parent / picked.image and example["image"].is_file()
 
 
 def _wrong_answer(item) -> str:

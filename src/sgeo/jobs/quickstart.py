@@ -3,8 +3,8 @@
     synthetic data -> extract (Ray) -> stage 1 -> stage 2 (DeepSpeed) -> eval of it, and of the untrained
     model, on held-out images -> ask (a held-out question it answered right)
 
-The default asks what ten CPU minutes teach a random-init model: left/right and taller/shorter, as yes/no
-predicates and "which is" choices; `--full` asks every category (the longer run), `--branches` also trains
+The default asks what ten CPU minutes teach a random-init model: left/right, as yes/no predicates ("Is the
+A to the left of the B?") and choices ("Which is more to the right, the A or the B?"); `--full` asks every category (the longer run), `--branches` also trains
 stage 2 with CLIP tokens only and with MoGe tokens only (what each encoder adds; triples stage 2).
 
 Every step calls the library function its command calls and skips when its output is already complete, so
@@ -16,6 +16,7 @@ verdict line trained minus constant, and with --branches what each branch adds.
 from __future__ import annotations
 
 import json
+import re
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -50,8 +51,9 @@ class QuickstartRecipe:
     stage1_epochs: float = 1.0  # stage 1 only aligns the MoGe adapter; it matters little here
     stage1_global_batch: int = 16
     stage1_lr: float = 1e-3
-    # the relation probe's schedule: 8 epochs of 2000 images = 1000 steps of 16
-    stage2_epochs: float = 8.0
+    # 12 epochs of 2000 images = 1500 steps of 16: left/right alone at 1000 steps learned in one run of the
+    # relation probe; its loss falls a second time around step 400-800, which 1500 steps catch with room
+    stage2_epochs: float = 12.0
     stage2_global_batch: int = 16
     stage2_lr: float = 2e-3  # the LLM's learning rate
     stage2_adapter_lr: float = 2e-3
@@ -65,8 +67,10 @@ class QuickstartRecipe:
     gradient_checkpointing: bool = False  # a 2-layer LLM's activations are small; recomputing them costs time
     # also train and score stage 2 with CLIP tokens only and with MoGe tokens only (triples stage 2)
     branches: bool = False
-    # ask only these relations' predicates and choices (generate_synthetic's `relations`); None: every category
-    relations: tuple[str, ...] | None = ("left", "tall")
+    # ask only these relations' predicates and choices (generate_synthetic's `relations`); None: every category.
+    # Measured (README): left/right alone is learned in this budget (90.7 % on held-out questions); left/right
+    # with taller/shorter at 1000 steps is not (53.2 %, left/right at chance)
+    relations: tuple[str, ...] | None = ("left",)
 
 
 QUICKSTART = QuickstartRecipe()
@@ -174,6 +178,10 @@ def run_quickstart(
           "median value; the most common hour) and scored on the held-out ones")  # fmt: skip
     verdict = learning_verdict(scores["trained"], baseline)
     print(verdict)
+    word_for_word = _word_for_word(paths["eval trained"])
+    print(f"scored by the relation each answer states (sgeo's rule for an answer that does not open with yes "
+          f"or no); {100 * word_for_word:.1f} % of the trained model's answers are the truth word for word, "
+          "the closing verdict (\"so yes\", \"so the A is ...\") included")  # fmt: skip
     if recipe.branches:
         print("CLIP only / MoGe only: stage 2 trained again with one encoder's visual tokens (the other's are "
               "zeros); each one's score minus trained's shows what the missing branch adds")  # fmt: skip
@@ -184,7 +192,7 @@ def run_quickstart(
     print(f'  {"ask":<17} sgeo ask IMAGE "QUESTION" --model {paths["stage2"]}')
     result = {"paths": {k: str(v) for k, v in paths.items()}, "seconds": {**steps.timings, "total": total},
               "recipe": asdict(recipe), "n": n, "seed": seed, "scores": scores, "baseline": baseline,
-              "verdict": verdict}  # fmt: skip
+              "verdict": verdict, "word_for_word": word_for_word}  # fmt: skip
     (work / "quickstart.json").write_text(json.dumps(result, indent=1) + "\n")
     return result
 
@@ -366,15 +374,31 @@ def _trained(out: Path) -> bool:
 
 
 def _ask_example(bench: Path, trained_eval: Path) -> dict[str, Any]:
-    """The first held-out question (in the bench's order) that the trained model's eval answered right, with
-    its image, its answer and the record that scores an answer to it; the first question when none was."""
+    """The first held-out question (in the bench's order) that the trained model's eval answered word for
+    word as the truth, else the first it answered right by the scorer's rule (the relation stated), else
+    the first question; with its image, its answer and the record that scores an answer to it."""
     from ..pipeline.benchmarks import load_benchmark
     from ..pipeline.scoring import score_item
     from .eval import ANSWERS_FILE
 
     items = load_benchmark("synthetic", bench)
     answered = [json.loads(line) for line in (trained_eval / ANSWERS_FILE).read_text().splitlines() if line]
+    exact = {str(r["question_id"]) for r in answered if _same_words(r["pred"], r["gt"])}
     right = {str(r["question_id"]) for r in answered if score_item(r)["success"]}
-    item = next((i for i in items if str(i.question_id) in right), items[0])
+    item = next((i for i in items if str(i.question_id) in exact), None)
+    item = item or next((i for i in items if str(i.question_id) in right), items[0])
     return {"image": bench.parent / item.image, "question": item.extra.get("question", item.prompt),
             "gt": item.gt, "record": item.to_record("")}  # fmt: skip
+
+
+def _word_for_word(eval_dir: Path) -> float:
+    """The share of an eval's answers that are the truth word for word."""
+    from .eval import ANSWERS_FILE
+
+    answered = [json.loads(line) for line in (eval_dir / ANSWERS_FILE).read_text().splitlines() if line]
+    return sum(_same_words(r["pred"], r["gt"]) for r in answered) / max(len(answered), 1)
+
+
+def _same_words(pred: str, gt: str) -> bool:
+    """Whether an answer is the truth word for word (case, spacing and punctuation aside)."""
+    return re.findall(r"[a-z0-9]+", pred.lower()) == re.findall(r"[a-z0-9]+", gt.lower())

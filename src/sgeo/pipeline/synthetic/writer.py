@@ -74,8 +74,9 @@ def _conversation(turns: list[tuple[str, str]]) -> list[dict]:
 
 
 TURNS_PER_IMAGE = 8  # questions of distinct categories per training image, then one "where" turn
-# with a narrowed question set: fewer, since turns on one pair repeat its relation, and a later turn can copy
-# the earlier one's statement instead of reading the image; a shorter conversation is a cheaper step
+# with a narrowed question set: two, as bench/relation_answer_probe.py trains (the quickstart's left/right
+# learned with two; with four, loss fell slower per step and each step cost more): turns on one pair repeat
+# its relation, so a later turn can copy the earlier one's statement instead of reading the image
 NARROW_TURNS_PER_IMAGE = 2
 
 
