@@ -425,11 +425,15 @@ def quickstart(
     n_eval: int | None = typer.Option(None, help="held-out images, 4 questions each (default: the recipe's)"),
     max_steps: int | None = typer.Option(None, help="cap each training stage at N steps (smoke runs)"),
     full: bool = typer.Option(
-        False, "--full", help="every question category (28) instead of the relations ten CPU minutes teach: "
+        False,
+        "--full",
+        help="every question category (28) instead of the relations ten CPU minutes teach: "
         "the longer run, README 'The quickstart'",
     ),
     branches: bool = typer.Option(
-        False, "--branches", help="also train stage 2 with CLIP tokens only and with MoGe tokens only, and "
+        False,
+        "--branches",
+        help="also train stage 2 with CLIP tokens only and with MoGe tokens only, and "
         "score both: what each encoder adds (triples stage 2)",
     ),
 ):

@@ -118,9 +118,7 @@ def _bench_items(
         rng = _scene_rng(seed, stream, i)
         asked: set[str] = set()
         for _ in range(BENCH_ITEMS_PER_IMAGE):
-            for category in sorted(
-                categories, key=lambda c: used[c]
-            ):  # stable: ties keep the listed order
+            for category in sorted(categories, key=lambda c: used[c]):  # stable: ties keep the listed order
                 if category in asked:
                     continue
                 qa = make_question(category, scene, rng, want_yes=used[category] % 2 == 0)
@@ -209,9 +207,7 @@ def generate_synthetic(
     if relations is not None and (
         not relations or any(r not in RELATIONS for r in relations) or len(set(relations)) != len(relations)
     ):
-        raise SgeoError(
-            f"relations must be distinct names among {', '.join(RELATIONS)}, got {relations!r}"
-        )
+        raise SgeoError(f"relations must be distinct names among {', '.join(RELATIONS)}, got {relations!r}")
     train_categories = None if relations is None else relation_categories(tuple(relations))
     # every relation has bench predicates, so a narrowed bench is never empty
     bench_categories = tuple(c for c in BENCH_CATEGORIES if train_categories is None or c in train_categories)
@@ -233,7 +229,13 @@ def generate_synthetic(
                 "conversations": _conversation([(CAPTION_PROMPT, caption(scene, rng))]),
             }
         )
-        qa.append({"id": sample_id, "image": image, "conversations": _conversation(_qa_turns(scene, rng, train_categories))})
+        qa.append(
+            {
+                "id": sample_id,
+                "image": image,
+                "conversations": _conversation(_qa_turns(scene, rng, train_categories)),
+            }
+        )
         train_meta.append(_scene_meta(image, scene))
 
     eval_scenes, eval_meta = [], []
@@ -247,7 +249,9 @@ def generate_synthetic(
 
     _write_json(out / "captions.json", captions)
     _write_json(out / "spatial_qa.json", qa)
-    _write_json(out / "train_bench.json", _bench_items(train_scenes, seed, _TRAIN_QUESTIONS, bench_categories))
+    _write_json(
+        out / "train_bench.json", _bench_items(train_scenes, seed, _TRAIN_QUESTIONS, bench_categories)
+    )
     _write_json(out / "eval" / "bench.json", bench)
     _write_json(
         out / "meta.json",
