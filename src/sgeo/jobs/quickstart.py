@@ -4,8 +4,9 @@
     model, on held-out images -> ask (a held-out question it answered right)
 
 The default asks what ten CPU minutes teach a random-init model: left/right, as yes/no predicates ("Is the
-A to the left of the B?") and choices ("Which is more to the right, the A or the B?"); `--full` asks every category (the longer run), `--branches` also trains
-stage 2 with CLIP tokens only and with MoGe tokens only (what each encoder adds; triples stage 2).
+A to the left of the B?") and choices ("Which is more to the right, the A or the B?"). `--full` asks every
+category (the longer run); `--branches` also trains stage 2 with CLIP tokens only and with MoGe tokens only
+(what each encoder adds; it triples stage 2).
 
 Every step calls the library function its command calls and skips when its output is already complete, so
 rerunning the command after a kill continues where it stopped. It ends with every score side by side, the
@@ -198,7 +199,7 @@ def run_quickstart(
 
 
 def question_set(recipe: QuickstartRecipe) -> str:
-    """What the run asks, in words: "questions on left/right, taller/shorter" or "every question category"."""
+    """What the run asks, in words: "questions on left/right, taller/shorter" or "every category (--full)"."""
     return _question_set(recipe.relations)
 
 
@@ -379,10 +380,9 @@ def _ask_example(bench: Path, trained_eval: Path) -> dict[str, Any]:
     the first question; with its image, its answer and the record that scores an answer to it."""
     from ..pipeline.benchmarks import load_benchmark
     from ..pipeline.scoring import score_item
-    from .eval import ANSWERS_FILE
 
     items = load_benchmark("synthetic", bench)
-    answered = [json.loads(line) for line in (trained_eval / ANSWERS_FILE).read_text().splitlines() if line]
+    answered = _answers(trained_eval)
     exact = {str(r["question_id"]) for r in answered if _same_words(r["pred"], r["gt"])}
     right = {str(r["question_id"]) for r in answered if score_item(r)["success"]}
     item = next((i for i in items if str(i.question_id) in exact), None)
@@ -393,10 +393,14 @@ def _ask_example(bench: Path, trained_eval: Path) -> dict[str, Any]:
 
 def _word_for_word(eval_dir: Path) -> float:
     """The share of an eval's answers that are the truth word for word."""
+    answered = _answers(eval_dir)
+    return sum(_same_words(r["pred"], r["gt"]) for r in answered) / max(len(answered), 1)
+
+
+def _answers(eval_dir: Path) -> list[dict]:
     from .eval import ANSWERS_FILE
 
-    answered = [json.loads(line) for line in (eval_dir / ANSWERS_FILE).read_text().splitlines() if line]
-    return sum(_same_words(r["pred"], r["gt"]) for r in answered) / max(len(answered), 1)
+    return [json.loads(line) for line in (eval_dir / ANSWERS_FILE).read_text().splitlines() if line]
 
 
 def _same_words(pred: str, gt: str) -> bool:
