@@ -16,19 +16,48 @@ from conftest import assert_one_line_error, run_sgeo, run_sgeo_batch
 from sgeo.pipeline.benchmarks import load_benchmark
 from sgeo.pipeline.scoring import comparison_table, constant_baseline
 
+# the default question set (the recipe's relations): predicates and choices of left/right
+ASKED = {"left_predicate", "right_predicate", "left_choice", "right_choice"}
+
 
 def test_quickstart_smoke_through_the_cli_and_rerun_skips(tmp_path):
     work = tmp_path / "qs"
     args = ("quickstart", "--workdir", work, "--n", "8", "--n-eval", "2", "--max-steps", "1")
     first = run_sgeo(*args, check=True, timeout=900)
-    # data, extract, stage 1, three stage-2 runs (both branches, CLIP only, MoGe only), 4 evals, ask
-    steps = 11
+    # data, extract, stage 1, stage 2, 2 evals (untrained, trained), ask: no branch runs unless asked
+    steps = 7
     for step in range(1, steps + 1):
         assert f"[{step}/{steps}]" in first.stdout
+    assert f"[{steps + 1}/" not in first.stdout and not (work / "stage2-clip-only").exists()
+    lines = first.stdout.splitlines()
+    assert any(line.split() == ["n", "untrained", "trained", "constant", "answer"] for line in lines)
+    assert any(line.startswith("trained minus constant, points: overall") for line in lines)
+    assert not any(line.startswith("one branch instead of both") for line in lines)
+    assert any(line.strip().startswith("truth: ") for line in lines)  # the closing ask shows the answer
+    summary = json.loads((work / "quickstart.json").read_text())
+    for label in ("untrained", "trained"):
+        scores = summary["scores"][label]
+        assert scores["overall"]["n"] == 8  # 2 held-out images x 4 questions
+        assert set(scores["by_category"]) <= ASKED  # only the relations the budget teaches are asked
+    assert json.loads((work / "data" / "meta.json").read_text())["relations"] == ["left"]
+
+    again = run_sgeo(*args, check=True, timeout=900)  # everything but the final ask is already there
+    assert again.stdout.count("(done already, skipped)") == steps - 1
+
+
+def test_quickstart_full_with_branches_asks_every_category_and_trains_each_branch(tmp_path):
+    """--full: today's whole question mix; --branches: stage 2 again with one encoder's tokens at a time,
+    each scored, with a line saying what the comparison shows."""
+    work = tmp_path / "qs"
+    args = ("quickstart", "--workdir", work, "--n", "8", "--n-eval", "2", "--max-steps", "1", "--full",
+            "--branches")  # fmt: skip
+    first = run_sgeo(*args, check=True, timeout=900)
+    # data, extract, stage 1, three stage-2 runs (both branches, CLIP only, MoGe only), 4 evals, ask
+    assert "[11/11]" in first.stdout
     lines = first.stdout.splitlines()
     header = ["n", "untrained", "trained", "CLIP", "only", "MoGe", "only", "constant", "answer"]
     assert any(line.split() == header for line in lines)
-    assert any(line.startswith("trained minus constant, points: overall") for line in lines)
+    assert any(line.startswith("CLIP only / MoGe only: stage 2 trained again") for line in lines)
     assert any(line.startswith("one branch instead of both") for line in lines)
     for name in ("eval-untrained", "eval-trained", "eval-clip-only", "eval-moge-only"):
         scores = json.loads((work / name / "scores.json").read_text())
@@ -37,12 +66,62 @@ def test_quickstart_smoke_through_the_cli_and_rerun_skips(tmp_path):
         config = json.loads((work / f"stage2-{branch}-only" / "config.json").read_text())
         assert config["visual_branches"] == branch
     assert json.loads((work / "stage2" / "config.json").read_text())["visual_branches"] == "both"
-    summary = json.loads((work / "quickstart.json").read_text())
-    scores = summary["scores"]
-    assert set(scores["trained"]["by_category"]) == set(scores["untrained"]["by_category"])
+    meta = json.loads((work / "data" / "meta.json").read_text())
+    assert "relations" not in meta  # the whole mix: quantities and directions among the questions
+    categories = {
+        i["qa_info"]["category"] for i in json.loads((work / "data" / "eval" / "bench.json").read_text())
+    }
+    assert categories - ASKED
 
-    again = run_sgeo(*args, check=True, timeout=900)  # everything but the final ask is already there
-    assert again.stdout.count("(done already, skipped)") == steps - 1
+
+def test_the_closing_ask_picks_a_held_out_question_the_model_got_right(tmp_path):
+    """The example the quickstart ends on is one the trained model's eval answered word for word as the
+    truth (else one right by the scorer's rule), not the first question: a newcomer's last line shows what
+    it learned, and no answer whose closing verdict contradicts the truth."""
+    from sgeo.jobs.quickstart import _ask_example
+    from sgeo.pipeline.scoring import score_item
+    from sgeo.pipeline.synthetic import generate_synthetic
+
+    data = tmp_path / "data"
+    generate_synthetic(data, 2, seed=0, n_eval=3, relations=("left", "tall"))
+    bench = data / "eval" / "bench.json"
+    items = load_benchmark("synthetic", bench)
+    flipped = {", so yes.": ", so no.", ", so no.": ", so yes."}
+
+    def verdict_flipped(item) -> str:  # the relation stated right, the verdict after it wrong
+        said = next(v for v in flipped if item.gt.endswith(v))
+        return item.gt.removesuffix(said) + flipped[said]
+
+    predicates = [k for k, i in enumerate(items) if i.gt.endswith((", so yes.", ", so no."))]
+    k_flip, k_exact = predicates[0], predicates[1]
+    assert score_item(items[k_flip].to_record(verdict_flipped(items[k_flip])))["success"]
+    for name, exact in (("with-exact", True), ("without", False)):
+        (tmp_path / name).mkdir()
+        with (tmp_path / name / "answers.jsonl").open("w") as out:
+            for k, item in enumerate(items):
+                if k == k_flip:
+                    pred = verdict_flipped(item)
+                else:
+                    pred = item.gt if exact and k == k_exact else _wrong_answer(item)
+                out.write(json.dumps(item.to_record(pred)) + "\n")
+        example = _ask_example(bench, tmp_path / name)
+        picked = items[k_exact if exact else k_flip]
+        assert (
+            example["question"] == picked.extra.get("question", picked.prompt) and example["gt"] == picked.gt
+        )
+        assert example["image"] == bench.parent / picked.image and example["image"].is_file()
+
+
+def _wrong_answer(item) -> str:
+    """An answer the scorer counts wrong: the gt with its stated relation swapped."""
+    from sgeo.pipeline.scoring import score_item
+    from sgeo.pipeline.synthetic.questions import STATEMENTS
+
+    swap = {a: b for pair in STATEMENTS.values() for a, b in (pair, pair[::-1])}
+    said = next(w for w in swap if w in item.gt)
+    pred = item.gt.replace(said, swap[said])
+    assert not score_item(item.to_record(pred))["success"]
+    return pred
 
 
 def test_a_workdir_of_other_data_is_refused_not_reused(tmp_path):
@@ -54,7 +133,9 @@ def test_a_workdir_of_other_data_is_refused_not_reused(tmp_path):
     (work / "data").mkdir(parents=True)
     args = ["quickstart", "--workdir", work, "--n", "8", "--n-eval", "2"]
     metas = [{"version": GENERATOR_VERSION, "n": 10, "n_eval": 2}, {"version": GENERATOR_VERSION, "n": 8, "n_eval": 5},
-             {"version": GENERATOR_VERSION - 1, "n": 8, "n_eval": 2}]  # fmt: skip
+             {"version": GENERATOR_VERSION - 1, "n": 8, "n_eval": 2},
+             {"version": GENERATOR_VERSION, "n": 8, "n_eval": 2},  # the whole mix, for a default run
+             {"version": GENERATOR_VERSION, "n": 8, "n_eval": 2, "relations": ["tall"]}]  # fmt: skip
     results = []
     for meta in metas:
         (work / "data" / "meta.json").write_text(json.dumps(meta))
@@ -62,6 +143,10 @@ def test_a_workdir_of_other_data_is_refused_not_reused(tmp_path):
     assert_one_line_error(results[0], "10 training and 2 held-out images", "asks for 8 and 2")
     assert_one_line_error(results[1], "8 training and 5 held-out images")
     assert_one_line_error(results[2], f"v{GENERATOR_VERSION - 1}", "new --workdir")
+    assert_one_line_error(
+        results[3], "asks every category", "this run asks questions on left/right", "new --workdir"
+    )
+    assert_one_line_error(results[4], "asks questions on taller/shorter", "new --workdir")
     assert sorted(p.name for p in work.iterdir()) == ["data"]
 
 

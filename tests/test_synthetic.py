@@ -299,3 +299,28 @@ def test_ray_cast_geometry_agrees_with_the_rendered_image_and_the_scene():
     points, mask, _ = point_map(scene, *SIZE)  # OpenCV camera frame: depth grows away from the camera
     depth = points[..., 2][mask & (which == -1)]
     assert depth.min() > 0 and np.all(points[~mask] == 0)
+
+
+def test_relations_option_narrows_training_and_both_benches_and_is_recorded(out, tmp_path):
+    """A narrowed question set (the quickstart asks left/right alone): here only left/right and taller/shorter
+    predicates and choices, in the training conversations and in both benches, with where every object is;
+    other relations never asked."""
+    from sgeo.pipeline.synthetic.writer import NARROW_TURNS_PER_IMAGE
+
+    generate_synthetic(tmp_path / "lt", 12, seed=7, image_size=SIZE, n_eval=6, relations=("left", "tall"))
+    meta = _load(tmp_path / "lt", "meta.json")
+    assert meta["relations"] == ["left", "tall"] and "relations" not in _load(out, "meta.json")
+    asked = {"left_predicate", "right_predicate", "left_choice", "right_choice",
+             "tall_predicate", "short_predicate", "tall_choice", "short_choice"}  # fmt: skip
+    for bench in ("train_bench.json", "eval/bench.json"):
+        categories = Counter(i["qa_info"]["category"] for i in _load(tmp_path / "lt", bench))
+        assert set(categories) == asked, bench
+    other = re.compile(r"above|below|behind|front|wide|thin|big|small|far|how|what|many|o'clock", re.I)
+    for sample, record in zip(_load(tmp_path / "lt", "spatial_qa.json"), meta["train"], strict=True):
+        questions = [t["value"].removeprefix("<image>\n") for t in sample["conversations"][::2]]
+        where = sorted(q for q in questions if q.startswith("Where is the "))
+        assert where == sorted(f"Where is the {o['name']}?" for o in record["objects"])  # every object, once
+        assert 1 <= len(questions) - len(where) <= NARROW_TURNS_PER_IMAGE
+        assert not any(other.search(q) for q in questions)
+    with pytest.raises(SgeoError, match="relations must be"):
+        generate_synthetic(tmp_path / "bad", 1, seed=1, image_size=SIZE, relations=("sideways",))

@@ -445,17 +445,27 @@ def quickstart(
     seed: int = typer.Option(0),
     n_eval: int | None = typer.Option(None, help="held-out images, 4 questions each (default: the recipe's)"),
     max_steps: int | None = typer.Option(None, help="cap each training stage at N steps (smoke runs)"),
+    full: bool = typer.Option(
+        False,
+        "--full",
+        help="every question category (28) instead of the relations ten CPU minutes teach: "
+        "the longer run, README 'The quickstart'",
+    ),
     branches: bool = typer.Option(
-        True, help="also train stage 2 with CLIP tokens only and with MoGe tokens only, and score both"
+        False,
+        "--branches",
+        help="also train stage 2 with CLIP tokens only and with MoGe tokens only, and "
+        "score both: what each encoder adds (triples stage 2)",
     ),
 ):
     """The main job end to end on the demo preset: data, extract, stage 1, stage 2, eval, ask."""
     from dataclasses import replace
 
-    from .jobs.quickstart import QUICKSTART, run_quickstart
+    from .jobs.quickstart import FULL_QUICKSTART, QUICKSTART, run_quickstart
 
     given = {k: v for k, v in {"n_eval": n_eval, "max_steps": max_steps}.items() if v is not None}
-    run_quickstart(workdir=workdir, n=n, seed=seed, recipe=replace(QUICKSTART, branches=branches, **given))
+    recipe = replace(FULL_QUICKSTART if full else QUICKSTART, branches=branches, **given)
+    run_quickstart(workdir=workdir, n=n, seed=seed, recipe=recipe)
 
 
 def _default_to_cpu_accelerator() -> None:

@@ -124,6 +124,13 @@ _OBJECT_QUANTITIES = {
 }
 
 
+def relation_categories(relations: tuple[str, ...]) -> tuple[str, ...]:
+    """The predicate and choice categories that ask about `relations` ("left", "tall", ...), in
+    `TRAIN_CATEGORIES` order: a question set narrowed to what a small training budget can teach."""
+    asked = {**{c: t[0] for c, t in _PREDICATE_TEXT.items()}, **{c: t[0] for c, t in _CHOICE_TEXT.items()}}
+    return tuple(c for c in TRAIN_CATEGORIES if asked.get(c) in relations)
+
+
 def _pick(rng: np.random.Generator, items: list):
     return items[int(rng.integers(len(items)))] if items else None
 

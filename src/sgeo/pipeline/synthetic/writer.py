@@ -24,7 +24,9 @@ from .questions import (
     category_type,
     locate,
     make_question,
+    relation_categories,
 )
+from .relations import RELATIONS
 from .render import render_scene
 from .sampling import OBJECTS_PER_SCENE, sample_scene
 from .scene import COLOURS, Scene, bbox_2d, camera_distance
@@ -72,19 +74,32 @@ def _conversation(turns: list[tuple[str, str]]) -> list[dict]:
 
 
 TURNS_PER_IMAGE = 8  # questions of distinct categories per training image, then one "where" turn
+# with a narrowed question set: two, as bench/relation_answer_probe.py trains (the quickstart's left/right
+# learned with two; with four, loss fell slower per step and each step cost more): turns on one pair repeat
+# its relation, so a later turn can copy the earlier one's statement instead of reading the image
+NARROW_TURNS_PER_IMAGE = 2
 
 
-def _qa_turns(scene: Scene, rng: np.random.Generator) -> list[tuple[str, str]]:
+def _qa_turns(
+    scene: Scene, rng: np.random.Generator, categories: tuple[str, ...] | None = None
+) -> list[tuple[str, str]]:
     """A training conversation: questions of `TURNS_PER_IMAGE` distinct categories and where one object is,
-    in random order. Many turns per image: the image's tokens are most of what a step costs."""
+    in random order. Many turns per image: the image's tokens are most of what a step costs.
+
+    With `categories` (a narrowed question set), its questions and where *every* object is: the "where"
+    turns ground each colour name in a place, which the relations build on, and cost few tokens."""
     turns = []
-    for category in rng.permutation(list(TRAIN_CATEGORIES)):
+    wanted = TURNS_PER_IMAGE if categories is None else NARROW_TURNS_PER_IMAGE
+    for category in rng.permutation(list(categories or TRAIN_CATEGORIES)):
         qa = make_question(str(category), scene, rng, want_yes=bool(rng.random() < 0.5))
         if qa is not None:
             turns.append(qa)
-        if len(turns) == TURNS_PER_IMAGE:
+        if len(turns) == wanted:
             break
-    turns.append(locate(scene, scene.objects[int(rng.integers(len(scene.objects)))]))
+    if categories is None:
+        turns.append(locate(scene, scene.objects[int(rng.integers(len(scene.objects)))]))
+    else:
+        turns.extend(locate(scene, o) for o in scene.objects)
     return [turns[int(k)] for k in rng.permutation(len(turns))]
 
 
@@ -92,18 +107,18 @@ def _qa_turns(scene: Scene, rng: np.random.Generator) -> list[tuple[str, str]]:
 _TRAIN, _EVAL, _EVAL_QUESTIONS, _TRAIN_QUESTIONS = 0, 1, 2, 3
 
 
-def _bench_items(scenes: list[Scene], seed: int, stream: int) -> list[dict]:
-    """Each item asks the least-used category the scene can answer, so categories stay balanced;
+def _bench_items(
+    scenes: list[Scene], seed: int, stream: int, categories: tuple[str, ...] = BENCH_CATEGORIES
+) -> list[dict]:
+    """Each item asks the least-used of `categories` that the scene can answer, so categories stay balanced;
     each predicate category alternates between yes and no, so no constant answer beats chance."""
     items: list[dict] = []
-    used = dict.fromkeys(BENCH_CATEGORIES, 0)
+    used = dict.fromkeys(categories, 0)
     for i, scene in enumerate(scenes):
         rng = _scene_rng(seed, stream, i)
         asked: set[str] = set()
         for _ in range(BENCH_ITEMS_PER_IMAGE):
-            for category in sorted(
-                BENCH_CATEGORIES, key=lambda c: used[c]
-            ):  # stable: ties keep the listed order
+            for category in sorted(categories, key=lambda c: used[c]):  # stable: ties keep the listed order
                 if category in asked:
                     continue
                 qa = make_question(category, scene, rng, want_yes=used[category] % 2 == 0)
@@ -161,11 +176,15 @@ def generate_synthetic(
     n_eval: int | None = None,
     overwrite: bool = False,
     objects: tuple[int, int] = OBJECTS_PER_SCENE,
+    relations: tuple[str, ...] | None = None,
 ) -> dict:
     """Write the synthetic spatial dataset to `out` (layout in the module docs); returns paths and counts.
 
     Deterministic: the same arguments give byte-identical files. Training and eval scenes come from
     disjoint random streams. `objects` is the (fewest, most) objects per scene, 2 to 9 (one colour each).
+    `relations` (e.g. ("left", "tall")) narrows every question, in training and in both benchmarks, to the
+    predicates and choices of those relations, with a "where" turn per object: a question set that a small
+    training budget teaches (the quickstart's); None asks every category.
     """
     if not isinstance(n, int) or n < 1:
         raise SgeoError(f"n must be a positive number of images, got {n!r}")
@@ -185,6 +204,13 @@ def generate_synthetic(
         raise SgeoError(
             f"objects must be (fewest, most) with 2 <= fewest <= most <= {len(COLOURS)}, got {objects!r}"
         )
+    if relations is not None and (
+        not relations or any(r not in RELATIONS for r in relations) or len(set(relations)) != len(relations)
+    ):
+        raise SgeoError(f"relations must be distinct names among {', '.join(RELATIONS)}, got {relations!r}")
+    train_categories = None if relations is None else relation_categories(tuple(relations))
+    # every relation has bench predicates, so a narrowed bench is never empty
+    bench_categories = tuple(c for c in BENCH_CATEGORIES if train_categories is None or c in train_categories)
     out = Path(out)
     _prepare_out(out, overwrite)
 
@@ -203,7 +229,13 @@ def generate_synthetic(
                 "conversations": _conversation([(CAPTION_PROMPT, caption(scene, rng))]),
             }
         )
-        qa.append({"id": sample_id, "image": image, "conversations": _conversation(_qa_turns(scene, rng))})
+        qa.append(
+            {
+                "id": sample_id,
+                "image": image,
+                "conversations": _conversation(_qa_turns(scene, rng, train_categories)),
+            }
+        )
         train_meta.append(_scene_meta(image, scene))
 
     eval_scenes, eval_meta = [], []
@@ -213,11 +245,13 @@ def generate_synthetic(
         render_scene(scene).save(out / "eval" / image, format="PNG")
         eval_scenes.append(scene)
         eval_meta.append(_scene_meta(image, scene))
-    bench = _bench_items(eval_scenes, seed, _EVAL_QUESTIONS)
+    bench = _bench_items(eval_scenes, seed, _EVAL_QUESTIONS, bench_categories)
 
     _write_json(out / "captions.json", captions)
     _write_json(out / "spatial_qa.json", qa)
-    _write_json(out / "train_bench.json", _bench_items(train_scenes, seed, _TRAIN_QUESTIONS))
+    _write_json(
+        out / "train_bench.json", _bench_items(train_scenes, seed, _TRAIN_QUESTIONS, bench_categories)
+    )
     _write_json(out / "eval" / "bench.json", bench)
     _write_json(
         out / "meta.json",
@@ -230,6 +264,7 @@ def generate_synthetic(
             "image_size": [width, height],
             # only when not the default, so that default data stays byte-identical to what v3 wrote
             **({} if tuple(objects) == OBJECTS_PER_SCENE else {"objects_per_scene": list(objects)}),
+            **({} if relations is None else {"relations": list(relations)}),
             "coordinates": "metres; x right, y up, z forward from the ground point below the camera; "
             "position is the object centre",
             "train": train_meta,
