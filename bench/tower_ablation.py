@@ -14,8 +14,8 @@ tower differs.
 
 Each model is extracted into ONE stores directory (a store per tower): the first run encodes CLIP and MoGe,
 the second and third find the CLIP store complete and encode only their new tower. Then each trains as the
-quickstart does (its `QuickstartRecipe`: stage 1 on the captions, stage 2 on the synthetic spatial QA, whole
-LLM) and is scored on the held-out images with `sgeo eval --bench synthetic`'s function, beside the best
+quickstart does (its default `QuickstartRecipe`: its question set, the relations that budget teaches; stage 1
+on the captions, stage 2 on the spatial QA, whole LLM) and is scored on the held-out images with `sgeo eval --bench synthetic`'s function, beside the best
 constant answer. Prints the images each extract encoded per tower and every score; writes `ablation.json`.
 
 Read the scores for what they are: the geometry towers here are random-init ViT-S/14s (MoGe's backbone is one
@@ -85,9 +85,10 @@ def run_ablation(
           f"stage 2 {'the recipe' + chr(39) + 's epochs' if steps is None else f'{steps} steps'}, seed {seed}, "
           f"in {work}", flush=True)  # fmt: skip
 
-    with progress("synthetic data", data, done=_data_complete(data, n, n_eval)) as todo:
+    # the quickstart's question set (the relations its budget teaches), so the scores can show learning
+    with progress("synthetic data", data, done=_data_complete(data, n, n_eval, recipe.relations)) as todo:
         if todo:
-            generate_synthetic(data, n, seed, n_eval=n_eval, overwrite=True)
+            generate_synthetic(data, n, seed, n_eval=n_eval, overwrite=True, relations=recipe.relations)
     with progress("geometry towers (DINOv2, Depth Anything V2; random init)", work / "towers", done=False):
         towers = {"moge": parts / "moge", **write_demo_geometry_towers(work / "towers")}
 
