@@ -48,8 +48,30 @@ def write_vitb(root: Path, seed: int = 0) -> Path:
     return write_tiny(root, seed, VIT_B)
 
 
-def tree_sample(pid: int, cpu_by_pid: dict[int, float]) -> tuple[int, int]:
-    """(PSS, RSS) summed over a process and its descendants; records each one's CPU seconds so far."""
+def process_kind(proc) -> str:
+    """What a process of the extract tree is: the driver, a shard worker, or one of Ray's own servers."""
+    try:
+        name = proc.name()
+        cmdline = " ".join(proc.cmdline()[:3])
+    except psutil.Error:
+        return "?"
+    if "MapWorker" in name or "MapWorker" in cmdline or "ShardWorker" in cmdline:
+        return "shard workers"
+    if "sgeo.cli" in cmdline:
+        return "driver"
+    if name.startswith("ray::"):
+        return "other ray workers"
+    for server in ("raylet", "gcs_server", "dashboard", "log_monitor", "runtime_env", "monitor"):
+        if server in name or server in cmdline:
+            return f"ray {server}"
+    return name
+
+
+def tree_sample(
+    pid: int, cpu_by_pid: dict[int, float], kind_by_pid: dict | None = None, memory: bool = True
+) -> tuple[int, int]:
+    """(PSS, RSS) summed over a process and its descendants; records each one's CPU seconds so far.
+    `memory` False: CPU only (PSS reads every mapping of every process: a throughput run must not pay it)."""
     pss = rss = 0
     try:
         procs = [psutil.Process(pid)]
@@ -59,17 +81,20 @@ def tree_sample(pid: int, cpu_by_pid: dict[int, float]) -> tuple[int, int]:
     for proc in procs:
         try:
             with proc.oneshot():
-                info = proc.memory_full_info()
+                info = proc.memory_full_info() if memory else None
                 cpu = proc.cpu_times()
-            pss += info.pss
-            rss += info.rss
+            if info is not None:
+                pss += info.pss
+                rss += info.rss
             cpu_by_pid[proc.pid] = max(cpu_by_pid.get(proc.pid, 0.0), cpu.user + cpu.system)
+            if kind_by_pid is not None and kind_by_pid.get(proc.pid, "python") == "python":
+                kind_by_pid[proc.pid] = process_kind(proc)  # a Ray worker is "python" until it renames itself
         except psutil.Error:
             pass
     return pss, rss
 
 
-def run_cli(args: list[str], store: Path) -> dict:
+def run_cli(args: list[str], store: Path, memory: bool = False) -> dict:
     shard_size = int(args[args.index("--shard-size") + 1]) if "--shard-size" in args else 64
     """Run `sgeo extract ...`: wall time, peak tree memory, CPU seconds of the tree, the summary's figures."""
     t = time.perf_counter()
@@ -81,12 +106,15 @@ def run_cli(args: list[str], store: Path) -> dict:
     )
     peak_pss = peak_rss = 0
     cpu_by_pid: dict[int, float] = {}
-    timeline = []  # (seconds since start, CPU seconds of the tree so far)
+    kind_by_pid: dict[int, str] = {}
+    timeline = []  # (seconds since start, CPU seconds of the tree so far, CPU seconds per pid so far)
     while proc.poll() is None:
-        pss, rss = tree_sample(proc.pid, cpu_by_pid)
+        pss, rss = tree_sample(proc.pid, cpu_by_pid, kind_by_pid, memory)
         peak_pss, peak_rss = max(peak_pss, pss), max(peak_rss, rss)
-        timeline.append((time.perf_counter() - t, sum(cpu_by_pid.values())))
-        time.sleep(0.2)
+        timeline.append((time.perf_counter() - t, sum(cpu_by_pid.values()), dict(cpu_by_pid)))
+        # memory peaks need a fine grain; CPU times are cumulative, so a throughput run samples rarely (on
+        # 2 cores a 0.2 s poll of every process took a visible share of a core from the workers)
+        time.sleep(0.2 if memory else 1.0)
     out, err = proc.communicate()
     wall = time.perf_counter() - t
     if proc.returncode:
@@ -95,15 +123,23 @@ def run_cli(args: list[str], store: Path) -> dict:
     steady = re.search(r"startup \(.*?\) ([\d.]+) s, then ([\d.]+) images/s once warm", out)
     images = int(re.search(r"extracted (\d+) images", out).group(1))
     warm_cpu_ms = float("nan")
+    warm_by_kind: dict[str, float] = {}
     if steady and timeline:
         # CPU of the whole tree from the first written shard to the end, per image after that first shard
         # (the driver's shutdown is in it too, so this slightly overstates the cost)
         startup = float(steady.group(1))
-        cpu_at_start = next((cpu for at, cpu in timeline if at >= startup), timeline[-1][1])
-        warm_cpu_ms = 1000 * (sum(cpu_by_pid.values()) - cpu_at_start) / max(1, images - shard_size)
+        _, cpu_at_start, by_pid_at_start = next((x for x in timeline if x[0] >= startup), timeline[-1])
+        warm_images = max(1, images - shard_size)
+        warm_cpu_ms = 1000 * (sum(cpu_by_pid.values()) - cpu_at_start) / warm_images
+        for pid, cpu in cpu_by_pid.items():  # where that CPU went: workers, driver, Ray's servers
+            kind = kind_by_pid.get(pid, "?")
+            warm_by_kind[kind] = (
+                warm_by_kind.get(kind, 0.0) + 1000 * (cpu - by_pid_at_start.get(pid, 0.0)) / warm_images
+            )
     busy = re.search(r"per image: (.*)", out)
     return {
         "warm_cpu_ms": warm_cpu_ms,
+        "warm_by_kind": warm_by_kind,
         "busy": busy.group(1) if busy else "",
         "wall": wall,
         "rate": rate,
@@ -121,15 +157,17 @@ def naive_loop(
 ) -> float:
     """(images/s, CPU s/image) of read + decode + preprocess -> encode_images -> write_shard, one process."""
     from sgeo.cache import FeatureStore
+    from sgeo.model.fingerprint import stored_towers
     from sgeo.pipeline.features import encode
     from sgeo.pipeline.images import content_hash, load_image
 
+    towers = stored_towers(fingerprint)  # both towers in one store: the loop writes each shard once
     store = FeatureStore.create(
         store_url,
         image_ids=ids,
         paths=ids,
         fingerprint=fingerprint,
-        shapes={"clip": tuple(fingerprint["clip"]["shape"]), "moge": tuple(fingerprint["moge"]["shape"])},
+        shapes={"clip": tuple(towers["clip"]["shape"]), "moge": tuple(towers["moge"]["shape"])},
         shard_size=shard,
     )
     t, c = time.perf_counter(), time.process_time()
@@ -170,7 +208,15 @@ def bare_loop(model, pixels: torch.Tensor, batch: int) -> float:
 
 
 def bench_model(
-    name: str, model_arg: str, root: Path, n: int, batch: int, shard: int, threads: int, work: Path
+    name: str,
+    model_arg: str,
+    root: Path,
+    n: int,
+    batch: int,
+    shard: int,
+    threads: int,
+    work: Path,
+    extract_only: bool = False,
 ):
     from sgeo.model import load_model, resolve_model
     from sgeo.model.fingerprint import towers_fingerprint
@@ -192,8 +238,14 @@ def bench_model(
         f"~{ext['warm_cpu_ms']:.0f} CPU-ms per image once warm)",
         flush=True,
     )
+    if ext["warm_by_kind"]:
+        parts = sorted(ext["warm_by_kind"].items(), key=lambda kv: -kv[1])
+        print("extract CPU-ms per image once warm, by process: "
+              + ", ".join(f"{kind} {ms:.0f}" for kind, ms in parts if ms >= 1), flush=True)  # fmt: skip
     if ext["busy"]:
         print(f"extract stages, {ext['busy']}", flush=True)
+    if extract_only:
+        return
     t = time.perf_counter()
     model, processor = load_model(model_arg)
     load_s = time.perf_counter() - t
@@ -236,6 +288,9 @@ def main() -> None:
         "--rss-n", type=int, default=128, help="peak memory at N and 10N images (tiny); 0: skip"
     )
     parser.add_argument("--keep", action="store_true", help="keep the work directory")
+    parser.add_argument(
+        "--extract-only", action="store_true", help="only `sgeo extract` (no naive and bare loops)"
+    )
     args = parser.parse_args()
 
     from sgeo.pipeline.synthetic import generate_synthetic
@@ -254,7 +309,15 @@ def main() -> None:
         )
         if "tiny" in models:
             bench_model(
-                "tiny", "tiny", root, args.n_tiny, args.batch_tiny, args.shard_tiny, args.threads, work
+                "tiny",
+                "tiny",
+                root,
+                args.n_tiny,
+                args.batch_tiny,
+                args.shard_tiny,
+                args.threads,
+                work,
+                args.extract_only,
             )
         if "vitb" in models:
             model_dir = write_vitb(work / "vitb")
@@ -267,6 +330,7 @@ def main() -> None:
                 args.shard_vitb,
                 args.threads,
                 work,
+                args.extract_only,
             )
         if args.rss_n:
             print(
@@ -277,7 +341,7 @@ def main() -> None:
                 args_n = ["--dataset", "synthetic", "--root", str(root), "--limit", str(n)]
                 args_n += ["--shard-size", str(args.shard_tiny), "--batch-size", str(args.batch_tiny)]
                 args_n += ["--num-cpus", str(args.threads)]
-                res = run_cli(args_n, work / f"rss-{n}.zarr")
+                res = run_cli(args_n, work / f"rss-{n}.zarr", memory=True)
                 print(
                     f"{n:6d} images: peak PSS {res['peak_pss'] / 2**20:7.0f} MiB, peak RSS sum "
                     f"{res['peak_rss'] / 2**20:7.0f} MiB, wall {res['wall']:.1f} s",

@@ -29,6 +29,17 @@ def test_gpu_check_runs_on_cpu_at_tiny_size(tmp_path):
                 x == x for x in row[mode]["losses"]
             )  # finite, not NaN
     assert report["generate"]["tokens_compared"] == 3 * 4 and report["encode"]["batch"] == 4
+    # the yardstick and the MFU figures (issue 31): a measured matmul rate, the towers' FLOPs, each stage with
+    # checkpointing off too (the largest batch is predicted from GPU memory only: None on CPU)
+    assert (
+        report["matmul"]["tflops"] > 0
+        and report["encode"]["mfu"] > 0
+        and report["encode"]["tflop_per_image"] > 0
+    )
+    for row in report["train"]:
+        assert row["cached"]["mfu"] > 0 and row["no_checkpointing"]["mfu"] > 0
+        assert row["largest_batch_checkpointing"] is None and row["largest_batch_no_checkpointing"] is None
+    assert report["extract"] == {"skipped": "--extract-images 0"}  # Ray's run is opt-in on CPU
     assert report["4bit"] == {"skipped": "needs CUDA and bitsandbytes"}
     for line in (
         "encode, bf16 autocast",
@@ -36,5 +47,7 @@ def test_gpu_check_runs_on_cpu_at_tiny_size(tmp_path):
         "stage 2 sdpa",
         "loss, same batch",
         "KV cache vs none",
+        "matmul, bf16",
+        "no checkpointing, batch",
     ):
         assert line in result.stdout

@@ -17,7 +17,7 @@ class ExtractConfig:
     model: str = "tiny"
     split: str | None = None
     dtype: str = "bf16"
-    batch_size: int = 16
+    batch_size: int | str = 16  # or "auto" (GPUs only): the batch that fills the free device memory
     shard_size: int = 64
     num_cpus: int | None = None
     num_gpus: int = 0
@@ -30,6 +30,7 @@ class ExtractConfig:
     progress: bool = True
     retry_failed: bool = False  # also redo the rows committed as failed (their files re-read), keep the rest
     towers: list[str] | None = None  # the towers whose stores to write (None: every tower of the model)
+    compile: str | None = None  # torch.compile backend of the towers (--compile: "inductor"); None: eager
 
 
 PRECISIONS = (
@@ -37,6 +38,16 @@ PRECISIONS = (
     "fp16",
     "fp32",
 )  # what the towers compute in (autocast); see shard_worker.autocast_dtype
+
+
+def batch_size_option(value: str) -> int | str:
+    """--batch-size as given on the command line: a number, or `auto`."""
+    if value == "auto":
+        return value
+    try:
+        return int(value)
+    except ValueError:
+        raise SgeoError(f"--batch-size must be a number or auto, got {value!r}") from None
 
 
 def check_config(config: ExtractConfig) -> None:
@@ -51,7 +62,11 @@ def check_config(config: ExtractConfig) -> None:
         raise SgeoError(
             f"--precision {config.precision} autocasts; drop --no-autocast (or use --precision fp32)"
         )
-    for name in ("batch_size", "shard_size"):
+    if config.batch_size == "auto" and config.num_gpus == 0:
+        raise SgeoError(
+            "--batch-size auto sizes batches from GPU memory: give --num-gpus, or a number on CPU (e.g. 16)"
+        )
+    for name in ("batch_size", "shard_size") if config.batch_size != "auto" else ("shard_size",):
         if getattr(config, name) < 1:
             raise SgeoError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(config, name)}")
     if config.limit is not None and config.limit < 1:
@@ -74,10 +89,17 @@ class StageTimes:
     wait: float = 0.0  # the towers idle, waiting for decoded pixels
     encode: float = 0.0  # the towers
     write: float = 0.0  # shard arrays, digests and the commit marker
+    batch: int = 0  # the batch the workers encoded with (--batch-size, or what auto picked; the largest)
 
     def add(self, row: dict) -> None:
         for name in ("decode", "wait", "encode", "write"):
             setattr(self, name, getattr(self, name) + float(row[f"{name}_s"]))
+        self.batch = max(self.batch, int(row.get("batch_size", 0)))
+
+    @property
+    def worker(self) -> float:
+        """Seconds the workers spent on their shards (the towers busy, waiting for pixels, or writing)."""
+        return self.encode + self.wait + self.write
 
 
 @dataclass
@@ -126,6 +148,16 @@ class ExtractSummary:
             out.append(
                 f"per image: decode {1e3 * b.decode / done:.0f} ms (on its threads), encode {1e3 * b.encode / done:.0f} ms, "
                 f"waiting for pixels {1e3 * b.wait / done:.0f} ms, write {1e3 * b.write / done:.0f} ms"
+            )
+        if done and self.busy.worker > 0:
+            # what bounds the rate: the towers busy nearly all of the workers' time means the device (or the
+            # CPU's matrix units) is the limit; a large wait share means decoding cannot keep up
+            b = self.busy
+            batch = f"batch {b.batch}: " if b.batch else ""
+            out.append(
+                f"{batch}towers busy {100 * b.encode / b.worker:.0f}% of the workers' time, waiting for pixels "
+                f"{100 * b.wait / b.worker:.0f}%, writing {100 * b.write / b.worker:.0f}%; decoding kept "
+                f"{b.decode / b.worker:.2f} threads busy per worker"
             )
         if self.retried:
             out.append(

@@ -33,10 +33,11 @@ from .shard_worker import ShardWorker, worker_memory
 
 def run_extract(config: ExtractConfig) -> ExtractSummary:
     """Encode the dataset's images into one store per tower under config.store; resumes an interrupted run."""
-    from sgeo.cache.location import check_shared, disk_full
+    from sgeo.cache.location import Location, check_shared, disk_full
 
     check_config(config)
     check_shared(config.store)  # workers in other processes write the stores
+    Location(config.store, config.storage_options).check_not_file()
     refuse_legacy_store(config.store)
     with disk_full(config.store):
         return _extract(config)
@@ -124,7 +125,8 @@ def _encode(config, model, processor, stores: dict, image_ids, image_root, pixel
         worker_args = {"model": model, "processor": processor, "stores": {n: stores[n] for n in busy},
                        "image_root": image_root, "pixel_shape": pixel_shape, "dtype": config.dtype,
                        "batch_size": config.batch_size, "autocast": config.autocast,
-                       "precision": config.precision}  # fmt: skip
+                       "precision": config.precision, "compile": config.compile,
+                       "shard_size": config.shard_size}  # fmt: skip
         from sgeo.cache.layout import encoding
 
         enc = encoding(config.dtype)

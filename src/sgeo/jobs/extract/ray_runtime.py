@@ -40,9 +40,12 @@ def start_ray(address: str | None, num_cpus: int, num_gpus: int) -> bool:
             raise SgeoError(f"cannot join the Ray cluster at {address}: {' '.join(str(e).split())}") from None
         return True
     loopback_only()
-    # address="local": never attach to a cluster some earlier `ray start` left on this machine
+    # address="local": never attach to a cluster some earlier `ray start` left on this machine.
+    # worker_niceness 0: Ray starts its workers at nice 15 (to favour its own servers), but here the workers
+    # are the job; at 15 any other process on a shared machine takes their cores first (issue 31: encoding
+    # ran ~40% slower per image in the workers than in a plain loop beside the same load).
     ray.init(address="local", num_cpus=num_cpus, num_gpus=num_gpus, object_store_memory=OBJECT_STORE_BYTES,
-             dashboard_host="127.0.0.1", **common)  # fmt: skip
+             dashboard_host="127.0.0.1", _system_config={"worker_niceness": 0}, **common)  # fmt: skip
     return True
 
 

@@ -12,6 +12,11 @@ A retry (--retry-failed) of a committed shard re-reads only the rows its marker 
 encodes them in the same batch slices as a first run (the kept rows' pixels are zeros there: a row's
 features depend on its own pixels and the batch's shape, not its neighbours'); every other row keeps its
 stored words and record.
+
+With --compile the towers are compiled for one batch shape: the tail batch of a shard is padded with zero
+rows to the batch size and those rows dropped, so every call has the shape the first one compiled. On a GPU
+the pixels are decoded into pinned host memory and copied to the device without blocking, and
+`--batch-size auto` picks the batch from the device's free memory (`auto_batch_size`).
 """
 
 from __future__ import annotations
@@ -24,10 +29,12 @@ from contextlib import nullcontext
 
 import numpy as np
 
+from sgeo.cache import human_bytes
 from sgeo.errors import SgeoError
 
 COUNTS = ("ok", "failed", "bytes", "retried")  # what a shard's stats row counts
 STAGES = ("decode_s", "wait_s", "encode_s", "write_s")  # and the busy seconds it reports
+AUTO_FILL = 0.85  # --batch-size auto fills this much of the free device memory (the allocator fragments)
 PROCESS_MEMORY = 768 << 20  # a worker imports torch and transformers
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
 
@@ -58,12 +65,14 @@ def read_image(image_root: str, image_id: str, processor, pixel_shape) -> tuple[
 
 
 def encode_shard(encoder, pixels, ok: np.ndarray, batch_size: int, dtype: str, autocast_dtype=None,
-                 names: list[str] | None = None) -> dict[str, np.ndarray]:  # fmt: skip
+                 names: list[str] | None = None, pad: bool = False) -> dict[str, np.ndarray]:  # fmt: skip
     """Pixels of one shard [n, 3, S, S] -> {tower: [n, *stored shape]} words of encoding `dtype`, for the towers
     `names` (default: every tower the encoder holds).
 
     `pixels` may also be a callable `(start, stop) -> [b, 3, S, S]` that delivers each batch when it is
     ready. A batch with no ok image is not encoded (its rows stay zero, as the writer stores failed rows).
+    `pad`: every batch has `batch_size` rows (a short tail is padded with zeros, their features dropped), the
+    one shape compiled towers are compiled for.
     """
     import torch
 
@@ -85,10 +94,12 @@ def encode_shard(encoder, pixels, ok: np.ndarray, batch_size: int, dtype: str, a
         batch = batch_of(start, stop)
         if not ok[start:stop].any():
             continue
+        if pad and stop - start < batch_size:
+            batch = torch.cat([batch, batch.new_zeros((batch_size - (stop - start), *batch.shape[1:]))])
         with torch.inference_mode(), context:
             features = encoder.encode_images(batch, names=names)  # {tower: [b, ...]}
         for name in names:
-            out[name][start:stop] = encode(features[name], dtype)
+            out[name][start:stop] = encode(features[name][: stop - start], dtype)
     return out
 
 
@@ -106,6 +117,50 @@ def autocast_dtype(precision: str | None, autocast: bool, device: str, store_dty
             else None
         )
     return {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": None}[precision]
+
+
+def compile_towers(encoder, backend="inductor") -> None:
+    """Compile each tower in place for one input shape (`dynamic=False`: a new shape would compile again, so
+    callers pad to one batch shape, `encode_shard(pad=True)`). `backend`: torch.compile's (a name or a
+    callable); tests use a cheap one."""
+    for tower in encoder.towers.values():
+        tower.compile(backend=backend, dynamic=False)
+
+
+def auto_batch_size(
+    free_bytes: int, image_bytes: int, cap: int | None = None, fill: float = AUTO_FILL
+) -> int:
+    """The batch for `--batch-size auto`: the largest power of two whose activations (`image_bytes` per image,
+    measured) fit in `fill` of the `free_bytes` the device has, at most `cap` (a shard). A power of two, so a
+    rerun whose free memory differs a little picks the same batch (and so the same numbers)."""
+    fits = int(free_bytes * fill) // max(1, int(image_bytes))
+    if fits < 1:
+        raise SgeoError(
+            f"--batch-size auto: the towers need {human_bytes(image_bytes)} per image but the GPU has "
+            f"{human_bytes(free_bytes)} free; free the GPU (other processes) or give --batch-size 1"
+        )
+    batch = 1 << (fits.bit_length() - 1)
+    return min(batch, cap) if cap else batch
+
+
+def image_bytes(encoder, names: list[str], pixel_shape: tuple, autocast_dtype, probe: int = 2) -> int:
+    """Device bytes one image costs the towers `names` (pixels, activations, features): the peak allocation
+    of a `probe`-image batch above what was allocated before, per image (an overestimate: the weights' casts
+    under autocast are in it)."""
+    import torch
+
+    device = encoder.device
+    torch.cuda.synchronize(device)
+    torch.cuda.empty_cache()
+    torch.cuda.reset_peak_memory_stats(device)
+    before = torch.cuda.memory_allocated(device)
+    context = torch.autocast("cuda", dtype=autocast_dtype) if autocast_dtype else nullcontext()
+    with torch.inference_mode(), context:
+        encoder.encode_images(torch.zeros((probe, *pixel_shape), device=device), names=names)
+    torch.cuda.synchronize(device)
+    peak = torch.cuda.max_memory_allocated(device) - before
+    torch.cuda.empty_cache()
+    return -(-peak // probe)
 
 
 def worker_memory(model, names: list[str], shard_bytes: int) -> int:
@@ -127,8 +182,8 @@ class ShardWorker:
     once, encodes them with every tower whose store lacks the shard, and writes each of those stores' shard."""
 
     def __init__(self, model, processor, stores: dict, image_root: str, pixel_shape: tuple, dtype: str,
-                 batch_size: int, torch_threads: int, decode_threads: int, device: str, autocast: bool,
-                 precision: str | None = None):  # fmt: skip
+                 batch_size: int | str, torch_threads: int, decode_threads: int, device: str, autocast: bool,
+                 precision: str | None = None, compile: str | None = None, shard_size: int | None = None):  # fmt: skip
         import torch
 
         from sgeo.model import load_encoders
@@ -137,10 +192,34 @@ class ShardWorker:
         # the towers only (never the LLM), and only those with work: an unchanged tower's store is not touched
         self.encoder = load_encoders(model, device=device, names=list(stores))
         self.processor, self.stores, self.image_root = processor, stores, image_root
-        self.pixel_shape, self.dtype, self.batch_size = tuple(pixel_shape), dtype, batch_size
+        self.pixel_shape, self.dtype = tuple(pixel_shape), dtype
         self.pool = ThreadPoolExecutor(max(1, decode_threads), thread_name_prefix="sgeo-decode")
         self.autocast_dtype = autocast_dtype(precision, autocast, device, dtype)
         self.name = f"{os.uname().nodename}:{os.getpid()}"  # throughput is measured per worker
+        self.cuda = self.encoder.device.type == "cuda"
+        if batch_size == "auto":  # check_config allows it with GPUs only; measured before compiling
+            per_image = image_bytes(self.encoder, list(stores), self.pixel_shape, self.autocast_dtype)
+            batch_size = auto_batch_size(
+                torch.cuda.mem_get_info(self.encoder.device)[0], per_image, shard_size
+            )
+        self.batch_size = int(batch_size)
+        self.compiled = compile is not None
+        if self.compiled:
+            compile_towers(self.encoder, compile)
+        self.staging = None  # pinned host memory the decode threads write a shard's pixels into (GPU)
+
+    def _pixel_buffer(self, n: int) -> np.ndarray:
+        """Zeroed pixels [n, 3, S, S] for one shard (failed rows stay zero). On a GPU, a view of pinned host
+        memory, kept across shards (pinning is slow): each batch's copy to the device does not block, and the
+        buffer is free again once a batch's features are back on the host (`encode` waits for them)."""
+        import torch
+
+        if not self.cuda:
+            return np.zeros((n, *self.pixel_shape), np.float32)
+        if self.staging is None or len(self.staging) < n:
+            self.staging = torch.empty((n, *self.pixel_shape), dtype=torch.float32, pin_memory=True)
+        self.staging[:n].zero_()
+        return self.staging[:n].numpy()
 
     def _decode(self, image_id: str):
         start = time.perf_counter()
@@ -160,7 +239,8 @@ class ShardWorker:
         try:
             return {**self._shard(batch), "error": [""]}
         except SgeoError as error:
-            counts, seconds = dict.fromkeys(COUNTS, [0]), dict.fromkeys(("encoded_at", *STAGES), [0.0])
+            counts = dict.fromkeys((*COUNTS, "batch_size"), [0])
+            seconds = dict.fromkeys(("encoded_at", *STAGES), [0.0])
             return {"shard": [int(batch["shard"][0])], "worker": [self.name], **counts, **seconds,
                     "error": [str(error)]}  # fmt: skip
 
@@ -177,7 +257,7 @@ class ShardWorker:
         }  # fmt: skip
         futures = {i: self.pool.submit(self._decode, ids[i]) for i in sorted(redo)}  # decoding runs ahead
         decoded: list = [None] * len(ids)  # (record, pixels, seconds) per redone row
-        pixels = np.zeros((len(ids), *self.pixel_shape), np.float32)  # [n, 3, S, S]; failed rows stay zero
+        pixels = self._pixel_buffer(len(ids))  # [n, 3, S, S]; failed rows stay zero
 
         def arrive(start: int, stop: int) -> torch.Tensor:
             for i in range(start, stop):
@@ -185,7 +265,8 @@ class ShardWorker:
                     decoded[i] = futures[i].result()
                     if decoded[i][1] is not None:
                         pixels[i] = decoded[i][1]
-            return torch.from_numpy(pixels[start:stop])
+            batch = torch.from_numpy(pixels[start:stop])
+            return batch.to(self.encoder.device, non_blocking=True) if self.cuda else batch
 
         # Which rows are ok is known only once decoded: a batch is decoded before it is encoded (or skipped).
         ok = np.ones(len(ids), bool)
@@ -201,7 +282,7 @@ class ShardWorker:
 
         t0 = time.perf_counter()
         words = encode_shard(self.encoder, batch_when_ready, ok, self.batch_size, self.dtype, self.autocast_dtype,
-                             names=list(work))  # fmt: skip
+                             names=list(work), pad=self.compiled)  # fmt: skip
         t1 = time.perf_counter()
         for name in work:
             records = [decoded[i][0] if i in futures else None for i in range(len(ids))]
@@ -219,5 +300,5 @@ class ShardWorker:
             "retried": [0 if "all" in work.values() else len(futures)],
             "worker": [self.name], "encoded_at": [time.time()],
             "decode_s": [sum(d[2] for d in decoded if d is not None)], "wait_s": [waited],
-            "encode_s": [t1 - t0 - waited], "write_s": [t2 - t1],
+            "encode_s": [t1 - t0 - waited], "write_s": [t2 - t1], "batch_size": [self.batch_size],
         }  # fmt: skip
