@@ -11,9 +11,15 @@ from pathlib import Path
 import typer
 
 from .cli_groups import MODEL_HELP, cache_app, data_app
+from .cli_options import config_command
 from .errors import SgeoError
-from .model.stages import LoraSettings
-from .pipeline.names import BENCHMARKS, DATASETS, SUITES
+
+# the configs whose fields are the commands' options (light modules: `sgeo --help` imports them)
+from .jobs.ask import AskConfig
+from .jobs.eval import EvalConfig
+from .jobs.serve import ServeConfig
+from .jobs.train import TrainConfig
+from .pipeline.names import BENCHMARKS, DATASETS
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -61,7 +67,9 @@ def extract(
         "--encoding",
         help="store encoding: bf16, fp16, fp32, bf16-zstd (lossless), fp8 (lossy)",
     ),
-    batch_size: int = typer.Option(16, help="images per encoder call"),
+    batch_size: str = typer.Option(
+        "16", help="images per encoder call, or auto (GPUs: the largest that fits the free memory)"
+    ),
     shard_size: int = typer.Option(64, help="images per store shard"),
     num_cpus: int | None = typer.Option(None, help="CPUs the local Ray cluster may use"),
     num_gpus: int = typer.Option(0, help="GPUs to use (one encoder actor per GPU)"),
@@ -82,10 +90,14 @@ def extract(
     retry_failed: bool = typer.Option(
         False, "--retry-failed", help="also redo the images that earlier runs recorded as failed"
     ),
+    compile: bool = typer.Option(
+        False, "--compile", help="torch.compile the towers (one batch shape: a shard's last batch is padded)"
+    ),
 ):
     """Encode every image of a dataset once into a Zarr feature store per tower (Ray Data); a tower whose store
     is complete is not run."""
     from .jobs.extract import ExtractConfig, run_extract
+    from .jobs.extract.config import batch_size_option
 
     run_extract(
         ExtractConfig(
@@ -95,7 +107,7 @@ def extract(
             model=model,
             split=split,
             dtype=dtype,
-            batch_size=batch_size,
+            batch_size=batch_size_option(batch_size),
             shard_size=shard_size,
             num_cpus=num_cpus,
             num_gpus=num_gpus,
@@ -106,269 +118,48 @@ def extract(
             precision=precision,
             retry_failed=retry_failed,
             towers=[t for t in towers.split(",") if t] if towers else None,
+            compile="inductor" if compile else None,
         )
     )
 
 
 @app.command()
-def train(
-    stage: int = typer.Option(
-        ..., help="1: MoGe adapter (a composed model's CLIP adapter too); 2: both adapters + LoRA on the LLM"
-    ),
-    data: Path = typer.Option(..., help="LLaVA-format training JSON"),
-    store: list[str] | None = typer.Option(
-        None,
-        help="feature stores of the JSON's images: a directory of stores (one per tower, as `sgeo extract` "
-        "writes them), or each store, repeated",
-    ),
-    model: str = typer.Option("tiny", help=MODEL_HELP + " to start from"),
-    out: Path = typer.Option(..., help="output directory (HF format)"),
-    image_root: Path | None = typer.Option(None, help="image root, for --online"),
-    lr: float | None = typer.Option(None, help="learning rate (stage 1: 1e-3, stage 2: 2e-4)"),
-    adapter_lr: float | None = typer.Option(None, help="stage 2 adapter learning rate (2e-5)"),
-    batch_size: int | None = typer.Option(None, help="per-device batch size"),
-    grad_accum: int | None = typer.Option(None, help="gradient accumulation steps"),
-    global_batch: int | None = typer.Option(None, help="global batch (stage 1: 256, stage 2: 128)"),
-    epochs: float = typer.Option(1.0),
-    max_steps: int | None = typer.Option(None),
-    model_max_length: int = typer.Option(2048),
-    deepspeed: Path | None = typer.Option(None, help="DeepSpeed JSON config (default: shipped ZeRO-2)"),
-    zero: int = typer.Option(2, help="ZeRO stage of the shipped config (2 or 3)"),
-    save_every: int = typer.Option(500, help="checkpoint every N steps"),
-    seed: int = typer.Option(42),
-    lora_r: int | None = typer.Option(
-        None, help=f"LoRA rank of stage 2 (default {LoraSettings.r}); 0 fine-tunes the whole LLM"
-    ),
-    lora_alpha: int | None = typer.Option(None, help=f"LoRA alpha (default {LoraSettings.alpha})"),
-    clip_drop: float = typer.Option(0.0, help="probability of zeroing an image's CLIP features (stage 2)"),
-    group_by_length: bool = typer.Option(False, help="length-grouped batches, as LLaVA"),
-    num_workers: int = typer.Option(1, help="data loader workers"),
-    attn: str | None = typer.Option(None, help="attention: sdpa, eager or flash_attention_2"),
-    merge_lora: bool = typer.Option(False, help="also write the LoRA-merged model"),
-    online: bool = typer.Option(False, help="encode pixels in the loop instead of reading the store"),
-    image_aspect_ratio: str | None = typer.Option(
-        None, help="--online pixels: pad or crop (default: stage 1 crop, stage 2 pad, as LLaVA's scripts)"
-    ),
-    skip_invalid: bool = typer.Option(False, help="train without the samples that cannot be trained"),
-    precision: str | None = typer.Option(
-        None, help="bf16 (weights and DeepSpeed's bf16 mode) or fp32 (default: bf16 on GPU, fp32 on CPU)"
-    ),
-    gradient_checkpointing: bool = typer.Option(
-        True, help="recompute the LLM's activations in backward, as LLaVA's scripts (memory for time)"
-    ),
-    visual_branches: str | None = typer.Option(
-        None,
-        help="one tower's name (SpatialGeo: clip or moge): an ablation that feeds the LLM that tower's tokens "
-        "(the others' are zeros), saved with the model; both: every tower (default: the model's own)",
-    ),
-):
+@config_command(TrainConfig)
+def train(config: TrainConfig):
     """Train stage 1 or 2 with DeepSpeed on cached features."""
-    from .jobs.train import TrainConfig, run_train
+    from .jobs.train import run_train
 
-    run_train(
-        TrainConfig(
-            stage=stage,
-            data=data,
-            store=store,
-            model=model,
-            out=out,
-            image_root=image_root,
-            lr=lr,
-            adapter_lr=adapter_lr,
-            batch_size=batch_size,
-            grad_accum=grad_accum,
-            global_batch=global_batch,
-            epochs=epochs,
-            max_steps=max_steps,
-            model_max_length=model_max_length,
-            deepspeed=deepspeed,
-            zero=zero,
-            save_every=save_every,
-            seed=seed,
-            lora_r=lora_r,
-            lora_alpha=lora_alpha,
-            clip_drop=clip_drop,
-            group_by_length=group_by_length,
-            num_workers=num_workers,
-            attn=attn,
-            merge_lora=merge_lora,
-            online=online,
-            image_aspect_ratio=image_aspect_ratio,
-            skip_invalid=skip_invalid,
-            precision=precision,
-            gradient_checkpointing=gradient_checkpointing,
-            visual_branches=visual_branches,
-        )
-    )
+    run_train(config)
 
 
 @app.command()
-def ask(
-    image: Path = typer.Argument(..., help="an image file"),
-    question: str | None = typer.Argument(None, help="the question; omit for an interactive session"),
-    model: str = typer.Option("tiny", help=MODEL_HELP),
-    temperature: float = typer.Option(0.2),
-    max_new_tokens: int = typer.Option(256),
-    as_json: bool = typer.Option(False, "--json", help="print one JSON object instead of streaming"),
-    load_4bit: bool = typer.Option(False, "--load-4bit"),
-    load_8bit: bool = typer.Option(False, "--load-8bit"),
-    device: str | None = typer.Option(None, help="cpu or cuda (default: cuda when available)"),
-    precision: str | None = typer.Option(
-        None, help="bf16, fp16 (GPU) or fp32 (default: bf16 on GPU, fp32 on CPU)"
-    ),
-    system: str | None = typer.Option(None, help="the system message (default: the model's template's own)"),
-):
+@config_command(AskConfig)
+def ask(config: AskConfig):
     """Answer a question about an image, recomputing its features on the fly."""
-    from .jobs.ask import AskConfig, run_ask
+    from .jobs.ask import run_ask
 
-    run_ask(
-        AskConfig(
-            image=image,
-            question=question,
-            model=model,
-            temperature=temperature,
-            max_new_tokens=max_new_tokens,
-            as_json=as_json,
-            load_4bit=load_4bit,
-            load_8bit=load_8bit,
-            device=device,
-            precision=precision,
-            system=system,
-        )
-    )
+    run_ask(config)
 
 
 @app.command()
-def serve(
-    model: str = typer.Option("tiny", help=MODEL_HELP),
-    host: str = typer.Option("127.0.0.1", help="address to listen on (0.0.0.0 opens it to the network)"),
-    port: int = typer.Option(7860, help="port (0: any free one, printed at start)"),
-    image_root: Path | None = typer.Option(None, help="folder whose images API requests may name by path"),
-    temperature: float = typer.Option(0.2, help="default temperature (0: greedy)"),
-    max_new_tokens: int = typer.Option(256, help="default answer length in tokens"),
-    max_request_mb: float = typer.Option(20.0, help="largest request body (and upload) accepted, in MiB"),
-    max_image_mb: float = typer.Option(
-        128.0, help="most memory one image may take decoded, in MiB (a larger JPEG is decoded reduced)"
-    ),
-    device: str | None = typer.Option(None, help="cpu or cuda (default: cuda when available)"),
-    load_4bit: bool = typer.Option(False, "--load-4bit"),
-    load_8bit: bool = typer.Option(False, "--load-8bit"),
-    api_key: str | None = typer.Option(
-        None,
-        envvar="SGEO_API_KEY",
-        show_default=False,
-        help="require 'Authorization: Bearer KEY' on /v1 and KEY as the page's password (needed off loopback)",
-    ),  # fmt: skip
-    no_auth: bool = typer.Option(False, "--no-auth", help="serve a non-loopback --host without a key"),
-    max_batch: int = typer.Option(32, help="answers generated together (continuous batching)"),
-    max_queue: int = typer.Option(32, help="requests that may wait beyond --max-batch; more get HTTP 429"),
-):
+@config_command(ServeConfig)
+def serve(config: ServeConfig):
     """Web demo (Gradio) and OpenAI-compatible POST /v1/chat/completions for one model, on one server."""
-    from .jobs.serve import ServeConfig, run_serve
+    from .jobs.serve import run_serve
 
-    run_serve(
-        ServeConfig(
-            model=model,
-            host=host,
-            port=port,
-            image_root=image_root,
-            temperature=temperature,
-            max_new_tokens=max_new_tokens,
-            max_request_mb=max_request_mb,
-            max_image_mb=max_image_mb,
-            device=device,
-            load_4bit=load_4bit,
-            load_8bit=load_8bit,
-            api_key=api_key,
-            no_auth=no_auth,
-            max_batch=max_batch,
-            max_queue=max_queue,
-        )
-    )
+    run_serve(config)
 
 
 @app.command("eval")
-def evaluate(
-    bench: str = typer.Option(
-        "synthetic", help=f"{BENCH_HELP}; several: a,b,c or a suite ({', '.join(SUITES)}), one table"
-    ),
-    data: Path = typer.Option(
-        ..., help="the benchmark file or folder, as published; several benchmarks: a folder of <name>/ each"
-    ),
-    image_root: Path | None = typer.Option(
-        None,
-        help="image root (default: the benchmark file's folder; SpatialScore: the folder above dataset/)",
-    ),
-    model: str = typer.Option("tiny", help=MODEL_HELP + ", or openai:NAME with --endpoint"),
-    out: Path = typer.Option(..., help="output directory: answers.jsonl, scores.json, scores.png"),
-    protocol: str | None = typer.Option(
-        None,
-        help="reference: prompts and decoding of the benchmark's own eval code (default; SpatialRGPT-Bench: "
-        "SpatialGeo's, sampled at temperature 0.2 with --seed); sgeo: greedy sgeo prompts (synthetic default)",
-    ),
-    multi_image: str = typer.Option(
-        "all",
-        help="an item with several images: all (one <image> each, as SpatialScore's LLaVA-1.5), tile, first",
-    ),
-    seed: int = typer.Option(0, help="sampling seed: the same seed gives the same answers"),
-    batch_size: int = typer.Option(8),
-    max_new_tokens: int | None = typer.Option(None, help="default: the protocol's (sgeo: 64)"),
-    limit: int | None = typer.Option(None),
-    device: str | None = typer.Option(None),
-    format_hint: bool = typer.Option(
-        True,
-        "--format-hint/--no-format-hint",
-        help="sgeo protocol: append the benchmark's answer-format instruction to each question",
-    ),
-    judge: str | None = typer.Option(
-        None,
-        help="OpenAI-compatible endpoint (e.g. http://127.0.0.1:8000/v1) to score as SpatialRGPT's judge",
-    ),
-    judge_model: str | None = typer.Option(None, help="the judge's model name (default: the first it lists)"),
-    precision: str | None = typer.Option(
-        None, help="bf16, fp16 (GPU) or fp32 (default: bf16 on GPU, fp32 on CPU)"
-    ),
-    system: str | None = typer.Option(
-        None, help="--protocol sgeo: the system message of every prompt (default: the model's template's own)"
-    ),
-    endpoint: str | None = typer.Option(
-        None,
-        help="with --model openai:NAME: the OpenAI-compatible API that answers (e.g. https://api.openai.com/v1, "
-        "a vLLM server, another sgeo serve); key from OPENAI_API_KEY",
-    ),
-    concurrency: int | None = typer.Option(
-        None, help="--model openai:NAME: requests in flight at once (default 8); 429/5xx are retried"
-    ),
-):
+@config_command(EvalConfig)
+def evaluate(config: EvalConfig):
     """Run a model over a spatial VQA benchmark and score it."""
-    from .jobs.eval import EvalConfig, run_eval
+    from .jobs.eval import run_eval
     from .jobs.suite import is_suite, run_suite
 
     # several benchmarks ("a,b,c", a named suite): each its own run_eval, then one table
-    run = run_suite if is_suite(bench) else run_eval
-    run(
-        EvalConfig(
-            bench=bench,
-            data=data,
-            image_root=image_root,
-            model=model,
-            out=out,
-            protocol=protocol,
-            multi_image=multi_image,
-            seed=seed,
-            batch_size=batch_size,
-            max_new_tokens=max_new_tokens,
-            limit=limit,
-            device=device,
-            format_hint=format_hint,
-            judge=judge,
-            judge_model=judge_model,
-            precision=precision,
-            system=system,
-            endpoint=endpoint,
-            concurrency=concurrency,
-        )
-    )
+    run = run_suite if is_suite(config.bench) else run_eval
+    run(config)
 
 
 @app.command()

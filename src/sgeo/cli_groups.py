@@ -8,9 +8,8 @@ from pathlib import Path
 
 import typer
 
-from .model.presets import PRESETS
+from .cli_options import MODEL_HELP
 
-MODEL_HELP = f"a preset ({', '.join(PRESETS)}) or a model directory"  # every --model option's help
 cache_app = typer.Typer(no_args_is_help=True, help="Inspect, verify and plan feature stores.")
 data_app = typer.Typer(no_args_is_help=True, help="Built-in datasets.")
 

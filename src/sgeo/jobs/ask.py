@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..cli_options import MODEL_HELP, option
 from ..errors import SgeoError
 from ..model.conversation import IMAGE_TOKEN, clean_text
 
@@ -22,19 +23,30 @@ from ..model.conversation import IMAGE_TOKEN, clean_text
 TEMPLATE = None
 
 
+# the default decoding of `sgeo ask` and `sgeo serve`
+TEMPERATURE = 0.2
+MAX_NEW_TOKENS = 256
+
+
 @dataclass
 class AskConfig:
-    image: Path
-    question: str | None = None
-    model: str = "tiny"
-    temperature: float = 0.2
-    max_new_tokens: int = 256
-    as_json: bool = False
-    load_4bit: bool = False
-    load_8bit: bool = False
-    device: str | None = None
-    precision: str | None = None  # bf16 | fp16 | fp32; None: bf16 on GPU (fp16 without bf16), fp32 on CPU
-    system: str | None = None  # replaces the template's system message (a chat template's default one)
+    """The `sgeo ask` options: each field is one (`sgeo.cli_options`)."""
+
+    image: Path = option(help="an image file", argument=True)
+    question: str | None = option(None, help="the question; omit for an interactive session", argument=True)
+    model: str = option("tiny", help=MODEL_HELP)
+    temperature: float = TEMPERATURE
+    max_new_tokens: int = MAX_NEW_TOKENS
+    as_json: bool = option(False, help="print one JSON object instead of streaming", flags=("--json",))
+    load_4bit: bool = option(False, flags=("--load-4bit",))
+    load_8bit: bool = option(False, flags=("--load-8bit",))
+    device: str | None = option(None, help="cpu or cuda (default: cuda when available)")
+    precision: str | None = option(  # None: bf16 on GPU (fp16 without bf16), fp32 on CPU
+        None, help="bf16, fp16 (GPU) or fp32 (default: bf16 on GPU, fp32 on CPU)"
+    )
+    system: str | None = option(  # replaces the template's system message (a chat template's default one)
+        None, help="the system message (default: the model's template's own)"
+    )
 
 
 PRECISIONS = ("bf16", "fp16", "fp32")

@@ -17,7 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..cli_options import MODEL_HELP, option
 from ..errors import SgeoError
+from ..pipeline.names import BENCHMARKS, SUITES
 from .answers import answer_record, append_answer, read_answers, rewrite_answers
 from .ask import check_max_new_tokens, load_for_inference, pick_device
 
@@ -37,29 +39,63 @@ _LEGACY = {"protocol": "sgeo", "system": None}
 _DTYPE_NAMES = {"torch.bfloat16": "bf16", "torch.float16": "fp16", "torch.float32": "fp32"}
 
 
-@dataclass
+@dataclass(kw_only=True)
 class EvalConfig:
-    data: Path
-    out: Path
-    bench: str = "synthetic"
-    image_root: Path | None = None
-    model: str = "tiny"
+    """The `sgeo eval` options: each field is one (`sgeo.cli_options`)."""
+
+    bench: str = option(
+        "synthetic",
+        help=f"{', '.join(BENCHMARKS)}; several: a,b,c or a suite ({', '.join(SUITES)}), one table",
+    )
+    data: Path = option(
+        help="the benchmark file or folder, as published; several benchmarks: a folder of <name>/ each"
+    )
+    image_root: Path | None = option(
+        None,
+        help="image root (default: the benchmark file's folder; SpatialScore: the folder above dataset/)",
+    )
+    model: str = option("tiny", help=MODEL_HELP + ", or openai:NAME with --endpoint")
+    out: Path = option(help="output directory: answers.jsonl, scores.json, scores.png")
+    protocol: str | None = option(  # None: reference, but sgeo for the synthetic bench
+        None,
+        help="reference: prompts and decoding of the benchmark's own eval code (default; SpatialRGPT-Bench: "
+        "SpatialGeo's, sampled at temperature 0.2 with --seed); sgeo: greedy sgeo prompts (synthetic default)",
+    )
+    multi_image: str = option(  # what the model gets from an item with several images
+        "all",
+        help="an item with several images: all (one <image> each, as SpatialScore's LLaVA-1.5), tile, first",
+    )
+    seed: int = option(0, help="sampling seed: the same seed gives the same answers")
     batch_size: int = 8
-    max_new_tokens: int | None = None  # None: the protocol's (reference: 128 SpatialRGPT, 1024 SpatialScore)
+    # None: the protocol's (reference: 128 SpatialRGPT, 1024 SpatialScore)
+    max_new_tokens: int | None = option(None, help="default: the protocol's (sgeo: 64)")
     limit: int | None = None
     device: str | None = None
     # sgeo protocol: the benchmark's answer-format instruction after each question. Off for a model trained
     # only on synthetic QA, which never saw those instructions.
-    format_hint: bool = True
-    protocol: str | None = None  # reference | sgeo; None: reference, but sgeo for the synthetic bench
-    multi_image: str = "all"  # all | tile | first: what the model gets from an item with several images
-    seed: int = 0  # sampling seed (reference protocol of SpatialRGPT-Bench)
-    judge: str | None = None  # OpenAI-compatible endpoint that scores as SpatialRGPT's GPT-4 judge
-    judge_model: str | None = None
-    precision: str | None = None  # bf16 | fp16 | fp32; None: bf16 on GPU, fp32 on CPU (see ask.pick_device)
-    system: str | None = None  # sgeo protocol: the system message of every prompt (None: the template's own)
-    endpoint: str | None = None  # with model "openai:NAME": the OpenAI-compatible API (jobs.remote)
-    concurrency: int | None = None  # a remote model: requests in flight at once (None: remote's default)
+    format_hint: bool = option(
+        True,
+        help="sgeo protocol: append the benchmark's answer-format instruction to each question",
+    )
+    judge: str | None = option(  # scores as SpatialRGPT's GPT-4 judge
+        None,
+        help="OpenAI-compatible endpoint (e.g. http://127.0.0.1:8000/v1) to score as SpatialRGPT's judge",
+    )
+    judge_model: str | None = option(None, help="the judge's model name (default: the first it lists)")
+    precision: str | None = option(  # None: bf16 on GPU, fp32 on CPU (see ask.pick_device)
+        None, help="bf16, fp16 (GPU) or fp32 (default: bf16 on GPU, fp32 on CPU)"
+    )
+    system: str | None = option(  # None: the template's own
+        None, help="--protocol sgeo: the system message of every prompt (default: the model's template's own)"
+    )
+    endpoint: str | None = option(  # the model behind it: jobs.remote
+        None,
+        help="with --model openai:NAME: the OpenAI-compatible API that answers (e.g. https://api.openai.com/v1, "
+        "a vLLM server, another sgeo serve); key from OPENAI_API_KEY",
+    )
+    concurrency: int | None = option(  # None: remote's default
+        None, help="--model openai:NAME: requests in flight at once (default 8); 429/5xx are retried"
+    )
 
 
 def run_eval(config: EvalConfig, loaded: tuple | None = None, quiet: bool = False) -> dict[str, Any]:

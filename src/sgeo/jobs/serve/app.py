@@ -10,7 +10,9 @@ import socket
 from dataclasses import dataclass
 from pathlib import Path
 
+from ...cli_options import MODEL_HELP, option
 from ...errors import SgeoError
+from ..ask import MAX_NEW_TOKENS, TEMPERATURE
 
 # Heavy imports (torch, transformers, gradio) wait until the options are checked and the port is bound, so
 # a mistyped option fails at once.
@@ -18,21 +20,32 @@ from ...errors import SgeoError
 
 @dataclass
 class ServeConfig:
-    model: str = "tiny"
-    host: str = "127.0.0.1"
-    port: int = 7860
-    image_root: Path | None = None
-    temperature: float = 0.2
-    max_new_tokens: int = 256
-    max_request_mb: float = 20.0
-    max_image_mb: float = 128.0
-    device: str | None = None
-    load_4bit: bool = False
-    load_8bit: bool = False
-    api_key: str | None = None  # required as `Authorization: Bearer KEY` on /v1, and as the page's password
-    no_auth: bool = False  # serve a non-loopback --host without a key, deliberately
-    max_batch: int = 32  # answers generated together
-    max_queue: int = 32  # requests waiting beyond those; more get 429
+    """The `sgeo serve` options: each field is one (`sgeo.cli_options`)."""
+
+    model: str = option("tiny", help=MODEL_HELP)
+    host: str = option("127.0.0.1", help="address to listen on (0.0.0.0 opens it to the network)")
+    port: int = option(7860, help="port (0: any free one, printed at start)")
+    image_root: Path | None = option(None, help="folder whose images API requests may name by path")
+    temperature: float = option(TEMPERATURE, help="default temperature (0: greedy)")
+    max_new_tokens: int = option(MAX_NEW_TOKENS, help="default answer length in tokens")
+    max_request_mb: float = option(20.0, help="largest request body (and upload) accepted, in MiB")
+    max_image_mb: float = option(
+        128.0, help="most memory one image may take decoded, in MiB (a larger JPEG is decoded reduced)"
+    )
+    device: str | None = option(None, help="cpu or cuda (default: cuda when available)")
+    load_4bit: bool = option(False, flags=("--load-4bit",))
+    load_8bit: bool = option(False, flags=("--load-8bit",))
+    api_key: str | None = option(
+        None,
+        help="require 'Authorization: Bearer KEY' on /v1 and KEY as the page's password (needed off loopback)",
+        envvar="SGEO_API_KEY",
+        show_default=False,
+    )
+    no_auth: bool = option(  # serve a non-loopback --host without a key, deliberately
+        False, help="serve a non-loopback --host without a key", flags=("--no-auth",)
+    )
+    max_batch: int = option(32, help="answers generated together (continuous batching)")
+    max_queue: int = option(32, help="requests that may wait beyond --max-batch; more get HTTP 429")
 
 
 def _is_loopback(host: str) -> bool:

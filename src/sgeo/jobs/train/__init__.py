@@ -19,7 +19,17 @@ non-empty folder that is not an sgeo run is refused rather than overwritten.
 
 from .environment import LAUNCHER_ENV
 from .recipe import STAGE_RECIPES, Resolved, TrainConfig, check_config, resolve, resolve_batch
-from .run import run_train
+
+
+def __getattr__(name: str):
+    # `run_train` on first use: its modules read the store (numpy, zarr, pyarrow), and `sgeo --help` imports
+    # this package for TrainConfig, from which it makes `sgeo train`'s options
+    if name == "run_train":
+        from .run import run_train
+
+        return run_train
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "LAUNCHER_ENV",

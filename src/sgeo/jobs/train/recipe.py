@@ -3,9 +3,11 @@ and the global batch (per-device x ranks x accumulation), computed and checked o
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
+from sgeo.cli_options import MODEL_HELP, option
 from sgeo.errors import SgeoError
 from sgeo.model.stages import LoraSettings
 
@@ -16,41 +18,61 @@ EPS = 1e-8
 PRECISIONS = ("bf16", "fp32")  # weights and DeepSpeed's mode; None: bf16 on GPU, fp32 on CPU
 
 
-@dataclass
+@dataclass(frozen=True, kw_only=True)
 class TrainConfig:
-    """The `sgeo train` options, as given (None: the stage's default)."""
+    """The `sgeo train` options, as given (None: the stage's default): each field is one option, declared
+    here only (`sgeo.cli_options` makes the command line from these fields, `Resolved` inherits them)."""
 
-    stage: int
-    data: Path
-    out: Path
-    store: list[str] | str | None = None  # feature stores, or directories of them (one store per tower)
-    model: str = "tiny"
-    image_root: Path | None = None
-    lr: float | None = None
-    adapter_lr: float | None = None
-    batch_size: int | None = None
-    grad_accum: int | None = None
-    global_batch: int | None = None
+    stage: int = option(
+        help="1: MoGe adapter (a composed model's CLIP adapter too); 2: both adapters + LoRA on the LLM"
+    )
+    data: Path = option(help="LLaVA-format training JSON")
+    store: list[str] | str | None = option(  # feature stores, or directories of them (one store per tower)
+        None,
+        help="feature stores of the JSON's images: a directory of stores (one per tower, as `sgeo extract` "
+        "writes them), or each store, repeated",
+        type=list[str] | None,  # repeated on the command line; one str from Python
+    )
+    model: str = option("tiny", help=MODEL_HELP + " to start from")
+    out: Path = option(help="output directory (HF format)")
+    image_root: Path | None = option(None, help="image root, for --online")
+    lr: float | None = option(None, help="learning rate (stage 1: 1e-3, stage 2: 2e-4)")
+    adapter_lr: float | None = option(None, help="stage 2 adapter learning rate (2e-5)")
+    batch_size: int | None = option(None, help="per-device batch size")
+    grad_accum: int | None = option(None, help="gradient accumulation steps")
+    global_batch: int | None = option(None, help="global batch (stage 1: 256, stage 2: 128)")
     epochs: float = 1.0
     max_steps: int | None = None
     model_max_length: int = 2048
-    deepspeed: Path | None = None
-    zero: int = 2
-    save_every: int = 500
+    deepspeed: Path | None = option(None, help="DeepSpeed JSON config (default: shipped ZeRO-2)")
+    zero: int = option(2, help="ZeRO stage of the shipped config (2 or 3)")
+    save_every: int = option(500, help="checkpoint every N steps")
     seed: int = 42
-    lora_r: int | None = None  # None: LoraSettings' rank; 0 fine-tunes the whole LLM in stage 2
-    lora_alpha: int | None = None  # None: LoraSettings' alpha
-    clip_drop: float = 0.0
-    group_by_length: bool = False
-    num_workers: int = 1
-    attn: str | None = None
-    merge_lora: bool = False
-    online: bool = False
-    skip_invalid: bool = False
-    image_aspect_ratio: str | None = None  # online pixels (None: the stage's); cached runs use the store's
-    precision: str | None = None  # bf16 | fp32; None: bf16 on GPU (the reference's), fp32 on CPU
-    gradient_checkpointing: bool = True  # LLaVA's scripts: a 7B LLM's activations at batch 16 need it
-    visual_branches: str | None = None  # clip | moge: train (and save) an ablation; None: the model's
+    lora_r: int | None = option(
+        None, help=f"LoRA rank of stage 2 (default {LoraSettings.r}); 0 fine-tunes the whole LLM"
+    )
+    lora_alpha: int | None = option(None, help=f"LoRA alpha (default {LoraSettings.alpha})")
+    clip_drop: float = option(0.0, help="probability of zeroing an image's CLIP features (stage 2)")
+    group_by_length: bool = option(False, help="length-grouped batches, as LLaVA")
+    num_workers: int = option(1, help="data loader workers")
+    attn: str | None = option(None, help="attention: sdpa, eager or flash_attention_2")
+    merge_lora: bool = option(False, help="also write the LoRA-merged model")
+    online: bool = option(False, help="encode pixels in the loop instead of reading the store")
+    image_aspect_ratio: str | None = option(  # cached runs use the store's
+        None, help="--online pixels: pad or crop (default: stage 1 crop, stage 2 pad, as LLaVA's scripts)"
+    )
+    skip_invalid: bool = option(False, help="train without the samples that cannot be trained")
+    precision: str | None = option(  # None: bf16 on GPU (the reference's), fp32 on CPU
+        None, help="bf16 (weights and DeepSpeed's bf16 mode) or fp32 (default: bf16 on GPU, fp32 on CPU)"
+    )
+    gradient_checkpointing: bool = option(  # LLaVA's scripts: a 7B LLM's activations at batch 16 need it
+        True, help="recompute the LLM's activations in backward, as LLaVA's scripts (memory for time)"
+    )
+    visual_branches: str | None = option(
+        None,
+        help="one tower's name (SpatialGeo: clip or moge): an ablation that feeds the LLM that tower's tokens "
+        "(the others' are zeros), saved with the model; both: every tower (default: the model's own)",
+    )
 
 
 @dataclass(frozen=True)
@@ -83,46 +105,34 @@ STAGE_RECIPES = {
 }
 
 
-@dataclass(frozen=True)
-class Resolved:
-    """Every setting of a run, concrete. Saved as train_config.json and in every checkpoint."""
+@dataclass(frozen=True, kw_only=True)
+class Resolved(TrainConfig):
+    """Every setting of a run, concrete. Saved as train_config.json and in every checkpoint.
 
-    stage: int
+    The options as given (inherited from TrainConfig), except those declared again below, whose value here is
+    the one the run uses: paths absolute, per-stage defaults and the batch filled in. `image_aspect_ratio` is
+    filled with what the run uses once the data is read."""
+
     data: str
     store: list[str] | None
     model: str
     out: str
-    online: bool
     image_root: str | None
-    template: str
+    deepspeed: str | None
     lr: float
-    adapter_lr: float | None
+    adapter_lr: float | None  # None in stage 1 (the adapters train at lr)
+    batch_size: int
+    grad_accum: int
+    global_batch: int
+    precision: str  # bf16: weights in bf16 and DeepSpeed's bf16 mode (fp32 master weights)
+    # not options: the recipe's constants, and what the run derives from the options
+    template: str
     weight_decay: float
     betas: tuple[float, float]
     warmup_ratio: float
-    batch_size: int
-    grad_accum: int
     world_size: int
-    global_batch: int
-    epochs: float
-    max_steps: int | None
-    model_max_length: int
-    zero: int
-    deepspeed: str | None
-    save_every: int
-    seed: int
     lora: LoraSettings | None  # stage 2 with LoRA; None: stage 1, or the whole LLM trains
-    clip_drop: float
-    group_by_length: bool
-    num_workers: int
-    attn: str | None
-    merge_lora: bool
     device: str
-    skip_invalid: bool = False
-    image_aspect_ratio: str | None = None  # as given; then filled with what the run uses
-    precision: str = "fp32"  # bf16: weights in bf16 and DeepSpeed's bf16 mode (fp32 master weights)
-    gradient_checkpointing: bool = True  # recompute the LLM's activations in backward (same numbers)
-    visual_branches: str | None = None  # set on the model before training (an ablation); None: keep
     # filled once the model and the data are read
     model_parts: dict | None = None
     num_samples: int = 0
@@ -184,23 +194,21 @@ def resolve(config: TrainConfig, world_size: int, device: str, model_template: s
     )
     lr = config.lr if config.lr is not None else recipe.lr
     adapter_lr = config.adapter_lr if config.adapter_lr is not None else recipe.adapter_lr
-    return Resolved(
-        stage=config.stage, data=str(Path(config.data).resolve()), store=store_list(config.store), model=str(config.model),
-        out=str(Path(config.out).resolve()), online=config.online,
-        image_root=str(Path(config.image_root).resolve()) if config.image_root else None,
-        template=recipe.template or model_template, lr=lr, adapter_lr=adapter_lr if config.stage == 2 else None,
-        weight_decay=WEIGHT_DECAY, betas=BETAS, warmup_ratio=WARMUP_RATIO,
-        batch_size=batch_size, grad_accum=grad_accum, world_size=world_size, global_batch=global_batch,
-        epochs=config.epochs, max_steps=config.max_steps, model_max_length=config.model_max_length,
-        zero=config.zero, deepspeed=str(Path(config.deepspeed).resolve()) if config.deepspeed else None,
-        save_every=config.save_every, seed=config.seed,
-        lora=lora_settings(config),
-        clip_drop=config.clip_drop, group_by_length=config.group_by_length, num_workers=config.num_workers,
-        attn=config.attn, merge_lora=config.merge_lora, device=device, skip_invalid=config.skip_invalid,
-        image_aspect_ratio=config.image_aspect_ratio,
+    given = {field.name: getattr(config, field.name) for field in dataclasses.fields(config)}
+    return Resolved(**given | dict(
+        data=_absolute(config.data), store=store_list(config.store), model=str(config.model),
+        out=_absolute(config.out), image_root=_absolute(config.image_root) if config.image_root else None,
+        deepspeed=_absolute(config.deepspeed) if config.deepspeed else None,
+        lr=lr, adapter_lr=adapter_lr if config.stage == 2 else None,
+        batch_size=batch_size, grad_accum=grad_accum, global_batch=global_batch,
         precision=config.precision or ("bf16" if device == "cuda" else "fp32"),
-        gradient_checkpointing=config.gradient_checkpointing, visual_branches=config.visual_branches,
-    )  # fmt: skip
+        template=recipe.template or model_template, weight_decay=WEIGHT_DECAY, betas=BETAS,
+        warmup_ratio=WARMUP_RATIO, world_size=world_size, lora=lora_settings(config), device=device,
+    ))  # fmt: skip
+
+
+def _absolute(path: Path | str) -> str:
+    return str(Path(path).resolve())
 
 
 def check_config(config: TrainConfig) -> None:
