@@ -416,3 +416,29 @@ def test_cuda_arch_list_is_made_readable_for_deepspeeds_op_builder(monkeypatch, 
     if cleaned:  # what DeepSpeed's builder does with it (op_builder/builder.py) now parses
         for cc in cleaned.replace(" ", ";").split(";"):
             tuple(int(part.split("+")[0]) for part in cc.split("."))
+
+
+def test_a_checkpoint_written_before_an_option_was_added_still_resumes(tmp_path):
+    """Its trainer state lacks the new option and names --store as one string: both still match this run."""
+    from dataclasses import asdict
+
+    from sgeo.errors import SgeoError
+    from sgeo.jobs.train.checkpoints import CHECKPOINTS, LATEST, TRAINER_STATE, check_resumable
+    from sgeo.jobs.train.recipe import TrainConfig, resolve
+
+    data = tmp_path / "data.json"
+    data.write_text("[]")
+    resolved = resolve(TrainConfig(stage=1, data=data, out=tmp_path / "out", store=str(tmp_path / "s"), lora_r=8,
+                                   lora_alpha=16), 1, "cpu", "plain")  # fmt: skip
+    older = json.loads(json.dumps(asdict(resolved)))
+    older.pop("lora_r"), older.pop("lora_alpha")  # options this trainer state predates
+    older["store"] = str(tmp_path / "s")
+    step = tmp_path / "out" / CHECKPOINTS / "step-0000001"
+    step.mkdir(parents=True)
+    (step / TRAINER_STATE).write_text(json.dumps({"step": 1, "resolved": older}))
+    (step.parent / LATEST).write_text(step.name)
+    check_resumable(resolved)  # resumes
+    older["lr"] = resolved.lr * 2  # another learning rate: still refused
+    (step / TRAINER_STATE).write_text(json.dumps({"step": 1, "resolved": older}))
+    with pytest.raises(SgeoError, match="was trained with lr="):
+        check_resumable(resolved)

@@ -147,9 +147,15 @@ def check_resumable(resolved) -> None:
     if tag is None:
         return
     saved = read_trainer_state(checkpoints / tag)["resolved"]
+    if isinstance(
+        saved.get("store"), str
+    ):  # written when --store named one store: the same run as a list of one
+        saved = {**saved, "store": [saved["store"]]}
     now = json.loads(json.dumps(asdict(resolved)))
     for key in now:
-        if key in RESUME_FREE or key in DERIVED:
+        # a key the checkpoint lacks names an option added since it was written: what it decides is recorded in
+        # the resolved fields the checkpoint has (e.g. `lora` for --lora-r), which are compared
+        if key in RESUME_FREE or key in DERIVED or key not in saved:
             continue
         if saved.get(key) != now[key]:
             raise SgeoError(
