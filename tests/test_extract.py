@@ -465,3 +465,24 @@ def test_s3_store(ray_cluster, synthetic_root, s3_bucket):
     assert [r["status"] for r in opened.manifest().to_pylist()] == ["ok"] * 5
     clip, moge = opened.read([0, 4]).values()
     assert clip.any() and moge.any()
+
+
+def test_cache_verify_and_info_take_a_directory_of_stores(reference_store, tmp_path):
+    """`sgeo cache verify DIR` checks each tower's store of an extract's directory; a flipped byte in one is
+    named, exit 1."""
+    stores = tmp_path / "feats.zarr"
+    shutil.copytree(reference_store[0], stores)
+    result = run_sgeo("cache", "verify", stores)
+    assert result.returncode == 0 and result.stdout.splitlines() == [
+        f"{stores / 'clip'}: ok",
+        f"{stores / 'moge'}: ok",
+    ]
+    info = json.loads(run_sgeo("cache", "info", stores, "--json", check=True).stdout)
+    assert sorted(info) == [str(stores / "clip"), str(stores / "moge")]
+    shard = stores / "moge" / "moge" / "c" / "0" / "0" / "0" / "0"
+    data = bytearray(shard.read_bytes())
+    data[100] ^= 0xFF
+    shard.write_bytes(bytes(data))
+    result = run_sgeo("cache", "verify", stores)
+    assert result.returncode == 1 and f"{stores / 'clip'}: ok" in result.stdout
+    assert "moge" in result.stderr and "problem:" in result.stderr

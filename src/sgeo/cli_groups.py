@@ -47,12 +47,23 @@ def data_coco(
     print(f"wrote {count} caption samples to {out}")
 
 
+def _stores(store: str) -> list[str]:
+    """A store, or each store of a directory of stores (one per tower, as `sgeo extract` writes them)."""
+    root = Path(store)
+    if "://" not in store and root.is_dir() and not (root / "zarr.json").is_file():
+        inside = sorted(str(p) for p in root.iterdir() if (p / "zarr.json").is_file())
+        if inside:
+            return inside
+    return [store]
+
+
 @cache_app.command("info")
 def cache_info(store: str = typer.Argument(...), as_json: bool = typer.Option(False, "--json")):
-    """Counts, fingerprint, dtype, bytes and statuses of a store."""
+    """Counts, fingerprint, dtype, bytes and statuses of a store (of each store of a directory of stores)."""
     from .cache import store_info
 
-    result = store_info(store)
+    stores = _stores(store)
+    result = store_info(stores[0]) if stores == [store] else {path: store_info(path) for path in stores}
     print(json.dumps(result, indent=2, default=str) if as_json else _format_mapping(result))
 
 
@@ -63,23 +74,26 @@ def cache_verify(
         False, help="drop the commit markers of damaged shards, so that a rerun of extract redoes them"
     ),
 ):
-    """Check every committed shard; exit 1 on a problem."""
+    """Check every committed shard of a store (of each store of a directory of stores); exit 1 on a problem."""
     from .cache import repair_store, verify_store
 
-    if repair:
-        result = repair_store(store)
-        if result["dropped"]:
-            print(
-                f"dropped the commit markers of shards {result['dropped']}; rerun the same `sgeo extract` to redo them"
-            )
-        problems = result["problems"]
-    else:
-        problems = verify_store(store)
-    for problem in problems:
-        print(f"problem: {problem}", file=sys.stderr)
-    if problems:
+    failed = False
+    for path in _stores(store):
+        if repair:
+            result = repair_store(path)
+            if result["dropped"]:
+                print(f"{path}: dropped the commit markers of shards {result['dropped']}; rerun the same "
+                      "`sgeo extract` to redo them")  # fmt: skip
+            problems = result["problems"]
+        else:
+            problems = verify_store(path)
+        for problem in problems:
+            print(f"problem: {problem}", file=sys.stderr)
+        failed = failed or bool(problems)
+        if not problems:
+            print(f"{path}: ok")
+    if failed:
         raise typer.Exit(1)
-    print(f"{store}: ok")
 
 
 @cache_app.command("plan")
