@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from transformers import AutoConfig, PretrainedConfig
 
-from .tower_spec import TowerSpec, last_layers
+from .tower_spec import SUMMED, TowerSpec, last_layers
 from .towers.moge_checkpoint import DINOV2_GEOMETRY, DINOV2_PATCH
 from .towers.registry import KINDS
 
@@ -225,7 +225,7 @@ def spatialgeo_towers(
     # MoGe reads the same pixels as CLIP (patch 14 on CLIP's grid: one MoGe token per CLIP token)
     moge = TowerSpec("moge", "moge", moge_path, last_layers(moge_layers), DINOV2_GEOMETRY[moge_backbone][0],
                      DINOV2_PATCH, image_size, input="own" if moge_input == "moge" else "shared",
-                     adapter="summed_" + adapter_type, options={"backbone": moge_backbone})  # fmt: skip
+                     adapter=SUMMED + adapter_type, options={"backbone": moge_backbone})  # fmt: skip
     return [clip.to_dict(), moge.to_dict()]
 
 

@@ -49,9 +49,8 @@ class FeatureSet:
     def __init__(self, parts: dict[str, tuple[object, str]]):
         # tower name -> (store, its array holding that tower's features), in the model's tower order
         self.parts = parts
-        stores = list(
-            dict.fromkeys(store for store, _ in parts.values())
-        )  # each store once, first seen first
+        # each store once, first seen first
+        stores = list(dict.fromkeys(store for store, _ in parts.values()))
         self.anchor = stores[0]
         ids = self.anchor.image_ids()
         self.num_rows = len(ids)
@@ -66,9 +65,8 @@ class FeatureSet:
         self._stores = stores
         self.url = " + ".join(store.url for store in stores)
         self.dtypes = {name: store.dtype for name, (store, _) in parts.items()}
-        self.fingerprint = (
-            self.anchor.fingerprint
-        )  # its preprocessing: each store's is checked against the model
+        # the first store's (the trainer reads its preprocessing; each store's is checked against the model)
+        self.fingerprint = self.anchor.fingerprint
 
     def manifest(self) -> pa.Table:
         """The first store's manifest, a row "ok" only where every store holds its image "ok"."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ...errors import SgeoError
-from ..tower_spec import TowerSpec
+from ..tower_spec import SUMMED, TowerSpec
 from .registry import KINDS, tower_class
 
 
@@ -39,9 +39,8 @@ def spec_from_source(kind: str, name: str, located, layers=None, shared_size: in
         fields = cls.describe(located.path, layers)
     except (OSError, ValueError, KeyError) as error:
         raise SgeoError(f"--tower {kind}={located.name}: not a {kind} checkpoint ({error})") from None
-    several = cls.default_adapter.startswith(
-        "summed_"
-    )  # the kind gives several layers, summed by its adapter
+    # a kind whose adapter is summed gives several layers (a list, even of one)
+    several = cls.default_adapter.startswith(SUMMED)
     if several and isinstance(fields["layers"], int):
         fields["layers"] = [fields["layers"]]
     elif not several and not isinstance(fields["layers"], int):
