@@ -265,17 +265,25 @@ def _cast(module: torch.nn.Module, sizes: RandomInitSizes) -> torch.nn.Module:
 
 
 @torch.no_grad()
-def _write_position_embeddings(clip, moge, scale: float) -> None:
-    """Set both towers' patch position embeddings to `scale` x a 2D sin-cos grid (CLS: zeros)."""
+def write_sincos_table(table: torch.Tensor, scale: float) -> None:
+    """A position table [1 + grid^2, D] set to `scale` x a 2D sin-cos grid over its patches, the CLS row zeros: the
+    demo towers' rule (their patch tokens say where they are). A DINOv2 table keeps its own grid (37 x 37 for
+    518 px), which the model interpolates to the input's."""
     from timm.layers import build_sincos2d_pos_embed
+
+    grid = round((table.shape[0] - 1) ** 0.5)
+    table[0] = 0.0
+    table[1:] = scale * build_sincos2d_pos_embed([grid, grid], dim=table.shape[1])
+
+
+def _write_position_embeddings(clip, moge, scale: float) -> None:
+    """Set both towers' patch position embeddings by `write_sincos_table`."""
     from transformers.models.clip.modeling_clip import CLIPVisionEmbeddings
 
     # found by type: transformers 4 nests it under `vision_model`, 5 does not
     clip_embeddings = next(m for m in clip.modules() if isinstance(m, CLIPVisionEmbeddings))
     for table in (clip_embeddings.position_embedding.weight, moge.backbone.pos_embed[0]):
-        grid = round((table.shape[0] - 1) ** 0.5)  # MoGe interpolates DINOv2's 37 x 37 grid to the input's
-        table[0] = 0.0
-        table[1:] = scale * build_sincos2d_pos_embed([grid, grid], dim=table.shape[1])
+        write_sincos_table(table, scale)
 
 
 def write_tiny(root: Path, seed: int = TINY_SEED, sizes: RandomInitSizes = TINY) -> Path:

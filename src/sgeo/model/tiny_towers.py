@@ -81,18 +81,15 @@ def _write_json(path: Path, data: dict) -> None:
     path.write_text(json.dumps(data, indent=2) + "\n")
 
 
-@torch.no_grad()
 def write_sincos_positions(model: torch.nn.Module, scale: float) -> None:
     """Set the DINOv2 position table of `model` (a Dinov2Model, or a Depth Anything holding one as its backbone)
-    to `scale` x a 2D sin-cos grid, CLS row zeros: tiny.py's rule for CLIP and MoGe."""
-    from timm.layers import build_sincos2d_pos_embed
+    by tiny.py's rule for CLIP and MoGe (`write_sincos_table`)."""
     from transformers.models.dinov2.modeling_dinov2 import Dinov2Embeddings
 
+    from .tiny import write_sincos_table
+
     embeddings = next(m for m in model.modules() if isinstance(m, Dinov2Embeddings))
-    table = embeddings.position_embeddings[0]  # [1 + grid^2, D]
-    grid = round((table.shape[0] - 1) ** 0.5)
-    table[0] = 0.0
-    table[1:] = scale * build_sincos2d_pos_embed([grid, grid], dim=table.shape[1])
+    write_sincos_table(embeddings.position_embeddings[0], scale)  # [1 + grid^2, D]
 
 
 def write_dinov2(
