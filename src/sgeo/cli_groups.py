@@ -48,13 +48,11 @@ def data_coco(
 
 
 def _stores(store: str) -> list[str]:
-    """A store, or each store of a directory of stores (one per tower, as `sgeo extract` writes them)."""
-    root = Path(store)
-    if "://" not in store and root.is_dir() and not (root / "zarr.json").is_file():
-        inside = sorted(str(p) for p in root.iterdir() if (p / "zarr.json").is_file())
-        if inside:
-            return inside
-    return [store]
+    """A store, or each store of a directory of stores (one per tower, as `sgeo extract` writes them); anything
+    else as given, for the cache tools to refuse in their own words."""
+    from .pipeline.feature_set import stores_inside
+
+    return stores_inside(store) or [store]
 
 
 @cache_app.command("info")

@@ -361,10 +361,11 @@ def _data_complete(data: Path, n: int, n_eval: int | None, relations: tuple[str,
 def _store_complete(stores: Path) -> bool:
     """Whether the directory holds complete stores (one per tower, as `sgeo extract` writes them)."""
     from ..cache import store_info
+    from ..pipeline.feature_set import stores_inside
 
-    inside = [p for p in stores.iterdir() if (p / "zarr.json").is_file()] if stores.is_dir() else []
+    inside = stores_inside(str(stores)) or []
     try:
-        infos = [store_info(str(p)) for p in inside]
+        infos = [store_info(p) for p in inside]
     except SgeoError:
         return False
     return bool(infos) and all(info["shards_committed"] == info["shards_total"] for info in infos)

@@ -14,31 +14,36 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
+from sgeo.cache.layout import GROUP_META  # what makes a directory a store
 from sgeo.errors import SgeoError
 
-GROUP_META = "zarr.json"  # what makes a directory a store (cache.layout.GROUP_META)
+
+def stores_inside(path: str, storage_options: dict | None = None) -> list[str] | None:
+    """None when `path` is a store itself; else the stores directly inside it (sorted; [] for none), as
+    `sgeo extract` writes one per tower."""
+    import fsspec
+
+    fs, root = fsspec.core.url_to_fs(str(Path(path).expanduser()) if "://" not in str(path) else str(path),
+                                     **(storage_options or {}))  # fmt: skip
+    if fs.exists(f"{root}/{GROUP_META}"):
+        return None
+    if not fs.isdir(root):
+        return []
+    names = sorted(p.rstrip("/").rpartition("/")[2] for p in fs.ls(root, detail=False)
+                   if fs.exists(f"{p.rstrip('/')}/{GROUP_META}"))  # fmt: skip
+    return [f"{str(path).rstrip('/')}/{name}" for name in names]
 
 
 def store_paths(paths: list[str], storage_options: dict | None = None) -> list[str]:
     """`--store` values -> store URLs: a store as it is, a directory of stores -> each store in it (sorted)."""
-    import fsspec
-
     out = []
     for path in paths:
-        fs, root = fsspec.core.url_to_fs(str(Path(path).expanduser()) if "://" not in path else path,
-                                         **(storage_options or {}))  # fmt: skip
-        if fs.exists(f"{root}/{GROUP_META}"):
-            out.append(str(path))
-            continue
-        inside = []
-        if fs.isdir(root):
-            inside = sorted(p.rstrip("/").rpartition("/")[2] for p in fs.ls(root, detail=False)
-                            if fs.exists(f"{p.rstrip('/')}/{GROUP_META}"))  # fmt: skip
-        if not inside:
+        inside = stores_inside(path, storage_options)
+        if inside == []:
             raise SgeoError(
                 f"--store {path} is neither a feature store nor a directory of stores; run `sgeo extract` first"
             )
-        out.extend(f"{str(path).rstrip('/')}/{name}" for name in inside)
+        out.extend([str(path)] if inside is None else inside)
     return out
 
 
