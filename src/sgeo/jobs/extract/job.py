@@ -106,16 +106,16 @@ def _extract(config: ExtractConfig) -> ExtractSummary:
 def _encode(config, model, processor, stores: dict, image_ids, image_root, pixel_shape, t0) -> ExtractSummary:
     """Schedule every shard some store lacks (or, with --retry-failed, holds failed rows of), run the workers."""
     work: dict[int, dict[str, str]] = {}  # shard -> {tower: "all" | "retry"}
+    redo: dict[int, set[int]] = {}  # a retried shard -> the rows failed in any of its stores
     for name, store in stores.items():
         for k in store.pending_shards():
             work.setdefault(k, {})[name] = "all"
-        for k in failed_rows(store) if config.retry_failed else {}:
+        for k, rows in (failed_rows(store) if config.retry_failed else {}).items():
             work.setdefault(k, {})[name] = "retry"
+            redo.setdefault(k, set()).update(rows)
     first = next(iter(stores.values()))
     rows_of = {k: first.shard_rows(k) for k in work}
-    todo = sum(
-        len(rows_of[k]) if "all" in w.values() else _failed_count(stores, k, w) for k, w in work.items()
-    )
+    todo = sum(len(rows_of[k]) if "all" in w.values() else len(redo[k]) for k, w in work.items())
     summary = ExtractSummary(config.store, first.num_rows, 0, 0, first.num_rows - todo, 0,
                              first.num_shards - len(work), 0.0, 0)  # fmt: skip
     busy = [name for name in stores if any(name in w for w in work.values())]
@@ -146,15 +146,6 @@ def _encode(config, model, processor, stores: dict, image_ids, image_root, pixel
     for line in summary.lines():
         print(line)
     return summary
-
-
-def _failed_count(stores: dict, k: int, work: dict[str, str]) -> int:
-    """Rows of shard k that a retry redoes: those failed in any of its stores."""
-    rows = set()
-    for name in work:
-        statuses = stores[name].marker(k)["records"]
-        rows |= {i for i, r in enumerate(statuses) if r["status"] == "failed"}
-    return len(rows)
 
 
 def _run_pipeline(config: ExtractConfig, items: list[dict], worker_args: dict, memory: int, total: int,

@@ -284,13 +284,17 @@ class ShardWorker:
         words = encode_shard(self.encoder, batch_when_ready, ok, self.batch_size, self.dtype, self.autocast_dtype,
                              names=list(work), pad=self.compiled)  # fmt: skip
         t1 = time.perf_counter()
+        fresh = [decoded[i][0] if i in futures else None for i in range(len(ids))]  # this call's records
         for name in work:
-            records = [decoded[i][0] if i in futures else None for i in range(len(ids))]
-            if name in kept:  # a retry keeps every row it did not redo, as committed
+            records = fresh
+            if name in kept:  # a retry keeps every row of this store it did not redo, as committed
                 old_words, old_records = kept[name]
                 keep = [i for i, r in enumerate(old_records) if r["status"] != "failed"]
                 words[name][keep] = old_words[keep]
-                records = [old_records[i] if i in keep else records[i] for i in range(len(ids))]
+                records = [
+                    old if old["status"] != "failed" else new
+                    for old, new in zip(old_records, fresh, strict=True)
+                ]
             with disk_full(self.stores[name].url):  # one line, not a traceback from every layer of Ray
                 self.stores[name].write_shard(k, {name: words[name]}, records)
         t2 = time.perf_counter()
