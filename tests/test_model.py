@@ -204,3 +204,12 @@ def test_importing_the_model_pulls_no_infrastructure():
     code = "import sys, sgeo.model; print(sorted(m for m in ('ray', 'zarr', 'typer', 'deepspeed') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_the_configs_name_lists_equal_what_is_implemented():
+    """The config validates against names (it imports no modeling code): each list equals its registry."""
+    from sgeo.model import configuration, fusion, tower_spec
+    from sgeo.model.adapters import adapter_types
+
+    assert sorted(configuration.FUSIONS) == sorted(fusion.FUSIONS)
+    assert sorted(tower_spec.ADAPTERS) == adapter_types()
