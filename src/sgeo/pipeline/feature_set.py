@@ -90,11 +90,12 @@ class FeatureSet:
     def read(self, rows: np.ndarray) -> dict[str, np.ndarray]:
         """{tower: stored words [n, ...]} of the first store's `rows` (decode with `dtypes[tower]`)."""
         rows = np.asarray(rows, dtype=np.int64)
-        out = {}
-        for name, (store, array) in self.parts.items():
+        words = {}
+        for store in self._stores:  # one read per store, of every array it serves (a store of both towers)
+            arrays = [array for held, array in self.parts.values() if held is store]
             mapped = self._rows[id(store)]
-            out[name] = store.read(rows if mapped is None else mapped[rows], arrays=[array])[array]
-        return out
+            words.update(store.read(rows if mapped is None else mapped[rows], arrays=arrays))
+        return {name: words[array] for name, (_, array) in self.parts.items()}
 
     def close(self) -> None:
         for store in self._stores:
