@@ -1,0 +1,48 @@
+"""`--gradient-checkpointing auto`: the plan from a measured step's memory (pure: no GPU needed)."""
+
+from sgeo.jobs.train.memory_plan import StepMemory, optimizer_bytes, plan_memory, step_memory
+
+GIB = 2**30
+
+
+def test_line_through_two_measured_peaks():
+    memory = step_memory({2: 20 * GIB, 1: 16 * GIB})
+    assert memory.per_sample == 4 * GIB and memory.fixed == 12 * GIB
+    assert memory.peak(8) == 44 * GIB
+
+
+def test_batch_that_fits_turns_checkpointing_off_and_keeps_the_batch():
+    plan = plan_memory(16, 1, StepMemory(fixed=14 * GIB, per_sample=3 * GIB), 80 * GIB, sequence=1250)
+    assert (plan.batch_size, plan.grad_accum, plan.gradient_checkpointing) == (16, 1, False)
+
+
+def test_too_large_a_batch_splits_into_micro_batches_with_the_same_global_batch():
+    # the 7B shape in stage 1: 32 samples a device, ~5 GiB of activations each without recomputation
+    memory = StepMemory(fixed=14 * GIB, per_sample=5 * GIB)
+    plan = plan_memory(32, 1, memory, 80 * GIB, sequence=1250)
+    assert not plan.gradient_checkpointing
+    assert plan.batch_size == 8 and plan.grad_accum == 4  # 8 x 5 + 14 = 54 GiB <= 72; 16 would need 94
+    assert plan.batch_size * plan.grad_accum == 32
+    assert memory.peak(plan.batch_size) <= 0.9 * 80 * GIB
+
+
+def test_optimizer_states_count_against_the_budget():
+    memory = StepMemory(fixed=14 * GIB, per_sample=5 * GIB)
+    trainable = 400_000_000  # LoRA r=128 on a 7B plus the adapters, about
+    with_optimizer = plan_memory(32, 1, memory, 80 * GIB, 1250, extra_bytes=optimizer_bytes(trainable, 1))
+    assert with_optimizer.batch_size == 8  # 6 GiB of optimizer: 8 x 5 + 14 + 6 = 60 still fits
+    tight = plan_memory(32, 1, memory, 80 * GIB, 1250, extra_bytes=optimizer_bytes(4_000_000_000, 1))
+    assert tight.batch_size < 8 or tight.gradient_checkpointing  # 60 GiB of optimizer: far less fits
+    assert optimizer_bytes(trainable, 8) == optimizer_bytes(trainable, 1) / 8  # ZeRO partitions it
+
+
+def test_thin_micro_batches_keep_checkpointing_on():
+    # only one sample of a short sequence fits: recomputing beats thin matmuls
+    plan = plan_memory(16, 2, StepMemory(fixed=60 * GIB, per_sample=6 * GIB), 80 * GIB, sequence=600)
+    assert (plan.batch_size, plan.grad_accum, plan.gradient_checkpointing) == (16, 2, True)
+    assert plan.reason.startswith("on:")
+
+
+def test_a_probe_that_ran_out_of_memory_means_checkpointing():
+    never = StepMemory(fixed=float("inf"), per_sample=float("inf"))
+    assert plan_memory(4, 1, never, 80 * GIB, 2048).gradient_checkpointing
