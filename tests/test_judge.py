@@ -14,7 +14,8 @@ import pytest
 from benchmark_fixtures import write_spatialrgpt
 from conftest import run_sgeo
 from sgeo.errors import SgeoError
-from sgeo.jobs.score import append_answer, score_answers
+from sgeo.jobs.score import score_answers
+from sgeo.pipeline.answers import append_answer
 from sgeo.pipeline.benchmarks import load_benchmark
 from sgeo.pipeline.scoring import ChatJudge
 

@@ -1,11 +1,9 @@
-"""The score job: an answers.jsonl (written by the eval job as it goes) -> scores.json + scores.png.
+"""The score job: an answers.jsonl (written by the eval job as it goes; its format: `pipeline.answers`) ->
+scores.json + scores.png, and `--compare`: scored runs side by side.
 
-answers.jsonl holds one JSON object per answered question: {"question_id", "pred", "gt", "qa_info", ...}
-plus whatever the benchmark item carried (`question`, `options`, bbox, ...). A killed eval leaves at most a
-truncated last line: readers skip it and `append_answer` cuts it off before writing, so a resumed run
-answers that question again. Scoring uses the benchmark's rules (its record's `scorer`) or, given a judge where
-the benchmark has one, asks it as the benchmark's authors do; the judge's verdicts are written back into the answers file (replaced whole, never
-half-written), so rescoring asks only for what it has not seen.
+Scoring uses the benchmark's rules (its record's `scorer`) or, given a judge where the benchmark has one, asks
+it as the benchmark's authors do; the judge's verdicts are written back into the answers file (replaced whole,
+never half-written), so rescoring asks only for what it has not seen.
 """
 
 from __future__ import annotations
@@ -15,21 +13,12 @@ from pathlib import Path
 from typing import Any
 
 from sgeo.errors import SgeoError
+from sgeo.pipeline.answers import ANSWERS_FILE, read_scorable, rewrite_answers, unanswered_score
 from sgeo.pipeline.benchmarks import REGISTRY, get_benchmark
 from sgeo.pipeline.scoring import ChatJudge, JudgeError, aggregate, format_table, plot_scores
 
-# the answers file's own functions live in `answers`; named here too, where callers have always found them
-from .answers import append_answer, read_answers, rewrite_answers  # noqa: F401
-
 SAVE_EVERY = 20  # judge verdicts between two rewrites of the answers file
 SCORE_INFO = "score_info.json"  # beside scores.json: the benchmark scored and the models that answered
-
-
-def _not_answered(record: dict[str, Any]) -> dict[str, Any] | None:
-    """The score of a record the eval could not answer (an unreadable image, too long): wrong, 0 credit."""
-    if record.get("skipped") or record.get("error"):
-        return {"kind": "not answered", "success": False, "credit": 0.0}
-    return None
 
 
 def check_judge(bench: str, judge: object | None) -> None:
@@ -64,18 +53,11 @@ def score_answers(
     benchmark = get_benchmark(bench)
     answers = Path(answers)
     out = Path(out) if out is not None else answers.parent
-    records = read_answers(answers)
-    if not records:
-        raise SgeoError(f"{answers} holds no answers")
-    for n, record in enumerate(records):
-        if "pred" not in record or "gt" not in record:
-            raise SgeoError(
-                f"{answers} record {n} (question_id {record.get('question_id')}) lacks pred or gt"
-            )
+    records = read_scorable(answers)
     scored, unsaved = [], 0
     try:
         for record in records:
-            result = _not_answered(record)
+            result = unanswered_score(record)
             if result is None and judge is not None:
                 judged = benchmark.judge(record, judge)  # may add the verdict to `record`
                 if judged is not None:
@@ -161,7 +143,7 @@ def read_run(run: Path) -> dict[str, Any]:
     if not isinstance(bench, str) or not bench:
         raise SgeoError(
             f"{run} does not say which benchmark it scored (scored by an older sgeo); rescore it: "
-            f"sgeo score {run / 'answers.jsonl'} --bench NAME"
+            f"sgeo score {run / ANSWERS_FILE} --bench NAME"
         )
     return {"path": str(run), "benchmarks": _checked({bench: scores}, run / "scores.json"),
             "models": info.get("model_names") or []}  # fmt: skip
