@@ -162,7 +162,7 @@ def _checked(benchmarks: Any, path: Path) -> dict[str, Any]:
 def run_compare(runs: list[Path], out: Path | None = None, published: bool = False) -> dict[str, Any]:
     """`sgeo score --compare RUN...`: the runs' figures side by side (and, with `published`, the published
     figures of reference models with their sources) -> the table, OUT/compare.json, OUT/compare.png."""
-    from sgeo.pipeline.scoring.report import compare_rows, compare_table, plot_compare
+    from sgeo.pipeline.scoring.compare import compare_rows, compare_table, plot_compare
 
     if len(runs) < 1:
         raise SgeoError("--compare needs run folders: sgeo score --compare RUN_DIR RUN_DIR ...")

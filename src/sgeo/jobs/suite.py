@@ -46,7 +46,7 @@ def is_suite(spec: str) -> bool:
 def run_suite(config, loaded: tuple | None = None, quiet: bool = False) -> dict[str, Any]:
     """Run `run_eval` for each benchmark of `config.bench`; returns {"runs": {name: result}, "table", "files"}."""
     from ..pipeline.benchmarks import get_benchmark, load_benchmark
-    from ..pipeline.scoring.report import plot_suite, suite_table
+    from ..pipeline.scoring.compare import plot_suite, suite_table
     from .eval import run_eval
     from .score import check_judge
 

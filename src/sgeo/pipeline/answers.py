@@ -6,8 +6,8 @@ Each line is one JSON object: {"question_id", "pred", "gt", "qa_info", ...} plus
 carried (`question`, `options`, bbox, ...), how it was asked, and for an item not answered why (`error` /
 `skipped`: `unanswered_score` scores it). The format's one home, below the jobs that share it (`eval` and
 `remote` write records, `score` reads them and writes the judge's verdicts back), so none of them imports
-another for it. A killed eval leaves at most a truncated last line: readers skip it and `append_answer` cuts it
-off before writing, so a resumed run answers that question again.
+another for it. A killed eval leaves at most a truncated last line: readers skip it and `append_answer` cuts
+it off before writing, so a resumed run answers that question again.
 """
 
 from __future__ import annotations
