@@ -56,6 +56,7 @@ def run_ablation(
         Steps,
         data_complete,
         evaluate,
+        is_scored,
         is_trained,
         read_scores,
         train_stage,
@@ -72,12 +73,20 @@ def run_ablation(
     from sgeo.model.compose import compose
     from sgeo.model.tiny_towers import write_demo_geometry_towers
     from sgeo.pipeline.benchmarks import load_benchmark
+    from sgeo.pipeline.names import (
+        SYNTHETIC_BENCH,
+        SYNTHETIC_CAPTIONS,
+        SYNTHETIC_EVAL,
+        SYNTHETIC_QA,
+        SYNTHETIC_TRAIN_BENCH,
+    )
     from sgeo.pipeline.scoring import constant_baseline
     from sgeo.pipeline.synthetic import generate_synthetic
 
     work = Path(work).resolve()
     work.mkdir(parents=True, exist_ok=True)
     data, stores = work / "data", work / "stores"
+    bench = data / SYNTHETIC_EVAL / SYNTHETIC_BENCH
     parts = resolve_model(preset).directory.parent  # the preset's root: llm/, clip/, moge/
     progress = Steps(total=2 + 5 * len(ARMS))
     start = time.perf_counter()
@@ -111,25 +120,22 @@ def run_ablation(
         with progress(f"{label}: stage 1 (adapters, captions)", stage1, done=is_trained(stage1)) as todo:
             if todo:
                 train_stage(
-                    recipe, 1, data / "captions.json", str(model), {"store": stores}, n, seed, out=stage1
+                    recipe, 1, data / SYNTHETIC_CAPTIONS, str(model), {"store": stores}, n, seed, out=stage1
                 )
         with progress(
             f"{label}: stage 2 (adapters + LLM, spatial QA)", stage2, done=is_trained(stage2)
         ) as todo:
             if todo:
-                train_stage(replace(recipe, max_steps=steps), 2, data / "spatial_qa.json", str(stage1),
+                train_stage(replace(recipe, max_steps=steps), 2, data / SYNTHETIC_QA, str(stage1),
                             {"store": stores}, n, seed, out=stage2)  # fmt: skip
         with progress(f"{label}: eval on the held-out images", scores_dir,
-                      done=(scores_dir / "scores.json").is_file()) as todo:  # fmt: skip
-            if todo:
-                scores = evaluate(recipe, data / "eval" / "bench.json", scores_dir, str(stage2))
-            else:
-                scores = read_scores(scores_dir)
+                      done=is_scored(scores_dir)) as todo:  # fmt: skip
+            scores = evaluate(recipe, bench, scores_dir, str(stage2)) if todo else read_scores(scores_dir)
         runs.append({"label": label, "towers": ["clip", kind], "encoded": encoded, "towers_status": summary.towers,
                      "model": str(stage2), "scores": scores})  # fmt: skip
 
-    baseline = constant_baseline(load_benchmark("synthetic", data / "train_bench.json"),
-                                 load_benchmark("synthetic", data / "eval" / "bench.json"))  # fmt: skip
+    baseline = constant_baseline(load_benchmark("synthetic", data / SYNTHETIC_TRAIN_BENCH),
+                                 load_benchmark("synthetic", bench))  # fmt: skip
     result = {"n": n, "n_eval": n_eval, "steps": steps, "seed": seed, "preset": preset, "work": str(work),
               "runs": runs, "baseline": baseline, "seconds": {**progress.timings,
                                                               "total": time.perf_counter() - start}}  # fmt: skip

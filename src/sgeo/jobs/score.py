@@ -18,7 +18,9 @@ from sgeo.pipeline.benchmarks import REGISTRY, get_benchmark
 from sgeo.pipeline.scoring import ChatJudge, JudgeError, aggregate, format_table, plot_scores
 
 SAVE_EVERY = 20  # judge verdicts between two rewrites of the answers file
+SCORES_FILE = "scores.json"  # a scored run's figures (`aggregate`, with the benchmark's own summary)
 SCORE_INFO = "score_info.json"  # beside scores.json: the benchmark scored and the models that answered
+SUITE_FILE = "suite.json"  # a suite's figures, one entry per benchmark (written by `suite.run_suite`)
 
 
 def check_judge(bench: str, judge: object | None) -> None:
@@ -86,7 +88,7 @@ def score_answers(
         }
     table = format_table(scores)
     out.mkdir(parents=True, exist_ok=True)
-    files = {"scores": out / "scores.json", "plot": out / "scores.png", "scored": out / "scored.jsonl",
+    files = {"scores": out / SCORES_FILE, "plot": out / "scores.png", "scored": out / "scored.jsonl",
              "info": out / SCORE_INFO}  # fmt: skip
     files["scores"].write_text(json.dumps(scores, indent=1) + "\n", encoding="utf-8")
     # what `sgeo score --compare` needs beside the figures: the benchmark and who answered
@@ -118,24 +120,24 @@ def read_run(run: Path) -> dict[str, Any]:
     from ..pipeline.json_files import read_json
 
     run = Path(run)
-    if run.is_file() and run.name in ("scores.json", "suite.json"):
+    if run.is_file() and run.name in (SCORES_FILE, SUITE_FILE):
         run = run.parent
     if not run.is_dir():
         raise SgeoError(f"run folder not found: {run}; pass the --out folders of sgeo eval")
-    if (run / "suite.json").is_file():
-        suite = read_json(run / "suite.json")
+    if (run / SUITE_FILE).is_file():
+        suite = read_json(run / SUITE_FILE)
         models: list[str] = []
         for name in suite:
             info = run / name / SCORE_INFO
             if info.is_file():
                 models += read_json(info).get("model_names") or []
-        return {"path": str(run), "benchmarks": _checked(suite, run / "suite.json"),
+        return {"path": str(run), "benchmarks": _checked(suite, run / SUITE_FILE),
                 "models": list(dict.fromkeys(models))}  # fmt: skip
-    if not (run / "scores.json").is_file():
+    if not (run / SCORES_FILE).is_file():
         raise SgeoError(
             f"{run} holds no scores.json or suite.json; pass folders that sgeo eval or sgeo score wrote"
         )
-    scores = read_json(run / "scores.json")
+    scores = read_json(run / SCORES_FILE)
     scores = scores if isinstance(scores, dict) else {}  # refused by _checked, naming the file
     info = read_json(run / SCORE_INFO) if (run / SCORE_INFO).is_file() else {}
     info = info if isinstance(info, dict) else {}
@@ -145,7 +147,7 @@ def read_run(run: Path) -> dict[str, Any]:
             f"{run} does not say which benchmark it scored (scored by an older sgeo); rescore it: "
             f"sgeo score {run / ANSWERS_FILE} --bench NAME"
         )
-    return {"path": str(run), "benchmarks": _checked({bench: scores}, run / "scores.json"),
+    return {"path": str(run), "benchmarks": _checked({bench: scores}, run / SCORES_FILE),
             "models": info.get("model_names") or []}  # fmt: skip
 
 

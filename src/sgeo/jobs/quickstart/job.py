@@ -10,8 +10,24 @@ from pathlib import Path
 from typing import Any
 
 from ...errors import SgeoError
+from ...pipeline.names import (
+    SYNTHETIC_BENCH,
+    SYNTHETIC_CAPTIONS,
+    SYNTHETIC_EVAL,
+    SYNTHETIC_QA,
+    SYNTHETIC_TRAIN_BENCH,
+)
 from .recipe import BRANCH_RUNS, QUICKSTART, QuickstartRecipe, check_options, question_set
-from .steps import Steps, data_complete, evaluate, is_trained, read_scores, store_complete, train_stage
+from .steps import (
+    Steps,
+    data_complete,
+    evaluate,
+    is_scored,
+    is_trained,
+    read_scores,
+    store_complete,
+    train_stage,
+)
 
 
 def run_quickstart(
@@ -41,7 +57,7 @@ def run_quickstart(
         stage2 += [(label, branch, work / f"stage2-{branch}-only") for branch, label in BRANCH_RUNS]
     paths.update({f"stage2 {label}": out for label, _, out in stage2[1:]})
     runs = {"untrained": recipe.model, **{label: out for label, _, out in stage2}}
-    bench = data / "eval" / "bench.json"
+    bench = data / SYNTHETIC_EVAL / SYNTHETIC_BENCH
     steps = Steps(total=3 + len(stage2) + len(runs) + 1)
     if work.exists() and not work.is_dir():
         raise SgeoError(f"--workdir {work} is a file; pass a folder (new, or a quickstart's to continue it)")
@@ -69,12 +85,12 @@ def run_quickstart(
 
     with steps("stage 1 (MoGe adapter, captions)", paths["stage1"], done=is_trained(paths["stage1"])) as todo:
         if todo:
-            train_stage(recipe, 1, data / "captions.json", recipe.model, paths, n, seed)
+            train_stage(recipe, 1, data / SYNTHETIC_CAPTIONS, recipe.model, paths, n, seed)
     for label, branch, out in stage2:
         what = "stage 2 (adapters + LLM, spatial QA)" + ("" if branch == "both" else f", {label} tokens")
         with steps(what, out, done=is_trained(out)) as todo:
             if todo:
-                train_stage(recipe, 2, data / "spatial_qa.json", str(paths["stage1"]), paths, n, seed, out=out,
+                train_stage(recipe, 2, data / SYNTHETIC_QA, str(paths["stage1"]), paths, n, seed, out=out,
                        branches=None if branch == "both" else branch)  # fmt: skip
 
     scores = {}
@@ -82,7 +98,7 @@ def run_quickstart(
         out = work / f"eval-{label.lower().replace(' ', '-')}"
         paths[f"eval {label}"] = out
         with steps(f"eval of the {label} model ({Path(str(model)).name})", out,
-                   done=(out / "scores.json").is_file()) as todo:  # fmt: skip
+                   done=is_scored(out)) as todo:  # fmt: skip
             scores[label] = evaluate(recipe, bench, out, str(model)) if todo else read_scores(out)
 
     with steps("ask the trained model about a held-out image", None, done=False):
@@ -99,7 +115,7 @@ def run_quickstart(
         right = bool(asked and score_item({**example["record"], "pred": asked["answer"]})["success"])
         print(f"      truth:  {example['gt']}  ({'right' if right else 'wrong'})")
 
-    baseline = constant_baseline(load_benchmark("synthetic", data / "train_bench.json"),
+    baseline = constant_baseline(load_benchmark("synthetic", data / SYNTHETIC_TRAIN_BENCH),
                                  load_benchmark("synthetic", bench))  # fmt: skip
     total = time.perf_counter() - start
     held_out = scores["trained"]["overall"]["n"]

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 from ...errors import SgeoError
+from ...pipeline.names import SYNTHETIC_META
 from .recipe import QuickstartRecipe, relations_in_words
 
 
@@ -49,9 +50,18 @@ def evaluate(recipe: QuickstartRecipe, bench: Path, out: Path, model: str) -> di
     return run_eval(config, quiet=True)["scores"]
 
 
+def is_scored(out: Path) -> bool:
+    """Whether `evaluate` wrote its scores into `out` (a rerun skips the eval)."""
+    from ..score import SCORES_FILE
+
+    return (out / SCORES_FILE).is_file()
+
+
 def read_scores(out: Path) -> dict:
-    """The scores an earlier `evaluate` wrote into `out` (a rerun skips the eval)."""
-    return json.loads((out / "scores.json").read_text())
+    """The scores an earlier `evaluate` wrote into `out`."""
+    from ..score import SCORES_FILE
+
+    return json.loads((out / SCORES_FILE).read_text())
 
 
 class Steps:
@@ -90,14 +100,14 @@ class Step:
 def data_complete(data: Path, n: int, n_eval: int | None, relations: tuple[str, ...] | None) -> bool:
     """Whether the synthetic data is there; data of another generator version or of other sizes is refused,
     not reused or overwritten, since the store and the models in the same workdir were made from it."""
-    if not (data / "meta.json").is_file():
+    if not (data / SYNTHETIC_META).is_file():
         return False
     from ...pipeline.json_files import read_json
     from ...pipeline.synthetic import GENERATOR_VERSION
 
-    meta = read_json(data / "meta.json")
+    meta = read_json(data / SYNTHETIC_META)
     if not isinstance(meta, dict):
-        raise SgeoError(f"{data / 'meta.json'} is not the synthetic data's record; pass a new --workdir")
+        raise SgeoError(f"{data / SYNTHETIC_META} is not the synthetic data's record; pass a new --workdir")
     if meta.get("version") != GENERATOR_VERSION:
         raise SgeoError(
             f"{data.parent} holds a quickstart of synthetic data v{meta.get('version')}, this sgeo writes "
@@ -130,4 +140,6 @@ def store_complete(stores: Path) -> bool:
 
 
 def is_trained(out: Path) -> bool:
-    return (out / "config.json").is_file() and (out / "trainable.json").is_file()
+    from ..train.outputs import TRAINABLE_FILE
+
+    return (out / "config.json").is_file() and (out / TRAINABLE_FILE).is_file()

@@ -86,7 +86,7 @@ class Benchmark:
         return tuple(self.decoding)
 
 
-def _register(modules: Mapping[str, str] = BENCHMARK_MODULES) -> dict[str, Benchmark]:
+def build_registry(modules: Mapping[str, str] = BENCHMARK_MODULES) -> dict[str, Benchmark]:
     """name -> the `BENCHMARK` record of module `modules[name]` of this package, each checked."""
     registry: dict[str, Benchmark] = {}
     for name, module_name in modules.items():
@@ -100,7 +100,7 @@ def _register(modules: Mapping[str, str] = BENCHMARK_MODULES) -> dict[str, Bench
     return registry
 
 
-REGISTRY: dict[str, Benchmark] = _register()
+REGISTRY: dict[str, Benchmark] = build_registry()
 
 
 def check_bench(bench: str) -> str:

@@ -7,6 +7,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from sgeo.errors import SgeoError
+from sgeo.pipeline.names import SYNTHETIC_BENCH, SYNTHETIC_EVAL
 
 from .spatialrgpt import BENCHMARK as SPATIALRGPT
 
@@ -15,10 +16,10 @@ def bench_json(data: Path) -> Path:
     """The bench file `data` names: itself, or a folder's bench.json or eval/bench.json."""
     data = Path(data)
     if data.is_dir():
-        for candidate in (data / "bench.json", data / "eval" / "bench.json"):
+        for candidate in (data / SYNTHETIC_BENCH, data / SYNTHETIC_EVAL / SYNTHETIC_BENCH):
             if candidate.is_file():
                 return candidate
-        raise SgeoError(f"no bench.json in {data} nor in {data / 'eval'}")
+        raise SgeoError(f"no {SYNTHETIC_BENCH} in {data} nor in {data / SYNTHETIC_EVAL}")
     return data
 
 
