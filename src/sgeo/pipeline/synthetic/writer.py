@@ -162,7 +162,7 @@ def _prepare_out(out: Path, overwrite: bool) -> None:
         if not overwrite:
             raise SgeoError(
                 f"output folder {out} is not empty; choose a new folder, or replace what the generator wrote "
-                "there with --overwrite (overwrite=True in Python)"
+                "there with --overwrite"
             )
         for name in _OUTPUTS:  # only what we write, never anything else in the folder
             p = out / name
@@ -194,15 +194,15 @@ def generate_synthetic(
     training budget teaches (the quickstart's); None asks every category.
     """
     if not isinstance(n, int) or n < 1:
-        raise SgeoError(f"n must be a positive number of images, got {n!r}")
+        raise SgeoError(f"--n must be a positive number of images, got {n!r}")
     if not isinstance(seed, int) or seed < 0:
-        raise SgeoError(f"seed must be a non-negative integer, got {seed!r}")
+        raise SgeoError(f"--seed must be a non-negative integer, got {seed!r}")
     width, height = image_size
     if not (32 <= width <= 4096 and 32 <= height <= 4096):
-        raise SgeoError(f"image_size must be between 32 and 4096 pixels per side, got {image_size!r}")
+        raise SgeoError(f"--image-size must be between 32 and 4096 pixels per side, got {width} x {height}")
     n_eval = max(20, n // 5) if n_eval is None else n_eval
     if n_eval < 0:
-        raise SgeoError(f"n_eval must be >= 0, got {n_eval}")
+        raise SgeoError(f"--n-eval must be >= 0, got {n_eval}")
     if not (
         len(objects) == 2
         and all(isinstance(k, int) for k in objects)
@@ -267,7 +267,7 @@ def generate_synthetic(
             "n": n,
             "n_eval": n_eval,
             "image_size": [width, height],
-            # only when not the default, so that default data stays byte-identical to what v3 wrote
+            # only when not the default, so that data of the default sizes keeps the meta.json it always had
             **({} if tuple(objects) == OBJECTS_PER_SCENE else {"objects_per_scene": list(objects)}),
             **({} if relations is None else {"relations": list(relations)}),
             "coordinates": "metres; x right, y up, z forward from the ground point below the camera; "
