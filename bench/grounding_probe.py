@@ -125,13 +125,14 @@ def main() -> None:
     args = parser.parse_args()
 
     from sgeo.model.tiny import TINY, write_tiny
+    from sgeo.pipeline.names import SYNTHETIC_META
     from sgeo.pipeline.synthetic import generate_synthetic
     from sgeo.pipeline.synthetic.scene import COLOURS
 
     work = args.workdir or Path(tempfile.mkdtemp(prefix="sgeo-grounding-"))
     data = work / "data"
     generate_synthetic(data, args.n, 0, n_eval=args.n_eval, overwrite=True)
-    meta = json.loads((data / "meta.json").read_text())
+    meta = json.loads((data / SYNTHETIC_META).read_text())
     colours = list(COLOURS)
     train_t, eval_t = targets(meta["train"], colours), targets(meta["eval"], colours)
     train_third = np.bincount(train_t[2].numpy(), minlength=3)

@@ -147,7 +147,10 @@ def main() -> None:
            "TOKENIZERS_PARALLELISM": "false"}  # fmt: skip
     env.setdefault("SGEO_HOME", str(work / "home"))
     os.environ.update(env)  # the token figures below resolve the same preset
+    from sgeo.pipeline.names import SYNTHETIC_BENCH, SYNTHETIC_CAPTIONS, SYNTHETIC_EVAL, SYNTHETIC_QA
+
     data, store = work / "data", work / "store.zarr"
+    captions, qa = data / SYNTHETIC_CAPTIONS, data / SYNTHETIC_QA
     stage1, stage2, evaluation = work / "stage1", work / "stage2", work / "eval"
     train = ["--batch-size", args.batch_size, "--grad-accum", 1, "--precision", "bf16", "--num-workers", 1]
     jobs = [
@@ -157,12 +160,12 @@ def main() -> None:
         ("extract", sgeo("extract", "--dataset", "synthetic", "--root", data, "--store", store, "--model", "ref-dims",
                          "--dtype", "bf16", "--precision", "bf16", "--shard-size", args.shard_size,
                          "--batch-size", 8, "--num-cpus", len(os.sched_getaffinity(0)))),
-        ("stage1", sgeo("train", "--stage", 1, "--model", "ref-dims", "--data", data / "captions.json",
+        ("stage1", sgeo("train", "--stage", 1, "--model", "ref-dims", "--data", captions,
                         "--store", store, "--out", stage1, "--max-steps", args.stage1_steps, *train)),
-        ("stage2", sgeo("train", "--stage", 2, "--model", stage1, "--data", data / "spatial_qa.json", "--store", store,
+        ("stage2", sgeo("train", "--stage", 2, "--model", stage1, "--data", qa, "--store", store,
                         "--out", stage2, "--max-steps", args.stage2_steps, "--lora-r", 128, "--lora-alpha", 256,
                         "--merge-lora", *train)),
-        ("eval", sgeo("eval", "--bench", "synthetic", "--data", data / "eval" / "bench.json", "--model",
+        ("eval", sgeo("eval", "--bench", "synthetic", "--data", data / SYNTHETIC_EVAL / SYNTHETIC_BENCH, "--model",
                       stage2 / "merged", "--out", evaluation, "--limit", args.eval_items, "--batch-size",
                       args.eval_items, "--precision", "bf16", "--max-new-tokens", args.new_tokens)),
         ("ask", sgeo("ask", data / "eval" / "images" / "000000.png", QUESTION, "--model", stage2 / "merged",
@@ -190,8 +193,7 @@ def main() -> None:
         if name in ("stage1", "stage2"):
             template = "plain" if name == "stage1" else "vicuna_v1"
             source = "ref-dims" if name == "stage1" else str(stage1)
-            tokens = token_figures(source, data / "captions.json" if name == "stage1" else data / "spatial_qa.json",
-                                   template)  # fmt: skip
+            tokens = token_figures(source, captions if name == "stage1" else qa, template)
             metrics = [json.loads(line) for line in (work / name / "metrics.jsonl").read_text().splitlines()]
             tokens["losses"] = [m["loss"] for m in metrics]
             tokens["step_seconds"] = [args.batch_size / m["samples_per_s"] for m in metrics]

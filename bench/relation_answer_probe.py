@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 
 # relation -> the value a "where" turn grades, its cuts and words; questions, categories and the truth of each
-# pair are the synthetic data's own (`_PREDICATE_TEXT`, `RELATIONS`, `statement`)
+# pair are the synthetic data's own (`PREDICATE_TEXT`, `RELATIONS`, `statement`)
 PROBED = {
     "left": (lambda scene, o: -sum(_box(scene, o)[::2]) / 2 / scene.camera.width, (-2 / 3, -1 / 3),
              ("right", "middle", "left")),
@@ -66,10 +66,10 @@ def relation_turns(scene, relation: str, yes_first: bool = False) -> list[tuple[
     """(question, answer, bench category, truth) for each ordered pair whose `relation` is clear (the
     synthetic data's rule). The answer is the synthetic data's ("The A is to the right of the B, so no."),
     or with `yes_first` the verdict first ("No, the A is to the right of the B.")."""
-    from sgeo.pipeline.synthetic.questions import _PREDICATE_TEXT, statement
+    from sgeo.pipeline.synthetic.questions import PREDICATE_TEXT, statement
     from sgeo.pipeline.synthetic.relations import RELATIONS
 
-    asked = [(category, sign, q) for category, (rel, sign, q) in _PREDICATE_TEXT.items() if rel == relation]
+    asked = [(category, sign, q) for category, (rel, sign, q) in PREDICATE_TEXT.items() if rel == relation]
     turns = []
     for a in scene.objects:
         for b in scene.objects:
@@ -98,9 +98,10 @@ def where_turn(scene, obj, relation: str) -> tuple[str, str]:
 def write_data(data: Path, seed: int, relation: str, yes_first: bool) -> tuple[Path, Path]:
     """The relation's training conversations and its held-out bench, from the generator's meta."""
     # the synthetic data's own LLaVA-format conversation (`<image>` before the first question)
-    from sgeo.pipeline.synthetic.writer import _conversation as conversation
+    from sgeo.pipeline.names import SYNTHETIC_META
+    from sgeo.pipeline.synthetic.writer import conversation
 
-    meta, rng = json.loads((data / "meta.json").read_text()), random.Random(seed)
+    meta, rng = json.loads((data / SYNTHETIC_META).read_text()), random.Random(seed)
     train = []
     for i, record in enumerate(meta["train"]):
         scene = scene_of(record)
@@ -155,6 +156,7 @@ def main() -> None:
     from sgeo.jobs.extract import ExtractConfig, run_extract
     from sgeo.jobs.train import TrainConfig, run_train
     from sgeo.model.tiny import DEMO, write_tiny
+    from sgeo.pipeline.names import SYNTHETIC_CAPTIONS
     from sgeo.pipeline.synthetic import generate_synthetic
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -172,7 +174,7 @@ def main() -> None:
         # stage 1 as the quickstart runs it (the MoGe adapter on the captions, 1 epoch): without it the same
         # stage 2 stays at 50 % on both scores (measured, README "The quickstart")
         run_train(TrainConfig(
-            stage=1, data=data / "captions.json", out=work / "stage1", store=store, model=str(model), lr=1e-3,
+            stage=1, data=data / SYNTHETIC_CAPTIONS, out=work / "stage1", store=store, model=str(model), lr=1e-3,
             batch_size=8, grad_accum=2, epochs=1.0, num_workers=0, save_every=100_000, seed=args.seed,
             gradient_checkpointing=False,
         ))  # fmt: skip

@@ -81,9 +81,10 @@ def build_stores(
     from sgeo.model import load_model, resolve_model
     from sgeo.model.fingerprint import towers_fingerprint
     from sgeo.pipeline.images import load_image
+    from sgeo.pipeline.names import SYNTHETIC_CAPTIONS
 
     model, processor = load_model(model_name)
-    ids = sorted({s["image"] for s in json.loads((root / "captions.json").read_text())})
+    ids = sorted({s["image"] for s in json.loads((root / SYNTHETIC_CAPTIONS).read_text())})
     pixels = processor.preprocess_images([load_image(root / i)[0] for i in ids])  # [N, 3, S, S]
     ok = np.ones(len(ids), bool)
     with torch.inference_mode():
@@ -107,9 +108,10 @@ def build_stores(
 
 def train(args, root: Path, store: str, out: Path) -> list[float]:
     from sgeo.jobs.train import TrainConfig, run_train
+    from sgeo.pipeline.names import SYNTHETIC_CAPTIONS
 
     shutil.rmtree(out, ignore_errors=True)
-    run_train(TrainConfig(stage=1, data=root / "captions.json", store=store, out=out, model=args.model,
+    run_train(TrainConfig(stage=1, data=root / SYNTHETIC_CAPTIONS, store=store, out=out, model=args.model,
                           batch_size=args.batch_size, grad_accum=1, max_steps=args.steps, save_every=10**9,
                           seed=args.seed, num_workers=1, lr=args.lr))  # fmt: skip
     return [json.loads(line)["loss"] for line in (out / "metrics.jsonl").read_text().splitlines()]
@@ -148,11 +150,12 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, default=None, help="default: a temporary directory")
     args = parser.parse_args()
 
+    from sgeo.pipeline.names import SYNTHETIC_CAPTIONS
     from sgeo.pipeline.synthetic import generate_synthetic
 
     work = args.workdir or Path(tempfile.mkdtemp(prefix="sgeo-bench-fidelity-"))
     root = work / "synthetic"
-    if not (root / "captions.json").is_file():
+    if not (root / SYNTHETIC_CAPTIONS).is_file():
         generate_synthetic(root, args.n, seed=0, n_eval=0)
     started = time.time()
     print(f"{args.model}: {args.n} images, stage 1, {args.steps} steps of batch {args.batch_size}, lr {args.lr}, "

@@ -51,14 +51,15 @@ def run_ablation(
 
     `steps` caps stage 2 at that many optimizer steps (None: the recipe's epochs); stage 1 is the recipe's."""
     from sgeo.errors import SgeoError
-    from sgeo.jobs.quickstart import (
-        QUICKSTART,
-        _data_complete,
-        _evaluate,
-        _Steps,
-        _train,
-        _trained,
-        check_options,
+    from sgeo.jobs.quickstart.recipe import QUICKSTART, check_options
+    from sgeo.jobs.quickstart.steps import (
+        Steps,
+        data_complete,
+        evaluate,
+        is_scored,
+        is_trained,
+        read_scores,
+        train_stage,
     )
 
     # every option before the heavy imports and any work
@@ -72,21 +73,29 @@ def run_ablation(
     from sgeo.model.compose import compose
     from sgeo.model.tiny_towers import write_demo_geometry_towers
     from sgeo.pipeline.benchmarks import load_benchmark
+    from sgeo.pipeline.names import (
+        SYNTHETIC_BENCH,
+        SYNTHETIC_CAPTIONS,
+        SYNTHETIC_EVAL,
+        SYNTHETIC_QA,
+        SYNTHETIC_TRAIN_BENCH,
+    )
     from sgeo.pipeline.scoring import constant_baseline
     from sgeo.pipeline.synthetic import generate_synthetic
 
     work = Path(work).resolve()
     work.mkdir(parents=True, exist_ok=True)
     data, stores = work / "data", work / "stores"
+    bench = data / SYNTHETIC_EVAL / SYNTHETIC_BENCH
     parts = resolve_model(preset).directory.parent  # the preset's root: llm/, clip/, moge/
-    progress = _Steps(total=2 + 5 * len(ARMS))
+    progress = Steps(total=2 + 5 * len(ARMS))
     start = time.perf_counter()
     print(f"tower ablation: {preset} preset's LLM and CLIP, {n} training and {n_eval} held-out synthetic images, "
           f"stage 2 {'the recipe' + chr(39) + 's epochs' if steps is None else f'{steps} steps'}, seed {seed}, "
           f"in {work}", flush=True)  # fmt: skip
 
     # the quickstart's question set (the relations its budget teaches), so the scores can show learning
-    with progress("synthetic data", data, done=_data_complete(data, n, n_eval, recipe.relations)) as todo:
+    with progress("synthetic data", data, done=data_complete(data, n, n_eval, recipe.relations)) as todo:
         if todo:
             generate_synthetic(data, n, seed, n_eval=n_eval, overwrite=True, relations=recipe.relations)
     with progress("geometry towers (DINOv2, Depth Anything V2; random init)", work / "towers", done=False):
@@ -108,26 +117,25 @@ def run_ablation(
                                                 progress=False))  # fmt: skip
         encoded = {name: (summary.ok if what == "encoded" else 0) for name, what in summary.towers.items()}
         print("      images encoded: " + ", ".join(f"{t} {k}" for t, k in encoded.items()), flush=True)
-        with progress(f"{label}: stage 1 (adapters, captions)", stage1, done=_trained(stage1)) as todo:
+        with progress(f"{label}: stage 1 (adapters, captions)", stage1, done=is_trained(stage1)) as todo:
             if todo:
-                _train(recipe, 1, data / "captions.json", str(model), {"store": stores}, n, seed, out=stage1)
+                train_stage(
+                    recipe, 1, data / SYNTHETIC_CAPTIONS, str(model), {"store": stores}, n, seed, out=stage1
+                )
         with progress(
-            f"{label}: stage 2 (adapters + LLM, spatial QA)", stage2, done=_trained(stage2)
+            f"{label}: stage 2 (adapters + LLM, spatial QA)", stage2, done=is_trained(stage2)
         ) as todo:
             if todo:
-                _train(replace(recipe, max_steps=steps), 2, data / "spatial_qa.json", str(stage1),
-                       {"store": stores}, n, seed, out=stage2)  # fmt: skip
+                train_stage(replace(recipe, max_steps=steps), 2, data / SYNTHETIC_QA, str(stage1),
+                            {"store": stores}, n, seed, out=stage2)  # fmt: skip
         with progress(f"{label}: eval on the held-out images", scores_dir,
-                      done=(scores_dir / "scores.json").is_file()) as todo:  # fmt: skip
-            if todo:
-                scores = _evaluate(recipe, data / "eval" / "bench.json", scores_dir, str(stage2))
-            else:
-                scores = json.loads((scores_dir / "scores.json").read_text())
+                      done=is_scored(scores_dir)) as todo:  # fmt: skip
+            scores = evaluate(recipe, bench, scores_dir, str(stage2)) if todo else read_scores(scores_dir)
         runs.append({"label": label, "towers": ["clip", kind], "encoded": encoded, "towers_status": summary.towers,
                      "model": str(stage2), "scores": scores})  # fmt: skip
 
-    baseline = constant_baseline(load_benchmark("synthetic", data / "train_bench.json"),
-                                 load_benchmark("synthetic", data / "eval" / "bench.json"))  # fmt: skip
+    baseline = constant_baseline(load_benchmark("synthetic", data / SYNTHETIC_TRAIN_BENCH),
+                                 load_benchmark("synthetic", bench))  # fmt: skip
     result = {"n": n, "n_eval": n_eval, "steps": steps, "seed": seed, "preset": preset, "work": str(work),
               "runs": runs, "baseline": baseline, "seconds": {**progress.timings,
                                                               "total": time.perf_counter() - start}}  # fmt: skip

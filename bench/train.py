@@ -34,9 +34,10 @@ def build_store(root: Path, store: str, model_name: str) -> None:
     from sgeo.model.fingerprint import encoder_fingerprint
     from sgeo.pipeline.features import encode
     from sgeo.pipeline.images import load_image
+    from sgeo.pipeline.names import SYNTHETIC_CAPTIONS
 
     model, processor = load_model(model_name)
-    ids = sorted({s["image"] for s in json.loads((root / "captions.json").read_text())})
+    ids = sorted({s["image"] for s in json.loads((root / SYNTHETIC_CAPTIONS).read_text())})
     fingerprint = encoder_fingerprint(resolve_model(model_name), processor.preprocessing_spec(), "bf16")
     feats = FeatureStore.create(
         store, image_ids=ids, paths=[str(root / i) for i in ids], fingerprint=fingerprint,
@@ -55,8 +56,9 @@ def build_store(root: Path, store: str, model_name: str) -> None:
 
 def train_once(args, root: Path, store: str, out: Path, online: bool) -> dict:
     from sgeo.jobs.train import TrainConfig, run_train
+    from sgeo.pipeline.names import SYNTHETIC_CAPTIONS, SYNTHETIC_QA
 
-    data = root / ("captions.json" if args.stage == 1 else "spatial_qa.json")
+    data = root / (SYNTHETIC_CAPTIONS if args.stage == 1 else SYNTHETIC_QA)
     started = time.perf_counter()
     run_train(TrainConfig(
         stage=args.stage, data=data, store=store, out=out, model=args.model, online=online,
@@ -92,11 +94,12 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, default=None, help="default: a temporary directory")
     args = parser.parse_args()
 
+    from sgeo.pipeline.names import SYNTHETIC_CAPTIONS
     from sgeo.pipeline.synthetic import generate_synthetic
 
     work = args.workdir or Path(tempfile.mkdtemp(prefix="sgeo-bench-train-"))
     root, store = work / "synthetic", str(work / "store.zarr")
-    if not (root / "captions.json").is_file():
+    if not (root / SYNTHETIC_CAPTIONS).is_file():
         generate_synthetic(root, args.n, seed=0, n_eval=0)
     if not Path(store, "manifest.parquet").exists():
         build_store(root, store, args.model)

@@ -13,7 +13,7 @@ from sgeo import cli
 from sgeo.pipeline import names
 from sgeo.pipeline.benchmarks import LOADERS, PROTOCOLS, REGISTRY, SCORERS, Benchmark, load_benchmark
 from sgeo.pipeline.benchmarks.protocols import GREEDY_SGEO, Decoding
-from sgeo.pipeline.benchmarks.registry import _register
+from sgeo.pipeline.benchmarks.registry import build_registry
 
 
 def test_every_registered_benchmark_has_a_loader_protocols_and_a_scorer():
@@ -46,9 +46,9 @@ def test_a_benchmark_without_a_scorer_fails_at_registration():
         Benchmark(name="x", title="X", loader=len, prompt=len, decoding={"greedy": GREEDY_SGEO}, scorer=len)
     # a registered module without a record stops the import that builds the registry, naming it
     with pytest.raises(TypeError, match="defines no BENCHMARK record for benchmark 'x'"):
-        _register({"x": "common"})
+        build_registry({"x": "common"})
     with pytest.raises(TypeError, match="named 'cv-bench', registered as 'x'"):
-        _register({"x": "cvbench"})
+        build_registry({"x": "cvbench"})
 
 
 def test_unknown_names_and_judges_are_one_line_before_any_work(tmp_path):

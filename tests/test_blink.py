@@ -12,7 +12,8 @@ import pytest
 from benchmark_layouts import BLINK_ROWS, write_blink
 from sgeo.errors import SgeoError
 from sgeo.jobs.eval import prompt_text
-from sgeo.jobs.score import append_answer, read_answers, score_answers
+from sgeo.jobs.score import score_answers
+from sgeo.pipeline.answers import append_answer, read_answers
 from sgeo.pipeline.benchmarks import build_prompt, decoding_for, image_root, load_benchmark
 from sgeo.pipeline.scoring import ChatJudge
 from sgeo.pipeline.scoring.blink import blink_prediction, matcher_prompt, score_blink

@@ -7,8 +7,8 @@ import json
 
 from benchmark_layouts import write_cvbench, write_pope
 from conftest import assert_one_line_error, run_sgeo_batch
-from sgeo.jobs.answers import answer_record
-from sgeo.jobs.score import append_answer, score_answers
+from sgeo.jobs.score import score_answers
+from sgeo.pipeline.answers import answer_record, append_answer
 from sgeo.pipeline.benchmarks import load_benchmark
 
 

@@ -16,7 +16,8 @@ from benchmark_layouts import (
 )
 from sgeo.errors import SgeoError
 from sgeo.jobs.eval import prompt_text
-from sgeo.jobs.score import append_answer, score_answers
+from sgeo.jobs.score import score_answers
+from sgeo.pipeline.answers import append_answer
 from sgeo.pipeline.benchmarks import build_prompt, decoding_for, image_root, load_benchmark
 from sgeo.pipeline.images import load_image
 from sgeo.pipeline.scoring.cvbench import cvbench_summary, lmms_eval_letter, score_cvbench

@@ -8,7 +8,8 @@ import pytest
 from benchmark_layouts import EMBSPATIAL_ROWS, EMBSPATIAL_SCHEMA, write_embspatial, write_hf_parquet
 from sgeo.errors import SgeoError
 from sgeo.jobs.eval import prompt_text
-from sgeo.jobs.score import append_answer, score_answers
+from sgeo.jobs.score import score_answers
+from sgeo.pipeline.answers import append_answer
 from sgeo.pipeline.benchmarks import build_prompt, decoding_for, image_root, load_benchmark
 from sgeo.pipeline.scoring.embspatial import score_embspatial
 

@@ -285,7 +285,7 @@ def test_a_loss_that_explodes_stops_the_run_naming_the_step(work, tmp_path):
 
 
 def test_eval_refuses_a_wrong_root_and_another_model_and_redoes_missing_images(work, tmp_path, tiny_dir):
-    from sgeo.jobs.score import read_answers
+    from sgeo.pipeline.answers import read_answers
 
     synthetic = Path(work["stage2"]).parent
     data = synthetic / "eval" / "bench.json"
@@ -314,7 +314,7 @@ def test_eval_refuses_a_wrong_root_and_another_model_and_redoes_missing_images(w
     # an image that was missing when first asked is asked again once it is there
     answers = read_answers(out / "answers.jsonl")
     first = answers[0]
-    from sgeo.jobs.score import rewrite_answers
+    from sgeo.pipeline.answers import rewrite_answers
 
     rewrite_answers(out / "answers.jsonl", [{**first, "pred": "", "error": "no such file"}, *answers[1:]])
     results = run_sgeo_batch([[*common, "--model", other], common])

@@ -17,7 +17,7 @@ from PIL import Image
 
 from conftest import assert_one_line_error, run_sgeo_batch
 from sgeo.errors import SgeoError
-from sgeo.jobs.score import read_answers
+from sgeo.pipeline.answers import read_answers
 
 NESTED = "[" * 200_000 + "]" * 200_000  # what json's C scanner meets with RecursionError
 

@@ -14,7 +14,8 @@ import pytest
 from benchmark_fixtures import write_spatialrgpt
 from conftest import run_sgeo
 from sgeo.errors import SgeoError
-from sgeo.jobs.score import append_answer, score_answers
+from sgeo.jobs.score import score_answers
+from sgeo.pipeline.answers import append_answer
 from sgeo.pipeline.benchmarks import load_benchmark
 from sgeo.pipeline.scoring import ChatJudge
 
@@ -229,3 +230,26 @@ def test_judge_is_refused_for_spatialscore(tmp_path):
         score_answers(answers, "spatialscore", judge=ChatJudge("http://127.0.0.1:9/v1"))
     with pytest.raises(SgeoError, match="not an http"):
         ChatJudge("127.0.0.1:8000")
+
+
+def test_the_judge_examples_are_the_published_template_files_shipped_with_the_package():
+    """SpatialRGPT's prompt_templates/<category>.txt lie beside the module as published (read stripped, as its
+    script reads them), and the package data names every one, so an installed sgeo has them too."""
+    import fnmatch
+    import re
+    from pathlib import Path
+
+    import sgeo
+    from sgeo.pipeline.scoring.judge_examples import EXAMPLES, TEMPLATES
+
+    files = sorted(TEMPLATES.glob("*.txt"))
+    assert [f.stem for f in files] == sorted(EXAMPLES) and len(files) == 13
+    assert all(EXAMPLES[f.stem] == f.read_text(encoding="utf-8").strip() for f in files)
+    assert EXAMPLES["left_predicate"].startswith(
+        LEFT_EXAMPLE_1.replace("Is Region [0] to the left of Region [1]?", "{question}")
+    )
+    root = Path(sgeo.__file__).parent
+    section = (root.parents[1] / "pyproject.toml").read_text().split("[tool.setuptools.package-data]")[1]
+    globs = re.findall(r'"([^"]+)"', section[: section.index("\n[")])
+    for f in files:
+        assert any(fnmatch.fnmatch(f.relative_to(root).as_posix(), g) for g in globs), f

@@ -12,7 +12,8 @@ from benchmark_layouts import POPE_CATEGORIES, write_pope, write_pope_parquet
 from conftest import run_sgeo_batch
 from sgeo.errors import SgeoError
 from sgeo.jobs.eval import prompt_text
-from sgeo.jobs.score import append_answer, score_answers
+from sgeo.jobs.score import score_answers
+from sgeo.pipeline.answers import append_answer
 from sgeo.pipeline.benchmarks import build_prompt, decoding_for, load_benchmark
 from sgeo.pipeline.scoring.pope import pope_label, pope_metrics
 

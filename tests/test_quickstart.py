@@ -78,7 +78,7 @@ def test_the_closing_ask_picks_a_held_out_question_the_model_got_right(tmp_path)
     """The example the quickstart ends on is one the trained model's eval answered word for word as the
     truth (else one right by the scorer's rule), not the first question: a newcomer's last line shows what
     it learned, and no answer whose closing verdict contradicts the truth."""
-    from sgeo.jobs.quickstart import _ask_example
+    from sgeo.jobs.quickstart.job import ask_example
     from sgeo.pipeline.scoring import score_item
     from sgeo.pipeline.synthetic import generate_synthetic
 
@@ -104,7 +104,7 @@ def test_the_closing_ask_picks_a_held_out_question_the_model_got_right(tmp_path)
                 else:
                     pred = item.gt if exact and k == k_exact else _wrong_answer(item)
                 out.write(json.dumps(item.to_record(pred)) + "\n")
-        example = _ask_example(bench, tmp_path / name)
+        example = ask_example(bench, tmp_path / name)
         picked = items[k_exact if exact else k_flip]
         assert (
             example["question"] == picked.extra.get("question", picked.prompt) and example["gt"] == picked.gt

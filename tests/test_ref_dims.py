@@ -141,7 +141,7 @@ def test_ref_dims_writer_is_deterministic_and_trains(small_llama, tmp_path):
 def test_eval_with_llavas_tokenization_in_bf16(small_llama, synthetic_root, tmp_path):
     """Eval's prompts (a Template object) through LLaVA's tokenization, bf16 on CPU: every item answered."""
     from sgeo.jobs.eval import EvalConfig, run_eval
-    from sgeo.jobs.score import read_answers
+    from sgeo.pipeline.answers import read_answers
 
     config = EvalConfig(data=synthetic_root / "eval" / "bench.json", out=tmp_path, bench="synthetic",
                         model=str(small_llama / "spatialgeo"), limit=2, batch_size=2, max_new_tokens=3,

@@ -130,7 +130,7 @@ def test_a_429_is_retried_after_retry_after_and_the_key_is_sent(synthetic_root, 
 
 
 def test_an_endpoint_that_stays_busy_stops_the_run_in_one_line_keeping_answers(synthetic_root, tmp_path):
-    from sgeo.jobs.remote import MAX_RETRIES
+    from sgeo.clients.openai_compatible import MAX_RETRIES
 
     # the first item is answered; the second meets 503 on every try
     endpoint = _Endpoint([200] + [503] * (MAX_RETRIES + 1))
@@ -180,11 +180,11 @@ def test_refusals_are_one_line(synthetic_root, tmp_path):
 def test_retry_after_and_messages_follow_the_api():
     from email.utils import formatdate
 
-    from sgeo.jobs.remote import _retry_after, messages_for
+    from sgeo.clients.openai_compatible import messages_for, retry_after
     from sgeo.pipeline.benchmarks import Prompt
 
-    assert _retry_after("3") == 3.0 and _retry_after(None) is None and _retry_after("soon") is None
-    assert 50 < _retry_after(formatdate(time.time() + 60, usegmt=True)) <= 60  # the HTTP-date form
+    assert retry_after("3") == 3.0 and retry_after(None) is None and retry_after("soon") is None
+    assert 50 < retry_after(formatdate(time.time() + 60, usegmt=True)) <= 60  # the HTTP-date form
     # each "<image>" of the turn becomes its image, in order; the protocol's system prompt its own message
     prompt = Prompt("You are a judge.", "<image>\n<image>\nWhich is closer?", ("a.png", "b.png"))
     messages = messages_for(prompt, ["data:a", "data:b"])

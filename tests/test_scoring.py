@@ -7,7 +7,8 @@ import json
 import pytest
 
 from sgeo.errors import SgeoError
-from sgeo.jobs.score import append_answer, read_answers, score_answers
+from sgeo.jobs.score import score_answers
+from sgeo.pipeline.answers import append_answer, read_answers
 from sgeo.pipeline.benchmarks import (
     DIRECTION_SUFFIX,
     QUALITATIVE_SUFFIX,

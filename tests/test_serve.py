@@ -836,7 +836,7 @@ def _one_padded_generate(model, processor, samples, pictures, decoding, seeds) -
     sampling through `SeededSampler`."""
     from transformers import LogitsProcessorList
 
-    from sgeo.jobs.seeded_sampling import SeededSampler
+    from sgeo.model.sampling import SeededSampler
 
     batch = processor.pad(samples, padding_side="left")
     images = [image for item in pictures for image in item]

@@ -225,9 +225,9 @@ def test_rendered_object_lands_in_its_projected_box():
 def test_bad_arguments_and_non_empty_output_are_refused(out, tmp_path):
     with pytest.raises(SgeoError, match="not empty"):
         generate_synthetic(out, 2, seed=1, image_size=SIZE)
-    with pytest.raises(SgeoError, match="n must be"):
+    with pytest.raises(SgeoError, match="--n must be"):
         generate_synthetic(tmp_path / "x", 0, seed=1)
-    with pytest.raises(SgeoError, match="image_size"):
+    with pytest.raises(SgeoError, match="--image-size"):
         generate_synthetic(tmp_path / "x", 1, seed=1, image_size=(8, 8))
     (tmp_path / "y").mkdir()
     (tmp_path / "y" / "keep.txt").write_text("mine")
@@ -324,3 +324,26 @@ def test_relations_option_narrows_training_and_both_benches_and_is_recorded(out,
         assert not any(other.search(q) for q in questions)
     with pytest.raises(SgeoError, match="relations must be"):
         generate_synthetic(tmp_path / "bad", 1, seed=1, image_size=SIZE, relations=("sideways",))
+
+
+def test_sgeo_data_synthetic_refuses_in_one_line_naming_its_own_options(out, tmp_path):
+    """Each refusal names the option the command takes (--overwrite, --n, --image-size, --n-eval), never a
+    Python argument the user cannot pass."""
+    from conftest import assert_one_line_error, run_sgeo_batch
+
+    base = ["data", "synthetic", "--seed", "1"]
+    results = run_sgeo_batch([
+        [*base, "--out", out, "--n", "2", "--image-size", str(SIZE[0])],  # the fixture's folder: not empty
+        [*base, "--out", tmp_path / "a", "--n", "0"],
+        [*base, "--out", tmp_path / "b", "--n", "1", "--image-size", "8"],
+        [*base, "--out", tmp_path / "c", "--n", "1", "--n-eval", "-1"],
+    ])  # fmt: skip
+    expected = [
+        ("not empty", "--overwrite"),
+        ("--n must be",),
+        ("--image-size must be", "8 x 8"),
+        ("--n-eval",),
+    ]
+    for result, fragments in zip(results, expected, strict=True):
+        assert_one_line_error(result, *fragments)
+        assert "overwrite=True" not in result["stderr"] and "n_eval" not in result["stderr"]

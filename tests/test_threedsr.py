@@ -17,7 +17,8 @@ from benchmark_layouts import (
 from conftest import run_sgeo_batch
 from sgeo.errors import SgeoError
 from sgeo.jobs.eval import prompt_text
-from sgeo.jobs.score import append_answer, score_answers
+from sgeo.jobs.score import score_answers
+from sgeo.pipeline.answers import append_answer
 from sgeo.pipeline.benchmarks import build_prompt, decoding_for, image_root, load_benchmark
 from sgeo.pipeline.scoring.threedsr import threedsr_letter
 from sgeo.pipeline.scoring.vlmevalkit import exact_matching

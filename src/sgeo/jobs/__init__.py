@@ -1,1 +1,8 @@
-"""Orchestration of the four jobs (extract, train, ask, eval); each module is one job."""
+"""The commands' jobs, orchestration only: each reads its options, calls the library (`sgeo.model`,
+`sgeo.cache`, `sgeo.pipeline`, `sgeo.clients`) in order and writes its outputs.
+
+extract/ (`sgeo extract`, Ray), train/ (`sgeo train`, DeepSpeed), ask (`sgeo ask`), eval (`sgeo eval`:
+remote for a model behind an API, suite for several benchmarks at once), score (`sgeo score`, `--compare`),
+serve/ (`sgeo serve`), quickstart/ (`sgeo quickstart`: the others end to end), info (`sgeo info`,
+`sgeo cache plan`).
+"""

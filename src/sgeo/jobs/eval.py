@@ -19,11 +19,10 @@ from typing import Any
 
 from ..cli_options import MODEL_HELP, option
 from ..errors import SgeoError
+from ..pipeline.answers import ANSWERS_FILE, answer_record, append_answer, read_answers, rewrite_answers
 from ..pipeline.names import BENCHMARKS, SUITES
-from .answers import answer_record, append_answer, read_answers, rewrite_answers
 from .ask import check_max_new_tokens, load_for_inference, pick_device
 
-ANSWERS_FILE = "answers.jsonl"
 # The options that change an answer, declared once: every answers.jsonl record carries them, and a run
 # resumed into the same --out with any of them different is refused (its answers would be mixed with, or
 # taken from, answers asked another way). `seed` only when the protocol samples; `multi_image` only for
@@ -334,9 +333,9 @@ def answer_items(
     """
     from tqdm.auto import tqdm
 
+    from ..model.sampling import item_seed
     from ..pipeline.benchmarks import model_images
     from ..pipeline.images import load_image, resolve_inside
-    from .seeded_sampling import item_seed
 
     run = run or {}
     with tqdm(total=len(items), desc="eval", unit="q", file=sys.stderr, dynamic_ncols=True) as bar:

@@ -1,11 +1,9 @@
-"""The score job: an answers.jsonl (written by the eval job as it goes) -> scores.json + scores.png.
+"""The score job: an answers.jsonl (written by the eval job as it goes; its format: `pipeline.answers`) ->
+scores.json + scores.png, and `--compare`: scored runs side by side.
 
-answers.jsonl holds one JSON object per answered question: {"question_id", "pred", "gt", "qa_info", ...}
-plus whatever the benchmark item carried (`question`, `options`, bbox, ...). A killed eval leaves at most a
-truncated last line: readers skip it and `append_answer` cuts it off before writing, so a resumed run
-answers that question again. Scoring uses the benchmark's rules (its record's `scorer`) or, given a judge where
-the benchmark has one, asks it as the benchmark's authors do; the judge's verdicts are written back into the answers file (replaced whole, never
-half-written), so rescoring asks only for what it has not seen.
+Scoring uses the benchmark's rules (its record's `scorer`) or, given a judge where the benchmark has one, asks
+it as the benchmark's authors do; the judge's verdicts are written back into the answers file (replaced whole,
+never half-written), so rescoring asks only for what it has not seen.
 """
 
 from __future__ import annotations
@@ -15,21 +13,14 @@ from pathlib import Path
 from typing import Any
 
 from sgeo.errors import SgeoError
+from sgeo.pipeline.answers import ANSWERS_FILE, read_scorable, rewrite_answers, unanswered_score
 from sgeo.pipeline.benchmarks import REGISTRY, get_benchmark
 from sgeo.pipeline.scoring import ChatJudge, JudgeError, aggregate, format_table, plot_scores
 
-# the answers file's own functions live in `answers`; named here too, where callers have always found them
-from .answers import append_answer, read_answers, rewrite_answers  # noqa: F401
-
 SAVE_EVERY = 20  # judge verdicts between two rewrites of the answers file
+SCORES_FILE = "scores.json"  # a scored run's figures (`aggregate`, with the benchmark's own summary)
 SCORE_INFO = "score_info.json"  # beside scores.json: the benchmark scored and the models that answered
-
-
-def _not_answered(record: dict[str, Any]) -> dict[str, Any] | None:
-    """The score of a record the eval could not answer (an unreadable image, too long): wrong, 0 credit."""
-    if record.get("skipped") or record.get("error"):
-        return {"kind": "not answered", "success": False, "credit": 0.0}
-    return None
+SUITE_FILE = "suite.json"  # a suite's figures, one entry per benchmark (written by `suite.run_suite`)
 
 
 def check_judge(bench: str, judge: object | None) -> None:
@@ -64,18 +55,11 @@ def score_answers(
     benchmark = get_benchmark(bench)
     answers = Path(answers)
     out = Path(out) if out is not None else answers.parent
-    records = read_answers(answers)
-    if not records:
-        raise SgeoError(f"{answers} holds no answers")
-    for n, record in enumerate(records):
-        if "pred" not in record or "gt" not in record:
-            raise SgeoError(
-                f"{answers} record {n} (question_id {record.get('question_id')}) lacks pred or gt"
-            )
+    records = read_scorable(answers)
     scored, unsaved = [], 0
     try:
         for record in records:
-            result = _not_answered(record)
+            result = unanswered_score(record)
             if result is None and judge is not None:
                 judged = benchmark.judge(record, judge)  # may add the verdict to `record`
                 if judged is not None:
@@ -104,7 +88,7 @@ def score_answers(
         }
     table = format_table(scores)
     out.mkdir(parents=True, exist_ok=True)
-    files = {"scores": out / "scores.json", "plot": out / "scores.png", "scored": out / "scored.jsonl",
+    files = {"scores": out / SCORES_FILE, "plot": out / "scores.png", "scored": out / "scored.jsonl",
              "info": out / SCORE_INFO}  # fmt: skip
     files["scores"].write_text(json.dumps(scores, indent=1) + "\n", encoding="utf-8")
     # what `sgeo score --compare` needs beside the figures: the benchmark and who answered
@@ -136,24 +120,24 @@ def read_run(run: Path) -> dict[str, Any]:
     from ..pipeline.json_files import read_json
 
     run = Path(run)
-    if run.is_file() and run.name in ("scores.json", "suite.json"):
+    if run.is_file() and run.name in (SCORES_FILE, SUITE_FILE):
         run = run.parent
     if not run.is_dir():
         raise SgeoError(f"run folder not found: {run}; pass the --out folders of sgeo eval")
-    if (run / "suite.json").is_file():
-        suite = read_json(run / "suite.json")
+    if (run / SUITE_FILE).is_file():
+        suite = read_json(run / SUITE_FILE)
         models: list[str] = []
         for name in suite:
             info = run / name / SCORE_INFO
             if info.is_file():
                 models += read_json(info).get("model_names") or []
-        return {"path": str(run), "benchmarks": _checked(suite, run / "suite.json"),
+        return {"path": str(run), "benchmarks": _checked(suite, run / SUITE_FILE),
                 "models": list(dict.fromkeys(models))}  # fmt: skip
-    if not (run / "scores.json").is_file():
+    if not (run / SCORES_FILE).is_file():
         raise SgeoError(
             f"{run} holds no scores.json or suite.json; pass folders that sgeo eval or sgeo score wrote"
         )
-    scores = read_json(run / "scores.json")
+    scores = read_json(run / SCORES_FILE)
     scores = scores if isinstance(scores, dict) else {}  # refused by _checked, naming the file
     info = read_json(run / SCORE_INFO) if (run / SCORE_INFO).is_file() else {}
     info = info if isinstance(info, dict) else {}
@@ -161,9 +145,9 @@ def read_run(run: Path) -> dict[str, Any]:
     if not isinstance(bench, str) or not bench:
         raise SgeoError(
             f"{run} does not say which benchmark it scored (scored by an older sgeo); rescore it: "
-            f"sgeo score {run / 'answers.jsonl'} --bench NAME"
+            f"sgeo score {run / ANSWERS_FILE} --bench NAME"
         )
-    return {"path": str(run), "benchmarks": _checked({bench: scores}, run / "scores.json"),
+    return {"path": str(run), "benchmarks": _checked({bench: scores}, run / SCORES_FILE),
             "models": info.get("model_names") or []}  # fmt: skip
 
 
@@ -180,7 +164,7 @@ def _checked(benchmarks: Any, path: Path) -> dict[str, Any]:
 def run_compare(runs: list[Path], out: Path | None = None, published: bool = False) -> dict[str, Any]:
     """`sgeo score --compare RUN...`: the runs' figures side by side (and, with `published`, the published
     figures of reference models with their sources) -> the table, OUT/compare.json, OUT/compare.png."""
-    from sgeo.pipeline.scoring.report import compare_rows, compare_table, plot_compare
+    from sgeo.pipeline.scoring.compare import compare_rows, compare_table, plot_compare
 
     if len(runs) < 1:
         raise SgeoError("--compare needs run folders: sgeo score --compare RUN_DIR RUN_DIR ...")

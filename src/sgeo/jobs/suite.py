@@ -46,9 +46,9 @@ def is_suite(spec: str) -> bool:
 def run_suite(config, loaded: tuple | None = None, quiet: bool = False) -> dict[str, Any]:
     """Run `run_eval` for each benchmark of `config.bench`; returns {"runs": {name: result}, "table", "files"}."""
     from ..pipeline.benchmarks import get_benchmark, load_benchmark
-    from ..pipeline.scoring.report import plot_suite, suite_table
+    from ..pipeline.scoring.compare import plot_suite, suite_table
     from .eval import run_eval
-    from .score import check_judge
+    from .score import SUITE_FILE, check_judge
 
     names = suite_benchmarks(config.bench)
     for name in names:  # a judge goes to the benchmarks that have one; a judge-only one without it is refused
@@ -79,7 +79,7 @@ def run_suite(config, loaded: tuple | None = None, quiet: bool = False) -> dict[
         runs[name] = run_eval(sub, loaded=loaded, quiet=quiet)
     scores = {name: result["scores"] for name, result in runs.items()}
     table = suite_table(scores)
-    files = {"table": out / "suite.txt", "scores": out / "suite.json", "plot": out / "suite.png"}
+    files = {"table": out / "suite.txt", "scores": out / SUITE_FILE, "plot": out / "suite.png"}
     files["table"].write_text(table + "\n", encoding="utf-8")
     files["scores"].write_text(json.dumps(scores, indent=1) + "\n", encoding="utf-8")
     plot_suite(scores, files["plot"])

@@ -22,6 +22,7 @@ from sgeo.errors import SgeoError
 from sgeo.model.conversation import IMAGE_TOKEN
 from sgeo.pipeline.images import DEFAULT_MAX_PIXELS, load_image, resolve_inside
 from sgeo.pipeline.json_files import read_json
+from sgeo.pipeline.names import SYNTHETIC_BENCH, SYNTHETIC_CAPTIONS, SYNTHETIC_EVAL, SYNTHETIC_QA
 
 CAPTION_PROMPT = "Describe the image briefly."
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"})
@@ -263,16 +264,16 @@ class SyntheticSpatial(Dataset):
     """
 
     splits = ("train", "eval")
-    stage_files: ClassVar[dict[int, str]] = {1: "captions.json", 2: "spatial_qa.json"}
+    stage_files: ClassVar[dict[int, str]] = {1: SYNTHETIC_CAPTIONS, 2: SYNTHETIC_QA}
 
     def __init__(self, root: str | Path, *, split: str | None = None) -> None:
         super().__init__(root, split=split)
         if self.split == "eval":
-            self.image_root = self.root / "eval"
+            self.image_root = self.root / SYNTHETIC_EVAL
 
     def annotation_files(self) -> list[Path]:
         if self.split == "eval":
-            return [self.root / "eval" / "bench.json"]
+            return [self.root / SYNTHETIC_EVAL / SYNTHETIC_BENCH]
         return [self.root / name for name in self.stage_files.values()]
 
     def stage_json(self, stage: int) -> Path:
@@ -289,14 +290,14 @@ class SyntheticSpatial(Dataset):
 
     @cached_property
     def _bench(self) -> list[dict]:
-        path = self.image_root / "bench.json"
+        path = self.image_root / SYNTHETIC_BENCH
         items = _read_json(path, "synthetic benchmark file")
         if not isinstance(items, list) or not all(isinstance(i, dict) and "file_path" in i for i in items):
             raise SgeoError(f"{path} must be a JSON list of items with a 'file_path'; regenerate the dataset")
         return items
 
     def default_json(self) -> Path:
-        return self.image_root / "bench.json" if self.split == "eval" else self.stage_json(2)
+        return self.image_root / SYNTHETIC_BENCH if self.split == "eval" else self.stage_json(2)
 
     def images(self) -> list[ImageRef]:
         if self.split == "eval":

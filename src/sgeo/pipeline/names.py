@@ -10,6 +10,15 @@ the loaders and the scorers cannot disagree; a module without a complete record 
 """
 
 DATASETS = ("coco", "llava-pretrain", "llava-mix665k", "folder", "synthetic")
+
+# The files of the synthetic dataset (`sgeo data synthetic`), relative to its folder: written by
+# `synthetic.writer`, read by the `synthetic` dataset layout and benchmark, the quickstart and bench/ scripts.
+SYNTHETIC_CAPTIONS = "captions.json"  # stage 1: a caption per training image (LLaVA-Pretrain's format)
+SYNTHETIC_QA = "spatial_qa.json"  # stage 2: spatial QA turns per training image (LLaVA's format)
+SYNTHETIC_TRAIN_BENCH = "train_bench.json"  # bench questions on the training images (the constant baseline)
+SYNTHETIC_EVAL = "eval"  # the held-out images (eval/images/) and their bench
+SYNTHETIC_BENCH = "bench.json"  # in SYNTHETIC_EVAL: SpatialRGPT-Bench's format
+SYNTHETIC_META = "meta.json"  # the generator's version, sizes and every scene's ground truth
 BENCHMARK_MODULES = {
     "spatialrgpt": "spatialrgpt",
     "spatialscore": "spatialscore",

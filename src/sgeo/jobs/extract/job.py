@@ -45,7 +45,9 @@ def run_extract(config: ExtractConfig) -> ExtractSummary:
 
 def refuse_legacy_store(url: str) -> None:
     """`--store` names a directory of stores now; a store written before (clip and moge in one group) is one."""
-    if "://" not in url and (Path(url) / "zarr.json").is_file():
+    from sgeo.cache.layout import GROUP_META
+
+    if "://" not in url and (Path(url) / GROUP_META).is_file():
         raise SgeoError(
             f"--store {url} is a single feature store (written by an earlier sgeo, clip and moge in one group); it "
             "still trains as it is (sgeo train --store), and new features go into a directory of stores: give "

@@ -9,6 +9,8 @@ from sgeo.errors import SgeoError
 from .checkpoints import write_failure, write_json
 from .log import log
 
+TRAINABLE_FILE = "trainable.json"  # what the stage trained; its presence marks a finished run
+
 
 def _final_model(run):
     """The trained model on rank 0 (None elsewhere). Under ZeRO-3 the trainable tensors are gathered and
@@ -50,7 +52,7 @@ def save_outputs(run) -> None:
             model.config.trained_adapters = sorted({*model.config.trained_adapters, *adapters})
         try:
             written = save_trained(model, run.processor, run.out, merge_lora=run.resolved.merge_lora)
-            write_json(run.out / "trainable.json", {"stage_record": stage_record(run.resolved.stage, lora),
+            write_json(run.out / TRAINABLE_FILE, {"stage_record": stage_record(run.resolved.stage, lora),
                                                      "adapters": adapters, "towers_loaded": run.resolved.online,
                                                      "trainable": run.trainable})  # fmt: skip
             plot_loss(run.metrics, run.out / "loss.png", f"stage {run.resolved.stage}")

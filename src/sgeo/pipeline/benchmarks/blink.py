@@ -22,8 +22,8 @@ from sgeo.errors import SgeoError
 from sgeo.pipeline.scoring.blink import blink_judge, blink_summary, score_blink
 
 from .common import BenchItem, clean, sgeo_choice_prompt
-from .protocols import GREEDY_SGEO, IMAGE, Decoding, Prompt, llava_turn, sgeo_prompt
-from .published import read_parquet, unpack_image, unpack_root
+from .protocols import IMAGE, Prompt, greedy_protocols, llava_turn, reference_or_sgeo
+from .published import read_parquet, unpack_image, unpack_root, unpacked_images
 from .registry import Benchmark
 
 SPATIAL_SUBTASKS = (
@@ -90,9 +90,7 @@ def load_blink(located: Path) -> list[BenchItem]:
     return items
 
 
-def blink_prompt(item: BenchItem, protocol: str, multi_image: str, format_hint: bool) -> Prompt:
-    if protocol == "sgeo":
-        return sgeo_prompt(item, multi_image, format_hint)
+def reference_prompt(item: BenchItem, multi_image: str) -> Prompt:
     # the prompt verbatim; an "<image>" in it (none in the published files) would add an image token
     return llava_turn(item, (item.raw_question or "").replace(IMAGE, "").strip(), multi_image)
 
@@ -101,10 +99,10 @@ BENCHMARK = Benchmark(
     name="blink",
     title="BLINK",
     loader=load_blink,
-    prompt=blink_prompt,
-    decoding={"reference": Decoding(max_new_tokens=1024), "sgeo": GREEDY_SGEO},
+    prompt=reference_or_sgeo(reference_prompt),
+    decoding=greedy_protocols(1024),
     scorer=score_blink,
-    image_root=lambda located: unpack_root("blink", located),
+    image_root=unpacked_images("blink"),
     multi_image=True,
     judge=blink_judge,
     summary=blink_summary,

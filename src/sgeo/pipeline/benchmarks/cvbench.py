@@ -25,11 +25,11 @@ from sgeo.errors import SgeoError
 from sgeo.pipeline.scoring.cvbench import cvbench_summary, score_cvbench
 
 from .common import CHOICE_SUFFIX, BenchItem, clean, read_rows, sgeo_choice_prompt
-from .protocols import GREEDY_SGEO, Decoding, Prompt, llava_turn, sgeo_prompt
+from .protocols import greedy_protocols, suffix_prompt
 from .published import (
     check_columns,
     data_files,
-    file_folder_or_unpacked,
+    files_or_unpacked,
     read_parquet,
     unpack_image,
     unpack_root,
@@ -92,20 +92,14 @@ def load_cvbench(located: Path) -> list[BenchItem]:
     return items
 
 
-def cvbench_prompt(item: BenchItem, protocol: str, multi_image: str, format_hint: bool) -> Prompt:
-    if protocol == "sgeo":
-        return sgeo_prompt(item, multi_image, format_hint)
-    return llava_turn(item, f"{item.raw_question}\n{CHOICE_SUFFIX}")
-
-
 BENCHMARK = Benchmark(
     name="cv-bench",
     title="CV-Bench",
     loader=load_cvbench,
-    prompt=cvbench_prompt,
-    decoding={"reference": Decoding(max_new_tokens=512), "sgeo": GREEDY_SGEO},
+    prompt=suffix_prompt(CHOICE_SUFFIX),
+    decoding=greedy_protocols(512),
     scorer=score_cvbench,
-    image_root=lambda located: file_folder_or_unpacked("cv-bench", located),
+    image_root=files_or_unpacked("cv-bench"),
     summary=cvbench_summary,
     version="nyu-visionx/CV-Bench (2,638 questions: 2D ADE20K / COCO, 3D Omni3D)",
     files="test_2d.parquet + test_3d.parquet (or test.parquet; or the .jsonl files beside img/)",

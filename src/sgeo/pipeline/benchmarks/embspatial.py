@@ -18,8 +18,8 @@ from sgeo.errors import SgeoError
 from sgeo.pipeline.scoring.embspatial import embspatial_summary, score_embspatial
 
 from .common import BenchItem, clean, sgeo_choice_prompt
-from .protocols import GREEDY_SGEO, Decoding, Prompt, llava_turn, sgeo_prompt
-from .published import LETTERS, data_files, read_parquet, unpack_image, unpack_root
+from .protocols import Prompt, greedy_protocols, llava_turn, reference_or_sgeo
+from .published import LETTERS, data_files, read_parquet, unpack_image, unpack_root, unpacked_images
 from .registry import Benchmark
 
 LAYOUT = "EmbSpatial-Bench's test parquet (FlagEval/EmbSpatial-Bench)"
@@ -62,9 +62,7 @@ def load_embspatial(located: Path) -> list[BenchItem]:
     return items
 
 
-def embspatial_prompt(item: BenchItem, protocol: str, multi_image: str, format_hint: bool) -> Prompt:
-    if protocol == "sgeo":
-        return sgeo_prompt(item, multi_image, format_hint)
+def reference_prompt(item: BenchItem, multi_image: str) -> Prompt:
     listing = "\n".join(f"{LETTERS[k]}) {option}" for k, option in enumerate(item.options or []))
     return llava_turn(item, f"{PRE_PROMPT}{item.raw_question}\n{listing}")
 
@@ -73,10 +71,10 @@ BENCHMARK = Benchmark(
     name="embspatial",
     title="EmbSpatial-Bench",
     loader=load_embspatial,
-    prompt=embspatial_prompt,
-    decoding={"reference": Decoding(max_new_tokens=1024), "sgeo": GREEDY_SGEO},
+    prompt=reference_or_sgeo(reference_prompt),
+    decoding=greedy_protocols(1024),
     scorer=score_embspatial,
-    image_root=lambda located: unpack_root("embspatial", located),
+    image_root=unpacked_images("embspatial"),
     summary=embspatial_summary,
     version="FlagEval/EmbSpatial-Bench test (3,640 questions; 6 relations; AI2-THOR, MP3D, ScanNet)",
     files="parquet with question_id, image, question, answer_options, answer, relation, data_source",

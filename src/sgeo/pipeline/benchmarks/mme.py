@@ -21,7 +21,7 @@ from sgeo.pipeline.json_files import read_text
 from sgeo.pipeline.scoring.mme import EVAL_TYPES, mme_summary, score_mme
 
 from .common import JUDGMENT_SUFFIX, BenchItem, clean
-from .protocols import GREEDY_SGEO, Decoding, Prompt, llava_turn, sgeo_prompt
+from .protocols import greedy_protocols, suffix_prompt
 from .registry import Benchmark
 
 SUBTASKS = tuple(t for tasks in EVAL_TYPES.values() for t in tasks)
@@ -96,18 +96,12 @@ def mme_image_root(located: Path) -> Path:
     return located.parent if located.name in SUBTASKS else located
 
 
-def mme_prompt(item: BenchItem, protocol: str, multi_image: str, format_hint: bool) -> Prompt:
-    if protocol == "sgeo":
-        return sgeo_prompt(item, multi_image, format_hint)
-    return llava_turn(item, f"{item.raw_question}\n{JUDGMENT_SUFFIX}")
-
-
 BENCHMARK = Benchmark(
     name="mme",
     title="MME",
     loader=load_mme,
-    prompt=mme_prompt,
-    decoding={"reference": Decoding(max_new_tokens=128), "sgeo": GREEDY_SGEO},
+    prompt=suffix_prompt(JUDGMENT_SUFFIX),
+    decoding=greedy_protocols(128),
     scorer=score_mme,
     locate=release_folder,
     image_root=mme_image_root,

@@ -18,7 +18,7 @@ from sgeo.pipeline.json_files import read_json
 from sgeo.pipeline.scoring.mmvet import mmvet_judge, mmvet_summary, score_mmvet
 
 from .common import BenchItem, clean
-from .protocols import GREEDY_SGEO, Decoding, verbatim_prompt
+from .protocols import greedy_protocols
 from .registry import Benchmark
 
 LAYOUT = "MM-Vet's mm-vet.json (a dict of {imagename, capability, question, answer}) beside images/"
@@ -64,8 +64,7 @@ BENCHMARK = Benchmark(
     name="mm-vet",
     title="MM-Vet",
     loader=load_mmvet,
-    prompt=verbatim_prompt,
-    decoding={"reference": Decoding(max_new_tokens=1024), "sgeo": GREEDY_SGEO},
+    decoding=greedy_protocols(1024),
     scorer=score_mmvet,
     locate=mmvet_json,
     judge=mmvet_judge,

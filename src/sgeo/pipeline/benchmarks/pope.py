@@ -24,8 +24,8 @@ from sgeo.errors import SgeoError
 from sgeo.pipeline.scoring.pope import pope_summary, score_pope
 
 from .common import JUDGMENT_SUFFIX, BenchItem, clean, read_rows
-from .protocols import GREEDY_SGEO, Decoding, Prompt, llava_turn, sgeo_prompt
-from .published import check_columns, file_folder_or_unpacked, read_parquet, unpack_image, unpack_root
+from .protocols import greedy_protocols, suffix_prompt
+from .published import check_columns, files_or_unpacked, read_parquet, unpack_image, unpack_root
 from .registry import Benchmark
 
 LAYOUT = "POPE's coco_pope_<category>.json (JSON lines) or lmms-lab/POPE's test-*.parquet"
@@ -98,20 +98,14 @@ def load_pope(located: Path) -> list[BenchItem]:
     return items
 
 
-def pope_prompt(item: BenchItem, protocol: str, multi_image: str, format_hint: bool) -> Prompt:
-    if protocol == "sgeo":
-        return sgeo_prompt(item, multi_image, format_hint)
-    return llava_turn(item, f"{item.raw_question}\n{JUDGMENT_SUFFIX}")
-
-
 BENCHMARK = Benchmark(
     name="pope",
     title="POPE",
     loader=load_pope,
-    prompt=pope_prompt,
-    decoding={"reference": Decoding(max_new_tokens=128), "sgeo": GREEDY_SGEO},
+    prompt=suffix_prompt(JUDGMENT_SUFFIX),
+    decoding=greedy_protocols(128),
     scorer=score_pope,
-    image_root=lambda located: file_folder_or_unpacked("pope", located),
+    image_root=files_or_unpacked("pope"),
     summary=pope_summary,
     version="POPE COCO (random, popular, adversarial; 3 x 3,000 questions)",
     files="coco_pope_{random,popular,adversarial}.json + COCO val2014 (--image-root), or lmms-lab/POPE parquet",

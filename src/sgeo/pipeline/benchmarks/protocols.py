@@ -10,6 +10,10 @@ module is below the registry and the benchmark modules, and looks no record up):
 - `sgeo`: sgeo's own greedy prompts: `BenchItem.prompt` (question + answer-format instruction) after the
   images, the template's system prompt, 64 new tokens.
 
+Most benchmarks differ only in the reference's prompt and answer length: `reference_or_sgeo` builds a
+benchmark's prompts from its reference prompt alone, `suffix_prompt` / `verbatim_prompt` are the common
+reference prompts, and `greedy_protocols` the common decodings.
+
 `MULTI_IMAGE` says what a model gets from an item with several images: `all` (each image its own `<image>`,
 what SpatialScore's code gives LLaVA-1.5: one `{'type': 'image'}` per image in its `llava1_5-13b` branch of
 `generate_response`, and what lmms-eval gives BLINK), `tile` (the images pasted into one grid canvas, one
@@ -19,6 +23,7 @@ what SpatialScore's code gives LLaVA-1.5: one `{'type': 'image'}` per image in i
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from PIL import Image
@@ -44,6 +49,12 @@ class Decoding:
 
 
 GREEDY_SGEO = Decoding(max_new_tokens=64)  # the sgeo protocol's, for every benchmark
+
+
+def greedy_protocols(max_new_tokens: int) -> dict[str, Decoding]:
+    """A benchmark's decodings when its reference decodes greedily (every published benchmark but
+    SpatialRGPT-Bench): the reference's up to `max_new_tokens`, and the sgeo protocol's."""
+    return {"reference": Decoding(max_new_tokens=max_new_tokens), "sgeo": GREEDY_SGEO}
 
 
 @dataclass(frozen=True)
@@ -90,12 +101,29 @@ def sgeo_prompt(item: BenchItem, multi_image: str, format_hint: bool) -> Prompt:
     return llava_turn(item, sgeo_text(item, format_hint), multi_image)
 
 
-def verbatim_prompt(item: BenchItem, protocol: str, multi_image: str, format_hint: bool) -> Prompt:
-    """A benchmark whose reference protocol asks the published question as it is (LLaVA's question format);
-    the sgeo protocol as for any benchmark."""
-    if protocol == "sgeo":
-        return sgeo_prompt(item, multi_image, format_hint)
-    return llava_turn(item, item.raw_question or "")
+PromptBuilder = Callable[[BenchItem, str, str, bool], Prompt]  # (item, protocol, multi_image, format_hint)
+
+
+def reference_or_sgeo(reference: Callable[[BenchItem, str], Prompt]) -> PromptBuilder:
+    """A benchmark's prompt builder: `reference(item, multi_image)` under the reference protocol, the sgeo
+    protocol's prompt (`sgeo_prompt`) as for any benchmark under sgeo."""
+
+    def prompt(item: BenchItem, protocol: str, multi_image: str, format_hint: bool) -> Prompt:
+        if protocol == "sgeo":
+            return sgeo_prompt(item, multi_image, format_hint)
+        return reference(item, multi_image)
+
+    return prompt
+
+
+def suffix_prompt(suffix: str) -> PromptBuilder:
+    """A benchmark whose reference protocol asks the published question, then `suffix` on a line of its own
+    (LLaVA's question format: the images first)."""
+    return reference_or_sgeo(lambda item, _: llava_turn(item, f"{item.raw_question}\n{suffix}"))
+
+
+# A benchmark whose reference protocol asks the published question as it is (LLaVA's question format)
+verbatim_prompt = reference_or_sgeo(lambda item, _: llava_turn(item, item.raw_question or ""))
 
 
 def tile_images(images: list[Image.Image]) -> Image.Image:

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -131,3 +132,14 @@ def file_folder_or_unpacked(name: str, located: Path) -> Path:
     if is_parquet(located):
         return unpack_root(name, located)
     return located if located.is_dir() else located.parent
+
+
+def unpacked_images(name: str) -> Callable[[Path], Path]:
+    """The image rule (`Benchmark.image_root`) of benchmark `name` whose files embed its images: the folder
+    its loader unpacks them into (`unpack_root`)."""
+    return partial(unpack_root, name)
+
+
+def files_or_unpacked(name: str) -> Callable[[Path], Path]:
+    """The image rule of benchmark `name`, published both ways (`file_folder_or_unpacked`)."""
+    return partial(file_folder_or_unpacked, name)

@@ -1,8 +1,8 @@
 """Published figures of reference models, each with the table it was copied from, for `sgeo score --compare
 RUN... --published` (shown beside a run's figures, never mixed into its scores).
 
-A figure is keyed like a row of `report.compare_rows`: the benchmark's command-line name and the figure's
-name as sgeo reports it ("mean item score", a headline figure of the benchmark's own summary, "group
+A figure is keyed like a row of `scoring.compare.compare_rows`: the benchmark's command-line name and the
+figure's name as sgeo reports it ("mean item score", a headline figure of the benchmark's own summary, "group
 left/right", "category X"), in its unit ("%": percent; "points": as published). Only numbers read in a
 public source are listed; add one as one line, naming the source precisely (paper, table, row).
 

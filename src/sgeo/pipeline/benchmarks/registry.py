@@ -1,9 +1,11 @@
 """One record per benchmark, and the one registry of them.
 
-A benchmark is one module of this package defining `BENCHMARK = Benchmark(...)` and one line in
-`sgeo.pipeline.names.BENCHMARK_MODULES`. Everything that used to branch on a benchmark's name asks its record:
-the loader (the files as published), the prompt of each protocol and its decoding, the scorer (the
-authors' rules), where the images are, whether a judge applies, and the benchmark's own summary figures.
+A benchmark is one module of this package defining `BENCHMARK`, its `Benchmark` record (stating only what
+differs from the defaults: `protocols.greedy_protocols`, `protocols.suffix_prompt` and the like build the
+common cases), and one line in `sgeo.pipeline.names.BENCHMARK_MODULES`. Everything that depends on the
+benchmark asks its record: the loader (the files as published), the prompt of each protocol and its
+decoding, the scorer (the authors' rules), where the images are, whether a judge applies, and the
+benchmark's own summary figures.
 
 The registry is built when this package is imported: a module without a `BENCHMARK`, a record missing its
 scorer (a required field) or naming a protocol sgeo does not have stops that import with a `TypeError`
@@ -22,7 +24,7 @@ from sgeo.errors import SgeoError
 from sgeo.pipeline.names import BENCHMARK_MODULES
 
 from .common import BenchItem
-from .protocols import PROTOCOLS, Decoding, Prompt, check_multi_image
+from .protocols import PROTOCOLS, Decoding, Prompt, PromptBuilder, check_multi_image, verbatim_prompt
 
 Record = dict[str, Any]  # one answers.jsonl line
 
@@ -45,9 +47,10 @@ class Benchmark:
     name: str  # the command-line name
     title: str  # as its authors write it, for messages and tables
     loader: Callable[[Path], list[BenchItem]]  # the located file (or folder) -> items, as published
-    prompt: Callable[[BenchItem, str, str, bool], Prompt]  # (item, protocol, multi_image, format_hint)
     decoding: Mapping[str, Decoding]  # protocol -> its decoding; the keys are the protocols it has
     scorer: Callable[[Record], Record]  # one answers record -> {"kind", "success", ...} by the authors' rules
+    # (item, protocol, multi_image, format_hint) -> Prompt; the default asks the published question as it is
+    prompt: PromptBuilder = verbatim_prompt
     default_protocol: str = "reference"
     locate: Callable[[Path], Path] = as_given  # --data -> what the loader reads
     image_root: Callable[[Path], Path] = file_folder  # the located data -> folder the image paths are under
@@ -83,7 +86,7 @@ class Benchmark:
         return tuple(self.decoding)
 
 
-def _register(modules: Mapping[str, str] = BENCHMARK_MODULES) -> dict[str, Benchmark]:
+def build_registry(modules: Mapping[str, str] = BENCHMARK_MODULES) -> dict[str, Benchmark]:
     """name -> the `BENCHMARK` record of module `modules[name]` of this package, each checked."""
     registry: dict[str, Benchmark] = {}
     for name, module_name in modules.items():
@@ -97,7 +100,7 @@ def _register(modules: Mapping[str, str] = BENCHMARK_MODULES) -> dict[str, Bench
     return registry
 
 
-REGISTRY: dict[str, Benchmark] = _register()
+REGISTRY: dict[str, Benchmark] = build_registry()
 
 
 def check_bench(bench: str) -> str:

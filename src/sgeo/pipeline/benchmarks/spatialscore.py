@@ -22,7 +22,7 @@ from sgeo.errors import SgeoError
 from sgeo.pipeline.scoring import CHOICE_LETTERS, score_spatialscore
 
 from .common import CHOICE_SUFFIX, JUDGMENT_SUFFIX, BenchItem, clean, read_rows
-from .protocols import GREEDY_SGEO, IMAGE, Decoding, Prompt, sgeo_text, shown_images
+from .protocols import IMAGE, Prompt, greedy_protocols, sgeo_text, shown_images
 from .registry import Benchmark
 
 # The instruction SpatialScore gives before each question, by source: version_0/test_all-in-one.py
@@ -188,7 +188,7 @@ BENCHMARK = Benchmark(
     loader=load_spatialscore,
     prompt=spatialscore_prompt,
     # test_all-in-one.py `generate_response`: TEMPERATURE 0.0 (greedy), max_new_tokens 1024
-    decoding={"reference": Decoding(max_new_tokens=1024), "sgeo": GREEDY_SGEO},
+    decoding=greedy_protocols(1024),
     scorer=score_spatialscore,
     image_root=spatialscore_image_root,
     multi_image=True,

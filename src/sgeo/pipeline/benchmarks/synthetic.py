@@ -3,39 +3,35 @@ images relative to its folder. Asked with sgeo's prompts by default, scored by s
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 from sgeo.errors import SgeoError
-from sgeo.pipeline.scoring import judge_record, score_item
+from sgeo.pipeline.names import SYNTHETIC_BENCH, SYNTHETIC_EVAL
 
-from .protocols import GREEDY_SGEO
-from .registry import Benchmark
-from .spatialrgpt import REFERENCE_DECODING, load_spatialrgpt, spatialrgpt_prompt
+from .spatialrgpt import BENCHMARK as SPATIALRGPT
 
 
 def bench_json(data: Path) -> Path:
     """The bench file `data` names: itself, or a folder's bench.json or eval/bench.json."""
     data = Path(data)
     if data.is_dir():
-        for candidate in (data / "bench.json", data / "eval" / "bench.json"):
+        for candidate in (data / SYNTHETIC_BENCH, data / SYNTHETIC_EVAL / SYNTHETIC_BENCH):
             if candidate.is_file():
                 return candidate
-        raise SgeoError(f"no bench.json in {data} nor in {data / 'eval'}")
+        raise SgeoError(f"no {SYNTHETIC_BENCH} in {data} nor in {data / SYNTHETIC_EVAL}")
     return data
 
 
-BENCHMARK = Benchmark(
+# SpatialRGPT-Bench's record (its loader, prompts, decodings, rules and judge: the bench has its format) with
+# what differs: the name, where --data points, and the sgeo protocol by default (the model it checks was
+# trained without the reference's hints)
+BENCHMARK = replace(
+    SPATIALRGPT,
     name="synthetic",
     title="sgeo synthetic bench",
-    loader=load_spatialrgpt,
-    prompt=spatialrgpt_prompt,
-    # sgeo by default (the model it checks was trained without the reference's hints); reference as for
-    # SpatialRGPT-Bench, whose format it has
-    decoding={"reference": REFERENCE_DECODING, "sgeo": GREEDY_SGEO},
     default_protocol="sgeo",
-    scorer=score_item,
     locate=bench_json,
-    judge=judge_record,
     version="written by `sgeo data synthetic`",
     files="eval/bench.json (SpatialRGPT-Bench format) and eval/images/",
     scoring="sgeo's rules",

@@ -38,8 +38,8 @@ from sgeo.errors import SgeoError
 from sgeo.pipeline.scoring.threedsr import AUTHORS_FORM, CATEGORY_MAPPING, score_threedsr, threedsr_summary
 
 from .common import BenchItem, clean, sgeo_choice_prompt
-from .protocols import GREEDY_SGEO, IMAGE, Decoding, Prompt, shown_images, verbatim_prompt
-from .published import check_columns, data_files, read_parquet, unpack_image, unpack_root
+from .protocols import IMAGE, Prompt, greedy_protocols, shown_images, verbatim_prompt
+from .published import check_columns, data_files, read_parquet, unpack_image, unpack_root, unpacked_images
 from .registry import Benchmark
 
 LAYOUT = "3DSRBench's test parquet as lmms-eval reads it (index, question, A-D, answer, category, image)"
@@ -196,10 +196,10 @@ BENCHMARK = Benchmark(
     title="3DSRBench",
     loader=load_threedsr,
     prompt=threedsr_prompt,
-    decoding={"reference": Decoding(max_new_tokens=4096), "sgeo": GREEDY_SGEO},
+    decoding=greedy_protocols(4096),
     locate=locate_threedsr,
     scorer=score_threedsr,
-    image_root=lambda located: unpack_root("3dsrbench", located),
+    image_root=unpacked_images("3dsrbench"),
     summary=threedsr_summary,
     version="3DSRBench v1: the authors' VLMEvalKit TSV, or lmms-eval's 3dsr / 3dsr_circular parquet",
     files="3dsrbench_v1_vlmevalkit_circular.tsv (index, qid, question, A-D, answer, category, image base64); "

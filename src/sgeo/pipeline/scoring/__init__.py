@@ -16,18 +16,19 @@ prompts instead (`judge_prompts`). SpatialScore answers are scored by SpatialSco
 
 `dispatch.score_item` picks sgeo's scorer for one record (each benchmark's record names its rules, and
 `sgeo.pipeline.benchmarks.SCORERS` maps benchmarks to them: the benchmarks import this package, never the
-other way); `report` summarises a run and sets runs side by side; `baseline` is the best constant answer,
-fitted on a training split.
+other way); `report` summarises a run, `compare` sets runs side by side; `baseline` is the best constant
+answer, fitted on a training split.
 """
 
 from .baseline import constant_baseline
 from .choice import CHOICE_LETTERS, MULTIPLE_CHOICE_TYPES, parse_choice, score_multiple_choice
+from .compare import comparison_table
 from .direction import parse_clock, score_direction
 from .dispatch import kind_of, score_item
 from .judge import ChatJudge, JudgeError, judge_record
 from .qualitative import candidates_in, is_choice, pick, relation_of, score_qualitative, yes_no
 from .quantities import UNITS, parse_quantity, score_quantitative
-from .report import aggregate, comparison_table, format_table, plot_scores, report_group
+from .report import aggregate, format_table, plot_scores, report_group
 from .spatialscore import (
     extract_number,
     extract_option,

@@ -1,6 +1,7 @@
 """An LLM judge behind any OpenAI-compatible chat endpoint (vLLM, llama.cpp, ...), scoring as SpatialRGPT.
 
-`ChatJudge` sends `judge_prompts`' messages to `<base>/chat/completions` with the standard library only.
+`ChatJudge` sends `judge_prompts`' messages to `<base>/chat/completions` with the standard library only (the
+API base and key header as `clients.openai_compatible` reads them).
 `judge_record` scores one answers.jsonl record, reusing the verdict cached in the record (`record["judge"]`)
 when the same judge model was asked the same messages, so rescoring costs nothing.
 """
@@ -9,12 +10,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import urllib.error
-import urllib.parse
 import urllib.request
 from typing import Any
 
+from sgeo.clients.openai_compatible import api_base, auth_headers
 from sgeo.errors import SgeoError
 
 from .judge_prompts import judge_kind, judge_messages, judge_prompt, read_verdict, reference_format_fails
@@ -24,32 +24,17 @@ class JudgeError(SgeoError):
     """The judge endpoint could not be reached or did not answer like an OpenAI chat endpoint."""
 
 
-def api_base(url: str) -> str:
-    """The API base of `url`: ".../v1" as given; a ".../chat/completions" URL loses that tail; a bare
-    host:port gets "/v1", which vLLM and llama.cpp both serve."""
-    url = url.strip().rstrip("/")
-    parts = urllib.parse.urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise SgeoError(f"--judge {url!r} is not an http(s) URL; pass e.g. http://127.0.0.1:8000/v1")
-    if url.endswith("/chat/completions"):
-        return url[: -len("/chat/completions")]
-    return url if parts.path else url + "/v1"
-
-
 class ChatJudge:
     """Chat completions from `url`; `model` defaults to the first model the endpoint lists."""
 
     def __init__(self, url: str, model: str | None = None, timeout: float = 300.0):
-        self.base, self.timeout, self.requested_model = api_base(url), timeout, model
+        self.base, self.timeout, self.requested_model = api_base(url, "--judge"), timeout, model
         self._model = model
         self.calls = 0  # requests made (the cache saves the rest)
 
     def _request(self, path: str, body: dict | None = None) -> dict[str, Any]:
-        headers = {"Content-Type": "application/json"}
-        if key := os.environ.get("OPENAI_API_KEY"):  # hosted endpoints want one; local servers ignore it
-            headers["Authorization"] = f"Bearer {key}"
         data = None if body is None else json.dumps(body).encode()
-        request = urllib.request.Request(self.base + path, data=data, headers=headers)
+        request = urllib.request.Request(self.base + path, data=data, headers=auth_headers())
         try:
             with urllib.request.urlopen(request, timeout=self.timeout) as response:
                 text = response.read().decode("utf-8", "replace")

@@ -84,7 +84,7 @@ def point_map(scene: Scene, width: int, height: int) -> tuple[np.ndarray, np.nda
     `scene` sampled on a width x height grid over its image: OpenCV camera-frame points in metres, whether
     the pixel sees the floor or an object, and which object (index into `scene.objects`; -1: floor)."""
     world, mask, obj = ray_hits(scene, width, height)
-    cam = (world - scene.camera.position) @ scene.camera._axes().T  # right, up, forward
+    cam = (world - scene.camera.position) @ scene.camera.axes().T  # right, up, forward
     points = np.stack([cam[:, 0], -cam[:, 1], cam[:, 2]], axis=1)  # OpenCV: y down
     points[~mask] = 0.0
     shape = (height, width)

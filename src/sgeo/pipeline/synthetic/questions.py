@@ -63,7 +63,7 @@ STATEMENTS = {
     "big": ("is bigger than", "is smaller than"),
 }
 # category -> (relation, sign, question)
-_PREDICATE_TEXT = {
+PREDICATE_TEXT = {
     "left_predicate": ("left", 1, "Is the {a} to the left of the {b}?"),
     "right_predicate": ("left", -1, "Is the {a} to the right of the {b}?"),
     "above_predicate": ("above", 1, "Is the {a} above the {b}?"),
@@ -127,7 +127,7 @@ _OBJECT_QUANTITIES = {
 def relation_categories(relations: tuple[str, ...]) -> tuple[str, ...]:
     """The predicate and choice categories that ask about `relations` ("left", "tall", ...), in
     `TRAIN_CATEGORIES` order: a question set narrowed to what a small training budget can teach."""
-    asked = {**{c: t[0] for c, t in _PREDICATE_TEXT.items()}, **{c: t[0] for c, t in _CHOICE_TEXT.items()}}
+    asked = {**{c: t[0] for c, t in PREDICATE_TEXT.items()}, **{c: t[0] for c, t in _CHOICE_TEXT.items()}}
     return tuple(c for c in TRAIN_CATEGORIES if asked.get(c) in relations)
 
 
@@ -160,8 +160,8 @@ def make_question(
     share it. A tiny model learns a relation stated there long before a leading yes/no
     (bench/relation_answer_probe.py); the scorer reads the stated relation when no yes/no leads.
     """
-    if category in _PREDICATE_TEXT:
-        rel, sign, q = _PREDICATE_TEXT[category]
+    if category in PREDICATE_TEXT:
+        rel, sign, q = PREDICATE_TEXT[category]
         want = sign if want_yes else -sign
         pair = _pick(rng, [(a, b) for a, b in _pairs(scene) if RELATIONS[rel](scene, a, b) == want])
         if pair is None:

@@ -45,14 +45,14 @@ class Camera:
     def position(self) -> np.ndarray:
         return np.array([0.0, self.elevation, 0.0])
 
-    def _axes(self) -> np.ndarray:
+    def axes(self) -> np.ndarray:
+        """The camera's axes in world coordinates, one per row: right, up, forward (pitched down by pitch_deg)."""
         t = math.radians(self.pitch_deg)
-        # rows: right, up, forward
         return np.array([[1.0, 0.0, 0.0], [0.0, math.cos(t), math.sin(t)], [0.0, -math.sin(t), math.cos(t)]])
 
     def project(self, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """World points [N, 3] -> pixel coordinates [N, 2] (u right, v down) and depth along the view [N]."""
-        cam = (np.asarray(points, dtype=np.float64).reshape(-1, 3) - self.position) @ self._axes().T  # [N, 3]
+        cam = (np.asarray(points, dtype=np.float64).reshape(-1, 3) - self.position) @ self.axes().T  # [N, 3]
         depth = cam[:, 2]
         u = self.width / 2 + self.focal * cam[:, 0] / depth
         v = self.height / 2 - self.focal * cam[:, 1] / depth
@@ -63,7 +63,7 @@ class Camera:
         cam = np.stack(
             [(u - self.width / 2) / self.focal, (self.height / 2 - v) / self.focal, np.ones_like(u)], -1
         )
-        return cam @ self._axes()
+        return cam @ self.axes()
 
     def horizon_v(self) -> float:
         return self.height / 2 - self.focal * math.tan(math.radians(self.pitch_deg))

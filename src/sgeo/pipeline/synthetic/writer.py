@@ -16,6 +16,12 @@ import numpy as np
 
 from sgeo.errors import SgeoError
 from sgeo.pipeline.datasets import CAPTION_PROMPT  # one caption prompt for every stage-1 dataset
+from sgeo.pipeline.names import SYNTHETIC_BENCH as BENCH
+from sgeo.pipeline.names import SYNTHETIC_CAPTIONS as CAPTIONS
+from sgeo.pipeline.names import SYNTHETIC_EVAL as EVAL
+from sgeo.pipeline.names import SYNTHETIC_META as META
+from sgeo.pipeline.names import SYNTHETIC_QA as QA
+from sgeo.pipeline.names import SYNTHETIC_TRAIN_BENCH as TRAIN_BENCH
 
 from .questions import (
     BENCH_CATEGORIES,
@@ -65,7 +71,8 @@ def _scene_meta(image: str, scene: Scene) -> dict:
     }
 
 
-def _conversation(turns: list[tuple[str, str]]) -> list[dict]:
+def conversation(turns: list[tuple[str, str]]) -> list[dict]:
+    """LLaVA's `conversations` of (question, answer) turns, the image token before the first question."""
     conv = []
     for i, (q, a) in enumerate(turns):
         conv.append({"from": "human", "value": f"<image>\n{q}" if i == 0 else q})
@@ -135,7 +142,7 @@ def _bench_items(
                     "file_path": f"images/{i:06d}.png",
                     "text_q": question,
                     "qa_info": {"category": category, "type": category_type(category)},
-                    "conversations": _conversation([(question, answer)]),
+                    "conversations": conversation([(question, answer)]),
                 }
             )
     return items
@@ -145,7 +152,7 @@ def _write_json(path: Path, obj) -> None:
     path.write_text(json.dumps(obj, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
-_OUTPUTS = ("images", "eval", "captions.json", "spatial_qa.json", "train_bench.json", "meta.json")
+_OUTPUTS = ("images", EVAL, CAPTIONS, QA, TRAIN_BENCH, META)
 
 
 def _prepare_out(out: Path, overwrite: bool) -> None:
@@ -155,7 +162,7 @@ def _prepare_out(out: Path, overwrite: bool) -> None:
         if not overwrite:
             raise SgeoError(
                 f"output folder {out} is not empty; choose a new folder, or replace what the generator wrote "
-                "there with --overwrite (overwrite=True in Python)"
+                "there with --overwrite"
             )
         for name in _OUTPUTS:  # only what we write, never anything else in the folder
             p = out / name
@@ -164,7 +171,7 @@ def _prepare_out(out: Path, overwrite: bool) -> None:
             elif p.exists():
                 p.unlink()
     (out / "images").mkdir(parents=True, exist_ok=True)
-    (out / "eval" / "images").mkdir(parents=True, exist_ok=True)
+    (out / EVAL / "images").mkdir(parents=True, exist_ok=True)
 
 
 def generate_synthetic(
@@ -187,15 +194,15 @@ def generate_synthetic(
     training budget teaches (the quickstart's); None asks every category.
     """
     if not isinstance(n, int) or n < 1:
-        raise SgeoError(f"n must be a positive number of images, got {n!r}")
+        raise SgeoError(f"--n must be a positive number of images, got {n!r}")
     if not isinstance(seed, int) or seed < 0:
-        raise SgeoError(f"seed must be a non-negative integer, got {seed!r}")
+        raise SgeoError(f"--seed must be a non-negative integer, got {seed!r}")
     width, height = image_size
     if not (32 <= width <= 4096 and 32 <= height <= 4096):
-        raise SgeoError(f"image_size must be between 32 and 4096 pixels per side, got {image_size!r}")
+        raise SgeoError(f"--image-size must be between 32 and 4096 pixels per side, got {width} x {height}")
     n_eval = max(20, n // 5) if n_eval is None else n_eval
     if n_eval < 0:
-        raise SgeoError(f"n_eval must be >= 0, got {n_eval}")
+        raise SgeoError(f"--n-eval must be >= 0, got {n_eval}")
     if not (
         len(objects) == 2
         and all(isinstance(k, int) for k in objects)
@@ -226,14 +233,14 @@ def generate_synthetic(
             {
                 "id": sample_id,
                 "image": image,
-                "conversations": _conversation([(CAPTION_PROMPT, caption(scene, rng))]),
+                "conversations": conversation([(CAPTION_PROMPT, caption(scene, rng))]),
             }
         )
         qa.append(
             {
                 "id": sample_id,
                 "image": image,
-                "conversations": _conversation(_qa_turns(scene, rng, train_categories)),
+                "conversations": conversation(_qa_turns(scene, rng, train_categories)),
             }
         )
         train_meta.append(_scene_meta(image, scene))
@@ -242,19 +249,17 @@ def generate_synthetic(
     for i in range(n_eval):
         scene = sample_scene(_scene_rng(seed, _EVAL, i), width, height, objects)
         image = f"images/{i:06d}.png"
-        render_scene(scene).save(out / "eval" / image, format="PNG")
+        render_scene(scene).save(out / EVAL / image, format="PNG")
         eval_scenes.append(scene)
         eval_meta.append(_scene_meta(image, scene))
     bench = _bench_items(eval_scenes, seed, _EVAL_QUESTIONS, bench_categories)
 
-    _write_json(out / "captions.json", captions)
-    _write_json(out / "spatial_qa.json", qa)
+    _write_json(out / CAPTIONS, captions)
+    _write_json(out / QA, qa)
+    _write_json(out / TRAIN_BENCH, _bench_items(train_scenes, seed, _TRAIN_QUESTIONS, bench_categories))
+    _write_json(out / EVAL / BENCH, bench)
     _write_json(
-        out / "train_bench.json", _bench_items(train_scenes, seed, _TRAIN_QUESTIONS, bench_categories)
-    )
-    _write_json(out / "eval" / "bench.json", bench)
-    _write_json(
-        out / "meta.json",
+        out / META,
         {
             "generator": "sgeo.pipeline.synthetic",
             "version": GENERATOR_VERSION,
@@ -262,7 +267,7 @@ def generate_synthetic(
             "n": n,
             "n_eval": n_eval,
             "image_size": [width, height],
-            # only when not the default, so that default data stays byte-identical to what v3 wrote
+            # only when not the default, so that data of the default sizes keeps the meta.json it always had
             **({} if tuple(objects) == OBJECTS_PER_SCENE else {"objects_per_scene": list(objects)}),
             **({} if relations is None else {"relations": list(relations)}),
             "coordinates": "metres; x right, y up, z forward from the ground point below the camera; "
@@ -275,11 +280,11 @@ def generate_synthetic(
         "out": str(out),
         "images": n,
         "eval_images": n_eval,
-        "captions_json": str(out / "captions.json"),
-        "spatial_qa_json": str(out / "spatial_qa.json"),
-        "bench_json": str(out / "eval" / "bench.json"),
-        "train_bench_json": str(out / "train_bench.json"),
-        "meta_json": str(out / "meta.json"),
+        "captions_json": str(out / CAPTIONS),
+        "spatial_qa_json": str(out / QA),
+        "bench_json": str(out / EVAL / BENCH),
+        "train_bench_json": str(out / TRAIN_BENCH),
+        "meta_json": str(out / META),
         "qa_turns": sum(len(s["conversations"]) // 2 for s in qa),
         "bench_items": len(bench),
     }

@@ -1,9 +1,13 @@
 """answers.jsonl, the file an eval writes as it goes: one record per question (`answer_record`), appended
-line by line (`append_answer`), read back (`read_answers`) and replaced whole (`rewrite_answers`).
+line by line (`append_answer`), read back (`read_answers`, `read_scorable`) and replaced whole
+(`rewrite_answers`).
 
-A module of its own, below the jobs that share it (`eval` and `remote` write records, `score` reads them), so
-none of them imports another for the file's format. A killed eval leaves at most a truncated last line:
-readers skip it and `append_answer` cuts it off before writing, so a resumed run answers that question again.
+Each line is one JSON object: {"question_id", "pred", "gt", "qa_info", ...} plus whatever the benchmark item
+carried (`question`, `options`, bbox, ...), how it was asked, and for an item not answered why (`error` /
+`skipped`: `unanswered_score` scores it). The format's one home, below the jobs that share it (`eval` and
+`remote` write records, `score` reads them and writes the judge's verdicts back), so none of them imports
+another for it. A killed eval leaves at most a truncated last line: readers skip it and `append_answer` cuts
+it off before writing, so a resumed run answers that question again.
 """
 
 from __future__ import annotations
@@ -15,6 +19,8 @@ from typing import Any
 
 from sgeo.errors import SgeoError
 from sgeo.pipeline.json_files import loads, read_text
+
+ANSWERS_FILE = "answers.jsonl"  # its name in an eval's --out folder
 
 
 def answer_record(
@@ -54,6 +60,25 @@ def read_answers(path: Path) -> list[dict[str, Any]]:
             raise SgeoError(f"{path} line {n} is not a JSON object")
         records.append(record)
     return records
+
+
+def read_scorable(path: Path) -> list[dict[str, Any]]:
+    """`read_answers`, refused in one line when the file holds no record or a record lacks pred or gt."""
+    records = read_answers(path)
+    if not records:
+        raise SgeoError(f"{path} holds no answers")
+    for n, record in enumerate(records):
+        if "pred" not in record or "gt" not in record:
+            raise SgeoError(f"{path} record {n} (question_id {record.get('question_id')}) lacks pred or gt")
+    return records
+
+
+def unanswered_score(record: dict[str, Any]) -> dict[str, Any] | None:
+    """The score of a record the eval could not answer (an unreadable image, too long): wrong, 0 credit;
+    None for an answered one."""
+    if record.get("skipped") or record.get("error"):
+        return {"kind": "not answered", "success": False, "credit": 0.0}
+    return None
 
 
 def _drop_partial_line(path: Path) -> None:
