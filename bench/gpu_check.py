@@ -565,11 +565,12 @@ def check_4bit(config, processor, towers, image, device, args) -> dict:
 
     if device.type != "cuda" or importlib.util.find_spec("bitsandbytes") is None:
         return {"skipped": "needs CUDA and bitsandbytes"}
-    from sgeo.jobs.ask import ImageChat, _quantize_language_model
+    from sgeo.jobs.image_chat import ImageChat
+    from sgeo.model.quantization import quantize_language_model
 
     reset_peak(device)
     model = build_model(config, device, args.attn[0], torch.float16, seed=4)
-    _quantize_language_model(model, 4, str(device))  # what `sgeo ask --load-4bit` does after loading
+    quantize_language_model(model, 4, str(device))  # what `sgeo ask --load-4bit` does after loading
     model.towers = towers
     model.eval()
     chat = ImageChat(model, processor, image)

@@ -11,8 +11,9 @@ from PIL import Image
 
 from conftest import run_sgeo
 from sgeo.errors import SgeoError
-from sgeo.jobs.ask import AskConfig, ImageChat, run_ask
+from sgeo.jobs.ask import AskConfig, run_ask
 from sgeo.jobs.eval import generate_batch
+from sgeo.jobs.image_chat import ImageChat
 from sgeo.pipeline.benchmarks import Decoding
 
 QUESTION = "How far is the red box from the blue sphere?"

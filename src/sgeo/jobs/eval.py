@@ -21,7 +21,7 @@ from ..cli_options import MODEL_HELP, option
 from ..errors import SgeoError
 from ..pipeline.names import BENCHMARKS, SUITES
 from .answers import answer_record, append_answer, read_answers, rewrite_answers
-from .ask import check_max_new_tokens, load_for_inference, pick_device
+from .generation_options import check_fits_context
 
 ANSWERS_FILE = "answers.jsonl"
 # The options that change an answer, declared once: every answers.jsonl record carries them, and a run
@@ -36,7 +36,6 @@ ANSWER_OPTIONS = ("protocol", "seed", "model", "max_new_tokens", "format_hint", 
                   "system")  # fmt: skip
 # what records of older sgeo versions, which did not record an option, were made with
 _LEGACY = {"protocol": "sgeo", "system": None}
-_DTYPE_NAMES = {"torch.bfloat16": "bf16", "torch.float16": "fp16", "torch.float32": "fp32"}
 
 
 @dataclass(kw_only=True)
@@ -82,7 +81,7 @@ class EvalConfig:
         help="OpenAI-compatible endpoint (e.g. http://127.0.0.1:8000/v1) to score as SpatialRGPT's judge",
     )
     judge_model: str | None = option(None, help="the judge's model name (default: the first it lists)")
-    precision: str | None = option(  # None: bf16 on GPU, fp32 on CPU (see ask.pick_device)
+    precision: str | None = option(  # None: bf16 on GPU, fp32 on CPU (see inference.pick_device)
         None, help="bf16, fp16 (GPU) or fp32 (default: bf16 on GPU, fp32 on CPU)"
     )
     system: str | None = option(  # None: the template's own
@@ -151,6 +150,8 @@ def run_eval(config: EvalConfig, loaded: tuple | None = None, quiet: bool = Fals
     answers = out / ANSWERS_FILE
     from ..model import resolve_model
     from ..model.identity import model_identity
+    from ..precision import precision_name
+    from .inference import load_for_inference, pick_device
 
     model_ref = resolve_model(config.model) if loaded is None and remote is None else None
     if remote is not None:
@@ -166,7 +167,7 @@ def run_eval(config: EvalConfig, loaded: tuple | None = None, quiet: bool = Fals
         "max_new_tokens": decoding.max_new_tokens,
         "format_hint": config.format_hint,
         **({"multi_image": config.multi_image} if get_benchmark(bench).multi_image else {}),
-        "precision": None if dtype is None else _DTYPE_NAMES.get(str(dtype), str(dtype)),
+        "precision": None if dtype is None else precision_name(dtype),
         "system": config.system,
     }
     assert set(run) <= set(ANSWER_OPTIONS), "declare every recorded option in ANSWER_OPTIONS"
@@ -193,7 +194,7 @@ def run_eval(config: EvalConfig, loaded: tuple | None = None, quiet: bool = Fals
             if loaded is not None
             else load_for_inference(model_ref, config.device, precision=config.precision)
         )
-        check_max_new_tokens(decoding.max_new_tokens, model, processor)
+        check_fits_context(decoding.max_new_tokens, model, processor)
         recorded = {**run, "model_name": str(config.model)}
         answer_items(model, processor, todo, prompts, root, answers, decoding, config.batch_size, recorded)
     judge = None

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from ...cli_options import MODEL_HELP, option
 from ...errors import SgeoError
-from ..ask import MAX_NEW_TOKENS, TEMPERATURE
+from ..generation_options import MAX_NEW_TOKENS, TEMPERATURE, check_max_new_tokens, check_temperature
 
 # Heavy imports (torch, transformers, gradio) wait until the options are checked and the port is bound, so
 # a mistyped option fails at once.
@@ -86,10 +86,8 @@ def _check(config: ServeConfig) -> None:
         raise SgeoError(f"--max-request-mb must be positive, got {config.max_request_mb}")
     if not 1 <= config.max_image_mb <= 4096:  # also refuses nan
         raise SgeoError(f"--max-image-mb must be from 1 to 4096, got {config.max_image_mb}")
-    if config.max_new_tokens < 1:
-        raise SgeoError(f"--max-new-tokens must be at least 1, got {config.max_new_tokens}")
-    if not 0 <= config.temperature <= 2:
-        raise SgeoError(f"--temperature must be from 0 (greedy) to 2, got {config.temperature}")
+    check_max_new_tokens(config.max_new_tokens)
+    check_temperature(config.temperature)
 
 
 def _bind(host: str, port: int) -> socket.socket:
@@ -162,7 +160,7 @@ def run_serve(config: ServeConfig) -> None:
     sock = _bind(config.host, config.port)
     from transformers.utils import logging as hf_logging
 
-    from ..ask import load_for_inference
+    from ..inference import load_for_inference
     from .chat_request import Limits
     from .engine import Engine
     from .examples import examples

@@ -22,6 +22,7 @@ from PIL import Image
 from ...errors import SgeoError
 from ...model.conversation import clean_text
 from ...pipeline.images import DEFAULT_MAX_PIXELS, decode_image, read_file, resolve_inside
+from ..generation_options import MAX_NEW_TOKENS, MAX_TEMPERATURE, TEMPERATURE
 
 
 class ApiError(Exception):
@@ -43,8 +44,8 @@ class Limits:
     """What the server allows and assumes: the image root, defaults and caps of the sampling settings."""
 
     image_root: Path | None = None
-    temperature: float = 0.2
-    max_tokens: int = 256
+    temperature: float = TEMPERATURE
+    max_tokens: int = MAX_NEW_TOKENS
     max_tokens_limit: int = 2048
     max_pixels: int = DEFAULT_MAX_PIXELS
     max_file_bytes: int = 20 * 2**20  # a local image may be as large as a request body
@@ -110,7 +111,7 @@ def parse_chat_request(body: bytes, limits: Limits) -> ChatRequest:
         image=load_image_url(image_urls[0], limits),
         history=list(zip(questions[:-1], answers, strict=True)),
         question=questions[-1],
-        temperature=_number(request, "temperature", limits.temperature, 0.0, 2.0),
+        temperature=_number(request, "temperature", limits.temperature, 0.0, MAX_TEMPERATURE),
         max_tokens=int(
             _number(request, tokens_key, limits.max_tokens, 1, limits.max_tokens_limit, integer=True)
         ),

@@ -35,7 +35,7 @@ from ...model.conversation import IMAGE_TOKEN, clean_text
 from ...model.generation import Batcher, generation_defaults, stop_ids
 from ...model.generation import Sequence as Generation
 from ...model.processing import THINK_CLOSE, THINK_OPEN
-from ..ask import TEMPLATE
+from ..image_chat import TEMPLATE
 from ..seeded_sampling import item_seed
 
 ENCODE_BATCH = 16  # images encoded together at most (per image on 2 CPU cores: 25 ms alone, 15 ms in 16)

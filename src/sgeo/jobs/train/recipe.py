@@ -10,12 +10,13 @@ from pathlib import Path
 from sgeo.cli_options import MODEL_HELP, option
 from sgeo.errors import SgeoError
 from sgeo.model.stages import LoraSettings
+from sgeo.precision import accepted, check_precision, default_precision
 
 WARMUP_RATIO = 0.03
 WEIGHT_DECAY = 0.0
 BETAS = (0.9, 0.999)
 EPS = 1e-8
-PRECISIONS = ("bf16", "fp32")  # weights and DeepSpeed's mode; None: bf16 on GPU, fp32 on CPU
+TRAIN_PRECISIONS = accepted("bf16", "fp32")  # weights and DeepSpeed's mode; None: bf16 on GPU, fp32 on CPU
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -201,7 +202,7 @@ def resolve(config: TrainConfig, world_size: int, device: str, model_template: s
         deepspeed=_absolute(config.deepspeed) if config.deepspeed else None,
         lr=lr, adapter_lr=adapter_lr if config.stage == 2 else None,
         batch_size=batch_size, grad_accum=grad_accum, global_batch=global_batch,
-        precision=config.precision or ("bf16" if device == "cuda" else "fp32"),
+        precision=config.precision or default_precision(device, TRAIN_PRECISIONS),
         template=recipe.template or model_template, weight_decay=WEIGHT_DECAY, betas=BETAS,
         warmup_ratio=WARMUP_RATIO, world_size=world_size, lora=lora_settings(config), device=device,
     ))  # fmt: skip
@@ -268,8 +269,7 @@ def check_config(config: TrainConfig) -> None:
         raise SgeoError(f"--num-workers must be >= 0, got {config.num_workers}")
     if config.image_aspect_ratio not in (None, "pad", "crop"):
         raise SgeoError(f"--image-aspect-ratio must be pad or crop, got {config.image_aspect_ratio}")
-    if config.precision not in (None, *PRECISIONS):
-        raise SgeoError(f"--precision must be one of {', '.join(PRECISIONS)}, got {config.precision}")
+    check_precision(config.precision, TRAIN_PRECISIONS)
     if config.attn not in (None, "sdpa", "eager", "flash_attention_2"):
         raise SgeoError(f"--attn must be sdpa, eager or flash_attention_2, got {config.attn}")
 

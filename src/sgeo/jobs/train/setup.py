@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from sgeo.errors import SgeoError
+from sgeo.precision import torch_dtype
 
 from .checkpoints import CHECKPOINTS, check_resumable, write_json
 from .data import aspect_mode, check_features, prepare_data
@@ -101,7 +102,7 @@ def setup(config: TrainConfig, features=None) -> Run:
     )
 
     # model: the towers only online; stage 2 starts from a model without LoRA
-    dtype = torch.bfloat16 if resolved.precision == "bf16" else torch.float32
+    dtype = torch_dtype(resolved.precision)
     model = load_model(
         model_ref, load_towers=resolved.online, dtype=dtype, attn_implementation=resolved.attn
     )[0]
