@@ -23,7 +23,7 @@ import pytest
 from PIL import Image
 
 from conftest import assert_one_line_error, run_sgeo, run_sgeo_batch, serving
-from sgeo.jobs.serve.engine import Engine
+from sgeo.jobs.serve.engine import Busy, Engine
 from sgeo.jobs.serve.examples import examples
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -384,6 +384,35 @@ def test_closing_a_reply_stops_generation_and_keeps_no_turn(tiny):
     while engine.batcher.batch.rows and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not engine.batcher.batch.rows  # its generation has stopped, long before its 1500 tokens
+    engine.close()
+
+
+def test_a_slot_goes_back_once_and_a_reply_closed_before_it_starts_generates_nothing(tiny):
+    """The engine's count of held places drops once per slot however often it is released (a reply closes it
+    when its answer ends and again when its reader goes away); a reply closed unread never reaches the batch
+    and gives its slot back."""
+    from sgeo.jobs.serve.reply import Slot
+
+    given_back = []
+    slot = Slot(lambda: given_back.append(1))  # the engine's `give_back`, called on the first release only
+    slot.release()
+    slot.release()
+    assert given_back == [1]
+    model, processor = tiny
+    engine = Engine(model, processor, "tiny", max_batch=1, max_queue=0)
+    first = engine.admit()
+    with pytest.raises(Busy):
+        engine.admit()
+    first.release()
+    first.release()  # a second release gives back nothing more
+    second = engine.admit()
+    with pytest.raises(Busy):  # one place, held by `second`: the double release freed no extra one
+        engine.admit()
+    chat = engine.open_chat(Image.open(io.BytesIO(_png())).convert("RGB"))
+    reply = engine.reply(chat, QUESTION, temperature=0.0, max_new_tokens=40, slot=second)
+    reply.close()
+    assert list(reply) == [] and reply.answer is None and chat.turns == []
+    engine.admit().release()  # the closed reply gave its place back
     engine.close()
 
 
