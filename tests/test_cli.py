@@ -136,18 +136,18 @@ def test_command_builds_the_config_defaults(command, monkeypatch):
 
 
 def test_every_train_option_reaches_the_resolved_recipe(tmp_path):
-    """`Resolved` inherits TrainConfig's fields: an option not resolved to another value is saved as given
-    (train_config.json, checkpoints), so a new option needs no second declaration to be recorded."""
-    from sgeo.jobs.train.recipe import Resolved, TrainConfig, resolve
+    """`TrainSettings` inherits TrainConfig's fields: an option not resolved to another value is saved as
+    given (train_config.json, checkpoints), so a new option needs no second declaration to be recorded."""
+    from sgeo.jobs.train.recipe import TrainConfig, TrainSettings, training_settings
 
     given = TrainConfig(stage=2, data=tmp_path / "d.json", out=tmp_path / "o", store="s", seed=7, epochs=2.5,
                         clip_drop=0.25, skip_invalid=True, lora_r=8, visual_branches="moge")  # fmt: skip
-    resolved = resolve(given, world_size=1, device="cpu")
-    redeclared = set(Resolved.__annotations__)  # the fields Resolved declares itself: resolved values
+    settings = training_settings(given, world_size=1, device="cpu")
+    redeclared = set(TrainSettings.__annotations__)  # the fields it declares itself: resolved values
     for field in dataclasses.fields(TrainConfig):
         if field.name not in redeclared:
-            assert getattr(resolved, field.name) == getattr(given, field.name), field.name
-    assert (resolved.data, resolved.store, resolved.lr, resolved.lora.r) == (
+            assert getattr(settings, field.name) == getattr(given, field.name), field.name
+    assert (settings.data, settings.store, settings.lr, settings.lora.r) == (
         str(tmp_path / "d.json"),
         ["s"],
         2e-4,

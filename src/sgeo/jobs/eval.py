@@ -153,7 +153,7 @@ def run_eval(config: EvalConfig, loaded: tuple | None = None, quiet: bool = Fals
     from ..precision import precision_name
     from .inference import load_for_inference, pick_device
 
-    model_ref = resolve_model(config.model) if loaded is None and remote is None else None
+    resolved_model = resolve_model(config.model) if loaded is None and remote is None else None
     if remote is not None:
         dtype = None  # the endpoint's own, unknown here: the model's identity stands for it
     else:
@@ -162,7 +162,7 @@ def run_eval(config: EvalConfig, loaded: tuple | None = None, quiet: bool = Fals
         "protocol": protocol,
         **({"seed": config.seed} if decoding.sample else {}),
         # who answers: a rerun with another model must not mix into these answers
-        **({"model": model_identity(model_ref)} if model_ref is not None else {}),
+        **({"model": model_identity(resolved_model)} if resolved_model is not None else {}),
         **({"model": remote.identity} if remote is not None else {}),
         "max_new_tokens": decoding.max_new_tokens,
         "format_hint": config.format_hint,
@@ -192,7 +192,7 @@ def run_eval(config: EvalConfig, loaded: tuple | None = None, quiet: bool = Fals
         model, processor = (
             loaded
             if loaded is not None
-            else load_for_inference(model_ref, config.device, precision=config.precision)
+            else load_for_inference(resolved_model, config.device, precision=config.precision)
         )
         check_fits_context(decoding.max_new_tokens, model, processor)
         recorded = {**run, "model_name": str(config.model)}

@@ -1,5 +1,5 @@
-"""The `sgeo train` options and the one place they are resolved: per-stage defaults of the reference recipe
-and the global batch (per-device x ranks x accumulation), computed and checked once."""
+"""The `sgeo train` options and the one place they become a run's `TrainSettings`: per-stage defaults of the
+reference recipe and the global batch (per-device x ranks x accumulation), computed and checked once."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ TRAIN_PRECISIONS = accepted("bf16", "fp32")  # weights and DeepSpeed's mode; Non
 @dataclass(frozen=True, kw_only=True)
 class TrainConfig:
     """The `sgeo train` options, as given (None: the stage's default): each field is one option, declared
-    here only (`sgeo.cli_options` makes the command line from these fields, `Resolved` inherits them)."""
+    here only (`sgeo.cli_options` makes the command line from these fields, `TrainSettings` inherits them)."""
 
     stage: int = option(
         help="1: MoGe adapter (a composed model's CLIP adapter too); 2: both adapters + LoRA on the LLM"
@@ -107,7 +107,7 @@ STAGE_RECIPES = {
 
 
 @dataclass(frozen=True, kw_only=True)
-class Resolved(TrainConfig):
+class TrainSettings(TrainConfig):
     """Every setting of a run, concrete. Saved as train_config.json and in every checkpoint.
 
     The options as given (inherited from TrainConfig), except those declared again below, whose value here is
@@ -186,7 +186,9 @@ def lora_settings(config: TrainConfig) -> LoraSettings | None:
     return LoraSettings(**{k: v for k, v in given.items() if v is not None})
 
 
-def resolve(config: TrainConfig, world_size: int, device: str, model_template: str = "vicuna_v1") -> Resolved:
+def training_settings(
+    config: TrainConfig, world_size: int, device: str, model_template: str = "vicuna_v1"
+) -> TrainSettings:
     """The one place where per-stage defaults are applied and the global batch is computed and checked.
     `model_template`: the template the model speaks (its processor's), which stage 2 trains in."""
     recipe = STAGE_RECIPES[config.stage]
@@ -196,7 +198,7 @@ def resolve(config: TrainConfig, world_size: int, device: str, model_template: s
     lr = config.lr if config.lr is not None else recipe.lr
     adapter_lr = config.adapter_lr if config.adapter_lr is not None else recipe.adapter_lr
     given = {field.name: getattr(config, field.name) for field in dataclasses.fields(config)}
-    return Resolved(**given | dict(
+    return TrainSettings(**given | dict(
         data=_absolute(config.data), store=store_list(config.store), model=str(config.model),
         out=_absolute(config.out), image_root=_absolute(config.image_root) if config.image_root else None,
         deepspeed=_absolute(config.deepspeed) if config.deepspeed else None,
