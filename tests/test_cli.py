@@ -166,6 +166,27 @@ def test_help_names_come_from_the_registries():
     assert all(name in cli.MODEL_HELP for name in PRESETS)
 
 
+def test_visual_branches_help_lists_both_and_the_tower_names():
+    """`sgeo train --help` names every value --visual-branches takes: `both` (the word the model's config
+    uses) first, then the towers of SpatialGeo (the only command with the option)."""
+    from sgeo.jobs.train.recipe import TrainConfig
+    from sgeo.model import load_config
+    from sgeo.model.configuration import ALL_BRANCHES
+
+    field = next(f for f in dataclasses.fields(TrainConfig) if f.name == "visual_branches")
+    text = field.metadata["sgeo.cli"].help
+    assert text.startswith(f"{ALL_BRANCHES} (every tower's tokens) or one tower's name")
+    assert all(name in text for name in load_config("tiny").tower_names)
+    # and a value outside them is refused naming the same choices, before anything loads
+    from types import SimpleNamespace
+
+    from sgeo.errors import SgeoError
+    from sgeo.jobs.train.setup import check_towers
+
+    with pytest.raises(SgeoError, match=r"^--visual-branches must be one of both, clip, moge, got depth$"):
+        check_towers(SimpleNamespace(visual_branches="depth", clip_drop=0.0), load_config("tiny"))
+
+
 def test_help_imports_no_heavy_module():
     # the configs the commands are made from are imported with the CLI: they must stay light
     code = (

@@ -30,7 +30,7 @@ def deepspeed_config(settings: TrainSettings, model_config) -> dict:
         "optimizer.params.betas": list(settings.betas),
         "optimizer.params.eps": EPS,
         "optimizer.params.weight_decay": settings.weight_decay,
-        # the weights load in this dtype (train.py); DeepSpeed's bf16 mode keeps fp32 master weights of them
+        # the weights load in this dtype (setup.py); DeepSpeed's bf16 mode keeps fp32 master weights of them
         "bf16.enabled": settings.precision == "bf16",
     }
     if config.get("scheduler", {}).get("type") == "WarmupCosineLR":  # else `cosine_schedule` (no "scheduler")

@@ -71,8 +71,9 @@ class TrainConfig:
     )
     visual_branches: str | None = option(
         None,
-        help="one tower's name (SpatialGeo: clip or moge): an ablation that feeds the LLM that tower's tokens "
-        "(the others' are zeros), saved with the model; both: every tower (default: the model's own)",
+        help="both (every tower's tokens) or one tower's name (SpatialGeo: clip or moge; any model: the towers "
+        "`sgeo info` lists): an ablation that feeds the LLM that tower's tokens only (the others' are zeros), "
+        "saved with the model (default: the model's own)",
     )
 
 

@@ -203,7 +203,9 @@ def checkpoint_activations(llm) -> None:
 
 def check_towers(settings, config) -> None:
     """The options that name towers name towers this model has."""
-    branches = ("both", *config.tower_names)
+    from sgeo.model.configuration import ALL_BRANCHES
+
+    branches = (ALL_BRANCHES, *config.tower_names)
     if settings.visual_branches not in (None, *branches):
         raise SgeoError(
             f"--visual-branches must be one of {', '.join(branches)}, got {settings.visual_branches}"
