@@ -387,6 +387,26 @@ def test_closing_a_reply_stops_generation_and_keeps_no_turn(tiny):
     engine.close()
 
 
+def test_the_defaults_ask_and_serve_share_are_declared_once():
+    """`sgeo ask`'s and `sgeo serve`'s answer defaults, and the server's limits as `ServeConfig`, `Limits` and
+    `Engine` each start from them, come from one declaration (a changed default cannot leave a copy behind)."""
+    import inspect
+
+    from sgeo.jobs import generation_options as answer
+    from sgeo.jobs.ask import AskConfig
+    from sgeo.jobs.serve import ServeConfig
+    from sgeo.jobs.serve import defaults as serving
+    from sgeo.jobs.serve.chat_request import Limits
+
+    served, asked, limits = ServeConfig(), AskConfig(image=Path("x.png")), Limits()
+    assert served.temperature == asked.temperature == limits.temperature == answer.TEMPERATURE
+    assert served.max_new_tokens == asked.max_new_tokens == limits.max_tokens == answer.MAX_NEW_TOKENS
+    assert limits.max_file_bytes == served.max_request_mb * serving.MIB
+    assert limits.max_decoded_bytes == served.max_image_mb * serving.MIB
+    engine = inspect.signature(Engine).parameters
+    assert (engine["max_batch"].default, engine["max_queue"].default) == (served.max_batch, served.max_queue)
+
+
 def test_a_slot_goes_back_once_and_a_reply_closed_before_it_starts_generates_nothing(tiny):
     """The engine's count of held places drops once per slot however often it is released (a reply closes it
     when its answer ends and again when its reader goes away); a reply closed unread never reaches the batch

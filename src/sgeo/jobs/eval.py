@@ -22,8 +22,10 @@ from ..errors import SgeoError
 from ..pipeline.names import BENCHMARKS, SUITES
 from .answers import answer_record, append_answer, read_answers, rewrite_answers
 from .generation_options import check_fits_context
+from .remote import DEFAULT_CONCURRENCY
 
 ANSWERS_FILE = "answers.jsonl"
+BATCH_SIZE = 8  # items generated together (--batch-size)
 # The options that change an answer, declared once: every answers.jsonl record carries them, and a run
 # resumed into the same --out with any of them different is refused (its answers would be mixed with, or
 # taken from, answers asked another way). `seed` only when the protocol samples; `multi_image` only for
@@ -65,7 +67,7 @@ class EvalConfig:
         help="an item with several images: all (one <image> each, as SpatialScore's LLaVA-1.5), tile, first",
     )
     seed: int = option(0, help="sampling seed: the same seed gives the same answers")
-    batch_size: int = 8
+    batch_size: int = BATCH_SIZE
     # None: the protocol's (reference: 128 SpatialRGPT, 1024 SpatialScore)
     max_new_tokens: int | None = option(None, help="default: the protocol's (sgeo: 64)")
     limit: int | None = None
@@ -93,7 +95,9 @@ class EvalConfig:
         "a vLLM server, another sgeo serve); key from OPENAI_API_KEY",
     )
     concurrency: int | None = option(  # None: remote's default
-        None, help="--model openai:NAME: requests in flight at once (default 8); 429/5xx are retried"
+        None,
+        help=f"--model openai:NAME: requests in flight at once (default {DEFAULT_CONCURRENCY}); 429/5xx are "
+        "retried",
     )
 
 
@@ -183,7 +187,7 @@ def run_eval(config: EvalConfig, loaded: tuple | None = None, quiet: bool = Fals
             f"eval: {blind} items have no <image> in their human turn; as in the reference, they get no image"
         )
     if todo and remote is not None:
-        from .remote import DEFAULT_CONCURRENCY, answer_remote
+        from .remote import answer_remote
 
         recorded = {**run, "model_name": str(config.model)}
         concurrency = config.concurrency or DEFAULT_CONCURRENCY
@@ -324,7 +328,7 @@ def answer_items(
     image_root: Path,
     answers: Path,
     decoding,
-    batch_size: int = 8,
+    batch_size: int = BATCH_SIZE,
     run: dict[str, Any] | None = None,
 ) -> None:
     """Answer `items` in batches, appending one record per item to `answers` as each batch finishes.

@@ -13,6 +13,7 @@ from pathlib import Path
 from ...cli_options import MODEL_HELP, option
 from ...errors import SgeoError
 from ..generation_options import MAX_NEW_TOKENS, TEMPERATURE, check_max_new_tokens, check_temperature
+from .defaults import MAX_BATCH, MAX_IMAGE_MB, MAX_QUEUE, MAX_REQUEST_MB, MIB
 
 # Heavy imports (torch, transformers, gradio) wait until the options are checked and the port is bound, so
 # a mistyped option fails at once.
@@ -28,9 +29,9 @@ class ServeConfig:
     image_root: Path | None = option(None, help="folder whose images API requests may name by path")
     temperature: float = option(TEMPERATURE, help="default temperature (0: greedy)")
     max_new_tokens: int = option(MAX_NEW_TOKENS, help="default answer length in tokens")
-    max_request_mb: float = option(20.0, help="largest request body (and upload) accepted, in MiB")
+    max_request_mb: float = option(MAX_REQUEST_MB, help="largest request body (and upload) accepted, in MiB")
     max_image_mb: float = option(
-        128.0, help="most memory one image may take decoded, in MiB (a larger JPEG is decoded reduced)"
+        MAX_IMAGE_MB, help="most memory one image may take decoded, in MiB (a larger JPEG is decoded reduced)"
     )
     device: str | None = option(None, help="cpu or cuda (default: cuda when available)")
     load_4bit: bool = option(False, flags=("--load-4bit",))
@@ -44,8 +45,8 @@ class ServeConfig:
     no_auth: bool = option(  # serve a non-loopback --host without a key, deliberately
         False, help="serve a non-loopback --host without a key", flags=("--no-auth",)
     )
-    max_batch: int = option(32, help="answers generated together (continuous batching)")
-    max_queue: int = option(32, help="requests that may wait beyond --max-batch; more get HTTP 429")
+    max_batch: int = option(MAX_BATCH, help="answers generated together (continuous batching)")
+    max_queue: int = option(MAX_QUEUE, help="requests that may wait beyond --max-batch; more get HTTP 429")
 
 
 def _is_loopback(host: str) -> bool:
@@ -168,12 +169,12 @@ def run_serve(config: ServeConfig) -> None:
     hf_logging.disable_progress_bar()
     model, processor = load_for_inference(config.model, config.device, config.load_4bit, config.load_8bit)
     engine = Engine(model, processor, config.model, config.max_batch, config.max_queue)
-    max_body = int(config.max_request_mb * 2**20)
+    max_body = int(config.max_request_mb * MIB)
     limits = Limits(
         image_root=config.image_root.resolve() if config.image_root else None,
         temperature=config.temperature, max_tokens=config.max_new_tokens,
         max_tokens_limit=engine.max_length, max_file_bytes=max_body,
-        max_decoded_bytes=int(config.max_image_mb * 2**20),
+        max_decoded_bytes=int(config.max_image_mb * MIB),
     )  # fmt: skip
     app = build_app(
         engine, limits, max_body, examples(), config.temperature, config.max_new_tokens, config.api_key

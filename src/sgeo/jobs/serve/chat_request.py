@@ -23,6 +23,7 @@ from ...errors import SgeoError
 from ...model.conversation import clean_text
 from ...pipeline.images import DEFAULT_MAX_PIXELS, decode_image, read_file, resolve_inside
 from ..generation_options import MAX_NEW_TOKENS, MAX_TEMPERATURE, TEMPERATURE
+from .defaults import MAX_IMAGE_MB, MAX_REQUEST_MB, MIB
 
 
 class ApiError(Exception):
@@ -48,10 +49,10 @@ class Limits:
     max_tokens: int = MAX_NEW_TOKENS
     max_tokens_limit: int = 2048
     max_pixels: int = DEFAULT_MAX_PIXELS
-    max_file_bytes: int = 20 * 2**20  # a local image may be as large as a request body
+    max_file_bytes: int = int(MAX_REQUEST_MB * MIB)  # a local image may be as large as a request body
     # What one image may cost once decoded (PIL's buffer; a JPEG over it is decoded at a reduced scale): a
     # 200 KB 16-bit PNG can declare 89 million pixels, which is gigabytes of work, not 200 KB.
-    max_decoded_bytes: int = 128 * 2**20
+    max_decoded_bytes: int = int(MAX_IMAGE_MB * MIB)
     # How many images decode at once: requests decode before they queue for the model, so without a bound
     # N clients would hold N decoded images at the same time.
     decode_slots: threading.BoundedSemaphore = field(default_factory=lambda: threading.BoundedSemaphore(2))

@@ -30,6 +30,7 @@ from ...model.generation import Batcher, generation_defaults, stop_ids
 from ...model.processing import THINK_CLOSE, THINK_OPEN
 from ..image_chat import TEMPLATE
 from ..seeded_sampling import item_seed
+from .defaults import MAX_BATCH, MAX_QUEUE
 from .features import FeatureEncoder
 from .reply import Chat, Reply, Slot
 
@@ -49,7 +50,7 @@ class Engine:
     """The model, its processor, the model's thread (generation and image encoding) and the request slots;
     `name` is what API replies call the model."""
 
-    def __init__(self, model, processor, name: str, max_batch: int = 32, max_queue: int = 32):
+    def __init__(self, model, processor, name: str, max_batch: int = MAX_BATCH, max_queue: int = MAX_QUEUE):
         self.model, self.processor, self.name = model, processor, name
         self.lock = threading.Lock()
         self.max_length = int(processor.model_max_length)
