@@ -75,10 +75,14 @@ def make_loads_safe(engine) -> None:
     """Route every DeepSpeed checkpoint read of `engine` through `safe_load` (its default loader runs
     `torch.load(weights_only=False)`, which executes whatever a crafted file asks)."""
     checkpoint_engine = engine.checkpoint_engine
-    if checkpoint_engine is None or getattr(checkpoint_engine, "_sgeo_safe", False):
+    if checkpoint_engine is None or checkpoint_engine.load is _safe_engine_load:  # routed already
         return
-    checkpoint_engine.load = lambda path, map_location=None: safe_load(path, map_location)
-    checkpoint_engine._sgeo_safe = True
+    checkpoint_engine.load = _safe_engine_load
+
+
+def _safe_engine_load(path, map_location=None):
+    """DeepSpeed's `CheckpointEngine.load(path, map_location)`, through `safe_load`."""
+    return safe_load(path, map_location)
 
 
 # -- digests ---------------------------------------------------------------------------------------
