@@ -40,3 +40,21 @@ def test_each_job_accepts_its_subset_with_one_message():
         check_precision("fp16", TRAIN_PRECISIONS)
     with pytest.raises(AssertionError, match="fp64"):
         accepted("bf16", "fp64")  # a job cannot declare a name the policy does not know
+
+
+def test_the_inference_commands_share_one_device_and_precision_help():
+    """`sgeo ask`, `sgeo eval` and `sgeo serve` load through `pick_device`: their --device (and --precision,
+    where they take it) say the same thing, from one declaration."""
+    import dataclasses
+
+    from sgeo.jobs.ask import AskConfig
+    from sgeo.jobs.eval import EvalConfig
+    from sgeo.jobs.inference import DEVICE_HELP, PRECISION_HELP
+    from sgeo.jobs.serve import ServeConfig
+
+    def help_of(config, name):
+        return next(f for f in dataclasses.fields(config) if f.name == name).metadata["sgeo.cli"].help
+
+    assert {help_of(c, "device") for c in (AskConfig, EvalConfig, ServeConfig)} == {DEVICE_HELP}
+    assert {help_of(c, "precision") for c in (AskConfig, EvalConfig)} == {PRECISION_HELP}
+    assert "cuda:N" in DEVICE_HELP  # what pick_device accepts

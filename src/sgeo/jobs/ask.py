@@ -23,6 +23,7 @@ from .generation_options import (
     check_temperature,
 )
 from .image_chat import ImageChat
+from .inference import DEVICE_HELP, PRECISION_HELP, load_for_inference
 
 
 @dataclass
@@ -37,10 +38,8 @@ class AskConfig:
     as_json: bool = option(False, help="print one JSON object instead of streaming", flags=("--json",))
     load_4bit: bool = option(False, flags=("--load-4bit",))
     load_8bit: bool = option(False, flags=("--load-8bit",))
-    device: str | None = option(None, help="cpu or cuda (default: cuda when available)")
-    precision: str | None = option(  # None: the device's default (sgeo.precision.default_precision)
-        None, help="bf16, fp16 (GPU) or fp32 (default: bf16 on GPU, fp32 on CPU)"
-    )
+    device: str | None = option(None, help=DEVICE_HELP)
+    precision: str | None = option(None, help=PRECISION_HELP)  # None: sgeo.precision.default_precision
     system: str | None = option(  # replaces the template's system message (a chat template's default one)
         None, help="the system message (default: the model's template's own)"
     )
@@ -60,8 +59,6 @@ def run_ask(config: AskConfig) -> dict | None:
             "QUESTION is empty once <image> is taken out (the image is placed for you); ask in words"
         )
     from transformers.utils import logging as hf_logging
-
-    from .inference import load_for_inference
 
     hf_logging.disable_progress_bar()  # "Loading weights" bars would mix with the answer
     model, processor = load_for_inference(

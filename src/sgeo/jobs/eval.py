@@ -22,6 +22,7 @@ from ..errors import SgeoError
 from ..pipeline.names import BENCHMARKS, SUITES
 from .answers import answer_record, append_answer, read_answers, rewrite_answers
 from .generation_options import check_fits_context
+from .inference import DEVICE_HELP, PRECISION_HELP, load_for_inference, pick_device
 from .remote import DEFAULT_CONCURRENCY
 
 ANSWERS_FILE = "answers.jsonl"
@@ -71,7 +72,7 @@ class EvalConfig:
     # None: the protocol's (reference: 128 SpatialRGPT, 1024 SpatialScore)
     max_new_tokens: int | None = option(None, help="default: the protocol's (sgeo: 64)")
     limit: int | None = None
-    device: str | None = None
+    device: str | None = option(None, help=DEVICE_HELP)
     # sgeo protocol: the benchmark's answer-format instruction after each question. Off for a model trained
     # only on synthetic QA, which never saw those instructions.
     format_hint: bool = option(
@@ -83,9 +84,7 @@ class EvalConfig:
         help="OpenAI-compatible endpoint (e.g. http://127.0.0.1:8000/v1) to score as SpatialRGPT's judge",
     )
     judge_model: str | None = option(None, help="the judge's model name (default: the first it lists)")
-    precision: str | None = option(  # None: bf16 on GPU, fp32 on CPU (see inference.pick_device)
-        None, help="bf16, fp16 (GPU) or fp32 (default: bf16 on GPU, fp32 on CPU)"
-    )
+    precision: str | None = option(None, help=PRECISION_HELP)  # None: sgeo.precision.default_precision
     system: str | None = option(  # None: the template's own
         None, help="--protocol sgeo: the system message of every prompt (default: the model's template's own)"
     )
@@ -155,7 +154,6 @@ def run_eval(config: EvalConfig, loaded: tuple | None = None, quiet: bool = Fals
     from ..model import resolve_model
     from ..model.identity import model_identity
     from ..precision import precision_name
-    from .inference import load_for_inference, pick_device
 
     resolved_model = resolve_model(config.model) if loaded is None and remote is None else None
     if remote is not None:

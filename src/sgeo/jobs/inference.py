@@ -10,6 +10,9 @@ from ..errors import SgeoError
 from ..precision import accepted, check_precision, default_precision, torch_dtype
 
 INFERENCE_PRECISIONS = accepted("bf16", "fp16", "fp32")  # fp16 on a GPU only (see pick_device)
+# the help of the options that reach `pick_device` (sgeo ask, eval, serve)
+DEVICE_HELP = "cpu, cuda or cuda:N (default: cuda when available)"
+PRECISION_HELP = "bf16, fp16 (GPU) or fp32 (default: bf16 on GPU, fp16 where it has no bf16, fp32 on CPU)"
 
 
 def pick_device(device: str | None = None, precision: str | None = None):

@@ -13,6 +13,7 @@ from pathlib import Path
 from ...cli_options import MODEL_HELP, option
 from ...errors import SgeoError
 from ..generation_options import MAX_NEW_TOKENS, TEMPERATURE, check_max_new_tokens, check_temperature
+from ..inference import DEVICE_HELP, load_for_inference
 from .defaults import MAX_BATCH, MAX_IMAGE_MB, MAX_QUEUE, MAX_REQUEST_MB, MIB
 
 # Heavy imports (torch, transformers, gradio) wait until the options are checked and the port is bound, so
@@ -33,7 +34,7 @@ class ServeConfig:
     max_image_mb: float = option(
         MAX_IMAGE_MB, help="most memory one image may take decoded, in MiB (a larger JPEG is decoded reduced)"
     )
-    device: str | None = option(None, help="cpu or cuda (default: cuda when available)")
+    device: str | None = option(None, help=DEVICE_HELP)
     load_4bit: bool = option(False, flags=("--load-4bit",))
     load_8bit: bool = option(False, flags=("--load-8bit",))
     api_key: str | None = option(
@@ -161,7 +162,6 @@ def run_serve(config: ServeConfig) -> None:
     sock = _bind(config.host, config.port)
     from transformers.utils import logging as hf_logging
 
-    from ..inference import load_for_inference
     from .chat_request import Limits
     from .engine import Engine
     from .examples import examples
