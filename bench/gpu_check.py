@@ -327,7 +327,7 @@ def engine_for(model, stage: int, batch: int, attn: str, device, workdir: Path, 
     import deepspeed
 
     from sgeo.jobs.train.deepspeed_config import deepspeed_config
-    from sgeo.jobs.train.recipe import TrainConfig, resolve
+    from sgeo.jobs.train.recipe import TrainConfig, training_settings
     from sgeo.jobs.train.setup import checkpoint_activations
     from sgeo.model import LoraSettings, configure_stage
 
@@ -336,10 +336,10 @@ def engine_for(model, stage: int, batch: int, attn: str, device, workdir: Path, 
         checkpoint_activations(model.language_model)  # as `sgeo train` does by default
     config = TrainConfig(stage=stage, data=workdir / "none.json", out=workdir / "out", store="none",
                          batch_size=batch, grad_accum=1, precision="bf16", attn=attn)  # fmt: skip
-    resolved = resolve(config, world_size=1, device=device.type)
+    settings = training_settings(config, world_size=1, device=device.type)
     params = [p for p in model.parameters() if p.requires_grad]
     engine, *_ = deepspeed.initialize(model=model, model_parameters=params,
-                                      config=deepspeed_config(resolved, model.config))  # fmt: skip
+                                      config=deepspeed_config(settings, model.config))  # fmt: skip
     model.train()
     return engine
 
@@ -565,11 +565,12 @@ def check_4bit(config, processor, towers, image, device, args) -> dict:
 
     if device.type != "cuda" or importlib.util.find_spec("bitsandbytes") is None:
         return {"skipped": "needs CUDA and bitsandbytes"}
-    from sgeo.jobs.ask import ImageChat, _quantize_language_model
+    from sgeo.jobs.image_chat import ImageChat
+    from sgeo.model.quantization import quantize_language_model
 
     reset_peak(device)
     model = build_model(config, device, args.attn[0], torch.float16, seed=4)
-    _quantize_language_model(model, 4, str(device))  # what `sgeo ask --load-4bit` does after loading
+    quantize_language_model(model, 4, str(device))  # what `sgeo ask --load-4bit` does after loading
     model.towers = towers
     model.eval()
     chat = ImageChat(model, processor, image)

@@ -188,7 +188,7 @@ def test_vicuna_speaks_llavas_v1_with_llavas_token_rule(loaded):
 def test_answers_end_before_any_end_of_turn_token(repo_id, stop, loaded):
     """A stop id that is generation_config.json's but not the tokenizer's eos still ends the answer, and
     neither it nor any template text is in the answer."""
-    from sgeo.jobs.ask import ImageChat
+    from sgeo.jobs.image_chat import ImageChat
 
     model, processor = loaded[repo_id]
     stop_id = processor.tokenizer.convert_tokens_to_ids(stop)
@@ -210,7 +210,7 @@ def test_answers_end_before_any_end_of_turn_token(repo_id, stop, loaded):
 
 
 def test_system_message_replaces_the_templates(loaded):
-    from sgeo.jobs.ask import ImageChat
+    from sgeo.jobs.image_chat import ImageChat
 
     model, processor = loaded[QWEN25]
     image = Image.new("RGB", (60, 40))

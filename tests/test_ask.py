@@ -11,8 +11,9 @@ from PIL import Image
 
 from conftest import run_sgeo
 from sgeo.errors import SgeoError
-from sgeo.jobs.ask import AskConfig, ImageChat, run_ask
+from sgeo.jobs.ask import AskConfig, run_ask
 from sgeo.jobs.eval import generate_batch
+from sgeo.jobs.image_chat import ImageChat
 from sgeo.pipeline.benchmarks import Decoding
 
 QUESTION = "How far is the red box from the blue sphere?"
@@ -69,6 +70,29 @@ def test_missing_model_and_quantizing_on_cpu_are_user_errors(photo, tmp_path):
         run_ask(AskConfig(photo, QUESTION, model=str(tmp_path / "no-such-model")))
     with pytest.raises(SgeoError, match="needs a CUDA GPU"):
         run_ask(AskConfig(photo, QUESTION, load_4bit=True, device="cpu"))
+
+
+def _png_declaring(width: int, height: int) -> bytes:
+    """A PNG whose header declares `width` x `height` (valid chunks and CRCs), with no pixel data: what a
+    decompression bomb shows before any pixel is decoded."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)  # 8-bit RGB
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", b"") + chunk(b"IEND", b"")
+
+
+def test_a_huge_image_is_refused_with_advice_the_user_can_follow(tmp_path):
+    """Over the pixel limit: the error says what to do with the image, not to raise a limit no command
+    takes (there is no max_pixels option)."""
+    path = tmp_path / "bomb.png"
+    path.write_bytes(_png_declaring(10_000, 10_000))  # over sgeo's 89.5M pixels, under PIL's own 179M
+    with pytest.raises(SgeoError, match="over the limit") as error:
+        run_ask(AskConfig(path, QUESTION))
+    assert "max_pixels" not in str(error.value) and "downscale it" in str(error.value)
 
 
 def _scene() -> Image.Image:

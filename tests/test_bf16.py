@@ -22,27 +22,29 @@ def test_precision_defaults_and_deepspeed_bf16(tmp_path):
     from sgeo.errors import SgeoError
     from sgeo.jobs.extract import autocast_dtype
     from sgeo.jobs.train.deepspeed_config import deepspeed_config
-    from sgeo.jobs.train.recipe import TrainConfig, check_config, resolve
+    from sgeo.jobs.train.recipe import TrainConfig, check_config, training_settings
     from sgeo.model import load_config
 
     data = tmp_path / "d.json"
     data.write_text("[]")
 
-    def resolved(device, **options):
-        return resolve(TrainConfig(stage=2, data=data, out=tmp_path, store="s", batch_size=1, grad_accum=1,
-                                   **options), 1, device)  # fmt: skip
+    def settings(device, **options):
+        config = TrainConfig(
+            stage=2, data=data, out=tmp_path, store="s", batch_size=1, grad_accum=1, **options
+        )
+        return training_settings(config, 1, device)
 
-    assert resolved("cpu").precision == "fp32" and resolved("cuda").precision == "bf16"
-    assert resolved("cpu", precision="bf16").precision == "bf16"
+    assert settings("cpu").precision == "fp32" and settings("cuda").precision == "bf16"
+    assert settings("cpu", precision="bf16").precision == "bf16"
     config = load_config("tiny")
-    assert deepspeed_config(resolved("cpu"), config)["bf16"]["enabled"] is False
-    on_cpu = deepspeed_config(resolved("cpu", precision="bf16"), config)
+    assert deepspeed_config(settings("cpu"), config)["bf16"]["enabled"] is False
+    on_cpu = deepspeed_config(settings("cpu", precision="bf16"), config)
     assert on_cpu["bf16"]["enabled"] is True and on_cpu["optimizer"]["params"]["torch_adam"] is True
-    assert deepspeed_config(resolved("cuda"), config)["bf16"]["enabled"] is True
+    assert deepspeed_config(settings("cuda"), config)["bf16"]["enabled"] is True
     disagreeing = tmp_path / "ds.json"
     disagreeing.write_text(json.dumps({"bf16": {"enabled": False}, "zero_optimization": {"stage": 2}}))
     with pytest.raises(SgeoError, match="bf16.enabled"):
-        deepspeed_config(resolved("cpu", precision="bf16", deepspeed=disagreeing), config)
+        deepspeed_config(settings("cpu", precision="bf16", deepspeed=disagreeing), config)
     with pytest.raises(SgeoError, match="--precision"):
         check_config(TrainConfig(stage=2, data=data, out=tmp_path, store="s", precision="fp8"))
     # extraction: the store dtype under autocast on GPU, fp32 on CPU, unless --precision says
@@ -56,7 +58,7 @@ def test_precision_defaults_and_deepspeed_bf16(tmp_path):
 
 def test_inference_precision_on_cpu():
     from sgeo.errors import SgeoError
-    from sgeo.jobs.ask import pick_device
+    from sgeo.jobs.inference import pick_device
 
     assert pick_device("cpu") == ("cpu", torch.float32)
     assert pick_device("cpu", "bf16") == ("cpu", torch.bfloat16)

@@ -136,18 +136,18 @@ def test_command_builds_the_config_defaults(command, monkeypatch):
 
 
 def test_every_train_option_reaches_the_resolved_recipe(tmp_path):
-    """`Resolved` inherits TrainConfig's fields: an option not resolved to another value is saved as given
-    (train_config.json, checkpoints), so a new option needs no second declaration to be recorded."""
-    from sgeo.jobs.train.recipe import Resolved, TrainConfig, resolve
+    """`TrainSettings` inherits TrainConfig's fields: an option not resolved to another value is saved as
+    given (train_config.json, checkpoints), so a new option needs no second declaration to be recorded."""
+    from sgeo.jobs.train.recipe import TrainConfig, TrainSettings, training_settings
 
     given = TrainConfig(stage=2, data=tmp_path / "d.json", out=tmp_path / "o", store="s", seed=7, epochs=2.5,
                         clip_drop=0.25, skip_invalid=True, lora_r=8, visual_branches="moge")  # fmt: skip
-    resolved = resolve(given, world_size=1, device="cpu")
-    redeclared = set(Resolved.__annotations__)  # the fields Resolved declares itself: resolved values
+    settings = training_settings(given, world_size=1, device="cpu")
+    redeclared = set(TrainSettings.__annotations__)  # the fields it declares itself: resolved values
     for field in dataclasses.fields(TrainConfig):
         if field.name not in redeclared:
-            assert getattr(resolved, field.name) == getattr(given, field.name), field.name
-    assert (resolved.data, resolved.store, resolved.lr, resolved.lora.r) == (
+            assert getattr(settings, field.name) == getattr(given, field.name), field.name
+    assert (settings.data, settings.store, settings.lr, settings.lora.r) == (
         str(tmp_path / "d.json"),
         ["s"],
         2e-4,
@@ -164,6 +164,27 @@ def test_help_names_come_from_the_registries():
     assert sorted(DATASETS) == known_datasets()
     assert sorted(BENCHMARKS) == sorted(LOADERS)
     assert all(name in cli.MODEL_HELP for name in PRESETS)
+
+
+def test_visual_branches_help_lists_both_and_the_tower_names():
+    """`sgeo train --help` names every value --visual-branches takes: `both` (the word the model's config
+    uses) first, then the towers of SpatialGeo (the only command with the option)."""
+    from sgeo.jobs.train.recipe import TrainConfig
+    from sgeo.model import load_config
+    from sgeo.model.configuration import ALL_BRANCHES
+
+    field = next(f for f in dataclasses.fields(TrainConfig) if f.name == "visual_branches")
+    text = field.metadata["sgeo.cli"].help
+    assert text.startswith(f"{ALL_BRANCHES} (every tower's tokens) or one tower's name")
+    assert all(name in text for name in load_config("tiny").tower_names)
+    # and a value outside them is refused naming the same choices, before anything loads
+    from types import SimpleNamespace
+
+    from sgeo.errors import SgeoError
+    from sgeo.jobs.train.setup import check_towers
+
+    with pytest.raises(SgeoError, match=r"^--visual-branches must be one of both, clip, moge, got depth$"):
+        check_towers(SimpleNamespace(visual_branches="depth", clip_drop=0.0), load_config("tiny"))
 
 
 def test_help_imports_no_heavy_module():

@@ -23,7 +23,7 @@ import pytest
 from PIL import Image
 
 from conftest import assert_one_line_error, run_sgeo, run_sgeo_batch, serving
-from sgeo.jobs.serve.engine import Engine
+from sgeo.jobs.serve.engine import Busy, Engine
 from sgeo.jobs.serve.examples import examples
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -387,6 +387,55 @@ def test_closing_a_reply_stops_generation_and_keeps_no_turn(tiny):
     engine.close()
 
 
+def test_the_defaults_ask_and_serve_share_are_declared_once():
+    """`sgeo ask`'s and `sgeo serve`'s answer defaults, and the server's limits as `ServeConfig`, `Limits` and
+    `Engine` each start from them, come from one declaration (a changed default cannot leave a copy behind)."""
+    import inspect
+
+    from sgeo.jobs import generation_options as answer
+    from sgeo.jobs.ask import AskConfig
+    from sgeo.jobs.serve import ServeConfig
+    from sgeo.jobs.serve import defaults as serving
+    from sgeo.jobs.serve.chat_request import Limits
+
+    served, asked, limits = ServeConfig(), AskConfig(image=Path("x.png")), Limits()
+    assert served.temperature == asked.temperature == limits.temperature == answer.TEMPERATURE
+    assert served.max_new_tokens == asked.max_new_tokens == limits.max_tokens == answer.MAX_NEW_TOKENS
+    assert limits.max_file_bytes == served.max_request_mb * serving.MIB
+    assert limits.max_decoded_bytes == served.max_image_mb * serving.MIB
+    engine = inspect.signature(Engine).parameters
+    assert (engine["max_batch"].default, engine["max_queue"].default) == (served.max_batch, served.max_queue)
+
+
+def test_a_slot_goes_back_once_and_a_reply_closed_before_it_starts_generates_nothing(tiny):
+    """The engine's count of held places drops once per slot however often it is released (a reply closes it
+    when its answer ends and again when its reader goes away); a reply closed unread never reaches the batch
+    and gives its slot back."""
+    from sgeo.jobs.serve.reply import Slot
+
+    given_back = []
+    slot = Slot(lambda: given_back.append(1))  # the engine's `give_back`, called on the first release only
+    slot.release()
+    slot.release()
+    assert given_back == [1]
+    model, processor = tiny
+    engine = Engine(model, processor, "tiny", max_batch=1, max_queue=0)
+    first = engine.admit()
+    with pytest.raises(Busy):
+        engine.admit()
+    first.release()
+    first.release()  # a second release gives back nothing more
+    second = engine.admit()
+    with pytest.raises(Busy):  # one place, held by `second`: the double release freed no extra one
+        engine.admit()
+    chat = engine.open_chat(Image.open(io.BytesIO(_png())).convert("RGB"))
+    reply = engine.reply(chat, QUESTION, temperature=0.0, max_new_tokens=40, slot=second)
+    reply.close()
+    assert list(reply) == [] and reply.answer is None and chat.turns == []
+    engine.admit().release()  # the closed reply gave its place back
+    engine.close()
+
+
 def test_user_errors_are_one_line_before_any_model_loads(tmp_path):
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
@@ -535,7 +584,7 @@ QUESTIONS = [
 
 def _one_at_a_time(model_and_processor, images: list[bytes], max_tokens: list[int]) -> list[str]:
     """Today's answers: `sgeo ask`'s ImageChat, one question at a time, greedy."""
-    from sgeo.jobs.ask import ImageChat
+    from sgeo.jobs.image_chat import ImageChat
     from sgeo.pipeline.images import decode_image
 
     model, processor = model_and_processor
@@ -776,7 +825,7 @@ def test_rows_joining_and_leaving_a_running_batch_keep_one_at_a_time_answers(dem
     `ImageChat`'s greedy one."""
     import torch
 
-    from sgeo.jobs.ask import TEMPLATE
+    from sgeo.jobs.image_chat import TEMPLATE
     from sgeo.model.conversation import IMAGE_TOKEN
     from sgeo.model.generation import Batch, Sequence
     from sgeo.pipeline.images import decode_image
@@ -858,7 +907,7 @@ def test_eval_generation_on_the_batch_gives_evals_answers(demo):
     """`generate_answers` (what `sgeo eval` can call) against eval's generation before it (one left-padded
     `model.generate`): the same answers, greedy and seeded-sampled, for items of one, two and no images,
     two at a time (rows joining as others finish)."""
-    from sgeo.jobs.ask import TEMPLATE
+    from sgeo.jobs.image_chat import TEMPLATE
     from sgeo.model.conversation import IMAGE_TOKEN
     from sgeo.model.generation import generate_answers
     from sgeo.pipeline.benchmarks.protocols import Decoding
@@ -889,7 +938,7 @@ def test_a_generation_config_repetition_penalty_is_applied_as_generate_applies_i
     `generate_answers` equal `ImageChat`'s answers with the penalty on (which differ from those without)."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from sgeo.jobs.ask import TEMPLATE
+    from sgeo.jobs.image_chat import TEMPLATE
     from sgeo.model.conversation import IMAGE_TOKEN
     from sgeo.model.generation import generate_answers
     from sgeo.pipeline.images import decode_image
@@ -933,7 +982,7 @@ def test_a_system_message_replaces_the_templates_system_prompt(keyed_server, dem
     prompt): the answer is `ImageChat`'s with that system prompt in place of the template's own."""
     import openai
 
-    from sgeo.jobs.ask import ImageChat
+    from sgeo.jobs.image_chat import ImageChat
     from sgeo.pipeline.images import decode_image
 
     url = keyed_server[0]

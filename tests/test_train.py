@@ -424,21 +424,23 @@ def test_a_checkpoint_written_before_an_option_was_added_still_resumes(tmp_path)
 
     from sgeo.errors import SgeoError
     from sgeo.jobs.train.checkpoints import CHECKPOINTS, LATEST, TRAINER_STATE, check_resumable
-    from sgeo.jobs.train.recipe import TrainConfig, resolve
+    from sgeo.jobs.train.recipe import TrainConfig, training_settings
 
     data = tmp_path / "data.json"
     data.write_text("[]")
-    resolved = resolve(TrainConfig(stage=1, data=data, out=tmp_path / "out", store=str(tmp_path / "s"), lora_r=8,
-                                   lora_alpha=16), 1, "cpu", "plain")  # fmt: skip
-    older = json.loads(json.dumps(asdict(resolved)))
+    config = TrainConfig(
+        stage=1, data=data, out=tmp_path / "out", store=str(tmp_path / "s"), lora_r=8, lora_alpha=16
+    )
+    settings = training_settings(config, 1, "cpu", "plain")
+    older = json.loads(json.dumps(asdict(settings)))
     older.pop("lora_r"), older.pop("lora_alpha")  # options this trainer state predates
     older["store"] = str(tmp_path / "s")
     step = tmp_path / "out" / CHECKPOINTS / "step-0000001"
     step.mkdir(parents=True)
     (step / TRAINER_STATE).write_text(json.dumps({"step": 1, "resolved": older}))
     (step.parent / LATEST).write_text(step.name)
-    check_resumable(resolved)  # resumes
-    older["lr"] = resolved.lr * 2  # another learning rate: still refused
+    check_resumable(settings)  # resumes
+    older["lr"] = settings.lr * 2  # another learning rate: still refused
     (step / TRAINER_STATE).write_text(json.dumps({"step": 1, "resolved": older}))
     with pytest.raises(SgeoError, match="was trained with lr="):
-        check_resumable(resolved)
+        check_resumable(settings)

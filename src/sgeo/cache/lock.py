@@ -57,7 +57,8 @@ def _alive_here(holder: dict) -> bool:
         return False
 
 
-def _describe(holder: dict | None) -> str:
+def describe_holder(holder: dict | None) -> str:
+    """Who holds a lock, in words, from its record (None: unreadable); the trainer's folder lock says it too."""
     if not holder:
         return "another writer (its lock record is unreadable)"
     return (
@@ -92,8 +93,8 @@ class StoreLock:
                 return
             if time.monotonic() >= deadline:
                 raise SgeoError(
-                    f"store {self.loc.url} is being written by {_describe(holder)}; wait for it to finish "
-                    f"(or, if it is gone, delete {self.loc.url}/{self.key})"
+                    f"store {self.loc.url} is being written by {describe_holder(holder)}; wait for it to "
+                    f"finish (or, if it is gone, delete {self.loc.url}/{self.key})"
                 )
             time.sleep(POLL_S)
 

@@ -21,8 +21,11 @@ from ..cli_options import MODEL_HELP, option
 from ..errors import SgeoError
 from ..pipeline.answers import ANSWERS_FILE, answer_record, append_answer, read_answers, rewrite_answers
 from ..pipeline.names import BENCHMARKS, SUITES
-from .ask import check_max_new_tokens, load_for_inference, pick_device
+from .generation_options import check_fits_context
+from .inference import DEVICE_HELP, PRECISION_HELP, load_for_inference, pick_device
+from .remote import DEFAULT_CONCURRENCY
 
+BATCH_SIZE = 8  # items generated together (--batch-size)
 # The options that change an answer, declared once: every answers.jsonl record carries them, and a run
 # resumed into the same --out with any of them different is refused (its answers would be mixed with, or
 # taken from, answers asked another way). `seed` only when the protocol samples; `multi_image` only for
@@ -35,7 +38,6 @@ ANSWER_OPTIONS = ("protocol", "seed", "model", "max_new_tokens", "format_hint", 
                   "system")  # fmt: skip
 # what records of older sgeo versions, which did not record an option, were made with
 _LEGACY = {"protocol": "sgeo", "system": None}
-_DTYPE_NAMES = {"torch.bfloat16": "bf16", "torch.float16": "fp16", "torch.float32": "fp32"}
 
 
 @dataclass(kw_only=True)
@@ -65,11 +67,11 @@ class EvalConfig:
         help="an item with several images: all (one <image> each, as SpatialScore's LLaVA-1.5), tile, first",
     )
     seed: int = option(0, help="sampling seed: the same seed gives the same answers")
-    batch_size: int = 8
+    batch_size: int = BATCH_SIZE
     # None: the protocol's (reference: 128 SpatialRGPT, 1024 SpatialScore)
     max_new_tokens: int | None = option(None, help="default: the protocol's (sgeo: 64)")
     limit: int | None = None
-    device: str | None = None
+    device: str | None = option(None, help=DEVICE_HELP)
     # sgeo protocol: the benchmark's answer-format instruction after each question. Off for a model trained
     # only on synthetic QA, which never saw those instructions.
     format_hint: bool = option(
@@ -81,9 +83,7 @@ class EvalConfig:
         help="OpenAI-compatible endpoint (e.g. http://127.0.0.1:8000/v1) to score as SpatialRGPT's judge",
     )
     judge_model: str | None = option(None, help="the judge's model name (default: the first it lists)")
-    precision: str | None = option(  # None: bf16 on GPU, fp32 on CPU (see ask.pick_device)
-        None, help="bf16, fp16 (GPU) or fp32 (default: bf16 on GPU, fp32 on CPU)"
-    )
+    precision: str | None = option(None, help=PRECISION_HELP)  # None: sgeo.precision.default_precision
     system: str | None = option(  # None: the template's own
         None, help="--protocol sgeo: the system message of every prompt (default: the model's template's own)"
     )
@@ -93,7 +93,9 @@ class EvalConfig:
         "a vLLM server, another sgeo serve); key from OPENAI_API_KEY",
     )
     concurrency: int | None = option(  # None: remote's default
-        None, help="--model openai:NAME: requests in flight at once (default 8); 429/5xx are retried"
+        None,
+        help=f"--model openai:NAME: requests in flight at once (default {DEFAULT_CONCURRENCY}); 429/5xx are "
+        "retried",
     )
 
 
@@ -150,8 +152,9 @@ def run_eval(config: EvalConfig, loaded: tuple | None = None, quiet: bool = Fals
     answers = out / ANSWERS_FILE
     from ..model import resolve_model
     from ..model.identity import model_identity
+    from ..precision import precision_name
 
-    model_ref = resolve_model(config.model) if loaded is None and remote is None else None
+    resolved_model = resolve_model(config.model) if loaded is None and remote is None else None
     if remote is not None:
         dtype = None  # the endpoint's own, unknown here: the model's identity stands for it
     else:
@@ -160,12 +163,12 @@ def run_eval(config: EvalConfig, loaded: tuple | None = None, quiet: bool = Fals
         "protocol": protocol,
         **({"seed": config.seed} if decoding.sample else {}),
         # who answers: a rerun with another model must not mix into these answers
-        **({"model": model_identity(model_ref)} if model_ref is not None else {}),
+        **({"model": model_identity(resolved_model)} if resolved_model is not None else {}),
         **({"model": remote.identity} if remote is not None else {}),
         "max_new_tokens": decoding.max_new_tokens,
         "format_hint": config.format_hint,
         **({"multi_image": config.multi_image} if get_benchmark(bench).multi_image else {}),
-        "precision": None if dtype is None else _DTYPE_NAMES.get(str(dtype), str(dtype)),
+        "precision": None if dtype is None else precision_name(dtype),
         "system": config.system,
     }
     assert set(run) <= set(ANSWER_OPTIONS), "declare every recorded option in ANSWER_OPTIONS"
@@ -181,7 +184,7 @@ def run_eval(config: EvalConfig, loaded: tuple | None = None, quiet: bool = Fals
             f"eval: {blind} items have no <image> in their human turn; as in the reference, they get no image"
         )
     if todo and remote is not None:
-        from .remote import DEFAULT_CONCURRENCY, answer_remote
+        from .remote import answer_remote
 
         recorded = {**run, "model_name": str(config.model)}
         concurrency = config.concurrency or DEFAULT_CONCURRENCY
@@ -190,9 +193,9 @@ def run_eval(config: EvalConfig, loaded: tuple | None = None, quiet: bool = Fals
         model, processor = (
             loaded
             if loaded is not None
-            else load_for_inference(model_ref, config.device, precision=config.precision)
+            else load_for_inference(resolved_model, config.device, precision=config.precision)
         )
-        check_max_new_tokens(decoding.max_new_tokens, model, processor)
+        check_fits_context(decoding.max_new_tokens, model, processor)
         recorded = {**run, "model_name": str(config.model)}
         answer_items(model, processor, todo, prompts, root, answers, decoding, config.batch_size, recorded)
     judge = None
@@ -322,7 +325,7 @@ def answer_items(
     image_root: Path,
     answers: Path,
     decoding,
-    batch_size: int = 8,
+    batch_size: int = BATCH_SIZE,
     run: dict[str, Any] | None = None,
 ) -> None:
     """Answer `items` in batches, appending one record per item to `answers` as each batch finishes.

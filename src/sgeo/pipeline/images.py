@@ -196,7 +196,7 @@ def _open_checked(data: bytes, max_pixels: int, max_decoded_bytes: int | None = 
     if width * height > max_pixels:
         raise ImageDecodeError(
             f"image is {width}x{height} = {width * height} pixels, over the limit of {max_pixels} "
-            "(a decompression bomb?); raise max_pixels if the image is genuine"
+            "(a decompression bomb?); if the image is genuine, downscale it first"
         )
     if width == 0 or height == 0:
         raise ImageDecodeError(f"image has an empty size {width}x{height}")

@@ -4,13 +4,13 @@ config.py (options, summary) / resources.py (workers, threads) / ray_runtime.py 
 (one shard: decode, encode, write) / job.py (the job).
 """
 
-from .config import PRECISIONS, ExtractConfig, ExtractSummary, check_config
+from .config import EXTRACT_PRECISIONS, ExtractConfig, ExtractSummary, check_config
 from .job import run_extract, steady_rate
 from .resources import Resources, plan_resources
 from .shard_worker import ShardWorker, autocast_dtype, encode_shard, read_image
 
 __all__ = [
-    "PRECISIONS",
+    "EXTRACT_PRECISIONS",
     "ExtractConfig",
     "ExtractSummary",
     "Resources",

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from sgeo.cache import human_bytes
 from sgeo.errors import SgeoError
+from sgeo.precision import accepted, check_precision
 
 
 @dataclass
@@ -33,11 +34,8 @@ class ExtractConfig:
     compile: str | None = None  # torch.compile backend of the towers (--compile: "inductor"); None: eager
 
 
-PRECISIONS = (
-    "bf16",
-    "fp16",
-    "fp32",
-)  # what the towers compute in (autocast); see shard_worker.autocast_dtype
+# what the towers autocast to, on any device (see shard_worker.autocast_dtype)
+EXTRACT_PRECISIONS = accepted("bf16", "fp16", "fp32")
 
 
 def batch_size_option(value: str) -> int | str:
@@ -56,8 +54,7 @@ def check_config(config: ExtractConfig) -> None:
 
     if config.dtype not in ENCODINGS:
         raise SgeoError(f"--dtype {config.dtype!r} is not one of {', '.join(ENCODINGS)}")
-    if config.precision not in (None, *PRECISIONS):
-        raise SgeoError(f"--precision {config.precision!r} is not one of {', '.join(PRECISIONS)}")
+    check_precision(config.precision, EXTRACT_PRECISIONS)
     if config.precision not in (None, "fp32") and not config.autocast:
         raise SgeoError(
             f"--precision {config.precision} autocasts; drop --no-autocast (or use --precision fp32)"

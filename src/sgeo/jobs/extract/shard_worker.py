@@ -31,6 +31,7 @@ import numpy as np
 
 from sgeo.cache import human_bytes
 from sgeo.errors import SgeoError
+from sgeo.precision import torch_dtype
 
 COUNTS = ("ok", "failed", "bytes", "retried")  # what a shard's stats row counts
 STAGES = ("decode_s", "wait_s", "encode_s", "write_s")  # and the busy seconds it reports
@@ -116,7 +117,8 @@ def autocast_dtype(precision: str | None, autocast: bool, device: str, store_dty
             if autocast and device != "cpu" and value_dtype(store_dtype) != torch.float32
             else None
         )
-    return {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": None}[precision]
+    dtype = torch_dtype(precision)
+    return None if dtype == torch.float32 else dtype  # fp32: no autocast
 
 
 def compile_towers(encoder, backend="inductor") -> None:

@@ -26,7 +26,8 @@ from starlette.requests import ClientDisconnect
 
 from ...errors import SgeoError
 from .chat_request import ApiError, ChatRequest, Limits, parse_chat_request
-from .engine import Busy, Chat, Engine, Reply
+from .engine import Busy, Engine
+from .reply import Chat, Reply
 
 DRAIN = 4
 

@@ -12,7 +12,9 @@ from pathlib import Path
 
 from ...cli_options import MODEL_HELP, option
 from ...errors import SgeoError
-from ..ask import MAX_NEW_TOKENS, TEMPERATURE
+from ..generation_options import MAX_NEW_TOKENS, TEMPERATURE, check_max_new_tokens, check_temperature
+from ..inference import DEVICE_HELP, load_for_inference
+from .defaults import MAX_BATCH, MAX_IMAGE_MB, MAX_QUEUE, MAX_REQUEST_MB, MIB
 
 # Heavy imports (torch, transformers, gradio) wait until the options are checked and the port is bound, so
 # a mistyped option fails at once.
@@ -28,11 +30,11 @@ class ServeConfig:
     image_root: Path | None = option(None, help="folder whose images API requests may name by path")
     temperature: float = option(TEMPERATURE, help="default temperature (0: greedy)")
     max_new_tokens: int = option(MAX_NEW_TOKENS, help="default answer length in tokens")
-    max_request_mb: float = option(20.0, help="largest request body (and upload) accepted, in MiB")
+    max_request_mb: float = option(MAX_REQUEST_MB, help="largest request body (and upload) accepted, in MiB")
     max_image_mb: float = option(
-        128.0, help="most memory one image may take decoded, in MiB (a larger JPEG is decoded reduced)"
+        MAX_IMAGE_MB, help="most memory one image may take decoded, in MiB (a larger JPEG is decoded reduced)"
     )
-    device: str | None = option(None, help="cpu or cuda (default: cuda when available)")
+    device: str | None = option(None, help=DEVICE_HELP)
     load_4bit: bool = option(False, flags=("--load-4bit",))
     load_8bit: bool = option(False, flags=("--load-8bit",))
     api_key: str | None = option(
@@ -44,8 +46,8 @@ class ServeConfig:
     no_auth: bool = option(  # serve a non-loopback --host without a key, deliberately
         False, help="serve a non-loopback --host without a key", flags=("--no-auth",)
     )
-    max_batch: int = option(32, help="answers generated together (continuous batching)")
-    max_queue: int = option(32, help="requests that may wait beyond --max-batch; more get HTTP 429")
+    max_batch: int = option(MAX_BATCH, help="answers generated together (continuous batching)")
+    max_queue: int = option(MAX_QUEUE, help="requests that may wait beyond --max-batch; more get HTTP 429")
 
 
 def _is_loopback(host: str) -> bool:
@@ -86,10 +88,8 @@ def _check(config: ServeConfig) -> None:
         raise SgeoError(f"--max-request-mb must be positive, got {config.max_request_mb}")
     if not 1 <= config.max_image_mb <= 4096:  # also refuses nan
         raise SgeoError(f"--max-image-mb must be from 1 to 4096, got {config.max_image_mb}")
-    if config.max_new_tokens < 1:
-        raise SgeoError(f"--max-new-tokens must be at least 1, got {config.max_new_tokens}")
-    if not 0 <= config.temperature <= 2:
-        raise SgeoError(f"--temperature must be from 0 (greedy) to 2, got {config.temperature}")
+    check_max_new_tokens(config.max_new_tokens)
+    check_temperature(config.temperature)
 
 
 def _bind(host: str, port: int) -> socket.socket:
@@ -162,7 +162,6 @@ def run_serve(config: ServeConfig) -> None:
     sock = _bind(config.host, config.port)
     from transformers.utils import logging as hf_logging
 
-    from ..ask import load_for_inference
     from .chat_request import Limits
     from .engine import Engine
     from .examples import examples
@@ -170,12 +169,12 @@ def run_serve(config: ServeConfig) -> None:
     hf_logging.disable_progress_bar()
     model, processor = load_for_inference(config.model, config.device, config.load_4bit, config.load_8bit)
     engine = Engine(model, processor, config.model, config.max_batch, config.max_queue)
-    max_body = int(config.max_request_mb * 2**20)
+    max_body = int(config.max_request_mb * MIB)
     limits = Limits(
         image_root=config.image_root.resolve() if config.image_root else None,
         temperature=config.temperature, max_tokens=config.max_new_tokens,
         max_tokens_limit=engine.max_length, max_file_bytes=max_body,
-        max_decoded_bytes=int(config.max_image_mb * 2**20),
+        max_decoded_bytes=int(config.max_image_mb * MIB),
     )  # fmt: skip
     app = build_app(
         engine, limits, max_body, examples(), config.temperature, config.max_new_tokens, config.api_key

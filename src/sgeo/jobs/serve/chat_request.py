@@ -22,6 +22,8 @@ from PIL import Image
 from ...errors import SgeoError
 from ...model.conversation import clean_text
 from ...pipeline.images import DEFAULT_MAX_PIXELS, decode_image, read_file, resolve_inside
+from ..generation_options import MAX_NEW_TOKENS, MAX_TEMPERATURE, TEMPERATURE
+from .defaults import MAX_IMAGE_MB, MAX_REQUEST_MB, MIB
 
 
 class ApiError(Exception):
@@ -43,14 +45,14 @@ class Limits:
     """What the server allows and assumes: the image root, defaults and caps of the sampling settings."""
 
     image_root: Path | None = None
-    temperature: float = 0.2
-    max_tokens: int = 256
+    temperature: float = TEMPERATURE
+    max_tokens: int = MAX_NEW_TOKENS
     max_tokens_limit: int = 2048
     max_pixels: int = DEFAULT_MAX_PIXELS
-    max_file_bytes: int = 20 * 2**20  # a local image may be as large as a request body
+    max_file_bytes: int = int(MAX_REQUEST_MB * MIB)  # a local image may be as large as a request body
     # What one image may cost once decoded (PIL's buffer; a JPEG over it is decoded at a reduced scale): a
     # 200 KB 16-bit PNG can declare 89 million pixels, which is gigabytes of work, not 200 KB.
-    max_decoded_bytes: int = 128 * 2**20
+    max_decoded_bytes: int = int(MAX_IMAGE_MB * MIB)
     # How many images decode at once: requests decode before they queue for the model, so without a bound
     # N clients would hold N decoded images at the same time.
     decode_slots: threading.BoundedSemaphore = field(default_factory=lambda: threading.BoundedSemaphore(2))
@@ -110,7 +112,7 @@ def parse_chat_request(body: bytes, limits: Limits) -> ChatRequest:
         image=load_image_url(image_urls[0], limits),
         history=list(zip(questions[:-1], answers, strict=True)),
         question=questions[-1],
-        temperature=_number(request, "temperature", limits.temperature, 0.0, 2.0),
+        temperature=_number(request, "temperature", limits.temperature, 0.0, MAX_TEMPERATURE),
         max_tokens=int(
             _number(request, tokens_key, limits.max_tokens, 1, limits.max_tokens_limit, integer=True)
         ),

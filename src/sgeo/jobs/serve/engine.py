@@ -17,44 +17,22 @@ The tokenizer is used under `lock`: fast tokenizers are not safe to share betwee
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import hashlib
 import itertools
 import math
 import threading
-import time
-from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
-from concurrent.futures import Future
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 
 from PIL import Image
 
 from ...errors import SgeoError
-from ...model.conversation import IMAGE_TOKEN, clean_text
+from ...model.conversation import clean_text
 from ...model.generation import Batcher, generation_defaults, stop_ids
-from ...model.generation import Sequence as Generation
 from ...model.processing import THINK_CLOSE, THINK_OPEN
 from ...model.sampling import item_seed
-from ..ask import TEMPLATE
-
-ENCODE_BATCH = 16  # images encoded together at most (per image on 2 CPU cores: 25 ms alone, 15 ms in 16)
-FEATURE_CACHE_BYTES = 256 * 2**20  # encoded images kept for conversations that come back
-
-
-@dataclass
-class Chat:
-    """A conversation about one image: its features (encoded once), the turns so far and the template they
-    are rendered with, as `ImageChat`'s."""
-
-    image_features: dict  # {tower: [1, ...]}
-    template: object  # the model's own (`processor.resolve_template`)
-    turns: list[dict] = field(default_factory=list)
-
-    def next_turns(self, question: str) -> list[dict]:
-        """The turns with `question` added: the image's placeholder opens the first one, as `sgeo ask` writes it."""
-        value = f"{IMAGE_TOKEN}\n{question}" if not self.turns else question
-        return [*self.turns, {"from": "human", "value": value}]
+from ..image_chat import TEMPLATE
+from .defaults import MAX_BATCH, MAX_QUEUE
+from .features import FeatureEncoder
+from .reply import Chat, Reply, Slot
 
 
 class Busy(Exception):
@@ -68,97 +46,11 @@ class Busy(Exception):
         self.retry_after = retry_after
 
 
-class Slot:
-    """A request's place in the server, given back once (`release` may be called any number of times)."""
-
-    def __init__(self, engine: Engine):
-        self._engine, self._held = engine, True
-
-    def release(self) -> None:
-        with self._engine._slots_lock:
-            if self._held:
-                self._held = False
-                self._engine._held -= 1
-
-
-class FeatureEncoder:
-    """Pixels -> {tower: features}, up to `ENCODE_BATCH` images per pass of the towers, on the model's
-    thread between generation steps (`run_soon`); the features of recent images are kept (up to
-    `FEATURE_CACHE_BYTES`), keyed by a hash of their pixels."""
-
-    def __init__(self, model, processor, run_soon: Callable[[Callable[[], None]], None]):
-        self.model, self.processor, self._run_soon = model, processor, run_soon
-        self._cache: OrderedDict[str, tuple] = OrderedDict()
-        self._cache_bytes = 0
-        self._waiting: OrderedDict[str, tuple] = OrderedDict()  # key -> (pixels, future)
-        self._scheduled = False
-        self._lock = threading.Lock()
-        self.encoded = 0  # images run through the towers: what a test reads to see the cache work
-
-    def encode(self, image: Image.Image) -> Future:
-        """A future of (clip [1, T, Dc], moge [1, L, T, Dm]) for `image`."""
-        pixels = self.processor.preprocess_images([image])  # [1, 3, S, S]; here, on the caller's thread
-        key = hashlib.sha256(pixels.float().numpy().tobytes()).hexdigest()
-        with self._lock:
-            if key in self._cache:
-                self._cache.move_to_end(key)
-                future: Future = Future()
-                future.set_result(self._cache[key])
-                return future
-            if key in self._waiting:  # the same image on its way already
-                return self._waiting[key][1]
-            future = Future()
-            self._waiting[key] = (pixels, future)
-            schedule, self._scheduled = not self._scheduled, True
-        if schedule:
-            self._run_soon(self._encode_some)
-        return future
-
-    def _encode_some(self) -> None:
-        """One pass of the towers over waiting images; comes back for the rest after the next step."""
-        import torch
-
-        with self._lock:
-            keys = list(self._waiting)[:ENCODE_BATCH]
-            jobs = [self._waiting[key] for key in keys]
-        try:
-            with torch.inference_mode():
-                encoded = self.model.encode_images(torch.cat([pixels for pixels, _ in jobs]))
-            features = [{name: f[i : i + 1].clone() for name, f in encoded.items()} for i in range(len(jobs))]
-        except BaseException as error:  # the waiting requests fail with it; the thread goes on
-            features = error
-        with self._lock:
-            for i, key in enumerate(keys):
-                _, future = self._waiting.pop(key)
-                if isinstance(features, BaseException):
-                    future.set_exception(features)
-                else:
-                    self._keep(key, features[i])
-                    future.set_result(features[i])
-            self.encoded += len(keys)
-            again = self._scheduled = bool(self._waiting)
-        if again:
-            self._run_soon(self._encode_some)
-
-    def cancel_waiting(self) -> None:
-        with self._lock:
-            for _, future in self._waiting.values():
-                future.cancel()
-            self._waiting.clear()
-
-    def _keep(self, key: str, features: dict) -> None:
-        self._cache[key] = features
-        self._cache_bytes += sum(t.numel() * t.element_size() for t in features.values())
-        while self._cache_bytes > FEATURE_CACHE_BYTES and len(self._cache) > 1:
-            _, old = self._cache.popitem(last=False)
-            self._cache_bytes -= sum(t.numel() * t.element_size() for t in old.values())
-
-
 class Engine:
     """The model, its processor, the model's thread (generation and image encoding) and the request slots;
     `name` is what API replies call the model."""
 
-    def __init__(self, model, processor, name: str, max_batch: int = 32, max_queue: int = 32):
+    def __init__(self, model, processor, name: str, max_batch: int = MAX_BATCH, max_queue: int = MAX_QUEUE):
         self.model, self.processor, self.name = model, processor, name
         self.lock = threading.Lock()
         self.max_length = int(processor.model_max_length)
@@ -185,13 +77,18 @@ class Engine:
             if self._held >= self.max_batch + self.max_queue:
                 raise Busy(self._held, self.retry_after())
             self._held += 1
-        return Slot(self)
+        return Slot(self._release_slot)
+
+    def _release_slot(self) -> None:
+        with self._slots_lock:
+            self._held -= 1
 
     def retry_after(self) -> int:
         """Seconds until a slot is likely free: about one answer's time (1 to 60)."""
         return min(60, max(1, math.ceil(self._seconds)))
 
-    def _answered(self, seconds: float) -> None:
+    def answered(self, seconds: float) -> None:
+        """Count a finished answer's `seconds` into the average `retry_after` reads."""
         self._seconds = 0.8 * self._seconds + 0.2 * seconds
 
     # -- chats ---------------------------------------------------------------------------------------
@@ -274,154 +171,3 @@ class Engine:
         """A finished answer's text, as `sgeo ask` and `sgeo eval` decode it."""
         with self.lock:
             return self.processor.decode_answer(tokens)
-
-
-class _Pieces:
-    """Decoded text -> the pieces to send: like `answer` (stripped), no leading whitespace overall, and
-    trailing whitespace held back until more text follows; an unfinished UTF-8 character waits for its end."""
-
-    def __init__(self):
-        self.decoded, self.pending, self.started = "", "", False
-
-    def feed(self, text: str, final: bool = False) -> str:
-        if (text.endswith("\ufffd") and not final) or not text.startswith(self.decoded):
-            return ""
-        new, self.decoded = text[len(self.decoded) :], text
-        if not self.started:
-            new = new.lstrip()
-            self.started = bool(new)
-        kept = (self.pending + new).rstrip()
-        self.pending = (self.pending + new)[len(kept) :]
-        return kept
-
-
-class Reply:
-    """Text pieces of one answer as they are generated (iterate, or `async for` over `stream()`); after the
-    last one, `answer`, `tokens` and `finish_reason` ("stop" or "length").
-
-    The answer ends at a stop token of the model, after `max_new_tokens`, or before the first of the `stop`
-    strings (OpenAI's `stop`): text that may be the start of one is held back until it is not.
-
-    Like `ImageChat.ask`'s answer, the pieces carry no leading or trailing whitespace overall. Closing the
-    reply before the answer is complete stops its generation at the next step, and the chat keeps no trace of
-    the question; a complete answer is added to the chat's turns.
-    """
-
-    def __init__(
-        self, engine: Engine, chat: Chat, question: str, temperature: float, max_new_tokens: int,
-        seed: int | None = None, slot: Slot | None = None,
-    ):  # fmt: skip
-        self.engine, self.chat, self.question = engine, chat, question
-        self.temperature, self.max_new_tokens, self.seed = temperature, max_new_tokens, seed
-        self.slot = slot
-        self.answer: str | None = None
-        self.tokens = 0
-        self.finish_reason: str | None = None
-        self.prompt: list[int] | None = None  # the prompt's ids; None: tokenized when generation starts
-        self.stop: tuple[str, ...] = ()
-        self._stopped: tuple[str, int] | None = None  # (text, tokens) when a stop string ended the answer
-        self._closed = False
-        self._generation: Generation | None = None
-        self._turns: list[dict] = []
-
-    def _start(self) -> Generation:
-        if self._generation is None and self._closed:  # closed before it started: nothing to generate
-            self._generation = Generation([], max_new_tokens=0)
-            self._generation._finish("cancelled")
-        if self._generation is None:
-            self._turns = self.chat.next_turns(self.question)
-            self._generation = self.engine.batcher.submit(
-                Generation(
-                    self.prompt or self.engine.prompt_ids(self.chat, self.question), self.chat.image_features,
-                    max_new_tokens=self.max_new_tokens, temperature=self.temperature,
-                    seed=self.seed, stop_ids=self.engine.stop_ids, **self.engine.defaults,
-                )
-            )  # fmt: skip
-        return self._generation
-
-    def _pieces(self, generation: Generation, pieces: _Pieces) -> tuple[str, bool]:
-        """(the text to send now, whether the answer is over)."""
-        done = generation.done  # read before the tokens: every token of a finished generation is in
-        tokens = list(generation.tokens)
-        if not tokens:
-            return "", done
-        text, stopped = _until_stop(self.engine.decode(tokens), self.stop, final=done)
-        if stopped:
-            generation.cancel()  # the rest is not wanted
-            self._stopped, done = (text, len(tokens)), True
-        return pieces.feed(text, final=done), done
-
-    def __iter__(self) -> Iterator[str]:
-        try:
-            generation, pieces, seen = self._start(), _Pieces(), 0
-            while True:
-                generation.wait(seen)
-                seen = len(generation.tokens)
-                piece, done = self._pieces(generation, pieces)
-                if piece:
-                    yield piece
-                if done:
-                    break
-            self._complete(generation)
-        finally:
-            self.close()
-
-    async def stream(self) -> AsyncIterator[str]:
-        """The pieces for an event loop: waits for tokens without holding a thread."""
-        try:
-            generation, pieces = self._start(), _Pieces()
-            loop, changed = asyncio.get_running_loop(), asyncio.Event()
-            generation.add_waker(_waker(loop, changed))
-            while True:
-                changed.clear()
-                piece, done = self._pieces(generation, pieces)
-                if piece:
-                    yield piece
-                if done:
-                    break
-                await changed.wait()
-            self._complete(generation)
-        finally:
-            self.close()
-
-    def _complete(self, generation: Generation) -> None:
-        if self._stopped is not None:
-            text, self.tokens = self._stopped
-            self.answer, self.finish_reason = text.strip(), "stop"
-        elif generation.error is not None:
-            raise generation.error
-        elif generation.finish_reason == "cancelled":
-            return
-        else:
-            self.answer = self.engine.decode_answer(generation.tokens)
-            self.tokens, self.finish_reason = len(generation.tokens), generation.finish_reason
-        self.chat.turns = [*self._turns, {"from": "gpt", "value": self.answer}]
-        self.engine._answered(time.monotonic() - generation.submitted)
-
-    def close(self) -> None:
-        """Stop generating (a no-op once the answer is complete) and give the slot back."""
-        self._closed = True
-        if self._generation is not None:
-            self._generation.cancel()
-        if self.slot is not None:
-            self.slot.release()
-
-
-def _until_stop(text: str, stop: tuple[str, ...], final: bool) -> tuple[str, bool]:
-    """(text before the first stop string, True), or (the text, False) less, unless `final`, an end that may
-    be the start of a stop string."""
-    found = [k for k in (text.find(s) for s in stop) if k >= 0]
-    if found:
-        return text[: min(found)], True
-    if final:
-        return text, False
-    held = max((n for s in stop for n in range(1, len(s)) if text.endswith(s[:n])), default=0)
-    return text[: len(text) - held], False
-
-
-def _waker(loop: asyncio.AbstractEventLoop, event: asyncio.Event) -> Callable[[], None]:
-    def wake() -> None:  # runs on the batcher's thread
-        with contextlib.suppress(RuntimeError):  # the loop has closed: nobody is waiting any more
-            loop.call_soon_threadsafe(event.set)
-
-    return wake

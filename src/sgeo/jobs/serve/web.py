@@ -21,7 +21,8 @@ from ...errors import SgeoError
 from ...model.conversation import IMAGE_TOKEN, clean_text
 from ...pipeline.images import read_file, resolve_inside
 from .chat_request import ApiError, Limits, decode_for_serving
-from .engine import Busy, Chat, Engine
+from .engine import Busy, Engine
+from .reply import Chat
 
 CSS = "#sgeo-chat {min-height: 420px}"
 

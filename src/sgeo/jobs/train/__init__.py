@@ -1,12 +1,12 @@
 """`sgeo train`: stage 1 or 2 of SpatialGeo on DeepSpeed, from the feature store (or pixels with --online).
 
-One flat recipe, read top to bottom: `resolve` (recipe.py: per-stage defaults and the global batch, checked
-once), `setup` (setup.py: environment, data, model, engine), `load_checkpoint` (checkpoints.py), `train`
-(loop.py), `save_checkpoint`, `save_outputs` (outputs.py), `cleanup` (run.py). What trains is decided by
-`sgeo.model.configure_stage`; the vision towers are never constructed when training from the store.
+One flat recipe, read top to bottom: `training_settings` (recipe.py: per-stage defaults and the global batch,
+checked once), `setup` (setup.py: environment, data, model, engine), `load_checkpoint` (checkpoints.py),
+`train` (loop.py), `save_checkpoint`, `save_outputs` (outputs.py), `cleanup` (run.py). What trains is
+decided by `sgeo.model.configure_stage`; the vision towers are never constructed when training from the store.
 
 Resuming: every checkpoint (`out/checkpoints/step-NNNNNNN`, DeepSpeed format, trainable tensors and
-optimizer states, a digest per file) carries the step and the resolved recipe; the data order of epoch e
+optimizer states, a digest per file) carries the step and the run's settings; the data order of epoch e
 depends only on (seed, e), and every source of randomness in a step is reseeded from (seed, step,
 micro-batch, rank). So rerunning a killed command continues from the latest checkpoint and ends with the
 weights an uninterrupted run would have.
@@ -18,7 +18,7 @@ non-empty folder that is not an sgeo run is refused rather than overwritten.
 """
 
 from .environment import LAUNCHER_ENV
-from .recipe import STAGE_RECIPES, Resolved, TrainConfig, check_config, resolve, resolve_batch
+from .recipe import STAGE_RECIPES, TrainConfig, TrainSettings, check_config, resolve_batch, training_settings
 
 
 def __getattr__(name: str):
@@ -34,10 +34,10 @@ def __getattr__(name: str):
 __all__ = [
     "LAUNCHER_ENV",
     "STAGE_RECIPES",
-    "Resolved",
     "TrainConfig",
+    "TrainSettings",
     "check_config",
-    "resolve",
     "resolve_batch",
     "run_train",
+    "training_settings",
 ]

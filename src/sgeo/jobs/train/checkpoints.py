@@ -1,7 +1,7 @@
 """Training checkpoints: DeepSpeed's format, written with a digest per file, read without unpickling code.
 
 `out/checkpoints/step-NNNNNNN/` holds DeepSpeed's files (trainable tensors, optimizer states), sgeo's
-`trainer_state.json` (step, resolved recipe, data position) and `digests.json` (sha256 of every file, written
+`trainer_state.json` (step, the run's settings, data position) and `digests.json` (sha256 of every file, written
 after all ranks have written theirs); `latest` names the newest complete one. On resume every file is checked
 against its digest and loaded with `torch.load(weights_only=True)`, allowing only the few plain DeepSpeed
 classes these files hold: a crafted pickle, a flipped byte or a cut file is refused in one line, never run.
@@ -75,10 +75,14 @@ def make_loads_safe(engine) -> None:
     """Route every DeepSpeed checkpoint read of `engine` through `safe_load` (its default loader runs
     `torch.load(weights_only=False)`, which executes whatever a crafted file asks)."""
     checkpoint_engine = engine.checkpoint_engine
-    if checkpoint_engine is None or getattr(checkpoint_engine, "_sgeo_safe", False):
+    if checkpoint_engine is None or checkpoint_engine.load is _safe_engine_load:  # routed already
         return
-    checkpoint_engine.load = lambda path, map_location=None: safe_load(path, map_location)
-    checkpoint_engine._sgeo_safe = True
+    checkpoint_engine.load = _safe_engine_load
+
+
+def _safe_engine_load(path, map_location=None):
+    """DeepSpeed's `CheckpointEngine.load(path, map_location)`, through `safe_load`."""
+    return safe_load(path, map_location)
 
 
 # -- digests ---------------------------------------------------------------------------------------
@@ -140,9 +144,9 @@ def read_trainer_state(directory: Path) -> dict:
         ) from None
 
 
-def check_resumable(resolved) -> None:
+def check_resumable(settings) -> None:
     """Refuse to resume a checkpoint made by different settings (before anything is loaded)."""
-    checkpoints = Path(resolved.out) / CHECKPOINTS
+    checkpoints = Path(settings.out) / CHECKPOINTS
     tag = latest_tag(checkpoints)
     if tag is None:
         return
@@ -151,10 +155,10 @@ def check_resumable(resolved) -> None:
         saved.get("store"), str
     ):  # written when --store named one store: the same run as a list of one
         saved = {**saved, "store": [saved["store"]]}
-    now = json.loads(json.dumps(asdict(resolved)))
+    now = json.loads(json.dumps(asdict(settings)))
     for key in now:
         # a key the checkpoint lacks names an option added since it was written: what it decides is recorded in
-        # the resolved fields the checkpoint has (e.g. `lora` for --lora-r), which are compared
+        # the settings the checkpoint has (e.g. `lora` for --lora-r), which are compared
         if key in RESUME_FREE or key in DERIVED or key not in saved:
             continue
         if saved.get(key) != now[key]:
@@ -166,15 +170,16 @@ def check_resumable(resolved) -> None:
 
 # -- save and load ---------------------------------------------------------------------------------
 def save_checkpoint(run) -> None:
-    """A DeepSpeed checkpoint of the trainable tensors and optimizer states, with the step, the resolved
-    recipe and the data position; its digests and `latest` are written only once every rank has written its
+    """A DeepSpeed checkpoint of the trainable tensors and optimizer states, with the step, the run's
+    settings and the data position; its digests and `latest` are written only once every rank has written its
     part. A full disk is one line: the previous checkpoint stays the latest."""
     import torch.distributed as dist
 
     tag = f"step-{run.step:07d}"
     directory = run.checkpoints / tag
     epoch, in_epoch = divmod(run.step, run.plan.steps_per_epoch)
-    state = {"step": run.step, "epoch": epoch, "step_in_epoch": in_epoch, "resolved": asdict(run.resolved),
+    # "resolved": the key trainer_state.json has always had for the settings (older checkpoints resume)
+    state = {"step": run.step, "epoch": epoch, "step_in_epoch": in_epoch, "resolved": asdict(run.settings),
              "trainable": run.trainable}  # fmt: skip
     try:
         if run.rank == 0:

@@ -8,38 +8,38 @@ from pathlib import Path
 
 from sgeo.errors import SgeoError
 
-from .recipe import EPS, Resolved
+from .recipe import EPS, TrainSettings
 
 
-def deepspeed_config(resolved: Resolved, model_config) -> dict:
+def deepspeed_config(settings: TrainSettings, model_config) -> dict:
     """The shipped ZeRO-2/3 JSON (or --deepspeed's), with its "auto" values filled from the run."""
-    if resolved.deepspeed:
-        config = json.loads(Path(resolved.deepspeed).read_text())
-        source = resolved.deepspeed
+    if settings.deepspeed:
+        config = json.loads(Path(settings.deepspeed).read_text())
+        source = settings.deepspeed
     else:
-        source = f"sgeo/configs/zero{resolved.zero}.json"
-        config = json.loads(resources.files("sgeo.configs").joinpath(f"zero{resolved.zero}.json").read_text())
+        source = f"sgeo/configs/zero{settings.zero}.json"
+        config = json.loads(resources.files("sgeo.configs").joinpath(f"zero{settings.zero}.json").read_text())
     hidden = model_config.hidden_size
     config.setdefault("optimizer", {"type": "AdamW", "params": {}})
     # the run decides these: "auto" (or absent) is filled, any other value must agree
     decided = {
-        "train_micro_batch_size_per_gpu": resolved.batch_size,
-        "gradient_accumulation_steps": resolved.grad_accum,
-        "train_batch_size": resolved.global_batch,
-        "optimizer.params.lr": resolved.lr,
-        "optimizer.params.betas": list(resolved.betas),
+        "train_micro_batch_size_per_gpu": settings.batch_size,
+        "gradient_accumulation_steps": settings.grad_accum,
+        "train_batch_size": settings.global_batch,
+        "optimizer.params.lr": settings.lr,
+        "optimizer.params.betas": list(settings.betas),
         "optimizer.params.eps": EPS,
-        "optimizer.params.weight_decay": resolved.weight_decay,
-        # the weights load in this dtype (train.py); DeepSpeed's bf16 mode keeps fp32 master weights of them
-        "bf16.enabled": resolved.precision == "bf16",
+        "optimizer.params.weight_decay": settings.weight_decay,
+        # the weights load in this dtype (setup.py); DeepSpeed's bf16 mode keeps fp32 master weights of them
+        "bf16.enabled": settings.precision == "bf16",
     }
     if config.get("scheduler", {}).get("type") == "WarmupCosineLR":  # else `cosine_schedule` (no "scheduler")
-        decided["scheduler.params.total_num_steps"] = resolved.total_steps
-        decided["scheduler.params.warmup_num_steps"] = max(1, resolved.warmup_steps)
+        decided["scheduler.params.total_num_steps"] = settings.total_steps
+        decided["scheduler.params.warmup_num_steps"] = max(1, settings.warmup_steps)
     filled = {  # "auto" only
         # On CPU, torch's AdamW: DeepSpeed's CPU FusedAdam keeps beta1^t, beta2^t as a running product in a
         # process-wide object, so a resumed run (pow instead of product) drifts from an uninterrupted one.
-        "optimizer.params.torch_adam": resolved.device == "cpu",
+        "optimizer.params.torch_adam": settings.device == "cpu",
         "fp16.enabled": False,
         "zero_optimization.reduce_bucket_size": hidden * hidden,
         "zero_optimization.stage3_prefetch_bucket_size": int(0.9 * hidden * hidden),
@@ -57,7 +57,7 @@ def deepspeed_config(resolved: Resolved, model_config) -> dict:
     for key, value in filled.items():
         if _get(config, key) == "auto":
             _set(config, key, value)
-    if resolved.device == "cpu" and _get(config, "optimizer.params.torch_adam") is None:
+    if settings.device == "cpu" and _get(config, "optimizer.params.torch_adam") is None:
         _set(config, "optimizer.params.torch_adam", True)  # see above: exact resume on CPU
     leftover = _autos(config)
     if leftover:

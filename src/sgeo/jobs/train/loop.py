@@ -19,8 +19,8 @@ def _loader(run):
 
     from sgeo.pipeline.training_data import RankBatchSampler
 
-    sampler = RankBatchSampler(run.plan, run.rank, run.step, run.resolved.total_steps)
-    workers = run.resolved.num_workers
+    sampler = RankBatchSampler(run.plan, run.rank, run.step, run.settings.total_steps)
+    workers = run.settings.num_workers
     return torch.utils.data.DataLoader(
         run.dataset, batch_sampler=sampler, collate_fn=run.collator, num_workers=workers,
         pin_memory=run.device.type == "cuda", prefetch_factor=4 if workers else None,
@@ -36,7 +36,7 @@ def _worker_init(_: int) -> None:
 
 def _seed_for(run, micro: int) -> int:
     """One seed per (seed, step, micro-batch, rank): a resumed step draws exactly what it drew before."""
-    return (run.resolved.seed * 1_000_003 + run.step * run.resolved.grad_accum + micro) * 4099 + run.rank
+    return (run.settings.seed * 1_000_003 + run.step * run.settings.grad_accum + micro) * 4099 + run.rank
 
 
 def image_features(run, batch: dict, seed: int) -> dict:
@@ -49,9 +49,9 @@ def image_features(run, batch: dict, seed: int) -> dict:
         features = run.model.encode_images(batch["pixel_values"].to(run.device))
     else:
         features = {name: f.to(run.device, non_blocking=True) for name, f in batch["image_features"].items()}
-    if run.resolved.clip_drop:
+    if run.settings.clip_drop:
         features["clip"] = drop_clip(
-            features["clip"], run.resolved.clip_drop, torch.Generator().manual_seed(seed)
+            features["clip"], run.settings.clip_drop, torch.Generator().manual_seed(seed)
         )
     return features
 
@@ -115,21 +115,21 @@ def train(run) -> None:
     import torch.distributed as dist
     from tqdm import tqdm
 
-    resolved, total = run.resolved, run.resolved.total_steps
+    settings, total = run.settings, run.settings.total_steps
     if run.step >= total:
         log(f"already trained {run.step} of {total} steps")
         return
     from sgeo.pipeline.training_data import Prefetcher
 
     batches = Prefetcher(_loader(run), depth=2)
-    bar = tqdm(total=total, initial=run.step, desc=f"stage {resolved.stage}", unit="step", dynamic_ncols=True,
+    bar = tqdm(total=total, initial=run.step, desc=f"stage {settings.stage}", unit="step", dynamic_ncols=True,
                disable=run.rank != 0, file=sys.stderr)  # fmt: skip
     metrics_file = (run.out / "metrics.jsonl").open("a") if run.rank == 0 else None
     try:
         while run.step < total:
             lrs = [group["lr"] for group in run.engine.optimizer.param_groups]  # what this step uses
             start, waited, losses = time.perf_counter(), 0.0, []
-            for micro in range(resolved.grad_accum):
+            for micro in range(settings.grad_accum):
                 t = time.perf_counter()
                 batch = _next_batch(batches)
                 waited += time.perf_counter() - t
@@ -141,7 +141,7 @@ def train(run) -> None:
             run.step += 1
             elapsed = time.perf_counter() - start
             record = {"step": run.step, "loss": float(loss), "lr": lrs[0],
-                      "samples_per_s": resolved.global_batch / elapsed, "data_wait": waited / elapsed}  # fmt: skip
+                      "samples_per_s": settings.global_batch / elapsed, "data_wait": waited / elapsed}  # fmt: skip
             if len(lrs) > 1:
                 record["adapter_lr"] = lrs[1]
             run.metrics.append(record)
@@ -152,7 +152,7 @@ def train(run) -> None:
                 loss=f"{record['loss']:.4f}", lr=f"{lrs[0]:.2e}", sps=f"{record['samples_per_s']:.1f}"
             )
             bar.update(1)
-            if run.step % resolved.save_every == 0 or run.step == total:
+            if run.step % settings.save_every == 0 or run.step == total:
                 save_checkpoint(run)
     finally:
         batches.close()

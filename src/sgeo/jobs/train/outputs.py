@@ -29,8 +29,8 @@ def _final_model(run):
                     state[name] = param.detach().cpu().clone()
     if run.rank != 0:
         return None
-    fresh, _ = load_model(run.model_ref, load_towers=False, dtype=next(iter(state.values())).dtype)
-    configure_stage(fresh, run.resolved.stage, run.resolved.lora)
+    fresh, _ = load_model(run.resolved_model, load_towers=False, dtype=next(iter(state.values())).dtype)
+    configure_stage(fresh, run.settings.stage, run.settings.lora)
     missing, unexpected = fresh.load_state_dict(state, strict=False)
     if unexpected or set(state) - {n for n, _ in fresh.named_parameters()}:
         raise RuntimeError(f"gathered tensors do not fit the starting model: {unexpected[:3]}")
@@ -46,16 +46,16 @@ def save_outputs(run) -> None:
 
     model = _final_model(run)
     if run.rank == 0:
-        lora = run.resolved.lora
-        adapters = stage_adapters(model.config, run.resolved.stage)
+        lora = run.settings.lora
+        adapters = stage_adapters(model.config, run.settings.stage)
         if model.config.trained_adapters is not None:  # recorded, so the next stage 1 decides by itself
             model.config.trained_adapters = sorted({*model.config.trained_adapters, *adapters})
         try:
-            written = save_trained(model, run.processor, run.out, merge_lora=run.resolved.merge_lora)
-            write_json(run.out / TRAINABLE_FILE, {"stage_record": stage_record(run.resolved.stage, lora),
-                                                     "adapters": adapters, "towers_loaded": run.resolved.online,
+            written = save_trained(model, run.processor, run.out, merge_lora=run.settings.merge_lora)
+            write_json(run.out / TRAINABLE_FILE, {"stage_record": stage_record(run.settings.stage, lora),
+                                                     "adapters": adapters, "towers_loaded": run.settings.online,
                                                      "trainable": run.trainable})  # fmt: skip
-            plot_loss(run.metrics, run.out / "loss.png", f"stage {run.resolved.stage}")
+            plot_loss(run.metrics, run.out / "loss.png", f"stage {run.settings.stage}")
         # a full disk: one line, like a checkpoint's (the last checkpoint holds the trained weights)
         except Exception as error:
             detail = write_failure(error)

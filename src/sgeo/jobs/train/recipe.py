@@ -1,5 +1,5 @@
-"""The `sgeo train` options and the one place they are resolved: per-stage defaults of the reference recipe
-and the global batch (per-device x ranks x accumulation), computed and checked once."""
+"""The `sgeo train` options and the one place they become a run's `TrainSettings`: per-stage defaults of the
+reference recipe and the global batch (per-device x ranks x accumulation), computed and checked once."""
 
 from __future__ import annotations
 
@@ -10,18 +10,19 @@ from pathlib import Path
 from sgeo.cli_options import MODEL_HELP, option
 from sgeo.errors import SgeoError
 from sgeo.model.stages import LoraSettings
+from sgeo.precision import accepted, check_precision, default_precision
 
 WARMUP_RATIO = 0.03
 WEIGHT_DECAY = 0.0
 BETAS = (0.9, 0.999)
 EPS = 1e-8
-PRECISIONS = ("bf16", "fp32")  # weights and DeepSpeed's mode; None: bf16 on GPU, fp32 on CPU
+TRAIN_PRECISIONS = accepted("bf16", "fp32")  # weights and DeepSpeed's mode; None: bf16 on GPU, fp32 on CPU
 
 
 @dataclass(frozen=True, kw_only=True)
 class TrainConfig:
     """The `sgeo train` options, as given (None: the stage's default): each field is one option, declared
-    here only (`sgeo.cli_options` makes the command line from these fields, `Resolved` inherits them)."""
+    here only (`sgeo.cli_options` makes the command line from these fields, `TrainSettings` inherits them)."""
 
     stage: int = option(
         help="1: MoGe adapter (a composed model's CLIP adapter too); 2: both adapters + LoRA on the LLM"
@@ -70,8 +71,9 @@ class TrainConfig:
     )
     visual_branches: str | None = option(
         None,
-        help="one tower's name (SpatialGeo: clip or moge): an ablation that feeds the LLM that tower's tokens "
-        "(the others' are zeros), saved with the model; both: every tower (default: the model's own)",
+        help="both (every tower's tokens) or one tower's name (SpatialGeo: clip or moge; any model: the towers "
+        "`sgeo info` lists): an ablation that feeds the LLM that tower's tokens only (the others' are zeros), "
+        "saved with the model (default: the model's own)",
     )
 
 
@@ -106,7 +108,7 @@ STAGE_RECIPES = {
 
 
 @dataclass(frozen=True, kw_only=True)
-class Resolved(TrainConfig):
+class TrainSettings(TrainConfig):
     """Every setting of a run, concrete. Saved as train_config.json and in every checkpoint.
 
     The options as given (inherited from TrainConfig), except those declared again below, whose value here is
@@ -185,7 +187,9 @@ def lora_settings(config: TrainConfig) -> LoraSettings | None:
     return LoraSettings(**{k: v for k, v in given.items() if v is not None})
 
 
-def resolve(config: TrainConfig, world_size: int, device: str, model_template: str = "vicuna_v1") -> Resolved:
+def training_settings(
+    config: TrainConfig, world_size: int, device: str, model_template: str = "vicuna_v1"
+) -> TrainSettings:
     """The one place where per-stage defaults are applied and the global batch is computed and checked.
     `model_template`: the template the model speaks (its processor's), which stage 2 trains in."""
     recipe = STAGE_RECIPES[config.stage]
@@ -195,13 +199,13 @@ def resolve(config: TrainConfig, world_size: int, device: str, model_template: s
     lr = config.lr if config.lr is not None else recipe.lr
     adapter_lr = config.adapter_lr if config.adapter_lr is not None else recipe.adapter_lr
     given = {field.name: getattr(config, field.name) for field in dataclasses.fields(config)}
-    return Resolved(**given | dict(
+    return TrainSettings(**given | dict(
         data=_absolute(config.data), store=store_list(config.store), model=str(config.model),
         out=_absolute(config.out), image_root=_absolute(config.image_root) if config.image_root else None,
         deepspeed=_absolute(config.deepspeed) if config.deepspeed else None,
         lr=lr, adapter_lr=adapter_lr if config.stage == 2 else None,
         batch_size=batch_size, grad_accum=grad_accum, global_batch=global_batch,
-        precision=config.precision or ("bf16" if device == "cuda" else "fp32"),
+        precision=config.precision or default_precision(device, TRAIN_PRECISIONS),
         template=recipe.template or model_template, weight_decay=WEIGHT_DECAY, betas=BETAS,
         warmup_ratio=WARMUP_RATIO, world_size=world_size, lora=lora_settings(config), device=device,
     ))  # fmt: skip
@@ -268,8 +272,7 @@ def check_config(config: TrainConfig) -> None:
         raise SgeoError(f"--num-workers must be >= 0, got {config.num_workers}")
     if config.image_aspect_ratio not in (None, "pad", "crop"):
         raise SgeoError(f"--image-aspect-ratio must be pad or crop, got {config.image_aspect_ratio}")
-    if config.precision not in (None, *PRECISIONS):
-        raise SgeoError(f"--precision must be one of {', '.join(PRECISIONS)}, got {config.precision}")
+    check_precision(config.precision, TRAIN_PRECISIONS)
     if config.attn not in (None, "sdpa", "eager", "flash_attention_2"):
         raise SgeoError(f"--attn must be sdpa, eager or flash_attention_2, got {config.attn}")
 

@@ -12,20 +12,21 @@ from pathlib import Path
 from typing import Any
 
 from sgeo.errors import SgeoError
+from sgeo.precision import torch_dtype
 
 from .checkpoints import CHECKPOINTS, check_resumable, write_json
 from .data import aspect_mode, check_features, prepare_data
 from .deepspeed_config import deepspeed_config
 from .environment import cpu_threads, prepare_environment, quiet_deepspeed
 from .log import log
-from .recipe import Resolved, TrainConfig, check_config, resolve
+from .recipe import TrainConfig, TrainSettings, check_config, training_settings
 
 
 @dataclass
 class Run:
     """Everything `train` needs, built by `setup`."""
 
-    resolved: Resolved
+    settings: TrainSettings
     rank: int
     world_size: int
     device: Any  # torch.device
@@ -37,7 +38,7 @@ class Run:
     plan: Any
     trainable: list[str]
     owns_process_group: bool
-    model_ref: Any = None  # the ResolvedModel training started from
+    resolved_model: Any = None  # the ResolvedModel training started from
     features: Any = None  # the FeatureStore (None online)
     threads_before: int | None = None  # torch threads before setup (CPU), restored by cleanup
     step: int = 0
@@ -45,7 +46,7 @@ class Run:
 
     @property
     def out(self) -> Path:
-        return Path(self.resolved.out)
+        return Path(self.settings.out)
 
     @property
     def checkpoints(self) -> Path:
@@ -67,71 +68,72 @@ def setup(config: TrainConfig, features=None) -> Run:
     from sgeo.pipeline.training_data import Collator
 
     world_size = int(os.environ["WORLD_SIZE"])
-    model_ref = resolve_model(config.model)  # once; everything below loads through this object
-    processor = model_ref.processor()  # config files only; it knows the template the model speaks
-    resolved = resolve(config, world_size, device_type, processor.template_name)
-    if device_type == "cpu" and resolved.attn == "flash_attention_2":
+    resolved_model = resolve_model(config.model)  # once; everything below loads through this object
+    processor = resolved_model.processor()  # config files only; it knows the template the model speaks
+    settings = training_settings(config, world_size, device_type, processor.template_name)
+    if device_type == "cpu" and settings.attn == "flash_attention_2":
         raise SgeoError("--attn flash_attention_2 needs a GPU (and the gpu extra); use sdpa on CPU")
-    check_resumable(resolved)
-    check_towers(resolved, model_ref.config)
+    check_resumable(settings)
+    check_towers(settings, resolved_model.config)
 
     # data: JSON samples joined to store rows (the store's fingerprint must match the model's encoders)
-    if features is None and resolved.store is not None:
+    if features is None and settings.store is not None:
         from sgeo.pipeline.feature_set import open_feature_set
 
-        features = open_feature_set(resolved.store, model_ref.config.tower_names)
-    if resolved.lora is not None and config.lora_r is not None:
-        check_lora_rank(resolved.lora.r, model_ref)
-    processor.image_aspect_ratio = aspect_mode(resolved, features)
-    if features is not None and not resolved.online:  # online, the store only picks the samples
-        check_features(features, model_ref, processor)
-    processor.model_max_length = resolved.model_max_length
-    data = prepare_data(resolved, features, processor, world_size)
+        features = open_feature_set(settings.store, resolved_model.config.tower_names)
+    if settings.lora is not None and config.lora_r is not None:
+        check_lora_rank(settings.lora.r, resolved_model)
+    processor.image_aspect_ratio = aspect_mode(settings, features)
+    if features is not None and not settings.online:  # online, the store only picks the samples
+        check_features(features, resolved_model, processor)
+    processor.model_max_length = settings.model_max_length
+    data = prepare_data(settings, features, processor, world_size)
     total = data.total_steps
-    resolved = dataclasses.replace(
-        resolved, num_samples=len(data.dataset), steps_per_epoch=data.plan.steps_per_epoch, total_steps=total,
-        warmup_steps=math.ceil(resolved.warmup_ratio * total), image_aspect_ratio=processor.image_aspect_ratio,
-        model_parts=model_ref.describe(),
+    settings = dataclasses.replace(
+        settings, num_samples=len(data.dataset), steps_per_epoch=data.plan.steps_per_epoch, total_steps=total,
+        warmup_steps=math.ceil(settings.warmup_ratio * total), image_aspect_ratio=processor.image_aspect_ratio,
+        model_parts=resolved_model.describe(),
     )  # fmt: skip
     log(
-        f"stage {resolved.stage}: global batch {resolved.global_batch} = {resolved.batch_size} per device x "
-        f"{world_size} ranks x {resolved.grad_accum} accumulation; {total} steps "
+        f"stage {settings.stage}: global batch {settings.global_batch} = {settings.batch_size} per device x "
+        f"{world_size} ranks x {settings.grad_accum} accumulation; {total} steps "
         f"({data.plan.steps_per_epoch} per epoch, {data.plan.samples_per_epoch} of {len(data.dataset)} samples "
         "per epoch)"
     )
 
     # model: the towers only online; stage 2 starts from a model without LoRA
-    dtype = torch.bfloat16 if resolved.precision == "bf16" else torch.float32
+    dtype = torch_dtype(settings.precision)
     model = load_model(
-        model_ref, load_towers=resolved.online, dtype=dtype, attn_implementation=resolved.attn
+        resolved_model, load_towers=settings.online, dtype=dtype, attn_implementation=settings.attn
     )[0]
     if has_lora(model):
         raise SgeoError(
-            f"--model {resolved.model} already carries a LoRA adapter; start stage {resolved.stage} from a model "
+            f"--model {settings.model} already carries a LoRA adapter; start stage {settings.stage} from a model "
             "without one (a stage-1 output, or the merged/ dir of a stage-2 output)"
         )
-    if resolved.visual_branches is not None:  # saved with the model: eval and ask see what training saw
-        model.config.visual_branches = resolved.visual_branches
-    torch.manual_seed(resolved.seed)  # LoRA's initialisation
-    trainable = configure_stage(model, resolved.stage, resolved.lora)
-    if resolved.gradient_checkpointing:
+    if settings.visual_branches is not None:  # saved with the model: eval and ask see what training saw
+        model.config.visual_branches = settings.visual_branches
+    torch.manual_seed(settings.seed)  # LoRA's initialisation
+    trainable = configure_stage(model, settings.stage, settings.lora)
+    if settings.gradient_checkpointing:
         checkpoint_activations(model.language_model)
     model.train()
 
-    engine, device, rank, owns_process_group, threads = _engine(model, resolved, device_type, launched)
+    engine, device, rank, owns_process_group, threads = _engine(model, settings, device_type, launched)
     run = Run(
-        resolved=resolved, rank=rank, world_size=world_size, device=device, engine=engine, model=engine.module,
+        settings=settings, rank=rank, world_size=world_size, device=device, engine=engine, model=engine.module,
         processor=processor, dataset=data.dataset, plan=data.plan, trainable=trainable,
-        collator=Collator(processor, None if resolved.online else features, model.config.feature_shapes),
-        owns_process_group=owns_process_group, model_ref=model_ref, features=features, threads_before=threads,
+        collator=Collator(processor, None if settings.online else features, model.config.feature_shapes),
+        owns_process_group=owns_process_group, resolved_model=resolved_model, features=features,
+        threads_before=threads,
     )  # fmt: skip
     if rank == 0:
         run.out.mkdir(parents=True, exist_ok=True)
-        write_json(run.out / "train_config.json", asdict(resolved))
+        write_json(run.out / "train_config.json", asdict(settings))
     return run
 
 
-def _engine(model, resolved: Resolved, device_type: str, launched: bool):
+def _engine(model, settings: TrainSettings, device_type: str, launched: bool):
     """(DeepSpeed engine, device, rank, whether this run owns the process group, torch threads before)."""
     import deepspeed
     import torch
@@ -154,11 +156,11 @@ def _engine(model, resolved: Resolved, device_type: str, launched: bool):
             torch.cuda.set_device(device)
         else:
             device = torch.device("cpu")
-            threads = cpu_threads(resolved.num_workers)
-        ds_config = deepspeed_config(resolved, model.config)
-        schedule = None if "scheduler" in ds_config else partial(cosine_schedule, warmup=resolved.warmup_steps,
-                                                                    total=resolved.total_steps)  # fmt: skip
-        engine, *_ = deepspeed.initialize(model=model, model_parameters=param_groups(model, resolved),
+            threads = cpu_threads(settings.num_workers)
+        ds_config = deepspeed_config(settings, model.config)
+        schedule = None if "scheduler" in ds_config else partial(cosine_schedule, warmup=settings.warmup_steps,
+                                                                    total=settings.total_steps)  # fmt: skip
+        engine, *_ = deepspeed.initialize(model=model, model_parameters=param_groups(model, settings),
                                           config=ds_config, lr_scheduler=schedule)  # fmt: skip
     except BaseException:
         if threads is not None:
@@ -169,7 +171,7 @@ def _engine(model, resolved: Resolved, device_type: str, launched: bool):
     return engine, device, rank, owns_process_group, threads
 
 
-def check_lora_rank(r: int, model_ref) -> None:
+def check_lora_rank(r: int, resolved_model) -> None:
     """Refuse a --lora-r no adapted layer can use (the rank of B @ A is at most min(in, out)), from the model's
     config alone: the layers are built on the meta device, before any weight or LoRA tensor is allocated."""
     from accelerate import init_empty_weights
@@ -179,7 +181,7 @@ def check_lora_rank(r: int, model_ref) -> None:
     from sgeo.model.stages import llm_linear_names
 
     with init_empty_weights():
-        llm = SpatialGeoForCausalLM(model_ref.config).language_model
+        llm = SpatialGeoForCausalLM(resolved_model.config).language_model
     adapted = set(llm_linear_names(llm))
     bound = max(min(m.in_features, m.out_features) for name, m in llm.named_modules()
                 if isinstance(m, nn.Linear) and name.split(".")[-1] in adapted)  # fmt: skip
@@ -199,29 +201,31 @@ def checkpoint_activations(llm) -> None:
         llm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
 
 
-def check_towers(resolved, config) -> None:
+def check_towers(settings, config) -> None:
     """The options that name towers name towers this model has."""
-    branches = ("both", *config.tower_names)
-    if resolved.visual_branches not in (None, *branches):
+    from sgeo.model.configuration import ALL_BRANCHES
+
+    branches = (ALL_BRANCHES, *config.tower_names)
+    if settings.visual_branches not in (None, *branches):
         raise SgeoError(
-            f"--visual-branches must be one of {', '.join(branches)}, got {resolved.visual_branches}"
+            f"--visual-branches must be one of {', '.join(branches)}, got {settings.visual_branches}"
         )
-    if resolved.clip_drop and "clip" not in config.tower_names:
+    if settings.clip_drop and "clip" not in config.tower_names:
         raise SgeoError(
             f"--clip-drop zeroes the clip tower's features; this model's towers: {', '.join(config.tower_names)}"
         )
 
 
-def param_groups(model, resolved: Resolved) -> list[dict]:
+def param_groups(model, settings: TrainSettings) -> list[dict]:
     """Stage 2: the adapters at the adapter lr, the rest (LoRA) at lr. Stage 1: one group."""
     adapters = [p for m in model.adapters().values() for p in m.parameters() if p.requires_grad]
     ids = {id(p) for p in adapters}
     rest = [p for p in model.parameters() if p.requires_grad and id(p) not in ids]
-    if resolved.adapter_lr is None:
-        return [{"params": adapters + rest, "weight_decay": resolved.weight_decay}]
+    if settings.adapter_lr is None:
+        return [{"params": adapters + rest, "weight_decay": settings.weight_decay}]
     return [
-        {"params": rest, "weight_decay": resolved.weight_decay, "lr": resolved.lr},
-        {"params": adapters, "weight_decay": resolved.weight_decay, "lr": resolved.adapter_lr},
+        {"params": rest, "weight_decay": settings.weight_decay, "lr": settings.lr},
+        {"params": adapters, "weight_decay": settings.weight_decay, "lr": settings.adapter_lr},
     ]
 
 
