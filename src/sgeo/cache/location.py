@@ -117,7 +117,7 @@ class Location:
         is_file = os.path.isfile(self.root) if self.local else self.fs.isfile(self.root)
         if is_file:
             raise SgeoError(
-                f"--store {self.url} is a file, not a feature store directory; use another --store"
+                f"{self.url} is a file, not a feature store directory; give the store's directory"
             )
 
     def path(self, key: str) -> str:

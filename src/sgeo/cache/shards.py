@@ -43,7 +43,7 @@ class ShardReader:
     ):
         self.loc, self.name, self.stored_shape, self.enc = loc, name, tuple(stored_shape), enc
         self.shard_size = shard_size
-        self.row_bytes = int(np.prod(self.stored_shape)) * enc.words.itemsize
+        self.row_bytes = enc.stored_row_nbytes(self.stored_shape)
         self.index_bytes = layout.index_nbytes(shard_size)
         self._blosc = None
         if enc.blosc is not None:
@@ -54,7 +54,7 @@ class ShardReader:
         self._fds: OrderedDict[int, int] = OrderedDict()
 
     def key(self, k: int) -> str:
-        return layout.shard_key(self.name, k, 1 + len(self.stored_shape))
+        return layout.shard_key(self.name, k, self.stored_shape)
 
     def _damaged(self, k: int, what: str) -> SgeoError:
         return damaged(self.loc.url, f"{self.name} shard {k} ({self.key(k)}) {what}")

@@ -231,7 +231,7 @@ def failed_rows(store) -> dict[int, list[int]]:
     out: dict[int, list[int]] = {}
     for row, status in enumerate(statuses):
         if status == "failed":
-            out.setdefault(row // store.shard_size, []).append(row)
+            out.setdefault(store.shard_of(row), []).append(row)
     return out
 
 
