@@ -104,13 +104,9 @@ def stage1(data):
 def test_join_skips_failed_and_absent_images_and_keeps_text_only(data, tiny):
     from sgeo.cache import FeatureStore
     from sgeo.pipeline.features import decode
-    from sgeo.pipeline.training_data import (
-        Collator,
-        TrainingDataset,
-        join_samples,
-        load_samples,
-        manifest_statuses,
-    )  # fmt: skip
+    from sgeo.pipeline.training.collate import Collator
+    from sgeo.pipeline.training.dataset import TrainingDataset
+    from sgeo.pipeline.training.join import join_samples, load_samples, manifest_statuses
 
     model, processor = tiny
     store = FeatureStore.open(data["store"])
@@ -150,7 +146,7 @@ def test_join_skips_failed_and_absent_images_and_keeps_text_only(data, tiny):
 
 
 def test_batch_order_is_seeded_per_epoch_and_resumes_mid_run():
-    from sgeo.pipeline.training_data import BatchPlan
+    from sgeo.pipeline.training.batches import BatchPlan
 
     plan = BatchPlan(num_samples=23, micro_batch=2, world_size=2, accum=2, seed=5)
     assert plan.steps_per_epoch == 2 and plan.samples_per_epoch == 16
@@ -171,7 +167,7 @@ def test_batch_order_is_seeded_per_epoch_and_resumes_mid_run():
 
 
 def test_prefetcher_keeps_order_and_raises_errors():
-    from sgeo.pipeline.training_data import Prefetcher
+    from sgeo.pipeline.training.prefetch import Prefetcher
 
     assert list(Prefetcher(range(50), depth=3)) == list(range(50))
 
