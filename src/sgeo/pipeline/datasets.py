@@ -22,6 +22,7 @@ from sgeo.errors import SgeoError
 from sgeo.model.conversation import IMAGE_TOKEN
 from sgeo.pipeline.images import DEFAULT_MAX_PIXELS, load_image, resolve_inside
 from sgeo.pipeline.json_files import read_json
+from sgeo.pipeline.samples import sample_problem
 
 CAPTION_PROMPT = "Describe the image briefly."
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"})
@@ -54,10 +55,9 @@ def _check_samples(records: Any, path: Path) -> list[dict]:
     if not isinstance(records, list):
         raise SgeoError(f"{path} must hold a JSON list of samples, found {type(records).__name__}")
     for i, r in enumerate(records):
-        if not isinstance(r, dict) or not isinstance(r.get("conversations"), list):
-            raise SgeoError(f"{path}: sample {i} has no 'conversations' list; is this a LLaVA-format file?")
-        if "image" in r and not isinstance(r["image"], str):
-            raise SgeoError(f"{path}: sample {i} has a non-string 'image' field {r['image']!r}")
+        problem = sample_problem(r)  # what training refuses turn by turn is the trainer's (--skip-invalid)
+        if problem:
+            raise SgeoError(f"{path}: sample {i} {problem}; is this a LLaVA-format file?")
     return records
 
 

@@ -25,6 +25,16 @@ class Checked:
     problem: str | None = None  # why it cannot train
 
 
+def sample_problem(sample) -> str | None:
+    """Why `sample` is not a LLaVA-format sample at all (not an object with a 'conversations' list, or an
+    'image' that is not a path), or None. Dataset readers refuse a file on it; `check_sample` starts with it."""
+    if not isinstance(sample, dict) or not isinstance(sample.get("conversations"), list):
+        return "has no 'conversations' list"
+    if "image" in sample and not isinstance(sample["image"], str):
+        return f"has a non-string 'image' field {sample['image']!r}"
+    return None
+
+
 def _turn_problem(i: int, turn) -> str | None:
     if not isinstance(turn, dict):
         return f"turn {i} is a {type(turn).__name__}, not an object with 'from' and 'value'"
@@ -38,8 +48,9 @@ def _turn_problem(i: int, turn) -> str | None:
 def check_sample(sample, *, needs_image: bool = False, plain: bool = False) -> Checked:
     """One sample -> Checked. `needs_image`/`plain`: the `plain` template (stage 1) takes one image and one
     caption; a text-only sample there is skipped (fix "no_image"), not an error."""
-    if not isinstance(sample, dict) or not isinstance(sample.get("conversations"), list):
-        return Checked(None, problem="has no 'conversations' list")
+    problem = sample_problem(sample)
+    if problem:
+        return Checked(None, problem=problem)
     turns = sample["conversations"]
     for i, turn in enumerate(turns):
         problem = _turn_problem(i, turn)
@@ -57,8 +68,6 @@ def check_sample(sample, *, needs_image: bool = False, plain: bool = False) -> C
             )
     images = sum(turn["value"].count(IMAGE_TOKEN) for turn in turns)
     has_image = "image" in sample
-    if has_image and not isinstance(sample["image"], str):
-        return Checked(None, problem=f"has a non-string 'image' field {sample['image']!r}")
     if not has_image:
         if images:
             # LLaVA would train the characters "<image>" as text; here <image> is the image's placeholder
