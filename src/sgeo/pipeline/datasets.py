@@ -18,6 +18,7 @@ from typing import Any, ClassVar
 
 from PIL import Image
 
+from sgeo import atomic
 from sgeo.errors import SgeoError
 from sgeo.model.conversation import IMAGE_TOKEN
 from sgeo.pipeline.images import DEFAULT_MAX_PIXELS, load_image, resolve_inside
@@ -321,7 +322,5 @@ def write_training_json(name: str, root: str | Path, out: str | Path, *, split: 
         raise SgeoError(f"dataset {name!r} at {root} has no training samples (only images); nothing to write")
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    tmp.write_text(json.dumps(samples, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
-    os.replace(tmp, out)
+    atomic.write_text(out, json.dumps(samples, indent=1, ensure_ascii=False) + "\n")
     return len(samples)

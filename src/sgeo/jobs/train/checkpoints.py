@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import pickle
 import re
 import shutil
 from dataclasses import asdict
 from pathlib import Path
 
+from sgeo import atomic
 from sgeo.errors import SgeoError
 
 from .log import log
@@ -243,9 +243,7 @@ def write_json(path: Path, obj) -> None:
 
 
 def write_text_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    atomic.write_text(path, text)
 
 
 def read_metrics(path: Path) -> list[dict]:

@@ -10,11 +10,11 @@ them like any image file, and the answers name each by the item's own id.
 from __future__ import annotations
 
 import hashlib
-import os
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from sgeo import atomic
 from sgeo.errors import SgeoError
 from sgeo.model.presets import sgeo_home
 
@@ -112,9 +112,7 @@ def unpack_image(root: Path, name: str, cell: Any) -> str | None:
     target = root / rel
     if not (target.is_file() and target.stat().st_size == len(data)):
         target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-        tmp.write_bytes(data)
-        os.replace(tmp, target)  # a concurrent eval of the same file writes the same bytes
+        atomic.write_bytes(target, data)  # a concurrent eval of the same file writes the same bytes
     return rel
 
 
