@@ -39,7 +39,7 @@ from sgeo.cache.manifest import (
 from sgeo.cache.meta import check_readable, marker_names, read_group_attrs
 from sgeo.cache.reading import READ_THREADS, StoreReader
 from sgeo.cache.writing import shard_contents
-from sgeo.errors import SgeoError
+from sgeo.errors import SgeoError, one_line
 
 
 class FeatureStore:
@@ -280,7 +280,7 @@ class FeatureStore:
             except FileNotFoundError:
                 raise self.manifest_error("it is missing") from None
             except (OSError, ValueError, pa.ArrowException) as e:
-                raise self.manifest_error(" ".join(f"{type(e).__name__}: {e}".split())[:200]) from None
+                raise self.manifest_error(one_line(f"{type(e).__name__}: {e}", 200)) from None
             if self._base.num_rows != self.num_rows:
                 n = self._base.num_rows
                 self._base = None

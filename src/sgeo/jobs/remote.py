@@ -35,7 +35,7 @@ from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any
 
-from ..errors import SgeoError
+from ..errors import SgeoError, one_line
 
 PREFIX = "openai:"
 DEFAULT_CONCURRENCY = 8
@@ -211,7 +211,7 @@ def _detail(error: urllib.error.HTTPError) -> str:
         text = message if isinstance(message, str) else text
     except (ValueError, KeyError, TypeError):
         pass
-    return " ".join(text.split())[:200] or str(error.reason)
+    return one_line(text, 200) or str(error.reason)
 
 
 def request_body(remote: RemoteModel, messages: list, decoding, seed: int | None) -> dict[str, Any]:

@@ -18,7 +18,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from sgeo import atomic
-from sgeo.errors import SgeoError
+from sgeo.errors import SgeoError, one_line
 
 from .log import log
 
@@ -64,7 +64,7 @@ def safe_load(path: str, map_location=None):
             f"checkpoint file {path} {what}, which sgeo never unpickles; delete its checkpoint folder to start over"
         ) from None
     except (RuntimeError, OSError, EOFError, ValueError) as error:
-        first = (str(error).strip().splitlines() or [type(error).__name__])[0][:160]
+        first = one_line(error, 160, first=True)
         raise SgeoError(
             f"checkpoint file {path} is damaged ({first}); delete its checkpoint folder to resume from an earlier "
             "one or start over"

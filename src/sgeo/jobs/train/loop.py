@@ -7,7 +7,7 @@ import json
 import sys
 import time
 
-from sgeo.errors import SgeoError
+from sgeo.errors import SgeoError, one_line
 from sgeo.model.conversation import IGNORE_INDEX  # labels the loss does not read
 
 from .checkpoints import save_checkpoint
@@ -105,7 +105,7 @@ def _next_batch(batches):
     except SgeoError as error:
         message = str(error)
         if "DataLoader worker" in message and "SgeoError: " in message:
-            message = message.rsplit("SgeoError: ", 1)[1].strip().splitlines()[0]
+            message = one_line(message.rsplit("SgeoError: ", 1)[1], first=True)
         raise SgeoError(message) from None
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from sgeo import atomic
-from sgeo.errors import SgeoError
+from sgeo.errors import SgeoError, one_line
 from sgeo.model.presets import sgeo_home
 
 LETTERS = "ABCDEFGHIJ"
@@ -35,7 +35,7 @@ def read_parquet(path: Path, expected: Iterable[str], layout: str) -> list[dict[
     try:
         table = pq.read_table(path)
     except (OSError, ValueError) as e:  # pyarrow.ArrowInvalid is a ValueError
-        raise SgeoError(f"{path} is not a readable parquet file ({' '.join(str(e).split())[:160]}); "
+        raise SgeoError(f"{path} is not a readable parquet file ({one_line(str(e), 160)}); "
                         f"pass {layout} as published") from None  # fmt: skip
     check_columns(path, table.column_names, expected, layout)
     return table.to_pylist()
