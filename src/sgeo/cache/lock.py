@@ -57,7 +57,8 @@ def _alive_here(holder: dict) -> bool:
         return False
 
 
-def _describe(holder: dict | None) -> str:
+def describe_holder(holder: dict | None) -> str:
+    """Who holds a lock, from its record (pid, host, since when), for a refusal naming the holder."""
     if not holder:
         return "another writer (its lock record is unreadable)"
     return (
@@ -92,7 +93,7 @@ class StoreLock:
                 return
             if time.monotonic() >= deadline:
                 raise SgeoError(
-                    f"store {self.loc.url} is being written by {_describe(holder)}; wait for it to finish "
+                    f"store {self.loc.url} is being written by {describe_holder(holder)}; wait for it to finish "
                     f"(or, if it is gone, delete {self.loc.url}/{self.key})"
                 )
             time.sleep(POLL_S)

@@ -75,7 +75,8 @@ class ShardReader:
             self._fds.move_to_end(k)
         return fd
 
-    def _trim(self) -> None:
+    def trim(self) -> None:
+        """Close the least recently used shard files past MAX_OPEN_FILES."""
         while len(self._fds) > MAX_OPEN_FILES:
             os.close(self._fds.popitem(last=False)[1])
 
@@ -205,7 +206,7 @@ def read_rows(loc: Location, jobs: list[tuple[ShardReader, list[int], np.ndarray
             run_all(pool, calls)
     finally:
         for r, _, _ in jobs:
-            r._trim()
+            r.trim()
 
 
 def run_all(pool: Executor, calls: list[tuple]) -> None:

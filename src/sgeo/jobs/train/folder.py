@@ -15,7 +15,7 @@ import contextlib
 import os
 from pathlib import Path
 
-from sgeo.cache.lock import StoreLock, _describe
+from sgeo.cache.lock import StoreLock, describe_holder
 from sgeo.errors import SgeoError
 
 from .checkpoints import CHECKPOINTS
@@ -61,7 +61,7 @@ class RunLock(StoreLock):
         if holder is not None:
             self._remove_if_made()
             raise SgeoError(
-                f"--out {self.out} is being trained into by {_describe(holder)}; wait for it to finish or use "
+                f"--out {self.out} is being trained into by {describe_holder(holder)}; wait for it to finish or use "
                 "another --out"
             )
 
