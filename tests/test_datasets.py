@@ -222,3 +222,16 @@ def test_a_dataset_file_and_the_trainer_refuse_a_non_string_image_by_one_rule(tm
         "sample 0 has a non-string 'image' field ['a.jpg']; is this a LLaVA-format file?"
     ), message
     assert check_sample(bad).problem == "has a non-string 'image' field ['a.jpg']"
+
+
+def test_the_trainer_and_the_renderer_refuse_turns_out_of_order_with_one_rule():
+    """One alternation rule (`conversation.turn_order_problem`): the trainer's sample check and the prompt
+    renderer refuse two human turns in a row with the same one-line reason."""
+    from sgeo.model.conversation import normalise_turns
+    from sgeo.pipeline.samples import check_sample
+
+    turns = [{"from": "human", "value": "Hi"}, {"from": "human", "value": "Hi again"}]
+    with pytest.raises(ValueError) as refused:
+        normalise_turns(turns)
+    assert str(refused.value) == check_sample({"conversations": turns}).problem
+    assert str(refused.value) == "turn 1 is from 'human'; turns must alternate human, gpt"

@@ -13,9 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sgeo.model.conversation import IMAGE_TOKEN
-
-SPEAKERS = ("human", "gpt")  # LLaVA's `roles = {"human": ..., "gpt": ...}`: anything else is a KeyError there
+from sgeo.model.conversation import IMAGE_TOKEN, SPEAKERS, turn_order_problem
 
 
 @dataclass(frozen=True)
@@ -62,10 +60,8 @@ def check_sample(sample, *, needs_image: bool = False, plain: bool = False) -> C
     if not turns:
         return Checked(None, problem="has no turns")
     for i, turn in enumerate(turns):
-        if turn["from"] != SPEAKERS[i % 2]:
-            return Checked(
-                None, problem=f"turn {i} is from {turn['from']!r}; turns must alternate human, gpt"
-            )
+        if problem := turn_order_problem(i, turn["from"]):
+            return Checked(None, problem=problem)
     images = sum(turn["value"].count(IMAGE_TOKEN) for turn in turns)
     has_image = "image" in sample
     if not has_image:
