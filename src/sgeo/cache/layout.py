@@ -200,6 +200,19 @@ def check_array_name(name) -> str:
     return name
 
 
+def check_names_held(url: str, held: list[str], names, *, exact: bool) -> None:
+    """Refuse array names that store `url` (arrays `held`) does not hold (exact: or that leave one out)."""
+    unknown = [repr(n) for n in names if n not in held]
+    missing = [repr(n) for n in held if n not in names] if exact else []
+    if unknown or missing:
+        got = "; ".join(
+            ([f"no array {', '.join(unknown)} in the store"] if unknown else [])
+            + ([f"array {', '.join(missing)} missing"] if missing else [])
+        )
+        todo = "pass exactly those names" if exact else "read some of those"
+        raise SgeoError(f"store {url} holds arrays {', '.join(held)}: {got}; {todo}")
+
+
 def check_shapes(shapes) -> dict[str, tuple[int, ...]]:
     """{array name: feature shape per image}, checked: at least one array, valid names, positive sizes."""
     if not isinstance(shapes, dict) or not shapes:

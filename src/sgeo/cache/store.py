@@ -205,15 +205,7 @@ class FeatureStore:
 
     def check_names(self, names, *, exact: bool) -> None:
         """Refuse names that are not this store's arrays (exact: and every array of the store, for a write)."""
-        unknown = [repr(n) for n in names if n not in self.shapes]
-        missing = [repr(n) for n in self.shapes if n not in names] if exact else []
-        if unknown or missing:
-            got = "; ".join(
-                ([f"no array {', '.join(unknown)} in the store"] if unknown else [])
-                + ([f"array {', '.join(missing)} missing"] if missing else [])
-            )
-            todo = "pass exactly those names" if exact else "read some of those"
-            raise SgeoError(f"store {self.url} holds arrays {', '.join(self.shapes)}: {got}; {todo}")
+        layout.check_names_held(self.url, list(self.shapes), names, exact=exact)
 
     def zarr_array(self, name: str):
         """The zarr array `name`, opened once (read-write: `write_shard` assigns through it)."""
