@@ -5,8 +5,8 @@ each step spent waiting for data. Prints figures; asserts nothing.
     python bench/train.py --stage 2 --batch-size 4 --steps 30
 
 One process, same samples, order, seed and model for both runs: the synthetic dataset (224 px) is written
-and its images are encoded once into a bf16 store (encode_images + write_shard, as `sgeo extract` writes
-it); then `run_train` (the real DeepSpeed recipe, ZeRO-2, CPU) trains from the store and again `--online`
+and its images are encoded once into a bf16 store (encode_images + `write_store`, the store `sgeo extract`
+writes); then `run_train` (the real DeepSpeed recipe, ZeRO-2, CPU) trains from the store and again `--online`
 from the image files, alternated `--repeats` times (medians reported; this machine is shared, so the
 load average is printed too). Per step the recipe records its wall time and the time spent in `next(loader)`
 (metrics.jsonl); the first `--warmup` steps (loader start, allocator warm-up) are left out.
@@ -29,29 +29,22 @@ from pathlib import Path
 def build_store(root: Path, store: str, model_name: str) -> None:
     """Every image of the dataset's stage-1 JSON in a bf16 store."""
 
-    from sgeo.cache import FeatureStore
     from sgeo.model import load_model, resolve_model
-    from sgeo.model.fingerprint import encoder_fingerprint
-    from sgeo.pipeline.features import encode
+    from sgeo.model.fingerprint import towers_fingerprint
     from sgeo.pipeline.images import load_image
     from sgeo.pipeline.names import SYNTHETIC_CAPTIONS
+    from sgeo.pipeline.store_writer import write_store
 
     model, processor = load_model(model_name)
     ids = sorted({s["image"] for s in json.loads((root / SYNTHETIC_CAPTIONS).read_text())})
-    fingerprint = encoder_fingerprint(resolve_model(model_name), processor.preprocessing_spec(), "bf16")
-    feats = FeatureStore.create(
-        store, image_ids=ids, paths=[str(root / i) for i in ids], fingerprint=fingerprint,
-        shapes=model.config.feature_shapes,
-        dtype="bf16", shard_size=32,
-    )  # fmt: skip
-    for k in feats.pending_shards():
-        rows = feats.shard_rows(k)
+    fingerprint = towers_fingerprint(resolve_model(model_name), processor.preprocessing_spec(), "bf16")
+
+    def encoded(rows: range) -> dict:  # a shard at a time: the pixels of every image are never held at once
         pixels = processor.preprocess_images([load_image(root / ids[r])[0] for r in rows])
-        clip, moge = model.encode_images(pixels).values()
-        feats.write_shard(
-            k, {"clip": encode(clip, "bf16"), "moge": encode(moge, "bf16")}, [{"status": "ok"}] * len(rows)
-        )
-    feats.finalize()
+        return model.encode_images(pixels)
+
+    write_store(store, image_ids=ids, paths=[str(root / i) for i in ids], fingerprint=fingerprint,
+                features=encoded, shapes=model.config.feature_shapes, dtype="bf16", shard_size=32)  # fmt: skip
 
 
 def train_once(args, root: Path, store: str, out: Path, online: bool) -> dict:

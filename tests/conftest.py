@@ -82,37 +82,25 @@ def s3_bucket():
 
 @pytest.fixture(scope="session")
 def tiny_store(tmp_path_factory, synthetic_root, tiny) -> dict:
-    """Every training image of `synthetic_root` in a bf16 feature store of the tiny preset (written through
-    `FeatureStore` from `encode_images`, without Ray), with the stage-1 and stage-2 JSONs. The store is in the
+    """Every training image of `synthetic_root` in a bf16 feature store of the tiny preset (written by
+    `sgeo.pipeline.store_writer.write_store` from `encode_images`, without Ray), with the stage-1 and stage-2 JSONs. The store is in the
     form sgeo wrote before a store per tower (both towers in one group, `legacy_fingerprint`): such stores
     still train, and every training test shows it."""
-    from sgeo.cache import FeatureStore
     from sgeo.model import resolve_model
     from sgeo.pipeline.images import load_image
+    from sgeo.pipeline.store_writer import write_store
 
     model, processor = tiny
     work = tmp_path_factory.mktemp("tiny_store")
     ids = sorted({s["image"] for name in ("captions.json", "spatial_qa.json")
                   for s in json.loads((synthetic_root / name).read_text())})  # fmt: skip
     pixels = processor.preprocess_images([load_image(synthetic_root / i)[0] for i in ids])
-    features = model.encode_images(pixels)
-    clip, moge = features["clip"], features["moge"]  # [N, T, Dc], [N, L, T, Dm]
-    store = FeatureStore.create(
+    features = model.encode_images(pixels)  # clip [N, T, Dc], moge [N, L, T, Dm]
+    write_store(
         str(work / "store.zarr"), image_ids=ids, paths=[str(synthetic_root / i) for i in ids],
         fingerprint=legacy_fingerprint(resolve_model("tiny"), processor.preprocessing_spec(), "bf16"),
-        shapes={"clip": tuple(clip.shape[1:]), "moge": tuple(moge.shape[1:])}, dtype="bf16", shard_size=8,
+        features={"clip": features["clip"], "moge": features["moge"]}, dtype="bf16", shard_size=8,
     )  # fmt: skip
-
-    def words(t):
-        import torch
-
-        return t.to(torch.bfloat16).view(torch.uint16).numpy()
-
-    for k in range(store.num_shards):
-        rows = store.shard_rows(k)
-        store.write_shard(k, {"clip": words(clip[rows.start : rows.stop]), "moge": words(moge[rows.start : rows.stop])},
-                          [{"status": "ok"}] * len(rows))  # fmt: skip
-    store.finalize()
     return {"store": str(work / "store.zarr"), "root": synthetic_root, "ids": ids,
             "stage1": synthetic_root / "captions.json", "stage2": synthetic_root / "spatial_qa.json"}  # fmt: skip
 

@@ -204,3 +204,34 @@ def test_unknown_name_missing_root_and_split_errors(tmp_path):
         get_dataset("synthetic", tmp_path)
     with pytest.raises(SgeoError, match="has no split"):
         get_dataset("folder", tmp_path, split="train")
+
+
+def test_a_dataset_file_and_the_trainer_refuse_a_non_string_image_by_one_rule(tmp_path):
+    """One rule for what a LLaVA sample is (`samples.sample_problem`): the dataset reader's refusal and the
+    trainer's check say the same thing, the reader's on one line naming the file and the sample."""
+    from sgeo.pipeline.datasets import read_llava_samples
+    from sgeo.pipeline.samples import check_sample
+
+    bad = {"image": ["a.jpg"], "conversations": [{"from": "human", "value": "<image>\nHi"}]}
+    path = tmp_path / "samples.json"
+    path.write_text(json.dumps([bad]))
+    with pytest.raises(SgeoError) as refused:
+        read_llava_samples(path, "training JSON")
+    message = str(refused.value)
+    assert "\n" not in message and message.endswith(
+        "sample 0 has a non-string 'image' field ['a.jpg']; is this a LLaVA-format file?"
+    ), message
+    assert check_sample(bad).problem == "has a non-string 'image' field ['a.jpg']"
+
+
+def test_the_trainer_and_the_renderer_refuse_turns_out_of_order_with_one_rule():
+    """One alternation rule (`conversation.turn_order_problem`): the trainer's sample check and the prompt
+    renderer refuse two human turns in a row with the same one-line reason."""
+    from sgeo.model.conversation import normalise_turns
+    from sgeo.pipeline.samples import check_sample
+
+    turns = [{"from": "human", "value": "Hi"}, {"from": "human", "value": "Hi again"}]
+    with pytest.raises(ValueError) as refused:
+        normalise_turns(turns)
+    assert str(refused.value) == check_sample({"conversations": turns}).problem
+    assert str(refused.value) == "turn 1 is from 'human'; turns must alternate human, gpt"

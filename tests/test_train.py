@@ -39,10 +39,10 @@ def data(tmp_path_factory, synthetic_root, tiny):
     stage1.json: the captions. stage2.json: the spatial QA plus two text-only samples and one sample whose
     image is absent from the store.
     """
-    from sgeo.cache import FeatureStore
     from sgeo.model import resolve_model
     from sgeo.model.fingerprint import towers_fingerprint
     from sgeo.pipeline.images import load_image
+    from sgeo.pipeline.store_writer import write_store
 
     model, processor = tiny
     work = tmp_path_factory.mktemp("train")
@@ -52,22 +52,11 @@ def data(tmp_path_factory, synthetic_root, tiny):
     pixels = processor.preprocess_images([load_image(synthetic_root / i)[0] for i in ids])
     clip, moge = model.encode_images(pixels).values()  # fp32: [N, T, Dc], [N, L, T, Dm]
     fingerprint = towers_fingerprint(resolve_model("tiny"), processor.preprocessing_spec(), "bf16")
-    store = FeatureStore.create(
+    write_store(
         str(work / "store.zarr"), image_ids=ids, paths=[str(synthetic_root / i) for i in ids],
-        fingerprint=fingerprint, shapes={"clip": tuple(clip.shape[1:]), "moge": tuple(moge.shape[1:])},
-        dtype="bf16", shard_size=8,
+        fingerprint=fingerprint, features={"clip": clip, "moge": moge}, dtype="bf16", shard_size=8,
+        failed={FAILED: "test"},
     )  # fmt: skip
-    for k in range(store.num_shards):
-        rows = store.shard_rows(k)
-        records = [
-            {"status": "failed", "error": "test"} if ids[r] == FAILED else {"status": "ok"} for r in rows
-        ]
-        store.write_shard(
-            k,
-            {"clip": _words(clip[rows.start : rows.stop]), "moge": _words(moge[rows.start : rows.stop])},
-            records,
-        )
-    store.finalize()
 
     text_only = [
         {"id": f"t{i}", "conversations": [{"from": "human", "value": f"How many {w} are there?"},
@@ -80,12 +69,6 @@ def data(tmp_path_factory, synthetic_root, tiny):
     return {"work": work, "root": synthetic_root, "store": str(work / "store.zarr"), "ids": ids,
             "clip": clip.numpy(), "moge": moge.numpy(), "stage1": work / "stage1.json",
             "stage2": work / "stage2.json", "fingerprint": fingerprint}  # fmt: skip
-
-
-def _words(t: torch.Tensor) -> np.ndarray:
-    from sgeo.pipeline.features import encode
-
-    return encode(t, "bf16")
 
 
 def _state(directory: Path) -> dict[str, torch.Tensor]:
@@ -121,13 +104,9 @@ def stage1(data):
 def test_join_skips_failed_and_absent_images_and_keeps_text_only(data, tiny):
     from sgeo.cache import FeatureStore
     from sgeo.pipeline.features import decode
-    from sgeo.pipeline.training_data import (
-        Collator,
-        TrainingDataset,
-        join_samples,
-        load_samples,
-        manifest_statuses,
-    )  # fmt: skip
+    from sgeo.pipeline.training.collate import Collator
+    from sgeo.pipeline.training.dataset import TrainingDataset
+    from sgeo.pipeline.training.join import join_samples, load_samples, manifest_statuses
 
     model, processor = tiny
     store = FeatureStore.open(data["store"])
@@ -167,7 +146,7 @@ def test_join_skips_failed_and_absent_images_and_keeps_text_only(data, tiny):
 
 
 def test_batch_order_is_seeded_per_epoch_and_resumes_mid_run():
-    from sgeo.pipeline.training_data import BatchPlan
+    from sgeo.pipeline.training.batches import BatchPlan
 
     plan = BatchPlan(num_samples=23, micro_batch=2, world_size=2, accum=2, seed=5)
     assert plan.steps_per_epoch == 2 and plan.samples_per_epoch == 16
@@ -188,7 +167,7 @@ def test_batch_order_is_seeded_per_epoch_and_resumes_mid_run():
 
 
 def test_prefetcher_keeps_order_and_raises_errors():
-    from sgeo.pipeline.training_data import Prefetcher
+    from sgeo.pipeline.training.prefetch import Prefetcher
 
     assert list(Prefetcher(range(50), depth=3)) == list(range(50))
 
@@ -375,15 +354,13 @@ def _one_line_error(result, *fragments: str) -> None:
 
 
 def test_store_of_other_encoders_is_refused(data, tmp_path):
-    from sgeo.cache import FeatureStore
+    from sgeo.pipeline.store_writer import write_store
 
     other = json.loads(json.dumps(data["fingerprint"]))
     other["towers"]["clip"]["layer"] = -1
     url = str(tmp_path / "other.zarr")
-    store = FeatureStore.create(url, image_ids=data["ids"][:2], paths=data["ids"][:2], fingerprint=other,
-                                shapes={"clip": data["clip"].shape[1:], "moge": data["moge"].shape[1:]}, shard_size=2)  # fmt: skip
-    store.write_shard(0, {"clip": _words(torch.from_numpy(data["clip"][:2])),
-                          "moge": _words(torch.from_numpy(data["moge"][:2]))}, [{"status": "ok"}] * 2)  # fmt: skip
+    write_store(url, image_ids=data["ids"][:2], paths=data["ids"][:2], fingerprint=other, shard_size=2,
+                features={"clip": torch.from_numpy(data["clip"][:2]), "moge": torch.from_numpy(data["moge"][:2])})  # fmt: skip
     result = run_sgeo(
         "train", "--stage", "1", "--data", data["stage1"], "--store", url, "--out", tmp_path / "o"
     )

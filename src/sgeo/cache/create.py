@@ -1,9 +1,7 @@
 """Creating a feature store, or reopening the same one to resume: `FeatureStore.create` is `create_store`.
 
-A resume must find exactly what the writer asks for (fingerprint, encoding, array names in order and their
-shapes, shard size, image list); a damaged manifest is rebuilt from the writer's image list when every commit
-marker agrees with it, and committed shards whose objects are missing or cut short are refused with the
-repair command.
+A fresh store is written here (group attributes, one array per name, the manifest last); what a resume must
+find is resume.py's.
 """
 
 from __future__ import annotations
@@ -11,14 +9,13 @@ from __future__ import annotations
 import zarr
 
 from sgeo.cache import layout
-from sgeo.cache.fingerprint import canonicalize, check_fingerprint, fingerprint_digest, short
-from sgeo.cache.layout import COMMITS, GROUP_META, LOCK, MANIFEST, StoreMismatchError
+from sgeo.cache.fingerprint import canonicalize, fingerprint_digest
+from sgeo.cache.layout import ARRAY_CONFIG, COMMITS, GROUP_META, LOCK, MANIFEST
 from sgeo.cache.location import Location
 from sgeo.cache.manifest import initial_table, to_parquet_bytes
-from sgeo.cache.shards import damaged
+from sgeo.cache.meta import marker_names, read_group_attrs
+from sgeo.cache.resume import check_resume
 from sgeo.errors import SgeoError
-
-ARRAY_CONFIG = {"write_empty_chunks": True}  # every row gets its inner chunk: fixed shard sizes
 
 
 def create_store(cls, url: str, *, image_ids: list[str], paths: list[str], fingerprint: dict,
@@ -52,7 +49,7 @@ def create_store(cls, url: str, *, image_ids: list[str], paths: list[str], finge
                 f"{loc.url} holds a zarr node that is not an sgeo feature store; use another --store"
             )
         if loc.exists(MANIFEST):
-            store = cls._from_attrs(loc, existing)
+            store = cls(loc, existing)
             check_resume(store, fingerprint, enc.name, shapes, shard_size, image_ids, paths)
             return store
         if marker_names(loc):
@@ -75,7 +72,7 @@ def create_store(cls, url: str, *, image_ids: list[str], paths: list[str], finge
         "dtype": enc.name,
         "num_rows": n,
         "shard_size": shard_size,
-        "num_shards": -(-n // shard_size),
+        "num_shards": layout.num_shards(n, shard_size),
         **layout.shape_attrs(shapes),
         "compressor": None,
         "fingerprint": fingerprint,
@@ -102,88 +99,7 @@ def create_store(cls, url: str, *, image_ids: list[str], paths: list[str], finge
             **enc.array_codecs(),
         )
     loc.put_atomic(MANIFEST, to_parquet_bytes(initial_table(image_ids, paths)))  # last: the store exists
-    return cls._from_attrs(loc, attrs)
-
-
-def check_resume(store, fingerprint, dtype, shapes, shard_size, image_ids, paths) -> None:
-    check_fingerprint(store.url, store.fingerprint, fingerprint)
-    if list(store.shapes) != list(shapes):
-        raise StoreMismatchError(
-            f"store {store.url} holds arrays {', '.join(store.shapes)} but {', '.join(shapes)} were asked; "
-            "use the same encoders or another --store"
-        )
-    for key, have, asked in (
-        ("dtype", store.dtype, dtype),
-        *((f"{name} shape", store.shapes[name], shape) for name, shape in shapes.items()),
-        ("shard_size", store.shard_size, shard_size),
-    ):
-        if have != asked:
-            raise StoreMismatchError(
-                f"store {store.url} has {key}={have} but {asked} was asked; use the same setting or another --store"
-            )
-    try:
-        stored = store.image_ids()
-    except SgeoError:
-        stored = _rewrite_manifest(store, image_ids, paths)
-    if stored != image_ids:
-        if len(stored) != len(image_ids):
-            what = f"holds {len(stored)} images but {len(image_ids)} were given"
-        else:
-            r = next(i for i, (a, b) in enumerate(zip(stored, image_ids, strict=True)) if a != b)
-            what = f"has image {short(stored[r], 40)!r} at row {r} but the list gives {short(image_ids[r], 40)!r}"
-        raise StoreMismatchError(
-            f"store {store.url} was made for another image list: it {what}; use another --store or the same list"
-        )
-    problem = missing_objects(store)
-    if problem:
-        raise damaged(store.url, problem)
-
-
-def _rewrite_manifest(store, image_ids: list[str], paths: list[str]) -> list[str]:
-    """A damaged manifest.parquet, rebuilt from the image list a resuming writer gives, where every commit
-    marker agrees with that list (the manifest's statuses come from the markers anyway)."""
-    if len(image_ids) != store.num_rows:
-        raise store.manifest_error("it cannot be rebuilt: the image list has another length")
-    for k, marker in store.load_markers().items():
-        if any(rec["image_id"] != image_ids[rec["row"]] for rec in marker["records"]):
-            raise store.manifest_error(f"it cannot be rebuilt: shard {k} holds other images than the list")
-    store.location.put_atomic(MANIFEST, to_parquet_bytes(initial_table(image_ids, paths)))
-    store._base, store._ids = None, None
-    return store.image_ids()
-
-
-def missing_objects(store) -> str | None:
-    """The first committed shard whose array object is missing or has the wrong size (one listing)."""
-    files = store.location.files()
-    for k in sorted(store.committed_shards()):
-        for name in store.shapes:
-            key = layout.shard_key(name, k, 1 + len(store.stored_shapes[name]))
-            size = files.get(key)
-            if size is None:
-                return f"{name} shard {k} is committed but its object {key} is missing"
-            want = store.shard_nbytes(k, name)
-            if (want is not None and size != want) or size < layout.index_nbytes(store.shard_size):
-                return f"{name} shard {k} object {key} has {size} bytes, expected {want} (truncated?)"
-    return None
-
-
-def read_group_attrs(loc: Location) -> dict | None:
-    """Attributes of the root zarr.json, or None when there is none."""
-    import json
-
-    loc.check_not_file()
-    if not loc.exists(GROUP_META):
-        return None
-    try:
-        meta = json.loads(loc.cat(GROUP_META))
-    except (ValueError, UnicodeDecodeError) as e:
-        raise SgeoError(f"{loc.url}/zarr.json is not valid JSON ({e}); the store is damaged") from e
-    return meta.get("attributes", {}) if meta.get("node_type") == "group" else {}
-
-
-def marker_names(loc: Location) -> dict[str, int]:
-    """Commit marker file name -> shard, of the markers that exist now."""
-    return {n: k for n in loc.listdir(COMMITS) if (k := layout.parse_marker_name(n)) is not None}
+    return cls(loc, attrs)
 
 
 def _array_names(attrs: dict) -> list[str]:

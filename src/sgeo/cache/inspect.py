@@ -37,7 +37,7 @@ def plan_store_bytes(num_images: int, shapes: dict[str, tuple[int, ...]], dtype:
     shapes = layout.check_shapes(shapes)
     per_array = {name: round(enc.row_nbytes(shape) * enc.size_ratio) for name, shape in shapes.items()}
     per_image = sum(per_array.values())
-    shards = -(-num_images // shard_size)
+    shards = layout.num_shards(num_images, shard_size)
     index_b = len(shapes) * shards * layout.index_nbytes(shard_size)
     total = num_images * per_image + index_b
     rate = per_image * LLAVA_SAMPLES_PER_S_PER_GPU * gpus
@@ -71,7 +71,7 @@ def store_info(url: str, storage_options: dict | None = None) -> dict:
     arrays = {
         name: {
             "shape": list(shape),
-            "bytes": sum(size for key, size in files.items() if key.startswith(f"{name}/c/")),
+            "bytes": sum(size for key, size in files.items() if key.startswith(layout.chunk_prefix(name))),
         }
         for name, shape in store.shapes.items()
     }

@@ -12,11 +12,7 @@ import hashlib
 
 import numpy as np
 
-from sgeo.cache import layout
-from sgeo.cache.layout import COMMITS
-from sgeo.cache.manifest import parse_marker
 from sgeo.cache.shards import damaged
-from sgeo.errors import SgeoError
 
 
 def sha256(a: np.ndarray) -> str:
@@ -37,10 +33,11 @@ class RowChecker:
         """The check of rows idx, as verify(array name, row, row words) raising a one-line SgeoError that names
         the file (their markers are fetched now, once per shard)."""
         s = self.store.shard_size
-        digests = self._digests_of({r // s for r in idx})
+        digests = self._digests_of({self.store.shard_of(r) for r in idx})
 
         def verify(name: str, row: int, words: np.ndarray) -> None:
-            self._check_row(name, row, words, digests[row // s][name][row % s])
+            k, j = divmod(row, s)  # shard_of(row) and the row's place in it, inlined: once per row read
+            self._check_row(name, row, words, digests[k][name][j])
 
         return verify
 
@@ -48,33 +45,25 @@ class RowChecker:
         if hashlib.sha256(memoryview(words.reshape(-1).view(np.uint8))).digest() != want:
             raise damaged(
                 self.store.url,
-                f"{name} row {row} read from {self._key(name, row // self.store.shard_size)} does not match "
+                f"{name} row {row} read from {self._key(name, self.store.shard_of(row))} does not match "
                 "the sha256 in its commit marker",
             )
 
     def _key(self, name: str, k: int) -> str:
-        return layout.shard_key(name, k, 1 + len(self.store.stored_shapes[name]))
+        return self.store.shard_key(name, k)
 
     def _digests_of(self, shards: set[int]) -> dict[int, dict[str, list[bytes]]]:
-        store, markers = self.store, self.store._markers
         todo = sorted(k for k in shards if k not in self._digests)
         if todo:
-            keys = {k: f"{COMMITS}/{layout.marker_name(k)}" for k in todo if k not in markers}
-            try:
-                got = store.location.cat_many(list(keys.values()))
-            except FileNotFoundError:
-                store._committed = None
-                raise SgeoError(
-                    f"store {store.url}: a commit marker vanished while reading; is a writer (or a repair) busy?"
-                ) from None
-            for k, key in keys.items():
-                markers[k] = parse_marker(got[key], k, store.shapes)
+            markers = self.store.markers_of(todo)  # the ones not cached yet fetched in one batch
             for k in todo:
-                rows = markers[k].get("row_sha256") or self._whole_shard_digests(k)
-                self._digests[k] = {name: [bytes.fromhex(h) for h in rows[name]] for name in store.shapes}
+                rows = markers[k].get("row_sha256") or self._whole_shard_digests(k, markers[k])
+                self._digests[k] = {
+                    name: [bytes.fromhex(h) for h in rows[name]] for name in self.store.shapes
+                }
         return {k: self._digests[k] for k in shards}
 
-    def _whole_shard_digests(self, k: int) -> dict[str, list[str]]:
+    def _whole_shard_digests(self, k: int, marker: dict) -> dict[str, list[str]]:
         """A marker without row digests: the shard against its shard digest, once; then its row digests."""
         store = self.store
         rows = list(store.shard_rows(k))
@@ -83,7 +72,7 @@ class RowChecker:
         }
         store.read_into(rows, out, None)
         for name, words in out.items():
-            if sha256(words) != store._markers[k][f"{name}_sha256"]:
+            if sha256(words) != marker[f"{name}_sha256"]:
                 raise damaged(
                     store.url,
                     f"{name} shard {k} ({self._key(name, k)}) does not match the sha256 in its commit marker",

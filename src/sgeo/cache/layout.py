@@ -62,6 +62,10 @@ RESERVED_ATTRS = (
     "counts",
 )
 
+ARRAY_CONFIG = {
+    "write_empty_chunks": True
+}  # zarr runtime config: every row gets its inner chunk, fixed shard sizes
+
 # Sharding index: one (offset, nbytes) pair of little-endian uint64 per inner chunk, then a crc32c.
 INDEX_ENTRY_BYTES = 16
 INDEX_CRC_BYTES = 4
@@ -101,7 +105,11 @@ class Encoding:
 
     def row_nbytes(self, feature_shape: tuple[int, ...]) -> int:
         """Uncompressed bytes of one stored row (an image's features of one tower)."""
-        return int(np.prod(self.stored_shape(feature_shape))) * self.words.itemsize
+        return self.stored_row_nbytes(self.stored_shape(feature_shape))
+
+    def stored_row_nbytes(self, stored_shape: tuple[int, ...]) -> int:
+        """Uncompressed bytes of one row of stored words of `stored_shape` (the one rule for a row's bytes)."""
+        return int(np.prod(stored_shape)) * self.words.itemsize
 
     def array_codecs(self) -> dict:
         """Keyword arguments for `zarr.create_array` (inside the sharding codec)."""
@@ -192,6 +200,19 @@ def check_array_name(name) -> str:
     return name
 
 
+def check_names_held(url: str, held: list[str], names, *, exact: bool) -> None:
+    """Refuse array names that store `url` (arrays `held`) does not hold (exact: or that leave one out)."""
+    unknown = [repr(n) for n in names if n not in held]
+    missing = [repr(n) for n in held if n not in names] if exact else []
+    if unknown or missing:
+        got = "; ".join(
+            ([f"no array {', '.join(unknown)} in the store"] if unknown else [])
+            + ([f"array {', '.join(missing)} missing"] if missing else [])
+        )
+        todo = "pass exactly those names" if exact else "read some of those"
+        raise SgeoError(f"store {url} holds arrays {', '.join(held)}: {got}; {todo}")
+
+
 def check_shapes(shapes) -> dict[str, tuple[int, ...]]:
     """{array name: feature shape per image}, checked: at least one array, valid names, positive sizes."""
     if not isinstance(shapes, dict) or not shapes:
@@ -245,6 +266,11 @@ def marker_name(k: int) -> str:
     return f"{k:06d}.json"
 
 
+def marker_key(k: int) -> str:
+    """Key of shard k's commit marker, relative to the store root."""
+    return f"{COMMITS}/{marker_name(k)}"
+
+
 def parse_marker_name(name: str) -> int | None:
     """Shard number of a marker file name, or None for anything else (temp files, the lock, strays)."""
     stem, dot, ext = name.rpartition(".")
@@ -253,9 +279,20 @@ def parse_marker_name(name: str) -> int | None:
     return None
 
 
-def shard_key(array: str, k: int, ndim: int) -> str:
-    """Key of shard k of an array, relative to the store root (default v3 chunk key encoding)."""
-    return "/".join([array, "c", str(k)] + ["0"] * (ndim - 1))
+def chunk_prefix(array: str) -> str:
+    """The prefix of every shard object of an array (default v3 chunk key encoding: `<array>/c/...`)."""
+    return f"{array}/c/"
+
+
+def shard_key(array: str, k: int, row_shape: tuple[int, ...]) -> str:
+    """Key of shard k of an array whose rows have `row_shape` (feature or stored: same rank), relative to the
+    store root: the shard grid is split along the image axis only, so every other index is 0."""
+    return chunk_prefix(array) + "/".join([str(k)] + ["0"] * len(row_shape))
+
+
+def num_shards(num_rows: int, shard_size: int) -> int:
+    """Shards of `shard_size` rows that `num_rows` rows fill (the last one may be short)."""
+    return -(-num_rows // shard_size)
 
 
 def index_nbytes(shard_size: int) -> int:
@@ -265,3 +302,17 @@ def index_nbytes(shard_size: int) -> int:
 def shard_nbytes_uncompressed(rows: int, row_nbytes: int, shard_size: int) -> int:
     """Exact size of an uncompressed shard object holding `rows` images of `row_nbytes` each."""
     return rows * row_nbytes + index_nbytes(shard_size)
+
+
+def shard_size_problem(
+    name: str, k: int, key: str, size: int | None, want: int | None, shard_size: int
+) -> str | None:
+    """What is wrong with the size of committed shard k's object `key` of array `name` (`size` bytes, None when
+    missing; `want`: its exact size, None when compressed), or None when it may be sound."""
+    if size is None:
+        return f"{name} shard {k} is committed but its object {key} is missing"
+    if want is not None and size != want:
+        return f"{name} shard {k} object {key} has {size} bytes, expected {want} (truncated?)"
+    if size < index_nbytes(shard_size):
+        return f"{name} shard {k} object {key} has {size} bytes, too small for its index"
+    return None

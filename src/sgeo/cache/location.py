@@ -16,13 +16,13 @@ import contextlib
 import errno
 import os
 import shutil
-import uuid
 from pathlib import Path
 
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
 from zarr.storage import FsspecStore, LocalStore
 
+from sgeo import atomic
 from sgeo.errors import SgeoError
 
 # fsspec protocols whose files live inside one process: what one process writes there, no other sees.
@@ -117,7 +117,7 @@ class Location:
         is_file = os.path.isfile(self.root) if self.local else self.fs.isfile(self.root)
         if is_file:
             raise SgeoError(
-                f"--store {self.url} is a file, not a feature store directory; use another --store"
+                f"{self.url} is a file, not a feature store directory; give the store's directory"
             )
 
     def path(self, key: str) -> str:
@@ -150,14 +150,7 @@ class Location:
         path = self.path(key)
         if self.local:
             os.makedirs(os.path.dirname(path), exist_ok=True)
-            tmp = f"{path}.{uuid.uuid4().hex}.tmp"
-            try:
-                with open(tmp, "wb") as f:
-                    f.write(data)
-                os.replace(tmp, path)
-            finally:
-                if os.path.exists(tmp):
-                    os.unlink(tmp)
+            atomic.write_bytes(path, data)
         else:
             self.fs.pipe_file(path, data)
 

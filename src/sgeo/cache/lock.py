@@ -107,7 +107,7 @@ class StoreLock:
             os.makedirs(os.path.dirname(path), exist_ok=True)
             fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         except (NotADirectoryError, FileExistsError):
-            raise SgeoError(f"{self.loc.url} is not a store directory; use another --store") from None
+            raise SgeoError(f"{self.loc.url} is not a store directory; check the store path") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

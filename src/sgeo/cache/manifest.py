@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from sgeo.cache.fingerprint import canonical_json
-from sgeo.errors import SgeoError
+from sgeo.errors import SgeoError, one_line
 
 SCHEMA = pa.schema(
     [
@@ -66,11 +66,6 @@ def from_parquet_bytes(data: bytes) -> pa.Table:
     return pq.read_table(io.BytesIO(data)).cast(SCHEMA)
 
 
-def one_line(text: object) -> str:
-    line = " ".join(str(text).split())
-    return line if len(line) <= MAX_ERROR_CHARS else line[: MAX_ERROR_CHARS - 3] + "..."
-
-
 def normalize_records(records: list[dict], rows: range) -> list[dict]:
     """Check the per-row records a writer hands in and bring them to the stored form."""
     if len(records) != len(rows):
@@ -84,7 +79,11 @@ def normalize_records(records: list[dict], rows: range) -> list[dict]:
             raise SgeoError(f"row {row}: status must be 'ok' or 'failed', got {status!r}")
         error = rec.get("error")
         if status == "failed":
-            error = one_line(error) if error else "failed (no error message given)"
+            error = (
+                one_line(str(error), MAX_ERROR_CHARS, ellipsis=True)
+                if error
+                else "failed (no error message given)"
+            )
         else:
             error = None
         norm = {"status": status, "error": error}

@@ -43,7 +43,7 @@ class ShardReader:
     ):
         self.loc, self.name, self.stored_shape, self.enc = loc, name, tuple(stored_shape), enc
         self.shard_size = shard_size
-        self.row_bytes = int(np.prod(self.stored_shape)) * enc.words.itemsize
+        self.row_bytes = enc.stored_row_nbytes(self.stored_shape)
         self.index_bytes = layout.index_nbytes(shard_size)
         self._blosc = None
         if enc.blosc is not None:
@@ -54,7 +54,7 @@ class ShardReader:
         self._fds: OrderedDict[int, int] = OrderedDict()
 
     def key(self, k: int) -> str:
-        return layout.shard_key(self.name, k, 1 + len(self.stored_shape))
+        return layout.shard_key(self.name, k, self.stored_shape)
 
     def _damaged(self, k: int, what: str) -> SgeoError:
         return damaged(self.loc.url, f"{self.name} shard {k} ({self.key(k)}) {what}")
@@ -75,7 +75,8 @@ class ShardReader:
             self._fds.move_to_end(k)
         return fd
 
-    def _trim(self) -> None:
+    def trim(self) -> None:
+        """Close the least recently used shard files past MAX_OPEN_FILES."""
         while len(self._fds) > MAX_OPEN_FILES:
             os.close(self._fds.popitem(last=False)[1])
 
@@ -205,7 +206,7 @@ def read_rows(loc: Location, jobs: list[tuple[ShardReader, list[int], np.ndarray
             run_all(pool, calls)
     finally:
         for r, _, _ in jobs:
-            r._trim()
+            r.trim()
 
 
 def run_all(pool: Executor, calls: list[tuple]) -> None:

@@ -7,47 +7,50 @@ assignment per array (one object each), then the commit marker, last. Only commi
 The marker records the sha256 of the shard and of every row; every row a reader returns has been
 checked against it (a flipped byte is refused naming the file, never trained on).
 
+The class is the store's state (attributes, caches of markers and manifest) and its geometry; the jobs around
+it live beside it: create.py (a fresh store), resume.py (reopening one to resume), writing.py (a shard's checked
+contents), reading.py (rows back, each checked by integrity.py), meta.py (the root's attributes).
+
 Reading a store without sgeo: see README ("Reading a store without sgeo").
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
-import os
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pyarrow as pa
 import zarr
 
 from sgeo.cache import layout
-from sgeo.cache.create import ARRAY_CONFIG, create_store, marker_names, read_group_attrs
+from sgeo.cache.create import create_store
 from sgeo.cache.fingerprint import check_fingerprint
-from sgeo.cache.integrity import RowChecker, sha256
-from sgeo.cache.layout import COMMITS, GROUP_META, MANIFEST, StoreMismatchError
+from sgeo.cache.layout import ARRAY_CONFIG, MANIFEST, StoreMismatchError
 from sgeo.cache.location import Location
 from sgeo.cache.manifest import (
     from_parquet_bytes,
+    initial_table,
     marker_bytes,
     merge,
-    normalize_records,
     parse_marker,
     status_counts,
     to_parquet_bytes,
 )
-from sgeo.cache.shards import ShardReader, read_rows
-from sgeo.errors import SgeoError
-
-READ_THREADS = 8  # concurrent row reads and decodes per store (per loader worker)
+from sgeo.cache.meta import check_readable, marker_names, read_group_attrs
+from sgeo.cache.reading import READ_THREADS, StoreReader
+from sgeo.cache.writing import shard_contents
+from sgeo.errors import SgeoError, one_line
 
 
 class FeatureStore:
     """A Zarr v3 group of named feature arrays (N, *shape), e.g. clip (N, T, Dc), a manifest, commit markers."""
 
-    def __init__(
-        self, loc: Location, attrs: dict, check_digests: bool = True, read_threads: int = READ_THREADS
-    ):
+    def __init__(self, loc: Location, attrs: dict, check_digests: bool = True,
+                 read_threads: int = READ_THREADS, shard_reader: bool = True):  # fmt: skip
+        """A store at `loc` whose group attributes are `attrs` (refused when this sgeo cannot read them).
+        check_digests: every row read is checked against its sha256. shard_reader=False: rows are read
+        through zarr, never straight from the shard objects (the independent path; `verify` reads so too)."""
+        check_readable(loc.url, attrs)
         self._loc = loc
         self._attrs = attrs
         self.url: str = loc.url
@@ -61,18 +64,13 @@ class FeatureStore:
         # {array name: feature shape per image}, in the store's order (e.g. clip (T, Dc), moge (L, T, Dm))
         self.shapes: dict[str, tuple[int, ...]] = layout.shapes_from_attrs(loc.url, attrs)
         self.stored_shapes = {name: self.encoding.stored_shape(shape) for name, shape in self.shapes.items()}
-        self.check_digests, self.read_threads = check_digests, read_threads
-        self._reset_caches()
-
-    def _reset_caches(self) -> None:
+        self.check_digests, self.read_threads, self.shard_reader = check_digests, read_threads, shard_reader
         self._group = None
         self._arrays: dict = {}
-        self._readers: dict[str, ShardReader] | None = None
-        self._pool: ThreadPoolExecutor | None = None
-        self._pool_pid = 0
+        self._reader = StoreReader(self, check_digests=check_digests, read_threads=read_threads,
+                                   shard_reader=shard_reader)  # fmt: skip
         self._committed: set[int] | None = None
         self._markers: dict[int, dict] = {}
-        self._checker = RowChecker(self)
         self._base: pa.Table | None = None
         self._ids: list[str] | None = None
 
@@ -96,31 +94,26 @@ class FeatureStore:
                             attributes=attributes, storage_options=storage_options)  # fmt: skip
 
     @classmethod
-    def open(
-        cls,
-        url: str,
-        *,
-        expect_fingerprint: dict | None = None,
-        expect_encoding: str | None = None,
-        storage_options: dict | None = None,
-        check_digests: bool = True,
-        read_threads: int = READ_THREADS,
-    ) -> FeatureStore:
+    def open(cls, url: str, *, expect_fingerprint: dict | None = None, expect_encoding: str | None = None,
+             storage_options: dict | None = None, check_digests: bool = True, read_threads: int = READ_THREADS,
+             shard_reader: bool = True) -> FeatureStore:  # fmt: skip
         """Open an existing store; refuse one made by other encoders (expect_fingerprint) or stored in
-        another encoding (expect_encoding). check_digests: every row read is checked against its sha256."""
+        another encoding (expect_encoding). check_digests, shard_reader: see __init__."""
         loc = Location(url, storage_options)
         attrs = read_group_attrs(loc)
         if attrs is None:
             raise SgeoError(
-                f"no feature store at {loc.url} (no zarr.json); run `sgeo extract` or check --store"
+                f"no feature store at {loc.url} (no zarr.json); run `sgeo extract` or check the store path"
             )
         if "sgeo_schema_version" not in attrs:
-            raise SgeoError(f"{loc.url} is a zarr node but not an sgeo feature store; check --store")
+            raise SgeoError(f"{loc.url} is a zarr node but not an sgeo feature store; check the store path")
         if not loc.exists(MANIFEST):
             raise SgeoError(
                 f"store {loc.url} is incomplete (no manifest.parquet); rerun extract to create it"
             )
-        store = cls._from_attrs(loc, attrs, check_digests=check_digests, read_threads=read_threads)
+        store = cls(
+            loc, attrs, check_digests=check_digests, read_threads=read_threads, shard_reader=shard_reader
+        )
         if expect_encoding is not None and store.dtype != layout.encoding(expect_encoding).name:
             raise StoreMismatchError(
                 f"store {store.url} is encoded as {store.dtype}, not {expect_encoding}; "
@@ -130,28 +123,29 @@ class FeatureStore:
             check_fingerprint(store.url, store.fingerprint, expect_fingerprint)
         return store
 
-    @classmethod
-    def _from_attrs(cls, loc: Location, attrs: dict, **options) -> FeatureStore:
-        version = attrs.get("sgeo_schema_version")
-        if version not in layout.READABLE_SCHEMA_VERSIONS:
-            raise SgeoError(
-                f"store {loc.url} has schema version {version}, this sgeo reads "
-                f"{' and '.join(map(str, layout.READABLE_SCHEMA_VERSIONS))}; "
-                "use the sgeo version that wrote it or re-extract"
-            )
-        if attrs.get("compressor") is not None:
-            raise SgeoError(
-                f"store {loc.url} uses the retired compressor option {attrs['compressor']!r}; "
-                "re-extract it with --dtype bf16-zstd"
-            )
-        return cls(loc, attrs, **options)
+    # ---------------------------------------------------------------- shard geometry (layout.py's rules)
+
+    def shard_of(self, row: int) -> int:
+        """The shard that holds `row`."""
+        return row // self.shard_size
+
+    def shard_key(self, name: str, k: int) -> str:
+        """Key of shard k's object of array `name`, relative to the store root."""
+        return layout.shard_key(name, k, self.stored_shapes[name])
 
     def shard_nbytes(self, k: int, name: str) -> int | None:
         """Exact size of shard k's object of array `name`; None when compressed (it depends on the data)."""
         if self.encoding.blosc is not None:
             return None
-        row_nbytes = int(np.prod(self.stored_shapes[name])) * self.encoding.words.itemsize
+        row_nbytes = self.encoding.stored_row_nbytes(self.stored_shapes[name])
         return layout.shard_nbytes_uncompressed(len(self.shard_rows(k)), row_nbytes, self.shard_size)
+
+    def shard_size_problem(self, k: int, name: str, size: int | None) -> str | None:
+        """What is wrong with the size (`size` bytes, None when missing) of committed shard k's object of
+        array `name`, or None when it may be sound."""
+        return layout.shard_size_problem(
+            name, k, self.shard_key(name, k), size, self.shard_nbytes(k, name), self.shard_size
+        )
 
     # ---------------------------------------------------------------- properties and rows
 
@@ -195,62 +189,26 @@ class FeatureStore:
         encoding (`sgeo.pipeline.features.encode`). Rows whose record says "failed" are stored as zeros.
         """
         rows = self.shard_rows(k)
-        if not isinstance(arrays, dict):
-            raise SgeoError(f"write_shard takes {{array name: words}}, got {type(arrays).__name__}")
-        self._check_names(arrays, exact=True)
-        words = {
-            name: self._check_array(name, arrays[name], (len(rows), *stored))
-            for name, stored in self.stored_shapes.items()
-        }
-        recs = normalize_records(records, rows)
-        failed = [i for i, r in enumerate(recs) if r["status"] == "failed"]
-        if failed:
-            for name in words:
-                words[name] = words[name].copy()
-                words[name][failed] = 0
-        digests = {
-            **{f"{name}_sha256": sha256(a) for name, a in words.items()},
-            "row_sha256": {name: [sha256(r) for r in a] for name, a in words.items()},
-        }
+        words, recs, digests = shard_contents(self, rows, arrays, records)
         ids = self.image_ids()[rows.start : rows.stop]
-        marker = f"{COMMITS}/{layout.marker_name(k)}"
+        marker = layout.marker_key(k)
         self._loc.remove_partials(marker)
         self._loc.rm(marker)  # a rewrite un-commits first: a marker never covers half-written arrays
         if self._committed is not None:
             self._committed.discard(k)
         self._markers.pop(k, None)
-        self._checker.forget(k)
+        self._reader.forget(k)
         self._write_arrays(k, words)
         self._loc.put_atomic(marker, marker_bytes(k, rows, ids, recs, digests))
         if self._committed is not None:
             self._committed.add(k)
 
-    def _check_names(self, names, *, exact: bool) -> None:
+    def check_names(self, names, *, exact: bool) -> None:
         """Refuse names that are not this store's arrays (exact: and every array of the store, for a write)."""
-        unknown = [repr(n) for n in names if n not in self.shapes]
-        missing = [repr(n) for n in self.shapes if n not in names] if exact else []
-        if unknown or missing:
-            got = "; ".join(
-                ([f"no array {', '.join(unknown)} in the store"] if unknown else [])
-                + ([f"array {', '.join(missing)} missing"] if missing else [])
-            )
-            todo = "pass exactly those names" if exact else "read some of those"
-            raise SgeoError(f"store {self.url} holds arrays {', '.join(self.shapes)}: {got}; {todo}")
+        layout.check_names_held(self.url, list(self.shapes), names, exact=exact)
 
-    def _check_array(self, name: str, a: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
-        a = np.asarray(a)
-        if a.dtype != self.encoding.words:
-            raise SgeoError(
-                f"{name} is {a.dtype} but this {self.dtype} store takes {self.encoding.words} words; convert "
-                f"with sgeo.pipeline.features.encode(tensor, {self.dtype!r})"
-            )
-        if a.shape != shape:
-            raise SgeoError(
-                f"{name} has shape {a.shape} but shard rows need {shape}; check the encoder output"
-            )
-        return np.ascontiguousarray(a)
-
-    def _array(self, name: str):
+    def zarr_array(self, name: str):
+        """The zarr array `name`, opened once (read-write: `write_shard` assigns through it)."""
         if name not in self._arrays:
             # open_array ignores `config`: the runtime config is set with with_config
             arr = zarr.open_array(self._loc.zarr_store, path=name, mode="r+", zarr_format=3)
@@ -261,40 +219,12 @@ class FeatureStore:
         """The array half of write_shard: one assignment per array, exactly one shard object each."""
         rows = self.shard_rows(k)
         for name, data in arrays.items():
-            key = layout.shard_key(name, k, data.ndim)
+            key = self.shard_key(name, k)
             self._loc.rm(key)  # a stale object from a killed run would be read back and merged
             self._loc.remove_partials(key)
-            if self._readers:
-                self._readers[name].forget(k)
-            self._array(name)[rows.start : rows.stop] = data
+            self.zarr_array(name)[rows.start : rows.stop] = data
 
     # ---------------------------------------------------------------- reading
-
-    def _thread_pool(self) -> ThreadPoolExecutor:
-        if self._pool is None or self._pool_pid != os.getpid():  # a forked loader worker starts its own
-            self._pool = ThreadPoolExecutor(max(1, self.read_threads), thread_name_prefix="sgeo-read")
-            self._pool_pid = os.getpid()
-        return self._pool
-
-    def _readers_or_none(self) -> dict[str, ShardReader] | None:
-        """Shard readers when every array has exactly the codecs `create` writes; else None (zarr reads)."""
-        if self._readers is None:
-            readers = {}
-            for name, stored in self.stored_shapes.items():
-                try:
-                    meta = json.loads(self._loc.cat(f"{name}/{GROUP_META}"))
-                except FileNotFoundError:
-                    raise SgeoError(
-                        f"store {self.url} has no {name} array; it is damaged, re-extract it"
-                    ) from None
-                if meta.get("codecs") != self.encoding.expected_codecs(stored) or meta.get(
-                    "chunk_key_encoding"
-                ) != {"name": "default", "configuration": {"separator": "/"}}:
-                    readers = {}
-                    break
-                readers[name] = ShardReader(self._loc, name, stored, self.encoding, self.shard_size)
-            self._readers = readers
-        return self._readers or None
 
     def read(
         self, rows: np.ndarray | list[int] | slice | int, *, arrays: list[str] | tuple[str, ...] | None = None
@@ -303,42 +233,18 @@ class FeatureStore:
         store's order, or for `arrays` in their order (decode them with `sgeo.pipeline.features.decode(words,
         store.dtype)`). An int row gives arrays without the leading axis. Rows must be in committed shards;
         each row is checked against its sha256."""
-        if isinstance(arrays, str):
-            arrays = [arrays]
-        if arrays is not None:
-            self._check_names(arrays, exact=False)
-        names = list(self.shapes) if arrays is None else list(dict.fromkeys(arrays))
-        single = isinstance(rows, (int, np.integer))
-        if single:
-            idx = [int(rows)]
-        elif isinstance(rows, slice):
-            idx = list(range(self.num_rows)[rows])
-        else:
-            arr = np.asarray(rows, dtype=np.int64)
-            if arr.ndim != 1:
-                raise SgeoError(f"rows must be one-dimensional, got shape {arr.shape}")
-            idx = arr.tolist()
-        if idx and (min(idx) < 0 or max(idx) >= self.num_rows):
-            raise IndexError(f"rows out of range 0..{self.num_rows - 1} of store {self.url}")
-        self._require_committed({r // self.shard_size for r in idx})
-        out = {name: np.empty((len(idx), *self.stored_shapes[name]), self.encoding.words) for name in names}
-        self.read_into(idx, out, self._checker.verifier(idx) if self.check_digests and idx else None)
-        return {name: words[0] for name, words in out.items()} if single else out
+        return self._reader.read(rows, arrays)
 
     def read_into(self, idx: list[int], out: dict[str, np.ndarray], verify) -> None:
         """Fill `out[name]` (one array per stored array) with rows `idx`; `verify(name, row, words)` or None."""
-        readers = self._readers_or_none()
-        if readers:
-            read_rows(
-                self._loc, [(readers[name], idx, out[name]) for name in out], self._thread_pool(), verify
-            )
-        elif idx:
-            for name in out:
-                out[name][...] = self._array(name).oindex[np.asarray(idx)]
-                for i, row in enumerate(idx) if verify is not None else ():
-                    verify(name, row, out[name][i])
+        self._reader.read_into(idx, out, verify)
 
-    def _require_committed(self, shards: set[int]) -> None:
+    def reads_shards(self) -> bool:
+        """True when rows are read straight from the shard objects (one read each), False through zarr."""
+        return self._reader.shard_readers() is not None
+
+    def require_committed(self, shards: set[int]) -> None:
+        """Refuse, in one line, to read rows of shards that have no commit marker."""
         if self._committed is None or not shards <= self._committed:
             self.committed_shards()
         missing = sorted(shards - self._committed)
@@ -366,7 +272,7 @@ class FeatureStore:
             except FileNotFoundError:
                 raise self.manifest_error("it is missing") from None
             except (OSError, ValueError, pa.ArrowException) as e:
-                raise self.manifest_error(" ".join(f"{type(e).__name__}: {e}".split())[:200]) from None
+                raise self.manifest_error(one_line(f"{type(e).__name__}: {e}", 200)) from None
             if self._base.num_rows != self.num_rows:
                 n = self._base.num_rows
                 self._base = None
@@ -378,9 +284,9 @@ class FeatureStore:
         done = self.committed_shards()
         self._markers = {k: m for k, m in self._markers.items() if k in done}
         todo = sorted(done - set(self._markers))
-        got = self._loc.cat_many([f"{COMMITS}/{layout.marker_name(k)}" for k in todo])
+        got = self._loc.cat_many([layout.marker_key(k) for k in todo])
         for k in todo:
-            self._markers[k] = parse_marker(got[f"{COMMITS}/{layout.marker_name(k)}"], k, self.shapes)
+            self._markers[k] = parse_marker(got[layout.marker_key(k)], k, self.shapes)
         return self._markers
 
     def manifest(self) -> pa.Table:
@@ -393,13 +299,26 @@ class FeatureStore:
             self._ids = self.base_table().column("image_id").to_pylist()
         return self._ids
 
+    def markers_of(self, shards: list[int]) -> dict[int, dict]:
+        """The parsed commit markers of these committed shards; those not read yet are read in one batch. A
+        marker that vanished meanwhile is one line (a writer or a repair is busy)."""
+        keys = {k: layout.marker_key(k) for k in shards if k not in self._markers}
+        try:
+            got = self._loc.cat_many(list(keys.values()))
+        except FileNotFoundError:
+            self._committed = None
+            raise SgeoError(
+                f"store {self.url}: a commit marker vanished while reading; is a writer (or a repair) busy?"
+            ) from None
+        for k, key in keys.items():
+            self._markers[k] = parse_marker(got[key], k, self.shapes)
+        return {k: self._markers[k] for k in shards}
+
     def marker(self, k: int) -> dict:
         """The parsed commit marker of committed shard k (read once per store object)."""
         if k not in self._markers:
-            self._require_committed({k})
-            self._markers[k] = parse_marker(
-                self._loc.cat(f"{COMMITS}/{layout.marker_name(k)}"), k, self.shapes
-            )
+            self.require_committed({k})
+            self._markers[k] = parse_marker(self._loc.cat(layout.marker_key(k)), k, self.shapes)
         return self._markers[k]
 
     def forget(self, shards: list[int]) -> None:
@@ -407,16 +326,20 @@ class FeatureStore:
         rewritten them, and the next read or `finalize` must see their new markers."""
         for k in shards:
             self._markers.pop(k, None)
-            self._checker.forget(k)
-            for reader in (self._readers or {}).values():
-                reader.forget(k)
+            self._reader.forget(k)
         self._committed = None
+
+    def rewrite_manifest(self, image_ids: list[str], paths: list[str]) -> None:
+        """Write manifest.parquet afresh from this image list (all rows pending: statuses come from the
+        markers) and forget the one read before."""
+        self._loc.put_atomic(MANIFEST, to_parquet_bytes(initial_table(image_ids, paths)))
+        self._base, self._ids = None, None
 
     def uncommit(self, shards: list[int]) -> None:
         """Drop the commit markers of these shards (their rows become pending; a rerun of extract redoes
         them). The writer must hold the store's lock."""
         for k in shards:
-            self._loc.rm(f"{COMMITS}/{layout.marker_name(k)}")
+            self._loc.rm(layout.marker_key(k))
         self.forget(shards)
 
     def finalize(self) -> None:
@@ -442,13 +365,7 @@ class FeatureStore:
     # ---------------------------------------------------------------- lifecycle
 
     def close(self) -> None:
-        if self._readers:
-            for r in self._readers.values():
-                r.close()
-        self._readers = None
-        if self._pool is not None and self._pool_pid == os.getpid():
-            self._pool.shutdown(wait=False)
-        self._pool = None
+        self._reader.close()
 
     def __enter__(self) -> FeatureStore:
         return self
@@ -463,11 +380,13 @@ class FeatureStore:
     def __getstate__(self) -> dict:
         """Pickles as (url, storage_options, attributes, read options): files, threads, caches stay behind."""
         return {"url": self.url, "storage_options": self._loc.storage_options, "attrs": self._attrs,
-                "check_digests": self.check_digests, "read_threads": self.read_threads}  # fmt: skip
+                "check_digests": self.check_digests, "read_threads": self.read_threads,
+                "shard_reader": self.shard_reader}  # fmt: skip
 
     def __setstate__(self, state: dict) -> None:
         self.__init__(Location(state["url"], state["storage_options"]), state["attrs"],
-                      state.get("check_digests", True), state.get("read_threads", READ_THREADS))  # fmt: skip
+                      state.get("check_digests", True), state.get("read_threads", READ_THREADS),
+                      state.get("shard_reader", True))  # fmt: skip
 
     def __repr__(self) -> str:
         return (

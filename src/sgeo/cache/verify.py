@@ -16,12 +16,12 @@ import numpy as np
 import zarr
 
 from sgeo.cache import layout
-from sgeo.cache.create import read_group_attrs
 from sgeo.cache.fingerprint import fingerprint_digest
 from sgeo.cache.layout import COMMITS
 from sgeo.cache.location import Location
 from sgeo.cache.lock import writer_lock
 from sgeo.cache.manifest import parse_marker
+from sgeo.cache.meta import read_group_attrs
 from sgeo.cache.store import FeatureStore
 from sgeo.errors import SgeoError
 
@@ -78,9 +78,12 @@ def find_problems(url: str, storage_options: dict | None = None, *, deep: bool =
     loc, attrs, n, s, enc = store.location, store.attributes, store.num_rows, store.shard_size, store.encoding
     if fingerprint_digest(attrs["fingerprint"]) != attrs["fingerprint_digest"]:
         problems.append((None, "fingerprint_digest does not match the fingerprint in zarr.json"))
-    if attrs["num_shards"] != -(-n // s):
+    if attrs["num_shards"] != layout.num_shards(n, s):
         problems.append(
-            (None, f"num_shards={attrs['num_shards']} but {n} rows in shards of {s} need {-(-n // s)}")
+            (
+                None,
+                f"num_shards={attrs['num_shards']} but {n} rows in shards of {s} need {layout.num_shards(n, s)}",
+            )
         )
 
     arrays = {}
@@ -109,22 +112,11 @@ def find_problems(url: str, storage_options: dict | None = None, *, deep: bool =
     files = loc.files()
     readable = set(markers)
     for k in sorted(markers):
-        for name, stored in store.stored_shapes.items():
-            key = layout.shard_key(name, k, 1 + len(stored))
-            size, want = files.get(key), store.shard_nbytes(k, name)
-            if size is None:
-                problems.append((k, f"{name} shard {k} is committed but its object {key} is missing"))
-            elif want is not None and size != want:
-                problems.append(
-                    (k, f"{name} shard {k} object {key} has {size} bytes, expected {want} (truncated?)")
-                )
-            elif size < layout.index_nbytes(s):
-                problems.append(
-                    (k, f"{name} shard {k} object {key} has {size} bytes, too small for its index")
-                )
-            else:
-                continue
-            readable.discard(k)
+        for name in store.shapes:
+            problem = store.shard_size_problem(k, name, files.get(store.shard_key(name, k)))
+            if problem:
+                problems.append((k, problem))
+                readable.discard(k)
 
     if deep and len(arrays) == len(store.shapes):  # every array opens: their content can be checked
         for k in sorted(readable):

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from typing import Any
 
-from ..errors import SgeoError
+from ..errors import SgeoError, one_line
 
 MAX_RETRIES = 6  # retries of one request on 429 / 5xx / a dropped connection, then the run stops
 BACKOFF_S = 1.0  # first wait; doubled each retry (with jitter), unless the server says Retry-After
@@ -190,7 +190,7 @@ def error_detail(error: urllib.error.HTTPError) -> str:
         text = message if isinstance(message, str) else text
     except (ValueError, KeyError, TypeError):
         pass
-    return " ".join(text.split())[:200] or str(error.reason)
+    return one_line(text, 200) or str(error.reason)
 
 
 def request_body(remote: RemoteModel, messages: list, decoding, seed: int | None) -> dict[str, Any]:

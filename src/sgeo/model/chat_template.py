@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import SgeoError
+from ..errors import SgeoError, one_line
 from .conversation import TEMPLATES, Template, get_template, normalise_turns
 
 LLAVA_TEMPLATES = tuple(TEMPLATES)  # plain, vicuna_v1, llava_v1
@@ -140,7 +140,7 @@ class ChatTemplate:
                 **self.template_kwargs,
             )  # fmt: skip
         except (jinja2.TemplateError, ValueError, TypeError, KeyError, IndexError) as error:
-            detail = " ".join(str(error).split())[:200]
+            detail = one_line(str(error), 200)
             raise ChatTemplateError(f"the chat template cannot render this conversation: {detail}") from None
 
     def _content_span(self, messages, index, text, add_generation_prompt, turn) -> tuple[int, int]:
@@ -230,9 +230,7 @@ def _template_source(tokenizer) -> str | None:
     try:
         return tokenizer.get_chat_template()  # named templates: the "default" one
     except ValueError as error:
-        raise ChatTemplateError(
-            f"cannot pick the LLM's chat template: {' '.join(str(error).split())[:200]}"
-        ) from None
+        raise ChatTemplateError(f"cannot pick the LLM's chat template: {one_line(str(error), 200)}") from None
 
 
 def _special_tokens(tokenizer) -> list[str]:

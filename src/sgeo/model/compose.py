@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from ..errors import SgeoError
+from ..errors import SgeoError, one_line
 from .chat_template import CHAT, LLAVA_TEMPLATES, ChatTemplate, generation_eos_ids
 from .hub import Located, locate_llm, locate_tower
 from .modeling import ADAPTER_SUFFIX, absolute_tower_paths
@@ -100,7 +100,7 @@ def _llm_config(llm: Located):
     try:
         config = AutoConfig.from_pretrained(directory, trust_remote_code=False)
     except (OSError, ValueError, KeyError) as error:
-        detail = " ".join(str(error).split())[:200]
+        detail = one_line(str(error), 200)
         raise SgeoError(f"--llm {llm.name}: cannot read {directory}/config.json: {detail}") from None
     if type(config) not in AutoModelForCausalLM._model_mapping:
         raise SgeoError(

@@ -11,6 +11,15 @@ from dataclasses import dataclass
 
 IMAGE_TOKEN = "<image>"
 IGNORE_INDEX = -100
+SPEAKERS = ("human", "gpt")  # LLaVA's `roles = {"human": ..., "gpt": ...}`: anything else is a KeyError there
+
+
+def turn_order_problem(i: int, speaker: str) -> str | None:
+    """Why turn i cannot be from `speaker` (LLaVA's turns alternate human, gpt, starting with the human), or
+    None: the one alternation rule of the trainer's sample check and of rendering."""
+    if speaker != SPEAKERS[i % 2]:
+        return f"turn {i} is from {speaker!r}; turns must alternate human, gpt"
+    return None
 
 
 def clean_text(text: str) -> str:
@@ -74,8 +83,8 @@ def normalise_turns(conversations: list[dict], as_written: bool = False) -> list
         role = {"human": "human", "user": "human", "gpt": "gpt", "assistant": "gpt"}.get(turn.get("from"))
         if role is None:
             raise ValueError(f"turn {i} has unknown speaker {turn.get('from')!r}; expected 'human' or 'gpt'")
-        if role != ("human" if i % 2 == 0 else "gpt"):
-            raise ValueError(f"turn {i} is from {role!r}; turns must alternate human, gpt, human, ...")
+        if problem := turn_order_problem(i, role):
+            raise ValueError(problem)
         text = turn.get("value") or ""
         if as_written and images_in_front(text):
             pass

@@ -11,8 +11,9 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import json
-import os
 from pathlib import Path
+
+from sgeo import atomic
 
 DIGESTS_FILE = "weight-digests.json"
 
@@ -41,9 +42,7 @@ def _remember(key: str, digest: str) -> None:
             except (OSError, ValueError):
                 known = {}
             known[key] = digest
-            tmp = path.with_name(f".{path.name}.{os.getpid()}")
-            tmp.write_text(json.dumps(known, indent=0, sort_keys=True))
-            os.replace(tmp, path)
+            atomic.write_text(path, json.dumps(known, indent=0, sort_keys=True))
     except OSError:
         pass  # a read-only home only costs the next run a rehash
 

@@ -68,12 +68,12 @@ class SlowLlamaText:
             if candidate and Path(candidate).is_file():
                 from google.protobuf.message import DecodeError
 
-                from ..errors import SgeoError
+                from ..errors import SgeoError, one_line
 
                 try:
                     return cls(Path(candidate).read_bytes(), tokenizer)
                 except (OSError, RuntimeError, ValueError, DecodeError) as error:
-                    detail = " ".join(str(error).split())[:200]
+                    detail = one_line(str(error), 200)
                     raise SgeoError(f"cannot read the SentencePiece model {candidate}: {detail}") from None
         return None
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import warnings
 from contextlib import contextmanager
 
-from ..errors import SgeoError
+from ..errors import SgeoError, one_line
 
 
 @contextmanager
@@ -21,8 +21,7 @@ def weights_errors(what: str):
     except SgeoError:
         raise
     except (OSError, ValueError, RuntimeError, KeyError, pickle.UnpicklingError, SafetensorError) as error:
-        lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()]
-        detail = lines[0][:200] if lines else type(error).__name__
+        detail = one_line(error, 200, first=True)
         raise SgeoError(
             f"cannot load {what}: {type(error).__name__}: {detail}; replace the damaged file"
         ) from None

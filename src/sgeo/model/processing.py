@@ -26,7 +26,7 @@ import torch
 from PIL import Image
 from transformers import AutoTokenizer, CLIPImageProcessor, PreTrainedTokenizerBase
 
-from ..errors import SgeoError
+from ..errors import SgeoError, one_line
 from .chat_template import CHAT, LLAVA_TEMPLATES, ChatTemplate, resolve_template
 from .conversation import IGNORE_INDEX, IMAGE_TOKEN, Template, get_template, render
 from .pixel_stats import CLIP_MEAN, CLIP_STD
@@ -54,7 +54,7 @@ def load_tokenizer(directory: str | Path) -> PreTrainedTokenizerBase:
     try:
         return cls.from_pretrained(str(directory), trust_remote_code=False)
     except (OSError, ValueError, KeyError, ImportError) as error:
-        detail = " ".join(str(error).split())[:240]
+        detail = one_line(str(error), 240)
         raise SgeoError(f"cannot load the tokenizer in {directory}: {detail}") from None
 
 

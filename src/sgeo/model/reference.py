@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from ..errors import SgeoError
+from ..errors import SgeoError, one_line
 from .configuration import SpatialGeoConfig
 from .hub import Located
 
@@ -169,7 +169,7 @@ def read_bin(path: Path) -> dict[str, torch.Tensor]:
                 raise
             state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # weights_only refuses pickled code; a cut file fails to unzip
-        first = (str(error).strip().splitlines() or [type(error).__name__])[0][:160]
+        first = one_line(error, 160, first=True)
         raise SgeoError(
             f"{path} cannot be read as weights ({type(error).__name__}: {first}); replace it"
         ) from None
@@ -232,7 +232,7 @@ def _load_llm(directory: Path, text_config, dtype, attn_implementation):
     except (RuntimeError, ValueError, OSError) as error:
         detail = next((ln.strip() for ln in str(error).splitlines() if "size mismatch" in ln), None)
         raise SgeoError(
-            f"{directory} does not fit its config.json: {detail or ' '.join(str(error).split())[:200]}"
+            f"{directory} does not fit its config.json: {detail or one_line(str(error), 200)}"
         ) from None
     missing = [k for k in info.get("missing_keys", []) if "rotary_emb" not in k]
     if missing or info.get("mismatched_keys"):

@@ -17,6 +17,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from sgeo import atomic
 from sgeo.errors import SgeoError
 from sgeo.pipeline.json_files import loads, read_text
 
@@ -116,9 +117,4 @@ def append_answer(path: Path, record: dict[str, Any]) -> None:
 def rewrite_answers(path: Path, records: list[dict[str, Any]]) -> None:
     """Replace `path` with `records`, one per line, atomically: a crash leaves the old file or the new one."""
     path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    atomic.write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), fsync=True)

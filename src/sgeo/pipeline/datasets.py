@@ -18,11 +18,13 @@ from typing import Any, ClassVar
 
 from PIL import Image
 
+from sgeo import atomic
 from sgeo.errors import SgeoError
 from sgeo.model.conversation import IMAGE_TOKEN
 from sgeo.pipeline.images import DEFAULT_MAX_PIXELS, load_image, resolve_inside
 from sgeo.pipeline.json_files import read_json
 from sgeo.pipeline.names import SYNTHETIC_BENCH, SYNTHETIC_CAPTIONS, SYNTHETIC_EVAL, SYNTHETIC_QA
+from sgeo.pipeline.samples import sample_problem
 
 CAPTION_PROMPT = "Describe the image briefly."
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"})
@@ -55,10 +57,9 @@ def _check_samples(records: Any, path: Path) -> list[dict]:
     if not isinstance(records, list):
         raise SgeoError(f"{path} must hold a JSON list of samples, found {type(records).__name__}")
     for i, r in enumerate(records):
-        if not isinstance(r, dict) or not isinstance(r.get("conversations"), list):
-            raise SgeoError(f"{path}: sample {i} has no 'conversations' list; is this a LLaVA-format file?")
-        if "image" in r and not isinstance(r["image"], str):
-            raise SgeoError(f"{path}: sample {i} has a non-string 'image' field {r['image']!r}")
+        problem = sample_problem(r)  # what training refuses turn by turn is the trainer's (--skip-invalid)
+        if problem:
+            raise SgeoError(f"{path}: sample {i} {problem}; is this a LLaVA-format file?")
     return records
 
 
@@ -322,7 +323,5 @@ def write_training_json(name: str, root: str | Path, out: str | Path, *, split: 
         raise SgeoError(f"dataset {name!r} at {root} has no training samples (only images); nothing to write")
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    tmp.write_text(json.dumps(samples, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
-    os.replace(tmp, out)
+    atomic.write_text(out, json.dumps(samples, indent=1, ensure_ascii=False) + "\n")
     return len(samples)

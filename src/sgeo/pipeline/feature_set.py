@@ -124,13 +124,14 @@ def open_feature_set(paths: list[str], towers: list[str], storage_options=None) 
     return FeatureSet(parts)
 
 
-def check_feature_set(features, expected: dict[str, dict], preprocessing: dict) -> None:
-    """Refuse features made by other towers ({name: tower fingerprint}) or other preprocessing, in one line
-    naming the store and the first difference. Each store's encoding is its own business."""
+def check_feature_set(feature_set, expected: dict[str, dict], preprocessing: dict) -> None:
+    """Refuse a FeatureSet (or one store) made by other towers ({name: tower fingerprint}) or other
+    preprocessing, in one line naming the store and the first difference. Each store's encoding is its own
+    business."""
     from sgeo.cache import check_fingerprint
     from sgeo.model.fingerprint import stored_towers
 
-    parts = getattr(features, "parts", None) or {name: (features, name) for name in expected}
+    parts = getattr(feature_set, "parts", None) or {name: (feature_set, name) for name in expected}
     for name, want in expected.items():
         store = parts[name][0]
         towers = stored_towers(store.fingerprint)

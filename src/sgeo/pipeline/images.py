@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageCms, ImageFile, ImageOps, UnidentifiedImageError
 
-from sgeo.errors import SgeoError
+from sgeo.errors import SgeoError, one_line
 
 # PIL's own default limit (about 89.5 MP, a 0.25 GB RGB buffer); beyond it PIL only warns.
 DEFAULT_MAX_PIXELS = 89_478_485
@@ -88,10 +88,6 @@ def _strict_truncation() -> Iterator[None]:
                 ImageFile.LOAD_TRUNCATED_IMAGES = _truncation_saved
 
 
-def _one_line(e: BaseException) -> str:
-    return " ".join(str(e).split()) or type(e).__name__
-
-
 class _DecodeTimeout(Exception):
     pass
 
@@ -131,7 +127,7 @@ def read_file(path: str | Path, *, max_bytes: int = DEFAULT_MAX_BYTES, name: str
     except IsADirectoryError:
         raise ImageDecodeError(f"is a directory, not an image: {name}") from None
     except OSError as e:
-        raise ImageDecodeError(f"cannot read {name}: {_one_line(e)}") from None
+        raise ImageDecodeError(f"cannot read {name}: {one_line(e)}") from None
     try:
         info = os.fstat(fd)
         if stat.S_ISDIR(info.st_mode):
@@ -145,7 +141,7 @@ def read_file(path: str | Path, *, max_bytes: int = DEFAULT_MAX_BYTES, name: str
         with open(fd, "rb", closefd=False) as handle:
             return handle.read(max_bytes + 1)[:max_bytes]
     except OSError as e:
-        raise ImageDecodeError(f"cannot read {name}: {_one_line(e)}") from None
+        raise ImageDecodeError(f"cannot read {name}: {one_line(e)}") from None
     finally:
         os.close(fd)
 
@@ -187,11 +183,11 @@ def _open_checked(data: bytes, max_pixels: int, max_decoded_bytes: int | None = 
         try:
             im = Image.open(io.BytesIO(data))
         except Image.DecompressionBombError as e:
-            raise ImageDecodeError(f"image is too large to decode safely: {_one_line(e)}") from e
+            raise ImageDecodeError(f"image is too large to decode safely: {one_line(e)}") from e
         except UnidentifiedImageError as e:
             raise ImageDecodeError("not an image: the bytes are in no format PIL can read") from e
         except Exception as e:  # corrupt headers raise anything from SyntaxError to struct.error
-            raise ImageDecodeError(f"corrupt image header: {_one_line(e)}") from e
+            raise ImageDecodeError(f"corrupt image header: {one_line(e)}") from e
     width, height = im.size
     if width * height > max_pixels:
         raise ImageDecodeError(
@@ -212,7 +208,7 @@ def _open_checked(data: bytes, max_pixels: int, max_decoded_bytes: int | None = 
     except ImageDecodeError:
         raise
     except Exception as e:
-        raise ImageDecodeError(f"truncated or corrupt {im.format} image: {_one_line(e)}") from e
+        raise ImageDecodeError(f"truncated or corrupt {im.format} image: {one_line(e)}") from e
     return im
 
 
@@ -294,7 +290,7 @@ def decode_image(
     except ImageDecodeError:
         raise
     except Exception as e:
-        raise ImageDecodeError(f"cannot convert {im.mode} {im.format} image to RGB: {_one_line(e)}") from e
+        raise ImageDecodeError(f"cannot convert {im.mode} {im.format} image to RGB: {one_line(e)}") from e
     rgb.load()
     return rgb
 

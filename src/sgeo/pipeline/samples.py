@@ -13,9 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sgeo.model.conversation import IMAGE_TOKEN
-
-SPEAKERS = ("human", "gpt")  # LLaVA's `roles = {"human": ..., "gpt": ...}`: anything else is a KeyError there
+from sgeo.model.conversation import IMAGE_TOKEN, SPEAKERS, turn_order_problem
 
 
 @dataclass(frozen=True)
@@ -23,6 +21,16 @@ class Checked:
     sample: dict | None  # what trains (None when it cannot)
     fix: str | None = None  # what LLaVA silently changed, for the counts
     problem: str | None = None  # why it cannot train
+
+
+def sample_problem(sample) -> str | None:
+    """Why `sample` is not a LLaVA-format sample at all (not an object with a 'conversations' list, or an
+    'image' that is not a path), or None. Dataset readers refuse a file on it; `check_sample` starts with it."""
+    if not isinstance(sample, dict) or not isinstance(sample.get("conversations"), list):
+        return "has no 'conversations' list"
+    if "image" in sample and not isinstance(sample["image"], str):
+        return f"has a non-string 'image' field {sample['image']!r}"
+    return None
 
 
 def _turn_problem(i: int, turn) -> str | None:
@@ -38,8 +46,9 @@ def _turn_problem(i: int, turn) -> str | None:
 def check_sample(sample, *, needs_image: bool = False, plain: bool = False) -> Checked:
     """One sample -> Checked. `needs_image`/`plain`: the `plain` template (stage 1) takes one image and one
     caption; a text-only sample there is skipped (fix "no_image"), not an error."""
-    if not isinstance(sample, dict) or not isinstance(sample.get("conversations"), list):
-        return Checked(None, problem="has no 'conversations' list")
+    problem = sample_problem(sample)
+    if problem:
+        return Checked(None, problem=problem)
     turns = sample["conversations"]
     for i, turn in enumerate(turns):
         problem = _turn_problem(i, turn)
@@ -51,14 +60,10 @@ def check_sample(sample, *, needs_image: bool = False, plain: bool = False) -> C
     if not turns:
         return Checked(None, problem="has no turns")
     for i, turn in enumerate(turns):
-        if turn["from"] != SPEAKERS[i % 2]:
-            return Checked(
-                None, problem=f"turn {i} is from {turn['from']!r}; turns must alternate human, gpt"
-            )
+        if problem := turn_order_problem(i, turn["from"]):
+            return Checked(None, problem=problem)
     images = sum(turn["value"].count(IMAGE_TOKEN) for turn in turns)
     has_image = "image" in sample
-    if has_image and not isinstance(sample["image"], str):
-        return Checked(None, problem=f"has a non-string 'image' field {sample['image']!r}")
     if not has_image:
         if images:
             # LLaVA would train the characters "<image>" as text; here <image> is the image's placeholder

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sgeo.errors import SgeoError
+from sgeo.errors import SgeoError, one_line
 
 from .config import ExtractConfig, ExtractSummary, check_config
 from .ray_runtime import configure_data_context, cpu_count, start_ray, unwrap
@@ -215,7 +215,7 @@ def _run_pipeline(config: ExtractConfig, items: list[dict], worker_args: dict, m
             except Exception as e:
                 user_error = unwrap(e)
                 if user_error is not None:
-                    raise SgeoError(" ".join(str(user_error).split())) from None
+                    raise SgeoError(one_line(str(user_error))) from None
                 raise
             finally:
                 rows.close()  # stop the execution now: the other shards in flight are not waited for
@@ -233,7 +233,7 @@ def failed_rows(store) -> dict[int, list[int]]:
     out: dict[int, list[int]] = {}
     for row, status in enumerate(statuses):
         if status == "failed":
-            out.setdefault(row // store.shard_size, []).append(row)
+            out.setdefault(store.shard_of(row), []).append(row)
     return out
 
 

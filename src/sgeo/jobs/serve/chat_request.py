@@ -19,7 +19,7 @@ from urllib.request import url2pathname
 
 from PIL import Image
 
-from ...errors import SgeoError
+from ...errors import SgeoError, one_line
 from ...model.conversation import clean_text
 from ...pipeline.images import DEFAULT_MAX_PIXELS, decode_image, read_file, resolve_inside
 from ..generation_options import MAX_NEW_TOKENS, MAX_TEMPERATURE, TEMPERATURE
@@ -33,7 +33,7 @@ class ApiError(Exception):
         self, status: int, message: str, type: str = "invalid_request_error", headers: dict | None = None
     ):
         super().__init__(message)
-        self.status, self.message, self.type = status, " ".join(message.split()), type
+        self.status, self.message, self.type = status, one_line(message), type
         self.headers = headers or {}
 
     def body(self) -> dict:

@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import pickle
 import re
 import shutil
 from dataclasses import asdict
 from pathlib import Path
 
-from sgeo.errors import SgeoError
+from sgeo import atomic
+from sgeo.errors import SgeoError, one_line
 
 from .log import log
 
@@ -64,7 +64,7 @@ def safe_load(path: str, map_location=None):
             f"checkpoint file {path} {what}, which sgeo never unpickles; delete its checkpoint folder to start over"
         ) from None
     except (RuntimeError, OSError, EOFError, ValueError) as error:
-        first = (str(error).strip().splitlines() or [type(error).__name__])[0][:160]
+        first = one_line(error, 160, first=True)
         raise SgeoError(
             f"checkpoint file {path} is damaged ({first}); delete its checkpoint folder to resume from an earlier "
             "one or start over"
@@ -248,9 +248,7 @@ def write_json(path: Path, obj) -> None:
 
 
 def write_text_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    atomic.write_text(path, text)
 
 
 def read_metrics(path: Path) -> list[dict]:

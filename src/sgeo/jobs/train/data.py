@@ -21,12 +21,9 @@ class Data:
 
 def prepare_data(settings: TrainSettings, features, processor, world_size: int) -> Data:
     """Samples -> dataset and batch plan; every sample is checked before the first step (one-line refusal)."""
-    from sgeo.pipeline.training_data import (
-        BatchPlan,
-        TrainingDataset,
-        images_past_the_cut,
-        unsupervised_samples,
-    )
+    from sgeo.pipeline.training.batches import BatchPlan
+    from sgeo.pipeline.training.checks import images_past_the_cut, unsupervised_samples
+    from sgeo.pipeline.training.dataset import TrainingDataset
 
     join = _join(settings, features)
     # the template as an object: a chat template ("chat") is the model's tokenizer's, which only the processor has
@@ -114,7 +111,7 @@ def check_features(features, resolved_model, processor) -> None:
 
 def _join(settings: TrainSettings, features):
     from sgeo.pipeline.images import PathEscapeError, resolve_inside
-    from sgeo.pipeline.training_data import join_samples, load_samples, manifest_statuses
+    from sgeo.pipeline.training.join import join_samples, load_samples, manifest_statuses
 
     samples = load_samples(settings.data)
     statuses = manifest_statuses(features) if features is not None else None

@@ -7,7 +7,7 @@ import json
 import sys
 import time
 
-from sgeo.errors import SgeoError
+from sgeo.errors import SgeoError, one_line
 from sgeo.model.conversation import IGNORE_INDEX  # labels the loss does not read
 
 from .checkpoints import save_checkpoint
@@ -17,7 +17,7 @@ from .log import log
 def _loader(run):
     import torch
 
-    from sgeo.pipeline.training_data import RankBatchSampler
+    from sgeo.pipeline.training.batches import RankBatchSampler
 
     sampler = RankBatchSampler(run.plan, run.rank, run.step, run.settings.total_steps)
     workers = run.settings.num_workers
@@ -43,7 +43,7 @@ def image_features(run, batch: dict, seed: int) -> dict:
     """{tower: [I, ...]} of a batch: read from the stores, or encoded from pixels online."""
     import torch
 
-    from sgeo.pipeline.training_data import drop_clip
+    from sgeo.pipeline.training.collate import drop_clip
 
     if "pixel_values" in batch:
         features = run.model.encode_images(batch["pixel_values"].to(run.device))
@@ -105,7 +105,7 @@ def _next_batch(batches):
     except SgeoError as error:
         message = str(error)
         if "DataLoader worker" in message and "SgeoError: " in message:
-            message = message.rsplit("SgeoError: ", 1)[1].strip().splitlines()[0]
+            message = one_line(message.rsplit("SgeoError: ", 1)[1], first=True)
         raise SgeoError(message) from None
 
 
@@ -119,7 +119,7 @@ def train(run) -> None:
     if run.step >= total:
         log(f"already trained {run.step} of {total} steps")
         return
-    from sgeo.pipeline.training_data import Prefetcher
+    from sgeo.pipeline.training.prefetch import Prefetcher
 
     batches = Prefetcher(_loader(run), depth=2)
     bar = tqdm(total=total, initial=run.step, desc=f"stage {settings.stage}", unit="step", dynamic_ncols=True,

@@ -65,7 +65,7 @@ def setup(config: TrainConfig, features=None) -> Run:
 
     from sgeo.model import configure_stage, load_model, resolve_model
     from sgeo.model.saving import has_lora
-    from sgeo.pipeline.training_data import Collator
+    from sgeo.pipeline.training.collate import Collator
 
     world_size = int(os.environ["WORLD_SIZE"])
     resolved_model = resolve_model(config.model)  # once; everything below loads through this object

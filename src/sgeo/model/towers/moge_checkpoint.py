@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ...errors import SgeoError
+from ...errors import SgeoError, one_line
 
 # (width, depth) of the DINOv2 backbones that MoGe checkpoints name (`dinov2_vitl14`, ...).
 DINOV2_GEOMETRY = {
@@ -31,7 +31,7 @@ def read_checkpoint(path: str | Path) -> dict:
             checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # weights_only refuses pickled code; a cut file fails to unzip
         raise SgeoError(
-            f"{path} is not a readable MoGe checkpoint ({type(error).__name__}: {_first_line(error)}); "
+            f"{path} is not a readable MoGe checkpoint ({type(error).__name__}: {one_line(str(error), 200, first=True)}); "
             "replace it with the released file"
         ) from None
     if not isinstance(checkpoint, dict):
@@ -39,10 +39,6 @@ def read_checkpoint(path: str | Path) -> dict:
             f"{path} holds a {type(checkpoint).__name__}, not a MoGe checkpoint or DINOv2 state dict"
         )
     return checkpoint
-
-
-def _first_line(error: BaseException) -> str:
-    return (str(error).strip().splitlines() or [""])[0][:200]
 
 
 def _checkpoint_kind(checkpoint: dict) -> str:

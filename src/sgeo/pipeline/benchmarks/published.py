@@ -10,13 +10,13 @@ them like any image file, and the answers name each by the item's own id.
 from __future__ import annotations
 
 import hashlib
-import os
 from collections.abc import Callable, Iterable
 from functools import partial
 from pathlib import Path
 from typing import Any
 
-from sgeo.errors import SgeoError
+from sgeo import atomic
+from sgeo.errors import SgeoError, one_line
 from sgeo.model.presets import sgeo_home
 
 LETTERS = "ABCDEFGHIJ"
@@ -36,7 +36,7 @@ def read_parquet(path: Path, expected: Iterable[str], layout: str) -> list[dict[
     try:
         table = pq.read_table(path)
     except (OSError, ValueError) as e:  # pyarrow.ArrowInvalid is a ValueError
-        raise SgeoError(f"{path} is not a readable parquet file ({' '.join(str(e).split())[:160]}); "
+        raise SgeoError(f"{path} is not a readable parquet file ({one_line(str(e), 160)}); "
                         f"pass {layout} as published") from None  # fmt: skip
     check_columns(path, table.column_names, expected, layout)
     return table.to_pylist()
@@ -113,9 +113,7 @@ def unpack_image(root: Path, name: str, cell: Any) -> str | None:
     target = root / rel
     if not (target.is_file() and target.stat().st_size == len(data)):
         target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-        tmp.write_bytes(data)
-        os.replace(tmp, target)  # a concurrent eval of the same file writes the same bytes
+        atomic.write_bytes(target, data)  # a concurrent eval of the same file writes the same bytes
     return rel
 
 

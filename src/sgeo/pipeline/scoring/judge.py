@@ -15,7 +15,7 @@ import urllib.request
 from typing import Any
 
 from sgeo.clients.openai_compatible import api_base, auth_headers
-from sgeo.errors import SgeoError
+from sgeo.errors import SgeoError, one_line
 
 from .judge_prompts import judge_kind, judge_messages, judge_prompt, read_verdict, reference_format_fails
 
@@ -39,7 +39,7 @@ class ChatJudge:
             with urllib.request.urlopen(request, timeout=self.timeout) as response:
                 text = response.read().decode("utf-8", "replace")
         except urllib.error.HTTPError as e:
-            detail = " ".join(e.read().decode("utf-8", "replace").split())[:200]
+            detail = one_line(e.read().decode("utf-8", "replace"), 200)
             raise JudgeError(f"judge endpoint {self.base}{path} answered HTTP {e.code}: {detail}") from None
         except (TimeoutError, urllib.error.URLError, OSError) as e:
             reason = getattr(e, "reason", e)
