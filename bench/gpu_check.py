@@ -482,6 +482,12 @@ def check_train(config, processor, towers, features, pixels, device, args, workd
                 line = memory_line(engine, processor, stage, (1, 2), features, pixels, device, args)
                 fits = largest_batch(line, device)
                 row["largest_batch_no_checkpointing"] = fits
+                if line is not None:  # what `sgeo train --gradient-checkpointing auto` plans from such a line
+                    from sgeo.jobs.train.memory_plan import StepMemory, plan_memory
+
+                    plan = plan_memory(batch_size, 1, StepMemory(fixed=line[1], per_sample=line[0]),
+                                       torch.cuda.get_device_properties(device).total_memory, row["sequence"])
+                    row["auto_plan"] = plan.reason
                 off = batch_size if fits is None else min(batch_size, fits)
                 if off >= 1:
                     off_batch = training_batch(processor, stage, off, features, pixels)
@@ -617,6 +623,8 @@ def table(result: dict) -> str:
             lines.append(f"{'  no checkpointing, batch ' + str(off['batch']):<34} {what}; largest batch that fits: "
                          f"{row['largest_batch_checkpointing']} with checkpointing, "
                          f"{row['largest_batch_no_checkpointing']} without (predicted from peak memory)")  # fmt: skip
+        if "auto_plan" in row:
+            lines.append(f"{'  sgeo train, checkpointing auto':<34} {row['auto_plan']}")
     if "loss" in result:
         loss = result["loss"]
         lines.append(f"{'loss, same batch, bf16':<34} cached {loss['cached']:.5f}, online {loss['online']:.5f}, "

@@ -97,3 +97,61 @@ def test_the_import_graph_reads_function_level_imports():
 def test_no_import_cycle_in_sgeo():
     found = cycles(import_graph())
     assert not found, f"{len(found)} import cycles: " + "; ".join(" <-> ".join(c) for c in found)
+
+
+# -- private names stay in their module ------------------------------------------------------------
+REPO = ROOT.parent.parent
+
+
+def _private(name: str) -> bool:
+    return name.startswith("_") and not name.startswith("__")
+
+
+def _defined_privates(tree: ast.AST) -> set[str]:
+    """Private names a module defines: its functions, classes and globals, and its classes' attributes
+    (class-level, or assigned on `self` / `cls`)."""
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        elif isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+            names.add(node.id)
+        elif isinstance(node, ast.Attribute) and isinstance(node.ctx, ast.Store):
+            if isinstance(node.value, ast.Name) and node.value.id in ("self", "cls"):
+                names.add(node.attr)
+    return {n for n in names if _private(n)}
+
+
+def _private_uses(tree: ast.AST) -> list[tuple[int, str]]:
+    """(line, name) of every private name a module reaches for elsewhere: imported from a module, or read as
+    an attribute of anything but `self` / `cls`."""
+    uses = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom):
+            uses += [(node.lineno, a.name) for a in node.names if _private(a.name)]
+        elif isinstance(node, ast.Attribute) and _private(node.attr):
+            if not (isinstance(node.value, ast.Name) and node.value.id in ("self", "cls")):
+                uses.append((node.lineno, node.attr))
+    return uses
+
+
+def private_reaches() -> list[str]:
+    """Uses of a private name sgeo defines, outside the module that defines it (in src/sgeo, tests/, bench/).
+    Private names of other libraries (`os._exit`, transformers' `_name_or_path`) are not sgeo's to judge."""
+    trees = {p: ast.parse(p.read_text()) for p in ROOT.rglob("*.py")}
+    defined = {p: _defined_privates(tree) for p, tree in trees.items()}
+    sgeo_privates = set().union(*defined.values())
+    others = [p for folder in ("tests", "bench") for p in (REPO / folder).rglob("*.py")]
+    found = []
+    for path in [*trees, *others]:
+        tree = trees.get(path) or ast.parse(path.read_text())
+        own = defined.get(path, _defined_privates(tree) if path not in trees else set())
+        for line, name in _private_uses(tree):
+            if name in sgeo_privates and name not in own:
+                found.append(f"{path.relative_to(REPO)}:{line} {name}")
+    return found
+
+
+def test_no_module_reaches_for_another_modules_private_names():
+    found = private_reaches()
+    assert not found, f"{len(found)} uses of another module's private name: " + "; ".join(found)

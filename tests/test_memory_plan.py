@@ -46,3 +46,33 @@ def test_thin_micro_batches_keep_checkpointing_on():
 def test_a_probe_that_ran_out_of_memory_means_checkpointing():
     never = StepMemory(fixed=float("inf"), per_sample=float("inf"))
     assert plan_memory(4, 1, never, 80 * GIB, 2048).gradient_checkpointing
+
+
+def test_resume_keeps_the_micro_batch_the_checkpoint_ran_with():
+    from sgeo.jobs.train.memory_plan import adopt_saved_plan
+    from sgeo.jobs.train.recipe import TrainConfig, training_settings
+
+    config = TrainConfig(stage=1, data="d.json", out="o", store="s")
+    settings = training_settings(config, world_size=8, device="cuda")
+    assert settings.gradient_checkpointing is None and (settings.batch_size, settings.grad_accum) == (32, 1)
+    saved = {"global_batch": 256, "batch_size": 8, "grad_accum": 4, "gradient_checkpointing": False}
+    resumed = adopt_saved_plan(settings, saved, batch_given=False)
+    assert (resumed.batch_size, resumed.grad_accum, resumed.gradient_checkpointing) == (8, 4, False)
+    # an explicit split, an explicit checkpointing choice or another global batch: nothing adopted
+    assert adopt_saved_plan(settings, saved, batch_given=True) == settings
+    assert adopt_saved_plan(settings, {**saved, "global_batch": 128}, batch_given=False) == settings
+    given = training_settings(TrainConfig(stage=1, data="d.json", out="o", store="s", gradient_checkpointing=True),
+                              world_size=8, device="cuda")  # fmt: skip
+    assert adopt_saved_plan(given, saved, batch_given=False) == given
+
+
+def test_auto_is_checkpointing_on_a_cpu():
+    """Off a GPU, auto keeps the old default (on), measuring nothing."""
+    import torch
+
+    from sgeo.jobs.train.memory_plan import choose_checkpointing
+    from sgeo.jobs.train.recipe import TrainConfig, training_settings
+
+    settings = training_settings(TrainConfig(stage=1, data="d.json", out="o", store="s"), 1, "cpu")
+    chosen, reason = choose_checkpointing(settings, None, None, None, torch.device("cpu"), batch_given=False)
+    assert chosen.gradient_checkpointing is True and reason is None

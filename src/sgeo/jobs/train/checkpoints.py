@@ -144,6 +144,13 @@ def read_trainer_state(directory: Path) -> dict:
         ) from None
 
 
+def saved_settings(out: str | Path) -> dict | None:
+    """The settings the latest checkpoint under `out` was trained with (None: no checkpoint)."""
+    checkpoints = Path(out) / CHECKPOINTS
+    tag = latest_tag(checkpoints)
+    return None if tag is None else read_trainer_state(checkpoints / tag)["resolved"]
+
+
 def check_resumable(settings) -> None:
     """Refuse to resume a checkpoint made by different settings (before anything is loaded)."""
     checkpoints = Path(settings.out) / CHECKPOINTS

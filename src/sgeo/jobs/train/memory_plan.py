@@ -100,3 +100,67 @@ def measure_step_memory(model, make_batch, device, sizes: tuple[int, int] = (1, 
     if float("inf") in peaks.values():
         return StepMemory(fixed=float("inf"), per_sample=float("inf"))
     return step_memory(peaks)
+
+
+def longest_sample_batches(dataset, collator, device):
+    """`make_batch(n)` for the probe: n copies of the dataset's longest sample (LLaVA's length estimate, the one
+    the length-grouped order uses), collated as the loop's batches are, on `device`; and its token count."""
+    lengths = dataset.lengths()
+    item = dataset[max(range(len(lengths)), key=lengths.__getitem__)]
+
+    def make_batch(n: int) -> dict:
+        batch = collator([item] * n)
+        inputs = {k: batch[k].to(device) for k in ("input_ids", "attention_mask", "labels")}
+        if "pixel_values" in batch:
+            inputs["pixel_values"] = batch["pixel_values"].to(device)
+        else:
+            inputs["image_features"] = {name: f.to(device) for name, f in batch["image_features"].items()}
+        return inputs
+
+    return make_batch, len(item["input_ids"])
+
+
+def choose_checkpointing(settings, model, dataset, collator, device, batch_given: bool):
+    """(`settings` with `gradient_checkpointing` decided (None is auto) and, where the plan splits the per-device
+    batch, the micro-batch and accumulation it runs; the reason, None where nothing was measured). Every rank
+    measures, and all take the largest memory any of them saw, so all run the same plan."""
+    import dataclasses
+
+    import torch
+    import torch.distributed as dist
+
+    if settings.gradient_checkpointing is not None:
+        return settings, None
+    if device.type != "cuda":  # a CPU run: memory is what bounds it; the old default
+        return dataclasses.replace(settings, gradient_checkpointing=True), None
+    model.to(device)
+    make_batch, sequence = longest_sample_batches(dataset, collator, device)
+    memory = measure_step_memory(model, make_batch, device)
+    measured = torch.tensor([memory.fixed, memory.per_sample], dtype=torch.float64, device=device)
+    if dist.is_initialized() and dist.get_world_size() > 1:
+        dist.all_reduce(measured, op=dist.ReduceOp.MAX)
+    memory = StepMemory(*measured.tolist())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    plan = plan_memory(
+        settings.batch_size, settings.grad_accum, memory, torch.cuda.get_device_properties(device).total_memory,
+        sequence, extra_bytes=optimizer_bytes(trainable, settings.world_size),
+        # a per-device batch the user gave is kept: only checkpointing is decided
+        min_tokens=float("inf") if batch_given else MIN_TOKENS,
+    )  # fmt: skip
+    return dataclasses.replace(settings, batch_size=plan.batch_size, grad_accum=plan.grad_accum,
+                               gradient_checkpointing=plan.gradient_checkpointing), plan.reason  # fmt: skip
+
+
+def adopt_saved_plan(settings, saved: dict, batch_given: bool):
+    """On resume, auto keeps the micro-batch, accumulation and checkpointing the checkpoint ran with (the batch
+    order depends on the micro-batch), where it ran the same global batch and the user gave no batch split."""
+    import dataclasses
+
+    if settings.gradient_checkpointing is not None or batch_given:
+        return settings
+    if saved.get("global_batch") != settings.global_batch:
+        return settings
+    keys = ("batch_size", "grad_accum", "gradient_checkpointing")
+    if any(saved.get(k) is None for k in keys):
+        return settings
+    return dataclasses.replace(settings, **{k: saved[k] for k in keys})

@@ -66,8 +66,10 @@ class TrainConfig:
     precision: str | None = option(  # None: bf16 on GPU (the reference's), fp32 on CPU
         None, help="bf16 (weights and DeepSpeed's bf16 mode) or fp32 (default: bf16 on GPU, fp32 on CPU)"
     )
-    gradient_checkpointing: bool = option(  # LLaVA's scripts: a 7B LLM's activations at batch 16 need it
-        True, help="recompute the LLM's activations in backward, as LLaVA's scripts (memory for time)"
+    gradient_checkpointing: bool | None = option(  # None: auto (memory_plan.py); LLaVA's scripts: always on
+        None,
+        help="recompute the LLM's activations in backward (memory for time); default auto: on a GPU, off where "
+        "a measured step fits (in micro-batches, same global batch), else on; on CPU on",
     )
     visual_branches: str | None = option(
         None,

@@ -14,11 +14,12 @@ from typing import Any
 from sgeo.errors import SgeoError
 from sgeo.precision import torch_dtype
 
-from .checkpoints import CHECKPOINTS, check_resumable, write_json
+from .checkpoints import CHECKPOINTS, check_resumable, saved_settings, write_json
 from .data import aspect_mode, check_features, prepare_data
 from .deepspeed_config import deepspeed_config
 from .environment import cpu_threads, prepare_environment, quiet_deepspeed
 from .log import log
+from .memory_plan import adopt_saved_plan, choose_checkpointing
 from .recipe import TrainConfig, TrainSettings, check_config, training_settings
 
 
@@ -73,6 +74,8 @@ def setup(config: TrainConfig, features=None) -> Run:
     settings = training_settings(config, world_size, device_type, processor.template_name)
     if device_type == "cpu" and settings.attn == "flash_attention_2":
         raise SgeoError("--attn flash_attention_2 needs a GPU (and the gpu extra); use sdpa on CPU")
+    batch_given = config.batch_size is not None or config.grad_accum is not None
+    settings = adopt_saved_plan(settings, saved_settings(settings.out) or {}, batch_given)
     check_resumable(settings)
     check_towers(settings, resolved_model.config)
 
@@ -115,15 +118,25 @@ def setup(config: TrainConfig, features=None) -> Run:
         model.config.visual_branches = settings.visual_branches
     torch.manual_seed(settings.seed)  # LoRA's initialisation
     trainable = configure_stage(model, settings.stage, settings.lora)
-    if settings.gradient_checkpointing:
-        checkpoint_activations(model.language_model)
     model.train()
+    collator = Collator(processor, None if settings.online else features, model.config.feature_shapes)
 
-    engine, device, rank, owns_process_group, threads = _engine(model, settings, device_type, launched)
+    device, rank, owns_process_group, threads = _process_group(settings, device_type, launched)
+    try:
+        # --gradient-checkpointing auto: measured on the device, agreed by every rank (memory_plan.py)
+        settings, reason = choose_checkpointing(settings, model, data.dataset, collator, device, batch_given)
+        if reason is not None:
+            log(f"gradient checkpointing {reason}")
+        plan = dataclasses.replace(data.plan, micro_batch=settings.batch_size, accum=settings.grad_accum)
+        if settings.gradient_checkpointing:
+            checkpoint_activations(model.language_model)
+        engine = _deepspeed(model, settings)
+    except BaseException:
+        _release_process_group(owns_process_group, threads)
+        raise
     run = Run(
         settings=settings, rank=rank, world_size=world_size, device=device, engine=engine, model=engine.module,
-        processor=processor, dataset=data.dataset, plan=data.plan, trainable=trainable,
-        collator=Collator(processor, None if settings.online else features, model.config.feature_shapes),
+        processor=processor, dataset=data.dataset, plan=plan, trainable=trainable, collator=collator,
         owns_process_group=owns_process_group, resolved_model=resolved_model, features=features,
         threads_before=threads,
     )  # fmt: skip
@@ -133,8 +146,9 @@ def setup(config: TrainConfig, features=None) -> Run:
     return run
 
 
-def _engine(model, settings: TrainSettings, device_type: str, launched: bool):
-    """(DeepSpeed engine, device, rank, whether this run owns the process group, torch threads before)."""
+def _process_group(settings: TrainSettings, device_type: str, launched: bool):
+    """(device, rank, whether this run owns the process group, torch threads before) once the process group
+    is up."""
     import deepspeed
     import torch
     import torch.distributed as dist
@@ -149,26 +163,37 @@ def _engine(model, settings: TrainSettings, device_type: str, launched: bool):
         dist.init_process_group(backend, store=dist.HashStore(), rank=0, world_size=1)
     deepspeed.init_distributed(dist_backend=backend, verbose=False)
     threads = None
-    try:
-        rank = dist.get_rank()
-        if device_type == "cuda":
-            device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
-            torch.cuda.set_device(device)
-        else:
-            device = torch.device("cpu")
-            threads = cpu_threads(settings.num_workers)
-        ds_config = deepspeed_config(settings, model.config)
-        schedule = None if "scheduler" in ds_config else partial(cosine_schedule, warmup=settings.warmup_steps,
-                                                                    total=settings.total_steps)  # fmt: skip
-        engine, *_ = deepspeed.initialize(model=model, model_parameters=param_groups(model, settings),
-                                          config=ds_config, lr_scheduler=schedule)  # fmt: skip
-    except BaseException:
-        if threads is not None:
-            torch.set_num_threads(threads)
-        if owns_process_group and dist.is_initialized():
-            deepspeed.comm.destroy_process_group()
-        raise
-    return engine, device, rank, owns_process_group, threads
+    if device_type == "cuda":
+        device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
+        torch.cuda.set_device(device)
+    else:
+        device = torch.device("cpu")
+        threads = cpu_threads(settings.num_workers)
+    return device, dist.get_rank(), owns_process_group, threads
+
+
+def _release_process_group(owns_process_group: bool, threads: int | None) -> None:
+    """Undo `_process_group` after a failure before the run exists (the run's cleanup does it after)."""
+    import deepspeed
+    import torch
+    import torch.distributed as dist
+
+    if threads is not None:
+        torch.set_num_threads(threads)
+    if owns_process_group and dist.is_initialized():
+        deepspeed.comm.destroy_process_group()
+
+
+def _deepspeed(model, settings: TrainSettings):
+    """The DeepSpeed engine of `model` for `settings` (its config, parameter groups and schedule)."""
+    import deepspeed
+
+    ds_config = deepspeed_config(settings, model.config)
+    schedule = None if "scheduler" in ds_config else partial(cosine_schedule, warmup=settings.warmup_steps,
+                                                                total=settings.total_steps)  # fmt: skip
+    engine, *_ = deepspeed.initialize(model=model, model_parameters=param_groups(model, settings),
+                                      config=ds_config, lr_scheduler=schedule)  # fmt: skip
+    return engine
 
 
 def check_lora_rank(r: int, resolved_model) -> None:
