@@ -43,9 +43,10 @@ import torch
 
 def write_vitb(root: Path, seed: int = 0) -> Path:
     """A random-init SpatialGeo model dir with ViT-B-sized towers, written as the tiny preset is."""
-    from sgeo.model.tiny import VIT_B, write_tiny
+    from sgeo.model.random_init.sizes import VIT_B
+    from sgeo.model.random_init.writer import write_random_init
 
-    return write_tiny(root, seed, VIT_B)
+    return write_random_init(root, seed, VIT_B)
 
 
 def process_kind(proc) -> str:

@@ -22,7 +22,7 @@ from pathlib import Path
 from ..errors import SgeoError
 
 TINY_VERSION = "tiny-v1"  # bump when the tiny recipe changes, so old homes are not reused
-DEMO_VERSION = "demo-v1"  # likewise for the demo recipe (`tiny.DEMO`)
+DEMO_VERSION = "demo-v1"  # likewise for the demo recipe (`random_init.sizes.DEMO`)
 REF_DIMS_VERSION = "ref-dims-v2"  # + the LLM depth: homes never mix models of different depths
 REF_DIMS_LAYERS_ENV = "SGEO_REF_DIMS_LAYERS"
 
@@ -56,17 +56,18 @@ def materialise(version: str, write: Callable[[Path], Path]) -> Path:
 
 
 def _tiny() -> Path:
-    from .tiny import write_tiny
+    from .random_init.writer import write_random_init
 
-    return materialise(TINY_VERSION, write_tiny)
+    return materialise(TINY_VERSION, write_random_init)
 
 
 def _demo() -> Path:
     from functools import partial
 
-    from .tiny import DEMO, write_tiny
+    from .random_init.sizes import DEMO
+    from .random_init.writer import write_random_init
 
-    return materialise(DEMO_VERSION, partial(write_tiny, sizes=DEMO))
+    return materialise(DEMO_VERSION, partial(write_random_init, sizes=DEMO))
 
 
 def ref_dims_layers() -> int:
@@ -87,17 +88,19 @@ def ref_dims_version() -> str:
 def _ref_dims() -> Path:
     from functools import partial
 
-    from .tiny import ref_dims, write_tiny
+    from .random_init.sizes import ref_dims
+    from .random_init.writer import write_random_init
 
-    writer = partial(write_tiny, sizes=ref_dims(ref_dims_layers()))
+    writer = partial(write_random_init, sizes=ref_dims(ref_dims_layers()))
     return materialise(ref_dims_version(), writer)
 
 
 def _ref_dims_geometry():
-    from .tiny import geometry, ref_dims
+    from .random_init.configs import random_init_config
+    from .random_init.sizes import ref_dims
 
     where = sgeo_home() / "presets" / ref_dims_version() / "spatialgeo"
-    return geometry(ref_dims(ref_dims_layers())), {"preset": "ref-dims", "directory": str(where),
+    return random_init_config(ref_dims(ref_dims_layers())), {"preset": "ref-dims", "directory": str(where),
                                                    "written": where.is_dir()}  # fmt: skip
 
 
