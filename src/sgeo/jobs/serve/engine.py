@@ -33,7 +33,7 @@ from PIL import Image
 from ...errors import SgeoError
 from ...model.conversation import IMAGE_TOKEN, clean_text
 from ...model.generation import Batcher, generation_defaults, stop_ids
-from ...model.generation import Sequence as Generation
+from ...model.sequence import Sequence as Generation
 from ...model.processing import THINK_CLOSE, THINK_OPEN
 from ..ask import TEMPLATE
 from ..seeded_sampling import item_seed
@@ -327,7 +327,7 @@ class Reply:
     def _start(self) -> Generation:
         if self._generation is None and self._closed:  # closed before it started: nothing to generate
             self._generation = Generation([], max_new_tokens=0)
-            self._generation._finish("cancelled")
+            self._generation.finish("cancelled")
         if self._generation is None:
             self._turns = self.chat.next_turns(self.question)
             self._generation = self.engine.batcher.submit(
