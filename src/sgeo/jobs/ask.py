@@ -16,7 +16,7 @@ from pathlib import Path
 
 from ..cli_options import MODEL_HELP, option
 from ..errors import SgeoError
-from ..model.conversation import IMAGE_TOKEN, clean_text
+from ..model.conversation import clean_text, question_turn
 
 # The model's own template (its processor_config.json's; LLaVA-1.5's vicuna_v1 for every LLaVA / SpatialGeo
 # model): `processor.tokenize(turns, TEMPLATE)` and `processor.template()` resolve it.
@@ -192,8 +192,7 @@ class ImageChat:
         question = clean_text(question)
         if not question:
             raise SgeoError("the question is empty once <image> is taken out; ask it in words")
-        value = f"{IMAGE_TOKEN}\n{question}" if not self.turns else question
-        turns = [*self.turns, {"from": "human", "value": value}]
+        turns = [*self.turns, question_turn(question, first=not self.turns)]
         tokens = self.processor.tokenize(turns, self.template, add_generation_prompt=True)
         input_ids = self._tensor(tokens["input_ids"])  # [1, N]
         sampling = (

@@ -31,10 +31,10 @@ from dataclasses import dataclass, field
 from PIL import Image
 
 from ...errors import SgeoError
-from ...model.conversation import IMAGE_TOKEN, clean_text
+from ...model.conversation import clean_text, question_turn
 from ...model.generation import Batcher, generation_defaults, stop_ids
-from ...model.sequence import Sequence as Generation
 from ...model.processing import THINK_CLOSE, THINK_OPEN
+from ...model.sequence import Sequence as Generation
 from ..ask import TEMPLATE
 from ..seeded_sampling import item_seed
 
@@ -53,8 +53,7 @@ class Chat:
 
     def next_turns(self, question: str) -> list[dict]:
         """The turns with `question` added: the image's placeholder opens the first one, as `sgeo ask` writes it."""
-        value = f"{IMAGE_TOKEN}\n{question}" if not self.turns else question
-        return [*self.turns, {"from": "human", "value": value}]
+        return [*self.turns, question_turn(question, first=not self.turns)]
 
 
 class Busy(Exception):
