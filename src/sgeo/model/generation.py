@@ -1,7 +1,7 @@
 """Generating answers: `generate` answers a list in the caller's thread (what `sgeo eval` needs, through
 `generate_answers`); `Batcher` runs a batch on one thread for the server, where requests arriving while the
 model is busy join at the next step. Both drive a `continuous_batch.Batch` of `sequence.Sequence`s, and end
-each answer at `stop_ids`.
+each answer at `end_of_answer_ids` (the ids `processor.answer_ids` cuts an answer at, and the LLM's eos).
 """
 
 from __future__ import annotations
@@ -16,13 +16,22 @@ from .continuous_batch import Batch
 from .sequence import Sequence
 
 
-def stop_ids(model, processor) -> frozenset[int]:
-    """The tokens that end an answer: the processor's (the template's end-of-turn token, the eos ids, where
-    `sgeo ask` and `sgeo eval` cut the answer) and the LLM's generation config's (where `generate` stops)."""
+def configured_eos_ids(model) -> list[int]:
+    """The eos ids the LLM's generation config names (where `generate` stops): an int, a list or none."""
     config = getattr(model.language_model, "generation_config", None)
     eos = getattr(config, "eos_token_id", None)
-    eos = [] if eos is None else [eos] if isinstance(eos, int) else list(eos)
-    return frozenset([*processor.stop_token_ids, *eos])
+    return [] if eos is None else [eos] if isinstance(eos, int) else list(eos)
+
+
+def end_of_answer_ids(model, processor) -> list[int]:
+    """The tokens that end an answer, each once: the processor's (the template's end-of-turn token, the eos
+    ids, where `processor.answer_ids` cuts the answer) then the LLM's generation config's."""
+    return list(dict.fromkeys([*processor.stop_token_ids, *configured_eos_ids(model)]))
+
+
+def stop_ids(model, processor) -> frozenset[int]:
+    """`end_of_answer_ids` as a set: what a `Sequence` stops at."""
+    return frozenset(end_of_answer_ids(model, processor))
 
 
 def generation_defaults(model) -> dict:
