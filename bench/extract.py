@@ -158,7 +158,7 @@ def naive_loop(
 ) -> float:
     """(images/s, CPU s/image) of read + decode + preprocess -> encode_images -> write_shard, one process."""
     from sgeo.cache import FeatureStore
-    from sgeo.model.fingerprint import stored_towers
+    from sgeo.model.tower_fingerprint import stored_towers
     from sgeo.pipeline.features import encode
     from sgeo.pipeline.images import content_hash, load_image
 
@@ -220,7 +220,7 @@ def bench_model(
     extract_only: bool = False,
 ):
     from sgeo.model import load_model, resolve_model
-    from sgeo.model.fingerprint import towers_fingerprint
+    from sgeo.model.tower_fingerprint import towers_fingerprint
     from sgeo.pipeline.datasets import get_dataset
     from sgeo.pipeline.images import load_image
 

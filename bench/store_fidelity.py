@@ -79,7 +79,7 @@ def build_stores(
     from sgeo.cache import FeatureStore
     from sgeo.jobs.extract import encode_shard
     from sgeo.model import load_model, resolve_model
-    from sgeo.model.fingerprint import towers_fingerprint
+    from sgeo.model.tower_fingerprint import towers_fingerprint
     from sgeo.pipeline.images import load_image
 
     model, processor = load_model(model_name)

@@ -31,13 +31,13 @@ def build_store(root: Path, store: str, model_name: str) -> None:
 
     from sgeo.cache import FeatureStore
     from sgeo.model import load_model, resolve_model
-    from sgeo.model.fingerprint import encoder_fingerprint
+    from sgeo.model.tower_fingerprint import towers_fingerprint
     from sgeo.pipeline.features import encode
     from sgeo.pipeline.images import load_image
 
     model, processor = load_model(model_name)
     ids = sorted({s["image"] for s in json.loads((root / "captions.json").read_text())})
-    fingerprint = encoder_fingerprint(resolve_model(model_name), processor.preprocessing_spec(), "bf16")
+    fingerprint = towers_fingerprint(resolve_model(model_name), processor.preprocessing_spec(), "bf16")
     feats = FeatureStore.create(
         store, image_ids=ids, paths=[str(root / i) for i in ids], fingerprint=fingerprint,
         shapes=model.config.feature_shapes,

@@ -777,8 +777,8 @@ def test_rows_joining_and_leaving_a_running_batch_keep_one_at_a_time_answers(dem
     import torch
 
     from sgeo.jobs.ask import TEMPLATE
-    from sgeo.model.conversation import IMAGE_TOKEN
     from sgeo.model.continuous_batch import Batch
+    from sgeo.model.conversation import IMAGE_TOKEN
     from sgeo.model.sequence import Sequence
     from sgeo.pipeline.images import decode_image
 

@@ -41,7 +41,7 @@ def data(tmp_path_factory, synthetic_root, tiny):
     """
     from sgeo.cache import FeatureStore
     from sgeo.model import resolve_model
-    from sgeo.model.fingerprint import towers_fingerprint
+    from sgeo.model.tower_fingerprint import towers_fingerprint
     from sgeo.pipeline.images import load_image
 
     model, processor = tiny
