@@ -125,7 +125,7 @@ class SpatialGeoConfig(PretrainedConfig):
         config = (
             loaded[0] if isinstance(loaded, tuple) else loaded
         )  # (config, unused) with return_unused_kwargs
-        config._name_or_path = str(pretrained_model_name_or_path)
+        config.name_or_path = pretrained_model_name_or_path  # (the setter keeps it a str)
         return loaded
 
     @property
