@@ -43,9 +43,10 @@ import torch
 
 def write_vitb(root: Path, seed: int = 0) -> Path:
     """A random-init SpatialGeo model dir with ViT-B-sized towers, written as the tiny preset is."""
-    from sgeo.model.tiny import VIT_B, write_tiny
+    from sgeo.model.random_init.sizes import VIT_B
+    from sgeo.model.random_init.writer import write_random_init
 
-    return write_tiny(root, seed, VIT_B)
+    return write_random_init(root, seed, VIT_B)
 
 
 def process_kind(proc) -> str:
@@ -157,7 +158,7 @@ def naive_loop(
 ) -> float:
     """(images/s, CPU s/image) of read + decode + preprocess -> encode_images -> write_shard, one process."""
     from sgeo.cache import FeatureStore
-    from sgeo.model.fingerprint import stored_towers
+    from sgeo.model.tower_fingerprint import stored_towers
     from sgeo.pipeline.features import encode
     from sgeo.pipeline.images import content_hash, load_image
 
@@ -219,7 +220,7 @@ def bench_model(
     extract_only: bool = False,
 ):
     from sgeo.model import load_model, resolve_model
-    from sgeo.model.fingerprint import towers_fingerprint
+    from sgeo.model.tower_fingerprint import towers_fingerprint
     from sgeo.pipeline.datasets import get_dataset
     from sgeo.pipeline.images import load_image
 

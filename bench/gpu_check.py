@@ -124,12 +124,13 @@ def geometry_and_processor(preset: str, layers: int, workdir: Path):
         from sgeo.model import load_config, load_processor
 
         return load_config("tiny"), load_processor("tiny")
+    from sgeo.model.random_init.configs import random_init_config
+    from sgeo.model.random_init.sizes import ref_dims
     from sgeo.model.spm import write_llama_tokenizer
-    from sgeo.model.tiny import geometry, ref_dims
 
     sizes = ref_dims(layers)
     tokenizer = load_tokenizer(write_llama_tokenizer(workdir / "tokenizer", sizes.vocab_size))
-    config = geometry(sizes)
+    config = random_init_config(sizes)
     processor = SpatialGeoProcessor(build_image_processor(sizes.image_size), tokenizer, config.num_image_tokens,
                                     model_max_length=sizes.model_max_length, tokenization="llava")  # fmt: skip
     return config, processor

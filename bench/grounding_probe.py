@@ -124,7 +124,8 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, default=None)
     args = parser.parse_args()
 
-    from sgeo.model.tiny import TINY, write_tiny
+    from sgeo.model.random_init.sizes import TINY
+    from sgeo.model.random_init.writer import write_random_init
     from sgeo.pipeline.names import SYNTHETIC_META
     from sgeo.pipeline.synthetic import generate_synthetic
     from sgeo.pipeline.synthetic.scene import COLOURS
@@ -141,7 +142,9 @@ def main() -> None:
           f"training split's most common third ({THIRDS[int(train_third.argmax())]}) scores {majority:.3f}")  # fmt: skip
     print(f"{'position embeddings':<32} {'tower':<6} held-out accuracy   (probe: {args.steps} steps)")
     for scale, label in ((0.0, "library init (std 0.02)"), (args.scale, f"2D sin-cos x {args.scale:g}")):
-        model_dir = write_tiny(work / f"preset-{scale}", sizes=replace(TINY, position_embedding_scale=scale))
+        model_dir = write_random_init(
+            work / f"preset-{scale}", sizes=replace(TINY, position_embedding_scale=scale)
+        )
         start = time.perf_counter()
         features = {"train": encode(model_dir, meta["train"], data), "eval": encode(model_dir, meta["eval"], data / "eval")}  # fmt: skip
         seconds = time.perf_counter() - start
@@ -157,7 +160,7 @@ def main() -> None:
           "lr 1e-3)")  # fmt: skip
     for init in (0.02, args.llm_init):
         sizes = replace(TINY, position_embedding_scale=args.scale, llm_init_std=init)
-        model, processor = load_model(str(write_tiny(work / f"preset-{args.scale}-init-{init}", sizes=sizes)),
+        model, processor = load_model(str(write_random_init(work / f"preset-{args.scale}-init-{init}", sizes=sizes)),
                                       load_towers=False)  # fmt: skip
         words = [processor.tokenizer(" " + c, add_special_tokens=False)["input_ids"][-1] for c in colours]
         start = time.perf_counter()

@@ -59,12 +59,13 @@ def main() -> None:
     from moge.model.v1 import MoGeModel
 
     from sgeo.model.processing import build_image_processor
-    from sgeo.model.tiny import DEMO, write_tiny
+    from sgeo.model.random_init.sizes import DEMO
+    from sgeo.model.random_init.writer import write_random_init
     from sgeo.pipeline.synthetic.render import render_scene
     from sgeo.pipeline.synthetic.sampling import sample_scene
 
     torch.manual_seed(0)
-    model_dir = write_tiny(args.out, sizes=DEMO)  # the demo preset's parts; its MoGe is replaced below
+    model_dir = write_random_init(args.out, sizes=DEMO)  # the demo preset's parts; its MoGe is replaced below
     moge_file = args.out / "moge" / "model.pt"
     checkpoint = torch.load(moge_file, weights_only=True)
     moge = MoGeModel(**checkpoint["model_config"])

@@ -155,7 +155,8 @@ def main() -> None:
     from sgeo.jobs.eval import EvalConfig, run_eval
     from sgeo.jobs.extract import ExtractConfig, run_extract
     from sgeo.jobs.train import TrainConfig, run_train
-    from sgeo.model.tiny import DEMO, write_tiny
+    from sgeo.model.random_init.sizes import DEMO
+    from sgeo.model.random_init.writer import write_random_init
     from sgeo.pipeline.names import SYNTHETIC_CAPTIONS
     from sgeo.pipeline.synthetic import generate_synthetic
 
@@ -166,7 +167,7 @@ def main() -> None:
         generate_synthetic(
             data, args.n, args.seed, n_eval=args.n_eval, overwrite=True, objects=tuple(args.objects)
         )
-        model = args.model or write_tiny(work / "preset", sizes=DEMO)
+        model = args.model or write_random_init(work / "preset", sizes=DEMO)
         store = str(work / "features.zarr")
         run_extract(ExtractConfig(root=data, store=store, dataset="synthetic", model=str(model), batch_size=16,
                                   shard_size=64))  # fmt: skip

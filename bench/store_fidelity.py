@@ -15,7 +15,7 @@
    (a) synthetic arrays with CLIP/DINOv2-like statistics (bench/store_read.py `realistic`: per-channel
    log-normal scales, outlier channels, high-norm tokens, heavy tails), and with --ref-towers (b) features of
    random-init towers of reference width (CLIP ViT-L/14-336 width, 1024, `--ref-layers` layers; MoGe with a
-   DINOv2 ViT-L/14 backbone) written by sgeo.model.tiny.write_tiny. Both fp8 scalings are measured here:
+   DINOv2 ViT-L/14 backbone) written by sgeo.model.random_init (write_random_init). Both fp8 scalings are measured here:
    per token row (what the store does) and per channel (over the tokens of an image), to choose.
 Prints figures; asserts nothing.
 """
@@ -79,7 +79,7 @@ def build_stores(
     from sgeo.cache import FeatureStore
     from sgeo.jobs.extract import encode_shard
     from sgeo.model import load_model, resolve_model
-    from sgeo.model.fingerprint import towers_fingerprint
+    from sgeo.model.tower_fingerprint import towers_fingerprint
     from sgeo.pipeline.images import load_image
     from sgeo.pipeline.names import SYNTHETIC_CAPTIONS
 
@@ -120,12 +120,13 @@ def train(args, root: Path, store: str, out: Path) -> list[float]:
 def ref_towers(args, work: Path) -> tuple[torch.Tensor, torch.Tensor]:
     """Features of random-init towers of reference width on a few synthetic images (fp32, CPU)."""
     from sgeo.model import load_model
-    from sgeo.model.tiny import RandomInitSizes, write_tiny
+    from sgeo.model.random_init.sizes import RandomInitSizes
+    from sgeo.model.random_init.writer import write_random_init
     from sgeo.pipeline.images import load_image
 
     sizes = RandomInitSizes(image_size=336, clip_hidden=1024, clip_intermediate=4096, clip_layers=args.ref_layers,
                             clip_heads=16, clip_projection=768, moge_backbone="dinov2_vitl14")  # fmt: skip
-    model_dir = write_tiny(work / "ref-towers", sizes=sizes)
+    model_dir = write_random_init(work / "ref-towers", sizes=sizes)
     model, processor = load_model(str(model_dir))
     images = sorted((Path(args.workdir or work) / "synthetic" / "images").glob("*.png"))[: args.ref_images]
     pixels = processor.preprocess_images([load_image(p)[0] for p in images])

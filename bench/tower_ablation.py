@@ -6,7 +6,7 @@
 
 In one work directory (a temp dir unless --work) it writes the synthetic data, a DINOv2 (`facebook/dinov2-small`'s
 layout) and a Depth Anything V2 (`Depth-Anything-V2-Small-hf`'s) with random weights and the demo preset's
-sin-cos position tables (sgeo.model.tiny_towers), and composes three models with `sgeo compose`'s function from
+sin-cos position tables (sgeo.model.random_init.geometry_towers), and composes three models with `sgeo compose`'s function from
 the demo preset's own parts: its LLM directory (`llm/`: a plain Llama with its tokenizer, which compose takes as
 any causal LM; LLaVA's `vicuna_v1` template, the preset's own), its CLIP, and one geometry tower each (the
 preset's MoGe, or the new DINOv2 / Depth Anything). Same LLM, same CLIP, same adapter seed: only the second
@@ -71,7 +71,7 @@ def run_ablation(
     from sgeo.jobs.extract import ExtractConfig, run_extract
     from sgeo.model import resolve_model
     from sgeo.model.compose import compose
-    from sgeo.model.tiny_towers import write_demo_geometry_towers
+    from sgeo.model.random_init.geometry_towers import write_demo_geometry_towers
     from sgeo.pipeline.benchmarks import load_benchmark
     from sgeo.pipeline.names import (
         SYNTHETIC_BENCH,

@@ -30,7 +30,7 @@ def build_store(root: Path, store: str, model_name: str) -> None:
     """Every image of the dataset's stage-1 JSON in a bf16 store."""
 
     from sgeo.model import load_model, resolve_model
-    from sgeo.model.fingerprint import towers_fingerprint
+    from sgeo.model.tower_fingerprint import towers_fingerprint
     from sgeo.pipeline.images import load_image
     from sgeo.pipeline.names import SYNTHETIC_CAPTIONS
     from sgeo.pipeline.store_writer import write_store

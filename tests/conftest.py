@@ -206,7 +206,7 @@ def open_extracted(stores, towers=("clip", "moge"), storage_options=None):
 def legacy_fingerprint(resolved, preprocessing: dict, dtype: str) -> dict:
     """The fingerprint sgeo gave a store before a store per tower: each tower's at the top level, beside the
     preprocessing and the encoding (equal, for the tiny preset, to what f0ff0e4's `encoder_fingerprint` wrote)."""
-    from sgeo.model.fingerprint import tower_fingerprint
+    from sgeo.model.tower_fingerprint import tower_fingerprint
 
     fingerprint = {
         spec.name: tower_fingerprint(spec, resolved.towers[spec.name].path) for spec in resolved.config.towers

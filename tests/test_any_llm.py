@@ -124,6 +124,10 @@ def test_composed_model_refers_to_its_llm_and_speaks_its_template(repo_id, compo
     # generate() stops at all of them
     eos = model.language_model.generation_config.eos_token_id
     assert set(processor.stop_token_ids) <= set([eos] if isinstance(eos, int) else eos)
+    # and the continuous batch (sgeo serve, sgeo eval) at the very same ones: one rule for both
+    from sgeo.model.generation import configured_eos_ids, stop_ids
+
+    assert stop_ids(model, processor) == set(configured_eos_ids(model))
     # the LLM loaded is the LLM's own weights, from where they are
     own = AutoModelForCausalLM.from_pretrained(llm_dir, dtype=torch.float32).state_dict()
     mine = model.language_model.state_dict()

@@ -107,6 +107,10 @@ def _private(name: str) -> bool:
     return name.startswith("_") and not name.startswith("__")
 
 
+def _on_self(node: ast.Attribute) -> bool:
+    return isinstance(node.value, ast.Name) and node.value.id in ("self", "cls")
+
+
 def _defined_privates(tree: ast.AST) -> set[str]:
     """Private names a module defines: its functions, classes and globals, and its classes' attributes
     (class-level, or assigned on `self` / `cls`)."""
@@ -116,9 +120,8 @@ def _defined_privates(tree: ast.AST) -> set[str]:
             names.add(node.name)
         elif isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
             names.add(node.id)
-        elif isinstance(node, ast.Attribute) and isinstance(node.ctx, ast.Store):
-            if isinstance(node.value, ast.Name) and node.value.id in ("self", "cls"):
-                names.add(node.attr)
+        elif isinstance(node, ast.Attribute) and isinstance(node.ctx, ast.Store) and _on_self(node):
+            names.add(node.attr)
     return {n for n in names if _private(n)}
 
 
@@ -129,9 +132,8 @@ def _private_uses(tree: ast.AST) -> list[tuple[int, str]]:
     for node in ast.walk(tree):
         if isinstance(node, ast.ImportFrom):
             uses += [(node.lineno, a.name) for a in node.names if _private(a.name)]
-        elif isinstance(node, ast.Attribute) and _private(node.attr):
-            if not (isinstance(node.value, ast.Name) and node.value.id in ("self", "cls")):
-                uses.append((node.lineno, node.attr))
+        elif isinstance(node, ast.Attribute) and _private(node.attr) and not _on_self(node):
+            uses.append((node.lineno, node.attr))
     return uses
 
 

@@ -185,6 +185,24 @@ def test_configs_written_before_towers_were_a_list_load_as_the_same_towers(tmp_p
     assert "clip_path" not in old.to_dict()  # saved again, it is written as a list
 
 
+@pytest.mark.parametrize("field", ["moge_normalisation", "moge_input"])
+def test_moge_normalisation_selects_moges_own_statistics_under_its_former_name_too(tiny_dir, field):
+    """`moge_normalisation="moge"` (called `moge_input` in configs written before) gives MoGe its own input
+    (ImageNet statistics); the default, `clip`, the pixels CLIP reads, as the reference; the former name is
+    not left behind as an attribute of its own."""
+    raw = {
+        k: v for k, v in json.loads((tiny_dir / "config.json").read_text()).items() if k != "vision_towers"
+    }
+    clip = dict(clip_path="../clip", moge_path="../moge/model.pt", moge_backbone="dinov2_vits14")
+    default = SpatialGeoConfig(**{**raw, **clip})
+    own = SpatialGeoConfig(**{**raw, **clip, field: "moge"})
+    assert [t.input for t in default.towers] == ["shared", "shared"]
+    assert [t.input for t in own.towers] == ["shared", "own"]
+    assert field not in own.to_dict()
+    with pytest.raises(ValueError, match="moge_normalisation='imagenet'"):
+        SpatialGeoConfig(**{**raw, **clip, field: "imagenet"})
+
+
 def test_save_pretrained_round_trip_keeps_towers_out(tmp_path, tiny_dir):
     model, processor = load_model(str(tiny_dir))
     model.save_pretrained(tmp_path / "copy")

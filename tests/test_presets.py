@@ -131,12 +131,15 @@ def test_sin_cos_position_embeddings_make_patch_tokens_say_where_they_are(tmp_pa
     from transformers import CLIPVisionModel
 
     from sgeo.model.loading import load_encoders, load_processor
-    from sgeo.model.tiny import TINY, write_tiny
+    from sgeo.model.random_init.sizes import TINY
+    from sgeo.model.random_init.writer import write_random_init
 
     image = Image.new("RGB", (112, 112), (150, 150, 150))
     spread = {}
     for scale in (0.0, 1.0):
-        model_dir = write_tiny(tmp_path / str(scale), sizes=replace(TINY, position_embedding_scale=scale))
+        model_dir = write_random_init(
+            tmp_path / str(scale), sizes=replace(TINY, position_embedding_scale=scale)
+        )
         pixels = load_processor(str(model_dir)).preprocess_images([image])
         features = load_encoders(str(model_dir)).encode_images(pixels)
         clip, moge = features["clip"], features["moge"]
@@ -155,9 +158,10 @@ def test_llm_init_std_sets_the_llm_and_adapter_init(tmp_path):
     from transformers import LlamaForCausalLM
 
     from sgeo.model.loading import load_model
-    from sgeo.model.tiny import TINY, write_tiny
+    from sgeo.model.random_init.sizes import TINY
+    from sgeo.model.random_init.writer import write_random_init
 
-    model_dir = write_tiny(tmp_path, sizes=replace(TINY, llm_init_std=0.125))
+    model_dir = write_random_init(tmp_path, sizes=replace(TINY, llm_init_std=0.125))
     llm = LlamaForCausalLM.from_pretrained(tmp_path / "llm")
     assert llm.config.initializer_range == 0.125
     model, _ = load_model(str(model_dir), load_towers=False)

@@ -14,7 +14,7 @@ from PIL import Image
 
 from conftest import run_sgeo
 from sgeo.model.presets import REF_DIMS_VERSION
-from sgeo.model.tiny import TINY
+from sgeo.model.random_init.sizes import TINY
 
 SMALL_LLAMA = replace(  # the ref-dims formats at tiny shapes
     TINY, tokenizer="llama", vocab_size=1000, weights_dtype="bfloat16", llm_rms_norm_eps=1e-5, llm_max_positions=4096,
@@ -79,9 +79,9 @@ def test_bad_depth_is_a_one_line_error(tmp_path, monkeypatch):
 
 @pytest.fixture(scope="module")
 def small_llama(tmp_path_factory) -> Path:
-    from sgeo.model.tiny import write_tiny
+    from sgeo.model.random_init.writer import write_random_init
 
-    return write_tiny(tmp_path_factory.mktemp("small-llama"), sizes=SMALL_LLAMA).parent
+    return write_random_init(tmp_path_factory.mktemp("small-llama"), sizes=SMALL_LLAMA).parent
 
 
 def test_ref_dims_formats_are_written_as_released(small_llama):
@@ -89,7 +89,7 @@ def test_ref_dims_formats_are_written_as_released(small_llama):
 
     from sgeo.model.configuration import SpatialGeoConfig
     from sgeo.model.processing import SpatialGeoProcessor
-    from sgeo.model.tiny import geometry
+    from sgeo.model.random_init.configs import random_init_config
 
     def dtypes(path: Path) -> set[str]:
         with safe_open(path, "pt") as handle:
@@ -110,7 +110,7 @@ def test_ref_dims_formats_are_written_as_released(small_llama):
     assert processor.tokenizer.legacy is False
     # info's geometry is exactly what the writer writes (save-time fields aside)
     written = SpatialGeoConfig.from_pretrained(small_llama / "spatialgeo").to_diff_dict()
-    counted = geometry(SMALL_LLAMA).to_diff_dict()
+    counted = random_init_config(SMALL_LLAMA).to_diff_dict()
     for config in (written, counted):
         config.pop("architectures", None), config.pop("dtype", None)
         config["text_config"].pop("architectures", None), config["text_config"].pop("dtype", None)
@@ -123,9 +123,9 @@ def test_ref_dims_writer_is_deterministic_and_trains(small_llama, tmp_path):
     import torch
 
     from sgeo.model import load_model
-    from sgeo.model.tiny import write_tiny
+    from sgeo.model.random_init.writer import write_random_init
 
-    again = write_tiny(tmp_path / "again", sizes=SMALL_LLAMA).parent
+    again = write_random_init(tmp_path / "again", sizes=SMALL_LLAMA).parent
     assert _tree(again) == _tree(small_llama)
     model, processor = load_model(str(small_llama / "spatialgeo"), dtype=torch.float32)
     turns = [

@@ -53,15 +53,18 @@ def _spoiled_copy(source: Path, target: Path) -> Path:
     """A copy of a checkpoint whose weight files are garbage: reading any of them fails."""
     import shutil
 
+    from sgeo.model.tower_fingerprint import WEIGHT_SUFFIXES
+
     shutil.copytree(source, target, symlinks=False) if source.is_dir() else shutil.copy(source, target)
     for path in [target] if target.is_file() else target.rglob("*"):
-        if path.suffix in (".bin", ".safetensors", ".pt", ".pth"):
+        if path.suffix in WEIGHT_SUFFIXES:
             path.write_bytes(b"not weights")
     return target
 
 
 def test_building_the_processor_opens_no_weight_file(standins, tmp_path, monkeypatch):
     from sgeo.model import load_processor
+    from sgeo.model.tower_fingerprint import WEIGHT_SUFFIXES
 
     clip = _spoiled_copy(standins.clip, tmp_path / "clip")
     moge = _spoiled_copy(standins.moge, tmp_path / "model.pt")
@@ -73,11 +76,10 @@ def test_building_the_processor_opens_no_weight_file(standins, tmp_path, monkeyp
     opened = []
 
     def audit(event, args):
-        weights = (".bin", ".safetensors", ".pt", ".pth")
         if (
             event == "open"
             and isinstance(args[0], (str, bytes, os.PathLike))
-            and Path(os.fsdecode(args[0])).suffix in weights
+            and Path(os.fsdecode(args[0])).suffix in WEIGHT_SUFFIXES
         ):
             opened.append(os.fsdecode(args[0]))
 

@@ -826,8 +826,9 @@ def test_rows_joining_and_leaving_a_running_batch_keep_one_at_a_time_answers(dem
     import torch
 
     from sgeo.jobs.image_chat import TEMPLATE
+    from sgeo.model.continuous_batch import Batch
     from sgeo.model.conversation import IMAGE_TOKEN
-    from sgeo.model.generation import Batch, Sequence
+    from sgeo.model.sequence import Sequence
     from sgeo.pipeline.images import decode_image
 
     model, processor = demo

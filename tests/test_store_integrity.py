@@ -212,7 +212,7 @@ def test_train_refuses_a_flipped_store_byte(tmp_path, synthetic_root, tiny):
     import torch
 
     from sgeo.model import resolve_model
-    from sgeo.model.fingerprint import towers_fingerprint
+    from sgeo.model.tower_fingerprint import towers_fingerprint
     from sgeo.pipeline.features import encode
 
     model, processor = tiny

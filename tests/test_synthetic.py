@@ -347,3 +347,22 @@ def test_sgeo_data_synthetic_refuses_in_one_line_naming_its_own_options(out, tmp
     for result, fragments in zip(results, expected, strict=True):
         assert_one_line_error(result, *fragments)
         assert "overwrite=True" not in result["stderr"] and "n_eval" not in result["stderr"]
+
+
+def test_every_human_turn_that_shows_the_image_has_image_turns_form(synthetic_root):
+    """One home for LLaVA's "<image>\\n" + text: the synthetic captions and QA, `normalise_turns` and the chat
+    turns of `sgeo ask` / `sgeo serve` (`question_turn`) all write what `image_turn` writes."""
+    from sgeo.model.conversation import image_turn, images_in_front, normalise_turns, question_turn
+
+    assert image_turn("q") == "<image>\nq" and image_turn("q", 2) == "<image>\n<image>\nq"
+    assert question_turn("q", first=True) == {"from": "human", "value": image_turn("q")}
+    assert question_turn("q", first=False) == {"from": "human", "value": "q"}
+    assert images_in_front(image_turn("x", 3)) and not images_in_front("x <image>")
+    assert normalise_turns([{"from": "human", "value": "two <image> <image>"}]) == [
+        ("human", image_turn("two", 2))
+    ]
+    for name in ("captions.json", "spatial_qa.json"):
+        for sample in json.loads((synthetic_root / name).read_text()):
+            humans = [t["value"] for t in sample["conversations"] if t["from"] == "human"]
+            assert humans[0] == image_turn(humans[0].removeprefix("<image>\n"))
+            assert all("<image>" not in later for later in humans[1:])

@@ -48,8 +48,8 @@ def test_ablation_encodes_each_tower_once_and_scores_three_models(tiny_dir, tmp_
     from safetensors.torch import load_file
     from timm.layers import build_sincos2d_pos_embed
 
-    from sgeo.model.tiny import DEMO
-    from sgeo.model.tiny_towers import DEPTH_ANYTHING_V2_SMALL, DINOV2_SMALL
+    from sgeo.model.random_init.geometry_towers import DEPTH_ANYTHING_V2_SMALL, DINOV2_SMALL
+    from sgeo.model.random_init.sizes import DEMO
 
     for folder, published, key in (
         ("dinov2", DINOV2_SMALL, "embeddings.position_embeddings"),

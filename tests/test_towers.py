@@ -113,7 +113,7 @@ def test_moge_reads_only_up_to_its_last_block(tiny_dir):
     assert len(moge.backbone.blocks) == 4
 
 
-def test_moge_input_option_renormalises(tiny_dir):
+def test_a_tower_reading_its_own_input_renormalises(tiny_dir):
     from sgeo.model import resolve_model
 
     resolved = resolve_model(str(tiny_dir))

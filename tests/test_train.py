@@ -40,7 +40,7 @@ def data(tmp_path_factory, synthetic_root, tiny):
     image is absent from the store.
     """
     from sgeo.model import resolve_model
-    from sgeo.model.fingerprint import towers_fingerprint
+    from sgeo.model.tower_fingerprint import towers_fingerprint
     from sgeo.pipeline.images import load_image
     from sgeo.pipeline.store_writer import write_store
 

@@ -25,10 +25,11 @@ from pathlib import Path
 
 import torch
 
-from sgeo.model import tiny_towers  # the DINOv2 and Depth Anything writers (the ablation's towers share them)
+# the DINOv2 and Depth Anything writers (the ablation's towers share them)
+from sgeo.model.random_init import geometry_towers
 
 SIGLIP_SIZE = 56  # 4 x 4 patches of 14
-DINO_PATCH = tiny_towers.DINO_PATCH
+DINO_PATCH = geometry_towers.DINOV2_PATCH
 
 
 def _write_json(path: Path, data: dict) -> None:
@@ -104,9 +105,9 @@ def dinov2_config(layers: int = 6, image_size: int = 70) -> dict:
 
 
 def write_dinov2(directory: Path, seed: int = 23) -> Path:
-    processor = {**tiny_towers.DINOV2_PROCESSOR, "crop_size": {"height": 56, "width": 56},
+    processor = {**geometry_towers.DINOV2_PROCESSOR, "crop_size": {"height": 56, "width": 56},
                  "size": {"shortest_edge": 64}}  # fmt: skip
-    return tiny_towers.write_dinov2(directory, dinov2_config(), processor, seed)
+    return geometry_towers.write_dinov2(directory, dinov2_config(), processor, seed)
 
 
 DEPTH_ANYTHING_OUT_INDICES = [2, 3, 5, 6]  # Large's [5, 12, 18, 24] of 24 blocks, for 6
@@ -134,8 +135,8 @@ def depth_anything_config() -> dict:
 
 
 def write_depth_anything(directory: Path, seed: int = 24) -> Path:
-    processor = tiny_towers.depth_anything_processor(70)
-    return tiny_towers.write_depth_anything(directory, depth_anything_config(), processor, seed)
+    processor = geometry_towers.depth_anything_processor(70)
+    return geometry_towers.write_depth_anything(directory, depth_anything_config(), processor, seed)
 
 
 MOGE2_BLOCKS = [2, 5, 8, 11]  # moge-2-vitl reads blocks [5, 11, 17, 23] of 24 (0-based); dinov2_vits14 has 12

@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 
 from ..errors import SgeoError
-from ..model.conversation import IMAGE_TOKEN, clean_text
+from ..model.conversation import clean_text, question_turn
 from .generation_options import MAX_NEW_TOKENS
 
 # The model's own template (its processor_config.json's; LLaVA-1.5's vicuna_v1 for every LLaVA / SpatialGeo
@@ -34,8 +34,7 @@ class ImageChat:
         question = clean_text(question)
         if not question:
             raise SgeoError("the question is empty once <image> is taken out; ask it in words")
-        value = f"{IMAGE_TOKEN}\n{question}" if not self.turns else question
-        turns = [*self.turns, {"from": "human", "value": value}]
+        turns = [*self.turns, question_turn(question, first=not self.turns)]
         tokens = self.processor.tokenize(turns, self.template, add_generation_prompt=True)
         input_ids = self._tensor(tokens["input_ids"])  # [1, N]
         sampling = (

@@ -28,7 +28,7 @@ def _config_and_source(model: str):
 
 
 def model_info(model: str) -> dict:
-    from ..model.info import parameter_counts
+    from ..model.parameter_counts import parameter_counts
 
     config, source = _config_and_source(model)
     return {

@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import importlib
 
+# What callers import from the package itself (everything else from its module)
 _EXPORTS = {
-    "IGNORE_INDEX": ".conversation", "IMAGE_TOKEN": ".conversation", "TEMPLATES": ".conversation",
-    "get_template": ".conversation", "render": ".conversation", "SpatialGeoConfig": ".configuration",
+    "IGNORE_INDEX": ".conversation", "render": ".conversation", "SpatialGeoConfig": ".configuration",
     "SpatialGeoForCausalLM": ".modeling", "SpatialGeoProcessor": ".processing", "LoraSettings": ".stages",
     "configure_stage": ".stages", "load_config": ".loading", "load_encoders": ".loading", "load_model": ".loading",
-    "load_processor": ".loading", "PRESETS": ".presets", "sgeo_home": ".presets",
-    "ResolvedModel": ".resolve", "resolve_model": ".resolve",
+    "load_processor": ".loading", "resolve_model": ".resolve",
 }  # fmt: skip
 
 __all__ = sorted(_EXPORTS)

@@ -148,7 +148,7 @@ def tower_specs(options: list[str]):
 def _processor(llm: Located, specs, first_path: str, template: str | None):
     """The LLM's tokenizer (`<image>` added), the first tower's preprocessing and the template the model speaks."""
     from .processing import MODEL_TEMPLATES, SpatialGeoProcessor, build_image_processor, load_tokenizer
-    from .reference import _clip_image_processor
+    from .reference import clip_image_processor
     from .towers.registry import tower_class
 
     name = template or CHAT
@@ -168,7 +168,7 @@ def _processor(llm: Located, specs, first_path: str, template: str | None):
         )
     first = specs[0]
     kind = tower_class(first.kind)
-    image_processor = (first.kind == "clip" and _clip_image_processor(Located(first_path, first.source))) or (
+    image_processor = (first.kind == "clip" and clip_image_processor(Located(first_path, first.source))) or (
         build_image_processor(first.image_size, kind.mean, kind.std)
     )
     llava_rule = name in LLAVA_TEMPLATES and (Path(llm.path) / SENTENCEPIECE).is_file()

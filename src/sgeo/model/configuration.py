@@ -45,8 +45,9 @@ class SpatialGeoConfig(PretrainedConfig):
 
     The SpatialGeo fields (used only when `vision_towers` is None): `clip_backend` (`hf` / `open_clip`),
     `clip_path`, `clip_vision_config`, `clip_model_name`, `clip_hidden_size`, `clip_layer`, `image_size`,
-    `patch_size`, `moge_path`, `moge_backbone`, `moge_layers` (the last n blocks), `moge_input` (`clip`: the
-    CLIP-preprocessed pixels as the reference; `moge`: ImageNet statistics) and `adapter_type`.
+    `patch_size`, `moge_path`, `moge_backbone`, `moge_layers` (the last n blocks), `moge_normalisation` (the
+    statistics MoGe's pixels are normalised with: `clip`, CLIP's preprocessing as the reference; `moge`, its
+    own ImageNet ones; configs written before it had this name call it `moge_input`) and `adapter_type`.
     """
 
     model_type = "spatialgeo"
@@ -64,6 +65,9 @@ class SpatialGeoConfig(PretrainedConfig):
         **kwargs,
     ):
         spatialgeo = {k: kwargs.pop(k) for k in list(kwargs) if k in SPATIALGEO_FIELDS}
+        for old, new in FORMER_FIELD_NAMES.items():
+            if old in kwargs:
+                spatialgeo.setdefault(new, kwargs.pop(old))
         if vision_towers is None:
             vision_towers = spatialgeo_towers(**spatialgeo)
         if isinstance(text_config, dict):
@@ -121,7 +125,7 @@ class SpatialGeoConfig(PretrainedConfig):
         config = (
             loaded[0] if isinstance(loaded, tuple) else loaded
         )  # (config, unused) with return_unused_kwargs
-        config._name_or_path = str(pretrained_model_name_or_path)
+        config.name_or_path = pretrained_model_name_or_path  # (the setter keeps it a str)
         return loaded
 
     @property
@@ -174,8 +178,11 @@ class SpatialGeoConfig(PretrainedConfig):
 
 SPATIALGEO_FIELDS = (
     "clip_backend", "clip_path", "clip_vision_config", "clip_model_name", "clip_hidden_size", "clip_layer",
-    "image_size", "patch_size", "moge_path", "moge_backbone", "moge_layers", "moge_input", "adapter_type",
+    "image_size", "patch_size", "moge_path", "moge_backbone", "moge_layers", "moge_normalisation",
+    "adapter_type",
 )  # fmt: skip
+# Fields of configs written before they had their present names: read as the new ones.
+FORMER_FIELD_NAMES = {"moge_input": "moge_normalisation"}
 
 
 def spatialgeo_towers(
@@ -190,14 +197,14 @@ def spatialgeo_towers(
     moge_path: str | None = None,
     moge_backbone: str = "dinov2_vitl14",
     moge_layers: int = 4,
-    moge_input: str = "clip",
+    moge_normalisation: str = "clip",
     adapter_type: str = "mlp2x_gelu",
 ) -> list[dict]:
     """SpatialGeo's towers (CLIP, then MoGe's DINOv2) from the fields its configs have always had."""
     if clip_backend not in ("hf", "open_clip"):
         raise ValueError(f"clip_backend={clip_backend!r} is not one of ['hf', 'open_clip']")
-    if moge_input not in ("clip", "moge"):
-        raise ValueError(f"moge_input={moge_input!r} is not one of ['clip', 'moge']")
+    if moge_normalisation not in ("clip", "moge"):
+        raise ValueError(f"moge_normalisation={moge_normalisation!r} is not one of ['clip', 'moge']")
     if moge_backbone not in DINOV2_GEOMETRY:
         raise ValueError(f"moge_backbone={moge_backbone!r} is not one of {list(DINOV2_GEOMETRY)}")
     if moge_layers < 1:
@@ -224,7 +231,7 @@ def spatialgeo_towers(
                      clip_hidden_size, patch_size, image_size, adapter=adapter_type, options=options)  # fmt: skip
     # MoGe reads the same pixels as CLIP (patch 14 on CLIP's grid: one MoGe token per CLIP token)
     moge = TowerSpec("moge", "moge", moge_path, last_layers(moge_layers), DINOV2_GEOMETRY[moge_backbone][0],
-                     DINOV2_PATCH, image_size, input="own" if moge_input == "moge" else "shared",
+                     DINOV2_PATCH, image_size, input="own" if moge_normalisation == "moge" else "shared",
                      adapter=SUMMED + adapter_type, options={"backbone": moge_backbone})  # fmt: skip
     return [clip.to_dict(), moge.to_dict()]
 

@@ -22,6 +22,18 @@ def turn_order_problem(i: int, speaker: str) -> str | None:
     return None
 
 
+def image_turn(text: str, images: int = 1) -> str:
+    """A human turn showing `images` images, as LLaVA writes it (its training data and its eval scripts):
+    "<image>\n" per image, then `text`. The one home of that form: everything that writes a turn calls it."""
+    return (IMAGE_TOKEN + "\n") * images + text
+
+
+def question_turn(question: str, first: bool) -> dict:
+    """A human turn of a conversation about one image: the first opens with the image (`image_turn`), the
+    later ones are the question alone."""
+    return {"from": "human", "value": image_turn(question) if first else question}
+
+
 def clean_text(text: str) -> str:
     """A user's question without `<image>`: `sgeo ask` and `sgeo serve` place the one image themselves, and a
     stray token would ask for another image the conversation does not have."""
@@ -66,7 +78,7 @@ def images_in_front(text: str) -> bool:
     """Whether `text` is already in the form LLaVA's eval scripts write: "<image>\n" per image, then text
     holding no other `<image>`."""
     k = text.count(IMAGE_TOKEN)
-    return k > 0 and text.startswith((IMAGE_TOKEN + "\n") * k)
+    return k > 0 and text.startswith(image_turn("", k))
 
 
 def normalise_turns(conversations: list[dict], as_written: bool = False) -> list[tuple[str, str]]:
@@ -90,7 +102,7 @@ def normalise_turns(conversations: list[dict], as_written: bool = False) -> list
             pass
         elif images := text.count(IMAGE_TOKEN):
             # LLaVA strips the result too: a turn that is only "<image>" stays "<image>"
-            text = ((IMAGE_TOKEN + "\n") * images + text.replace(IMAGE_TOKEN, "").strip()).strip()
+            text = image_turn(text.replace(IMAGE_TOKEN, "").strip(), images).strip()
         turns.append((role, text))
     return turns
 

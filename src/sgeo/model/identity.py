@@ -11,14 +11,14 @@ import hashlib
 import json
 from pathlib import Path
 
-_WEIGHT_SUFFIXES = (".bin", ".safetensors", ".pt", ".pth")
+from .tower_fingerprint import WEIGHT_SUFFIXES
 
 
 def _describe_files(directory: Path) -> list:
     entries = []
     for path in sorted(p for p in directory.rglob("*") if p.is_file() and "checkpoints" not in p.parts):
         name = path.relative_to(directory).as_posix()
-        if path.suffix in _WEIGHT_SUFFIXES:
+        if path.suffix in WEIGHT_SUFFIXES:
             entries.append((name, path.stat().st_size))
         elif path.suffix == ".json":
             entries.append((name, hashlib.sha256(path.read_bytes()).hexdigest()))

@@ -84,14 +84,14 @@ def stop_at_end_of_turn(model, processor) -> None:
     """`generate` stops where the model's turn ends: the LLM's generation config gets the processor's stop ids
     (a chat template's end-of-turn token and generation_config.json's eos ids, which a fully saved composed
     model's own generation config no longer knows). A LLaVA model's `</s>` is left as it is."""
+    from .generation import configured_eos_ids, end_of_answer_ids
+
     generation = getattr(model.language_model, "generation_config", None)
     if generation is None:
         return
-    eos = generation.eos_token_id
-    eos = [] if eos is None else [eos] if isinstance(eos, int) else list(eos)
-    stops = processor.stop_token_ids
-    if set(stops) - set(eos):
-        generation.eos_token_id = list(dict.fromkeys([*stops, *eos]))
+    stops = end_of_answer_ids(model, processor)
+    if set(stops) - set(configured_eos_ids(model)):
+        generation.eos_token_id = stops
 
 
 def load_encoders(model: str | ResolvedModel, *, dtype=None, device: str | None = None, names=None):

@@ -1,7 +1,9 @@
 """Named models: the preset registry. Every `--model` option takes a preset name or a model directory.
 
-- `tiny`: seeded random-init parts written under `$SGEO_HOME` (default `~/.cache/sgeo`) on first use.
-- `demo`: the quickstart's, written the same way: tiny with position-aware towers and a wider LLM.
+- `tiny`: seeded random-init CLIP, MoGe (ViT-S/14) and a 2-layer Llama at 112 px (`random_init`), written
+  under `$SGEO_HOME` (default `~/.cache/sgeo`) on first use.
+- `demo`: the quickstart's, written the same way: tiny with sin-cos tower position embeddings and a 128-wide
+  fan-in-init LLM.
 - `ref-dims`: the same, at the reference's shapes and dtypes (CLIP ViT-L/14-336, MoGe ViT-L, a bf16 Llama-7B-
   shaped LLM with `$SGEO_REF_DIMS_LAYERS` layers, default 2, and LLaVA's tokenizer), to rehearse on CPU.
 - `spatialgeo-7b`: the reference parts (LLaVA-1.5-7B with CLIP ViT-L/14-336, MoGe ViT-L), from local paths or
@@ -22,7 +24,7 @@ from pathlib import Path
 from ..errors import SgeoError
 
 TINY_VERSION = "tiny-v1"  # bump when the tiny recipe changes, so old homes are not reused
-DEMO_VERSION = "demo-v1"  # likewise for the demo recipe (`tiny.DEMO`)
+DEMO_VERSION = "demo-v1"  # likewise for the demo recipe (`random_init.sizes.DEMO`)
 REF_DIMS_VERSION = "ref-dims-v2"  # + the LLM depth: homes never mix models of different depths
 REF_DIMS_LAYERS_ENV = "SGEO_REF_DIMS_LAYERS"
 
@@ -56,17 +58,18 @@ def materialise(version: str, write: Callable[[Path], Path]) -> Path:
 
 
 def _tiny() -> Path:
-    from .tiny import write_tiny
+    from .random_init.writer import write_random_init
 
-    return materialise(TINY_VERSION, write_tiny)
+    return materialise(TINY_VERSION, write_random_init)
 
 
 def _demo() -> Path:
     from functools import partial
 
-    from .tiny import DEMO, write_tiny
+    from .random_init.sizes import DEMO
+    from .random_init.writer import write_random_init
 
-    return materialise(DEMO_VERSION, partial(write_tiny, sizes=DEMO))
+    return materialise(DEMO_VERSION, partial(write_random_init, sizes=DEMO))
 
 
 def ref_dims_layers() -> int:
@@ -87,17 +90,19 @@ def ref_dims_version() -> str:
 def _ref_dims() -> Path:
     from functools import partial
 
-    from .tiny import ref_dims, write_tiny
+    from .random_init.sizes import ref_dims
+    from .random_init.writer import write_random_init
 
-    writer = partial(write_tiny, sizes=ref_dims(ref_dims_layers()))
+    writer = partial(write_random_init, sizes=ref_dims(ref_dims_layers()))
     return materialise(ref_dims_version(), writer)
 
 
 def _ref_dims_geometry():
-    from .tiny import geometry, ref_dims
+    from .random_init.configs import random_init_config
+    from .random_init.sizes import ref_dims
 
     where = sgeo_home() / "presets" / ref_dims_version() / "spatialgeo"
-    return geometry(ref_dims(ref_dims_layers())), {"preset": "ref-dims", "directory": str(where),
+    return random_init_config(ref_dims(ref_dims_layers())), {"preset": "ref-dims", "directory": str(where),
                                                    "written": where.is_dir()}  # fmt: skip
 
 
@@ -110,7 +115,6 @@ def _spatialgeo_7b() -> Path:
 @dataclass(frozen=True)
 class Preset:
     name: str
-    summary: str
     directory: Callable[[], Path]  # the model directory, written first where the preset writes one
     # () -> (SpatialGeoConfig, description): a random-init preset's geometry without writing its files
     geometry: Callable | None = None
@@ -126,25 +130,11 @@ class Preset:
 PRESETS: dict[str, Preset] = {
     preset.name: preset
     for preset in (
-        Preset("tiny", "seeded random-init CLIP, MoGe (ViT-S/14) and a 2-layer Llama; 112 px", _tiny),
-        Preset(
-            "demo",
-            "the quickstart's: tiny with sin-cos tower position embeddings and a 128-wide fan-in-init LLM",
-            _demo,
-        ),
-        Preset(
-            "ref-dims",
-            "tiny's recipe at the reference's shapes: CLIP ViT-L/14-336, MoGe ViT-L, a bf16 Llama-7B-shaped LLM "
-            f"with ${REF_DIMS_LAYERS_ENV} layers (default 2), LLaVA's tokenizer",
-            _ref_dims,
-            geometry=_ref_dims_geometry,
-        ),
-        Preset(
-            "spatialgeo-7b",
-            "LLaVA-1.5-7B + CLIP ViT-L/14-336 + MoGe ViT-L (local files)",
-            _spatialgeo_7b,
-            layout="reference",
-        ),
+        # what each is: the module's docstring
+        Preset("tiny", _tiny),
+        Preset("demo", _demo),
+        Preset("ref-dims", _ref_dims, geometry=_ref_dims_geometry),
+        Preset("spatialgeo-7b", _spatialgeo_7b, layout="reference"),
     )
 }
 

@@ -121,7 +121,7 @@ def reference_processor(resolved):
         )
     clip = resolved.towers["clip"]
     vision = _clip_vision_config(clip)
-    image_processor = _clip_image_processor(clip) or build_image_processor(vision.image_size)
+    image_processor = clip_image_processor(clip) or build_image_processor(vision.image_size)
     tokenizer = load_tokenizer(resolved.tokenizer_dir)
     max_length = raw.get("tokenizer_model_max_length") or tokenizer.model_max_length
     return SpatialGeoProcessor(
@@ -134,7 +134,7 @@ def reference_processor(resolved):
     )
 
 
-def _clip_image_processor(clip: Located):
+def clip_image_processor(clip: Located):
     """CLIP's preprocessing from its `preprocessor_config.json` (old `size: 336` forms included), as LLaVA."""
     from transformers import CLIPImageProcessor
 

@@ -20,7 +20,7 @@ from PIL import Image
 
 from sgeo import atomic
 from sgeo.errors import SgeoError
-from sgeo.model.conversation import IMAGE_TOKEN
+from sgeo.model.conversation import question_turn
 from sgeo.pipeline.images import DEFAULT_MAX_PIXELS, load_image, resolve_inside
 from sgeo.pipeline.json_files import read_json
 from sgeo.pipeline.names import SYNTHETIC_BENCH, SYNTHETIC_CAPTIONS, SYNTHETIC_EVAL, SYNTHETIC_QA
@@ -77,7 +77,7 @@ def _caption_sample(sample_id: str, image_id: str, caption: str) -> dict:
         "id": sample_id,
         "image": image_id,
         "conversations": [
-            {"from": "human", "value": f"{IMAGE_TOKEN}\n{CAPTION_PROMPT}"},
+            question_turn(CAPTION_PROMPT, first=True),
             {"from": "gpt", "value": caption.strip()},
         ],
     }

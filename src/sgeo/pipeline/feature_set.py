@@ -106,7 +106,7 @@ def open_feature_set(paths: list[str], towers: list[str], storage_options=None) 
     """The stores at `paths` (stores or directories of stores) serving every tower in `towers`, read as one;
     a tower no store holds is refused in one line."""
     from sgeo.cache import FeatureStore
-    from sgeo.model.fingerprint import stored_towers
+    from sgeo.model.tower_fingerprint import stored_towers
 
     stores = [
         FeatureStore.open(p, storage_options=storage_options) for p in store_paths(paths, storage_options)
@@ -129,7 +129,7 @@ def check_feature_set(feature_set, expected: dict[str, dict], preprocessing: dic
     preprocessing, in one line naming the store and the first difference. Each store's encoding is its own
     business."""
     from sgeo.cache import check_fingerprint
-    from sgeo.model.fingerprint import stored_towers
+    from sgeo.model.tower_fingerprint import stored_towers
 
     parts = getattr(feature_set, "parts", None) or {name: (feature_set, name) for name in expected}
     for name, want in expected.items():

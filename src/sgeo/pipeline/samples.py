@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sgeo.model.conversation import IMAGE_TOKEN, SPEAKERS, turn_order_problem
+from sgeo.model.conversation import IMAGE_TOKEN, SPEAKERS, image_turn, turn_order_problem
 
 
 @dataclass(frozen=True)
@@ -89,7 +89,7 @@ def check_sample(sample, *, needs_image: bool = False, plain: bool = False) -> C
         if images > 1:
             # LLaVA's preprocess_multimodal: every <image> of the turn taken out, one put at its front
             k = with_image[0]
-            merged = (IMAGE_TOKEN + "\n" + turns[k]["value"].replace(IMAGE_TOKEN, "").strip()).strip()
+            merged = image_turn(turns[k]["value"].replace(IMAGE_TOKEN, "").strip()).strip()
             turns = [*turns[:k], {**turns[k], "value": merged}, *turns[k + 1 :]]
             fix = fix or "image_tokens_merged"
     if plain and len(turns) != 2:

@@ -65,7 +65,7 @@ def _extract(config: ExtractConfig) -> ExtractSummary:
 
     from sgeo.cache import FeatureStore, writer_lock
     from sgeo.model import resolve_model
-    from sgeo.model.fingerprint import towers_fingerprint
+    from sgeo.model.tower_fingerprint import towers_fingerprint
     from sgeo.pipeline.datasets import get_dataset
 
     t0 = time.perf_counter()

@@ -31,13 +31,13 @@ import numpy as np
 
 from sgeo.cache import human_bytes
 from sgeo.errors import SgeoError
+from sgeo.model.tower_fingerprint import WEIGHT_SUFFIXES
 from sgeo.precision import torch_dtype
 
 COUNTS = ("ok", "failed", "bytes", "retried")  # what a shard's stats row counts
 STAGES = ("decode_s", "wait_s", "encode_s", "write_s")  # and the busy seconds it reports
 AUTO_FILL = 0.85  # --batch-size auto fills this much of the free device memory (the allocator fragments)
 PROCESS_MEMORY = 768 << 20  # a worker imports torch and transformers
-WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
 
 
 def read_image(image_root: str, image_id: str, processor, pixel_shape) -> tuple[dict, np.ndarray | None]:

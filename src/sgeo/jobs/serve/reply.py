@@ -11,8 +11,8 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 
-from ...model.conversation import IMAGE_TOKEN
-from ...model.generation import Sequence as Generation
+from ...model.conversation import question_turn
+from ...model.sequence import Sequence as Generation
 
 
 @dataclass
@@ -26,8 +26,7 @@ class Chat:
 
     def next_turns(self, question: str) -> list[dict]:
         """The turns with `question` added: the image's placeholder opens the first one, as `sgeo ask` writes it."""
-        value = f"{IMAGE_TOKEN}\n{question}" if not self.turns else question
-        return [*self.turns, {"from": "human", "value": value}]
+        return [*self.turns, question_turn(question, first=not self.turns)]
 
 
 class Slot:

@@ -99,7 +99,7 @@ def aspect_mode(settings: TrainSettings, features) -> str:
 
 def check_features(features, resolved_model, processor) -> None:
     """Refuse stores made by other towers or preprocessing; each store's encoding is its own business."""
-    from sgeo.model.fingerprint import tower_fingerprint
+    from sgeo.model.tower_fingerprint import tower_fingerprint
     from sgeo.pipeline.feature_set import check_feature_set
 
     expected = {

@@ -53,7 +53,7 @@ def spec_from_source(kind: str, name: str, located, layers=None, shared_size: in
             f"--tower {kind}={located.name}: a {kind} tower takes any image size, so it cannot come first; put a "
             "fixed-size tower (clip, siglip) first"
         )
-    own = shared_size is not None and (getattr(cls, "default_input", "own") == "own")
+    own = shared_size is not None and cls.default_input == "own"
     return TowerSpec(
         name=name, source=located.name, image_size=image_size, input="own" if own else "shared",
         adapter=cls.default_adapter, **fields,

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from PIL import Image
 
 from sgeo.errors import SgeoError
-from sgeo.model.conversation import IMAGE_TOKEN
+from sgeo.model.conversation import IMAGE_TOKEN, image_turn
 
 from .common import BenchItem
 
@@ -93,7 +93,7 @@ def llava_turn(item: BenchItem, text: str, multi_image: str = "all", system: str
     """LLaVA-1.5's own question format (`llava/eval/model_vqa_loader.py`): one "<image>\\n" per image shown,
     then the text, in the vicuna_v1 template (its system prompt unless `system` is given)."""
     images, n, tile = shown_images(item, multi_image)
-    return Prompt(system, f"{IMAGE}\n" * n + text, images, tile)
+    return Prompt(system, image_turn(text, n), images, tile)
 
 
 def sgeo_prompt(item: BenchItem, multi_image: str, format_hint: bool) -> Prompt:

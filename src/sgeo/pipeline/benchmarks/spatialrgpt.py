@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from sgeo.errors import SgeoError
-from sgeo.model.conversation import TEMPLATES
+from sgeo.model.conversation import TEMPLATES, image_turn
 from sgeo.pipeline.scoring import judge_record, score_item
 
 from .common import BenchItem, clean, read_rows
@@ -128,8 +128,8 @@ def spatialrgpt_prompt(item: BenchItem, protocol: str, multi_image: str, format_
     """sgeo: the question and its hint after the image. reference: eval_spatial.py's llava_v1 system prompt
     with the hint glued on, the human turn verbatim."""
     if protocol == "sgeo":
-        return Prompt(None, f"{IMAGE}\n{sgeo_text(item, format_hint)}", (item.image,))
-    human = item.raw_question if item.raw_question is not None else f"{IMAGE}\n{sgeo_text(item, format_hint)}"
+        return Prompt(None, image_turn(sgeo_text(item, format_hint)), (item.image,))
+    human = item.raw_question if item.raw_question is not None else image_turn(sgeo_text(item, format_hint))
     n = human.count(IMAGE)
     if n > 1:
         raise SgeoError(f"item {item.question_id}: its human turn has {n} {IMAGE} but the item one image")

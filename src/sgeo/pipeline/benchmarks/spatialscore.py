@@ -19,10 +19,11 @@ from pathlib import Path
 from typing import Any
 
 from sgeo.errors import SgeoError
+from sgeo.model.conversation import image_turn
 from sgeo.pipeline.scoring import CHOICE_LETTERS, score_spatialscore
 
 from .common import CHOICE_SUFFIX, JUDGMENT_SUFFIX, BenchItem, clean, read_rows
-from .protocols import IMAGE, Prompt, greedy_protocols, sgeo_text, shown_images
+from .protocols import Prompt, greedy_protocols, sgeo_text, shown_images
 from .registry import Benchmark
 
 # The instruction SpatialScore gives before each question, by source: version_0/test_all-in-one.py
@@ -169,10 +170,10 @@ def spatialscore_prompt(item: BenchItem, protocol: str, multi_image: str, format
     Both upscale tiny images as their code does."""
     images, n, tile = shown_images(item, multi_image)
     if protocol == "sgeo":
-        return Prompt(None, f"{IMAGE}\n" * n + sgeo_text(item, format_hint), images, tile, upscale_tiny=True)
+        return Prompt(None, image_turn(sgeo_text(item, format_hint), n), images, tile, upscale_tiny=True)
     instruction = source_instruction(item.qa_info.get("source"), item.qa_info.get("type"))
     question = item.raw_question if item.raw_question is not None else sgeo_text(item, format_hint)
-    return Prompt(f"ASSISTANT: {instruction}", f"{IMAGE}\n" * n + question, images, tile, True)
+    return Prompt(f"ASSISTANT: {instruction}", image_turn(question, n), images, tile, True)
 
 
 def spatialscore_image_root(located: Path) -> Path:

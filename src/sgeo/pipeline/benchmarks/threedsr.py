@@ -35,10 +35,11 @@ from pathlib import Path
 from typing import Any
 
 from sgeo.errors import SgeoError
+from sgeo.model.conversation import image_turn
 from sgeo.pipeline.scoring.threedsr import AUTHORS_FORM, CATEGORY_MAPPING, score_threedsr, threedsr_summary
 
 from .common import BenchItem, clean, sgeo_choice_prompt
-from .protocols import IMAGE, Prompt, greedy_protocols, shown_images, verbatim_prompt
+from .protocols import Prompt, greedy_protocols, shown_images, verbatim_prompt
 from .published import check_columns, data_files, read_parquet, unpack_image, unpack_root, unpacked_images
 from .registry import Benchmark
 
@@ -187,7 +188,7 @@ def threedsr_prompt(item: BenchItem, protocol: str, multi_image: str, format_hin
     image then the question)."""
     if protocol == "reference" and item.extra.get("form") == AUTHORS_FORM:
         images, n, tile = shown_images(item, multi_image)
-        return Prompt(VLMEVALKIT_LLAVA_SYSTEM, f"{IMAGE}\n" * n + (item.raw_question or ""), images, tile)
+        return Prompt(VLMEVALKIT_LLAVA_SYSTEM, image_turn(item.raw_question or "", n), images, tile)
     return verbatim_prompt(item, protocol, multi_image, format_hint)
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from sgeo.errors import SgeoError
+from sgeo.model.conversation import question_turn
 from sgeo.pipeline.datasets import CAPTION_PROMPT  # one caption prompt for every stage-1 dataset
 from sgeo.pipeline.names import SYNTHETIC_BENCH as BENCH
 from sgeo.pipeline.names import SYNTHETIC_CAPTIONS as CAPTIONS
@@ -75,7 +76,7 @@ def conversation(turns: list[tuple[str, str]]) -> list[dict]:
     """LLaVA's `conversations` of (question, answer) turns, the image token before the first question."""
     conv = []
     for i, (q, a) in enumerate(turns):
-        conv.append({"from": "human", "value": f"<image>\n{q}" if i == 0 else q})
+        conv.append(question_turn(q, first=i == 0))
         conv.append({"from": "gpt", "value": a})
     return conv
 

@@ -11,9 +11,10 @@ not what this transformers version would write) and the published `preprocessor_
 `DINOV2_SMALL` and `DEPTH_ANYTHING_V2_SMALL` are the published configs of `facebook/dinov2-small` and
 `depth-anything/Depth-Anything-V2-Small-hf`: a ViT-S/14 backbone, the very architecture of the demo preset's
 MoGe backbone (`dinov2_vits14`), so the geometry towers of the ablation differ in what they are, not in size.
-`write_demo_geometry_towers` writes both as the demo preset writes its towers: with `position_embedding_scale`
-x a 2D sin-cos grid in the position table (CLS: zeros), so every patch token says where it is; without it a
-random-init tower's tokens do not, and a tiny model cannot learn spatial questions (bench/grounding_probe.py).
+`write_demo_geometry_towers` writes both as the demo preset writes its towers (`positions.py`): with
+`position_embedding_scale` x a 2D sin-cos grid in the position table (CLS: zeros), so every patch token says
+where it is; without it a random-init tower's tokens do not, and a tiny model cannot learn spatial questions
+(bench/grounding_probe.py).
 The table keeps its published 37 x 37 grid (image_size 518), interpolated to the input's grid by the model,
 as the demo's MoGe interpolates its DINOv2's.
 """
@@ -25,8 +26,11 @@ from pathlib import Path
 
 import torch
 
-DINO_PATCH = 14
-IMAGENET = {"image_mean": [0.485, 0.456, 0.406], "image_std": [0.229, 0.224, 0.225]}
+from ..pixel_stats import IMAGENET_MEAN, IMAGENET_STD
+from ..towers.moge_checkpoint import DINOV2_PATCH
+from .positions import write_dinov2_positions
+
+IMAGENET = {"image_mean": list(IMAGENET_MEAN), "image_std": list(IMAGENET_STD)}
 RESCALE = 0.00392156862745098  # 1 / 255, as the processors' configs write it
 
 # facebook/dinov2-small's config.json (dinov2-base / -large / -giant differ in hidden_size, num_attention_heads,
@@ -36,7 +40,7 @@ DINOV2_SMALL = {
     "hidden_act": "gelu", "hidden_dropout_prob": 0.0, "hidden_size": 384, "image_size": 518,
     "initializer_range": 0.02, "layer_norm_eps": 1e-06, "layerscale_value": 1.0, "mlp_ratio": 4,
     "model_type": "dinov2", "num_attention_heads": 6, "num_channels": 3, "num_hidden_layers": 12,
-    "patch_size": DINO_PATCH, "qkv_bias": True, "torch_dtype": "float32", "transformers_version": "4.31.0.dev0",
+    "patch_size": DINOV2_PATCH, "qkv_bias": True, "torch_dtype": "float32", "transformers_version": "4.31.0.dev0",
     "use_swiglu_ffn": False,
 }  # fmt: skip
 # facebook/dinov2-*'s preprocessor_config.json (every size ships the same one)
@@ -58,7 +62,7 @@ DEPTH_ANYTHING_V2_SMALL = {
         "out_indices": [3, 6, 9, 12], "reshape_hidden_states": False, "torch_dtype": "float32",
     },
     "fusion_hidden_size": 64, "head_hidden_size": 32, "head_in_index": -1, "initializer_range": 0.02,
-    "model_type": "depth_anything", "neck_hidden_sizes": [48, 96, 192, 384], "patch_size": DINO_PATCH,
+    "model_type": "depth_anything", "neck_hidden_sizes": [48, 96, 192, 384], "patch_size": DINOV2_PATCH,
     "reassemble_factors": [4, 2, 1, 0.5], "reassemble_hidden_size": 384, "torch_dtype": "float32",
     "transformers_version": None, "use_pretrained_backbone": False,
 }  # fmt: skip
@@ -81,17 +85,6 @@ def _write_json(path: Path, data: dict) -> None:
     path.write_text(json.dumps(data, indent=2) + "\n")
 
 
-def write_sincos_positions(model: torch.nn.Module, scale: float) -> None:
-    """Set the DINOv2 position table of `model` (a Dinov2Model, or a Depth Anything holding one as its backbone)
-    by tiny.py's rule for CLIP and MoGe (`write_sincos_table`)."""
-    from transformers.models.dinov2.modeling_dinov2 import Dinov2Embeddings
-
-    from .tiny import write_sincos_table
-
-    embeddings = next(m for m in model.modules() if isinstance(m, Dinov2Embeddings))
-    write_sincos_table(embeddings.position_embeddings[0], scale)  # [1 + grid^2, D]
-
-
 def write_dinov2(
     directory: Path,
     published: dict = DINOV2_SMALL,
@@ -106,7 +99,7 @@ def write_dinov2(
     torch.manual_seed(seed)
     model = Dinov2Model(Dinov2Config(**published))
     if position_embedding_scale:
-        write_sincos_positions(model, position_embedding_scale)
+        write_dinov2_positions(model, position_embedding_scale)
     model.save_pretrained(directory)  # model.safetensors, as the hub repo holds it
     _write_json(directory / "config.json", published)
     _write_json(directory / "preprocessor_config.json", processor)
@@ -128,7 +121,7 @@ def write_depth_anything(
     fields = {k: v for k, v in published.items() if k not in ("architectures", "transformers_version")}
     model = DepthAnythingForDepthEstimation(DepthAnythingConfig(**fields))
     if position_embedding_scale:
-        write_sincos_positions(model, position_embedding_scale)
+        write_dinov2_positions(model, position_embedding_scale)
     model.save_pretrained(directory)
     _write_json(directory / "config.json", published)
     _write_json(directory / "preprocessor_config.json", processor or depth_anything_processor())
@@ -139,8 +132,8 @@ def write_demo_geometry_towers(root: Path, position_embedding_scale: float | Non
     """`root/dinov2` (facebook/dinov2-small's layout) and `root/depth-anything` (Depth-Anything-V2-Small-hf's),
     with the demo preset's position embeddings; {kind: directory}. Written once: a directory holding its
     preprocessor_config.json (written last) is kept (the writers are deterministic: it holds the same bytes)."""
-    from .load_context import quiet_loading
-    from .tiny import DEMO
+    from ..load_context import quiet_loading
+    from .sizes import DEMO
 
     scale = DEMO.position_embedding_scale if position_embedding_scale is None else position_embedding_scale
     root = Path(root)

@@ -16,6 +16,9 @@ from pathlib import Path
 from sgeo import atomic
 
 DIGESTS_FILE = "weight-digests.json"
+# The files that hold a checkpoint's weights (safetensors, PyTorch pickles): what the fingerprint hashes, what
+# model_identity sizes and what extract counts as the bytes a worker loads.
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
 
 
 def _digests_path() -> Path:
@@ -63,7 +66,7 @@ def _hash_path(path: str) -> str:
 
 
 def _is_weight(path: Path) -> bool:
-    return path.suffix in (".safetensors", ".bin", ".pt", ".pth") or path.name == "config.json"
+    return path.suffix in WEIGHT_SUFFIXES or path.name == "config.json"
 
 
 def hash_weights(path: str) -> str:
