@@ -294,7 +294,7 @@ def main() -> None:
     )
     args = parser.parse_args()
 
-    from sgeo.pipeline.synthetic import generate_synthetic
+    from sgeo.synthetic import generate_synthetic
 
     work = Path(tempfile.mkdtemp(prefix="sgeo-bench-extract-"))
     os.environ.setdefault("SGEO_HOME", str(work / "home"))  # a fresh tiny preset unless the caller has one

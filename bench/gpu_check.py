@@ -168,7 +168,7 @@ def build_model(config, device, attn: str, dtype, seed: int = 0):
 def synthetic_images(n: int, size: int, seed: int = 0):
     import numpy as np
 
-    from sgeo.pipeline.synthetic import render_scene, sample_scene
+    from sgeo.synthetic import render_scene, sample_scene
 
     return [render_scene(sample_scene(np.random.default_rng([seed, i]), size, size)) for i in range(n)]
 
@@ -248,7 +248,7 @@ def write_jpegs(root: Path, n: int, distinct: int = 64) -> None:
     several files (decoding costs the same whatever the content repeats)."""
     import numpy as np
 
-    from sgeo.pipeline.synthetic import render_scene, sample_scene
+    from sgeo.synthetic import render_scene, sample_scene
 
     root.mkdir(parents=True, exist_ok=True)
     for k in range(distinct):
@@ -487,7 +487,7 @@ def check_train(config, processor, towers, features, pixels, device, args, workd
                     from sgeo.jobs.train.memory_plan import StepMemory, plan_memory
 
                     plan = plan_memory(batch_size, 1, StepMemory(fixed=line[1], per_sample=line[0]),
-                                       torch.cuda.get_device_properties(device).total_memory, row["sequence"])
+                                       torch.cuda.get_device_properties(device).total_memory, row["sequence"])  # fmt: skip
                     row["auto_plan"] = plan.reason
                 off = batch_size if fits is None else min(batch_size, fits)
                 if off >= 1:
@@ -572,7 +572,7 @@ def check_4bit(config, processor, towers, image, device, args) -> dict:
 
     if device.type != "cuda" or importlib.util.find_spec("bitsandbytes") is None:
         return {"skipped": "needs CUDA and bitsandbytes"}
-    from sgeo.jobs.image_chat import ImageChat
+    from sgeo.inference.image_chat import ImageChat
     from sgeo.model.quantization import quantize_language_model
 
     reset_peak(device)

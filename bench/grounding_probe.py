@@ -46,7 +46,7 @@ def encode(model_dir: Path, records: list[dict], folder: Path, batch: int = 64):
 
 def targets(records: list[dict], colours: list[str]):
     """(image index, colour index, third) of every object."""
-    from sgeo.pipeline.synthetic.questions import image_third
+    from sgeo.synthetic.questions import image_third
 
     rows = []
     for i, r in enumerate(records):
@@ -127,8 +127,8 @@ def main() -> None:
     from sgeo.model.random_init.sizes import TINY
     from sgeo.model.random_init.writer import write_random_init
     from sgeo.pipeline.names import SYNTHETIC_META
-    from sgeo.pipeline.synthetic import generate_synthetic
-    from sgeo.pipeline.synthetic.scene import COLOURS
+    from sgeo.synthetic import generate_synthetic
+    from sgeo.synthetic.scene import COLOURS
 
     work = args.workdir or Path(tempfile.mkdtemp(prefix="sgeo-grounding-"))
     data = work / "data"

@@ -4,7 +4,7 @@ nothing.
     python bench/moge_geometry_probe.py --out runs/geo-moge        # 2000 scenes, 400 steps (2.5 min, 2 cores)
     python bench/relation_answer_probe.py --relation behind --branches moge --model runs/geo-moge/spatialgeo
 
-The synthetic scenes know their geometry exactly (`sgeo.pipeline.synthetic.geometry`, a ray-caster). This
+The synthetic scenes know their geometry exactly (`sgeo.synthetic.geometry`, a ray-caster). This
 trains the last K blocks of the `demo` preset's MoGe backbone (DINOv2 ViT-S/14; the blocks before them frozen
 and run once) with a per-patch linear head on what each 14 px patch sees: its mean height above the floor, log
 distance from the camera and x, and the share of it an object covers. Those blocks' outputs are what the MoGe
@@ -29,7 +29,7 @@ TARGETS = ("height above the floor (m)", "log distance from the camera", "x (m)"
 def patch_targets(scene, patches: int) -> np.ndarray:
     """[patches * patches, 5]: per patch, the mean height, log distance and x of what its rays hit, the share
     of its rays that hit an object, and the share that hit anything (not the sky)."""
-    from sgeo.pipeline.synthetic.geometry import ray_hits
+    from sgeo.synthetic.geometry import ray_hits
 
     world, hit, which = ray_hits(scene, SAMPLES, SAMPLES)
     distance = np.linalg.norm(world - scene.camera.position, axis=1)
@@ -61,8 +61,8 @@ def main() -> None:
     from sgeo.model.processing import build_image_processor
     from sgeo.model.random_init.sizes import DEMO
     from sgeo.model.random_init.writer import write_random_init
-    from sgeo.pipeline.synthetic.render import render_scene
-    from sgeo.pipeline.synthetic.sampling import sample_scene
+    from sgeo.synthetic.render import render_scene
+    from sgeo.synthetic.sampling import sample_scene
 
     torch.manual_seed(0)
     model_dir = write_random_init(args.out, sizes=DEMO)  # the demo preset's parts; its MoGe is replaced below

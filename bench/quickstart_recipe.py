@@ -5,7 +5,7 @@ the quickstart's own table; asserts nothing.
     python bench/quickstart_recipe.py runs/lt relations=left,tall stage2_epochs=8  # 53.2 % with 4 turns per image*
     python bench/quickstart_recipe.py runs/full --full stage2_epochs=6              # the whole mix, twice the steps
 
-(* measured with `NARROW_TURNS_PER_IMAGE` = 4 in sgeo.pipeline.synthetic.writer; it is 2 now.)
+(* measured with `NARROW_TURNS_PER_IMAGE` = 4 in sgeo.synthetic.writer; it is 2 now.)
 
 Each KEY=VALUE sets one field of `QuickstartRecipe` (relations: comma-separated, or `all`); a field not named
 keeps the default's value (with --full: `sgeo quickstart --full`'s). The workdir must be new, or one this same recipe wrote (the quickstart refuses

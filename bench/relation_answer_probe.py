@@ -37,20 +37,20 @@ PROBED = {
 
 
 def _box(scene, obj):
-    from sgeo.pipeline.synthetic.scene import bbox_2d
+    from sgeo.synthetic.scene import bbox_2d
 
     return bbox_2d(scene.camera, obj)
 
 
 def _distance(scene, obj):
-    from sgeo.pipeline.synthetic.scene import camera_distance
+    from sgeo.synthetic.scene import camera_distance
 
     return camera_distance(scene.camera, obj)
 
 
 def scene_of(record: dict):
     """The scene a meta.json record describes."""
-    from sgeo.pipeline.synthetic.scene import Camera, Scene, SceneObject
+    from sgeo.synthetic.scene import Camera, Scene, SceneObject
 
     c = record["camera"]
     camera = Camera(c["width"], c["height"], c["focal_px"], c["elevation_m"], c["pitch_deg"])
@@ -66,8 +66,8 @@ def relation_turns(scene, relation: str, yes_first: bool = False) -> list[tuple[
     """(question, answer, bench category, truth) for each ordered pair whose `relation` is clear (the
     synthetic data's rule). The answer is the synthetic data's ("The A is to the right of the B, so no."),
     or with `yes_first` the verdict first ("No, the A is to the right of the B.")."""
-    from sgeo.pipeline.synthetic.questions import PREDICATE_TEXT, statement
-    from sgeo.pipeline.synthetic.relations import RELATIONS
+    from sgeo.synthetic.questions import PREDICATE_TEXT, statement
+    from sgeo.synthetic.relations import RELATIONS
 
     asked = [(category, sign, q) for category, (rel, sign, q) in PREDICATE_TEXT.items() if rel == relation]
     turns = []
@@ -99,7 +99,7 @@ def write_data(data: Path, seed: int, relation: str, yes_first: bool) -> tuple[P
     """The relation's training conversations and its held-out bench, from the generator's meta."""
     # the synthetic data's own LLaVA-format conversation (`<image>` before the first question)
     from sgeo.pipeline.names import SYNTHETIC_META
-    from sgeo.pipeline.synthetic.writer import conversation
+    from sgeo.synthetic.writer import conversation
 
     meta, rng = json.loads((data / SYNTHETIC_META).read_text()), random.Random(seed)
     train = []
@@ -158,7 +158,7 @@ def main() -> None:
     from sgeo.model.random_init.sizes import DEMO
     from sgeo.model.random_init.writer import write_random_init
     from sgeo.pipeline.names import SYNTHETIC_CAPTIONS
-    from sgeo.pipeline.synthetic import generate_synthetic
+    from sgeo.synthetic import generate_synthetic
 
     with tempfile.TemporaryDirectory() as tmp:
         work = args.workdir or Path(tmp)

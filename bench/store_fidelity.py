@@ -152,7 +152,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from sgeo.pipeline.names import SYNTHETIC_CAPTIONS
-    from sgeo.pipeline.synthetic import generate_synthetic
+    from sgeo.synthetic import generate_synthetic
 
     work = args.workdir or Path(tempfile.mkdtemp(prefix="sgeo-bench-fidelity-"))
     root = work / "synthetic"

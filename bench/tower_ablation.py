@@ -68,11 +68,11 @@ def run_ablation(
     if steps is not None and steps < 1:
         raise SgeoError(f"--steps must be a positive number of stage-2 steps, got {steps}")
 
+    from sgeo.benchmarks import load_benchmark
     from sgeo.jobs.extract import ExtractConfig, run_extract
     from sgeo.model import resolve_model
     from sgeo.model.compose import compose
     from sgeo.model.random_init.geometry_towers import write_demo_geometry_towers
-    from sgeo.pipeline.benchmarks import load_benchmark
     from sgeo.pipeline.names import (
         SYNTHETIC_BENCH,
         SYNTHETIC_CAPTIONS,
@@ -80,8 +80,8 @@ def run_ablation(
         SYNTHETIC_QA,
         SYNTHETIC_TRAIN_BENCH,
     )
-    from sgeo.pipeline.scoring import constant_baseline
-    from sgeo.pipeline.synthetic import generate_synthetic
+    from sgeo.scoring import constant_baseline
+    from sgeo.synthetic import generate_synthetic
 
     work = Path(work).resolve()
     work.mkdir(parents=True, exist_ok=True)
@@ -145,7 +145,7 @@ def run_ablation(
 
 def report(result: dict) -> str:
     """The encoded images per run, then every score side by side (overall, per type, per category)."""
-    from sgeo.pipeline.scoring import comparison_table
+    from sgeo.scoring import comparison_table
 
     lines = ["images encoded by each model's extract (one store per tower, in one stores directory):"]
     width = max(len(r["label"]) for r in result["runs"])

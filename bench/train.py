@@ -88,7 +88,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from sgeo.pipeline.names import SYNTHETIC_CAPTIONS
-    from sgeo.pipeline.synthetic import generate_synthetic
+    from sgeo.synthetic import generate_synthetic
 
     work = args.workdir or Path(tempfile.mkdtemp(prefix="sgeo-bench-train-"))
     root, store = work / "synthetic", str(work / "store.zarr")

@@ -49,7 +49,7 @@ def tiny(tiny_dir):
 @pytest.fixture(scope="session")
 def synthetic_root(tmp_path_factory) -> Path:
     """A small synthetic spatial dataset (training images, captions, QA and a held-out bench)."""
-    from sgeo.pipeline.synthetic import generate_synthetic
+    from sgeo.synthetic import generate_synthetic
 
     root = tmp_path_factory.mktemp("synthetic")
     generate_synthetic(root, 24, seed=0, n_eval=8)

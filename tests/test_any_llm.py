@@ -192,7 +192,7 @@ def test_vicuna_speaks_llavas_v1_with_llavas_token_rule(loaded):
 def test_answers_end_before_any_end_of_turn_token(repo_id, stop, loaded):
     """A stop id that is generation_config.json's but not the tokenizer's eos still ends the answer, and
     neither it nor any template text is in the answer."""
-    from sgeo.jobs.image_chat import ImageChat
+    from sgeo.inference.image_chat import ImageChat
 
     model, processor = loaded[repo_id]
     stop_id = processor.tokenizer.convert_tokens_to_ids(stop)
@@ -214,7 +214,7 @@ def test_answers_end_before_any_end_of_turn_token(repo_id, stop, loaded):
 
 
 def test_system_message_replaces_the_templates(loaded):
-    from sgeo.jobs.image_chat import ImageChat
+    from sgeo.inference.image_chat import ImageChat
 
     model, processor = loaded[QWEN25]
     image = Image.new("RGB", (60, 40))
@@ -499,7 +499,7 @@ def test_two_families_learn_the_floor_colour_from_one_store(llms, towers, tmp_pa
     from sgeo.jobs.extract import ExtractConfig, run_extract
     from sgeo.jobs.train import TrainConfig, run_train
     from sgeo.model.compose import compose
-    from sgeo.pipeline.synthetic import generate_synthetic
+    from sgeo.synthetic import generate_synthetic
 
     data, store = tmp_path / "data", str(tmp_path / "features.zarr")
     generate_synthetic(data, 300, seed=0, n_eval=40)

@@ -10,11 +10,11 @@ import torch
 from PIL import Image
 
 from conftest import run_sgeo
+from sgeo.benchmarks import Decoding
 from sgeo.errors import SgeoError
+from sgeo.inference.image_chat import ImageChat
 from sgeo.jobs.ask import AskConfig, run_ask
 from sgeo.jobs.eval import generate_batch
-from sgeo.jobs.image_chat import ImageChat
-from sgeo.pipeline.benchmarks import Decoding
 
 QUESTION = "How far is the red box from the blue sphere?"
 

@@ -10,10 +10,10 @@ import pytest
 from benchmark_layouts import STANDINS, scripted_judge
 from conftest import assert_one_line_error, run_sgeo_batch
 from sgeo import cli
+from sgeo.benchmarks import LOADERS, PROTOCOLS, REGISTRY, SCORERS, Benchmark, load_benchmark
+from sgeo.benchmarks.protocols import GREEDY_SGEO, Decoding
+from sgeo.benchmarks.registry import build_registry
 from sgeo.pipeline import names
-from sgeo.pipeline.benchmarks import LOADERS, PROTOCOLS, REGISTRY, SCORERS, Benchmark, load_benchmark
-from sgeo.pipeline.benchmarks.protocols import GREEDY_SGEO, Decoding
-from sgeo.pipeline.benchmarks.registry import build_registry
 
 
 def test_every_registered_benchmark_has_a_loader_protocols_and_a_scorer():

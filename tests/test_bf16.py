@@ -58,7 +58,7 @@ def test_precision_defaults_and_deepspeed_bf16(tmp_path):
 
 def test_inference_precision_on_cpu():
     from sgeo.errors import SgeoError
-    from sgeo.jobs.inference import pick_device
+    from sgeo.inference.loading import pick_device
 
     assert pick_device("cpu") == ("cpu", torch.float32)
     assert pick_device("cpu", "bf16") == ("cpu", torch.bfloat16)

@@ -10,13 +10,13 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from benchmark_layouts import BLINK_ROWS, write_blink
+from sgeo.benchmarks import build_prompt, decoding_for, image_root, load_benchmark
 from sgeo.errors import SgeoError
 from sgeo.jobs.eval import prompt_text
 from sgeo.jobs.score import score_answers
 from sgeo.pipeline.answers import append_answer, read_answers
-from sgeo.pipeline.benchmarks import build_prompt, decoding_for, image_root, load_benchmark
-from sgeo.pipeline.scoring import ChatJudge
-from sgeo.pipeline.scoring.blink import blink_prediction, matcher_prompt, score_blink
+from sgeo.scoring import ChatJudge
+from sgeo.scoring.blink import blink_prediction, matcher_prompt, score_blink
 
 VICUNA = (
     "A chat between a curious user and an artificial intelligence assistant. "

@@ -156,8 +156,8 @@ def test_every_train_option_reaches_the_resolved_recipe(tmp_path):
 
 
 def test_help_names_come_from_the_registries():
+    from sgeo.benchmarks import LOADERS
     from sgeo.model.presets import PRESETS
-    from sgeo.pipeline.benchmarks import LOADERS
     from sgeo.pipeline.datasets import known_datasets
     from sgeo.pipeline.names import BENCHMARKS, DATASETS
 

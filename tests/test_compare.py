@@ -7,9 +7,9 @@ import json
 
 from benchmark_layouts import write_cvbench, write_pope
 from conftest import assert_one_line_error, run_sgeo_batch
+from sgeo.benchmarks import load_benchmark
 from sgeo.jobs.score import score_answers
 from sgeo.pipeline.answers import answer_record, append_answer
-from sgeo.pipeline.benchmarks import load_benchmark
 
 
 def _run(out, bench, data, answer, model_name):
@@ -54,7 +54,7 @@ def test_compare_sets_runs_side_by_side_and_refuses_other_benchmarks(tmp_path, s
 
 
 def test_published_figures_stand_beside_a_run_with_their_source(tmp_path, synthetic_root):
-    from sgeo.pipeline.benchmarks.published_figures import PUBLISHED, published_for
+    from sgeo.benchmarks.published_figures import PUBLISHED, published_for
 
     assert PUBLISHED and all(f.source and f.model and f.unit in ("%", "points") for f in PUBLISHED)
     pope = write_pope(tmp_path / "pope")

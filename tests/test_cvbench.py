@@ -14,13 +14,13 @@ from benchmark_layouts import (
     write_cvbench,
     write_cvbench_jsonl,
 )
+from sgeo.benchmarks import build_prompt, decoding_for, image_root, load_benchmark
 from sgeo.errors import SgeoError
 from sgeo.jobs.eval import prompt_text
 from sgeo.jobs.score import score_answers
 from sgeo.pipeline.answers import append_answer
-from sgeo.pipeline.benchmarks import build_prompt, decoding_for, image_root, load_benchmark
 from sgeo.pipeline.images import load_image
-from sgeo.pipeline.scoring.cvbench import cvbench_summary, lmms_eval_letter, score_cvbench
+from sgeo.scoring.cvbench import cvbench_summary, lmms_eval_letter, score_cvbench
 
 # LLaVA's conv_vicuna_v1 system prompt (vicuna_v1, the template of Cambrian's ade_eval.py --conv_mode default)
 VICUNA = (

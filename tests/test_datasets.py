@@ -9,7 +9,7 @@ from PIL import Image
 from sgeo.errors import SgeoError
 from sgeo.pipeline.datasets import ImageRef, get_dataset, known_datasets
 from sgeo.pipeline.images import ImageDecodeError, PathEscapeError
-from sgeo.pipeline.synthetic import generate_synthetic
+from sgeo.synthetic import generate_synthetic
 
 
 def _img(path: Path, colour=(200, 30, 30), size=(6, 4)) -> None:

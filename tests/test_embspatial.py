@@ -6,12 +6,12 @@ from __future__ import annotations
 import pytest
 
 from benchmark_layouts import EMBSPATIAL_ROWS, EMBSPATIAL_SCHEMA, write_embspatial, write_hf_parquet
+from sgeo.benchmarks import build_prompt, decoding_for, image_root, load_benchmark
 from sgeo.errors import SgeoError
 from sgeo.jobs.eval import prompt_text
 from sgeo.jobs.score import score_answers
 from sgeo.pipeline.answers import append_answer
-from sgeo.pipeline.benchmarks import build_prompt, decoding_for, image_root, load_benchmark
-from sgeo.pipeline.scoring.embspatial import score_embspatial
+from sgeo.scoring.embspatial import score_embspatial
 
 VICUNA = (
     "A chat between a curious user and an artificial intelligence assistant. "

@@ -13,8 +13,8 @@ from PIL import Image
 
 from benchmark_fixtures import SPATIALSCORE_ROWS, write_spatialscore
 from conftest import run_sgeo
+from sgeo.benchmarks import load_benchmark
 from sgeo.jobs.eval import EvalConfig, run_eval
-from sgeo.pipeline.benchmarks import load_benchmark
 
 
 def _lines(path) -> list[dict]:

@@ -13,11 +13,11 @@ import pytest
 
 from benchmark_fixtures import write_spatialrgpt
 from conftest import run_sgeo
+from sgeo.benchmarks import load_benchmark
 from sgeo.errors import SgeoError
 from sgeo.jobs.score import score_answers
 from sgeo.pipeline.answers import append_answer
-from sgeo.pipeline.benchmarks import load_benchmark
-from sgeo.pipeline.scoring import ChatJudge
+from sgeo.scoring import ChatJudge
 
 # scripts/srgpt/eval/evaluate_spatial_with_gpt4.py `evaluate_quan_dir_question`, its f-string filled in
 DIRECTION_PROMPT = """
@@ -240,7 +240,7 @@ def test_the_judge_examples_are_the_published_template_files_shipped_with_the_pa
     from pathlib import Path
 
     import sgeo
-    from sgeo.pipeline.scoring.judge_examples import EXAMPLES, TEMPLATES
+    from sgeo.scoring.judge_examples import EXAMPLES, TEMPLATES
 
     files = sorted(TEMPLATES.glob("*.txt"))
     assert [f.stem for f in files] == sorted(EXAMPLES) and len(files) == 13

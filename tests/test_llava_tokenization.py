@@ -314,9 +314,9 @@ def test_an_empty_turn_is_role_colon_and_labels_as_llava(processor, slow, empty)
 def test_reference_prompt_keeps_the_questions_trailing_whitespace(processor, slow, end):
     """SpatialGeo's eval_spatial.py: `conv.append_message(conv.roles[0], question)` with the human turn as
     the bench writes it, then `tokenizer_image_token(conv.get_prompt())`."""
-    from sgeo.pipeline.benchmarks import build_prompt
-    from sgeo.pipeline.benchmarks.common import BenchItem
-    from sgeo.pipeline.benchmarks.spatialrgpt import answer_suffix
+    from sgeo.benchmarks import build_prompt
+    from sgeo.benchmarks.common import BenchItem
+    from sgeo.benchmarks.spatialrgpt import answer_suffix
 
     human = "<image>\nIs the red box left of the chair?" + end
     qa_info = {"category": "left", "type": "qualitative"}

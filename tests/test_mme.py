@@ -6,12 +6,12 @@ from __future__ import annotations
 import pytest
 
 from benchmark_layouts import write_mme
+from sgeo.benchmarks import build_prompt, decoding_for, image_root, load_benchmark
 from sgeo.errors import SgeoError
 from sgeo.jobs.eval import prompt_text
 from sgeo.jobs.score import score_answers
 from sgeo.pipeline.answers import append_answer
-from sgeo.pipeline.benchmarks import build_prompt, decoding_for, image_root, load_benchmark
-from sgeo.pipeline.scoring.mme import mme_label
+from sgeo.scoring.mme import mme_label
 
 VICUNA = (
     "A chat between a curious user and an artificial intelligence assistant. "

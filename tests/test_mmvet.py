@@ -7,12 +7,12 @@ import pytest
 
 from benchmark_layouts import MMVET_ITEMS, scripted_judge, write_mmvet
 from conftest import assert_one_line_error, run_sgeo_batch
+from sgeo.benchmarks import build_prompt, decoding_for, image_root, load_benchmark
 from sgeo.jobs.eval import prompt_text
 from sgeo.jobs.score import score_answers
 from sgeo.pipeline.answers import append_answer, read_answers
-from sgeo.pipeline.benchmarks import build_prompt, decoding_for, image_root, load_benchmark
-from sgeo.pipeline.scoring import ChatJudge
-from sgeo.pipeline.scoring.mmvet import GRADER_PROMPT, RETRY_SUFFIX, grader_query, read_grade
+from sgeo.scoring import ChatJudge
+from sgeo.scoring.mmvet import GRADER_PROMPT, RETRY_SUFFIX, grader_query, read_grade
 
 VICUNA = (
     "A chat between a curious user and an artificial intelligence assistant. "

@@ -10,12 +10,12 @@ import pytest
 
 from benchmark_layouts import POPE_CATEGORIES, write_pope, write_pope_parquet
 from conftest import run_sgeo_batch
+from sgeo.benchmarks import build_prompt, decoding_for, load_benchmark
 from sgeo.errors import SgeoError
 from sgeo.jobs.eval import prompt_text
 from sgeo.jobs.score import score_answers
 from sgeo.pipeline.answers import append_answer
-from sgeo.pipeline.benchmarks import build_prompt, decoding_for, load_benchmark
-from sgeo.pipeline.scoring.pope import pope_label, pope_metrics
+from sgeo.scoring.pope import pope_label, pope_metrics
 
 VICUNA = (
     "A chat between a curious user and an artificial intelligence assistant. "

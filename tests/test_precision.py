@@ -27,8 +27,8 @@ def test_default_for_a_device():
 
 
 def test_each_job_accepts_its_subset_with_one_message():
+    from sgeo.inference.loading import INFERENCE_PRECISIONS
     from sgeo.jobs.extract.config import EXTRACT_PRECISIONS
-    from sgeo.jobs.inference import INFERENCE_PRECISIONS
     from sgeo.jobs.train.recipe import TRAIN_PRECISIONS
     from sgeo.precision import accepted, check_precision
 
@@ -47,9 +47,9 @@ def test_the_inference_commands_share_one_device_and_precision_help():
     where they take it) say the same thing, from one declaration."""
     import dataclasses
 
+    from sgeo.inference.loading import DEVICE_HELP, PRECISION_HELP
     from sgeo.jobs.ask import AskConfig
     from sgeo.jobs.eval import EvalConfig
-    from sgeo.jobs.inference import DEVICE_HELP, PRECISION_HELP
     from sgeo.jobs.serve import ServeConfig
 
     def help_of(config, name):

@@ -8,10 +8,10 @@ import json
 import pytest
 
 from benchmark_fixtures import SPATIALRGPT_ROWS, SPATIALSCORE_ROWS, write_spatialrgpt, write_spatialscore
+from sgeo.benchmarks import build_prompt, decoding_for, load_benchmark
 from sgeo.errors import SgeoError
 from sgeo.jobs.eval import EvalConfig, prompt_text, run_eval
 from sgeo.model.conversation import normalise_turns
-from sgeo.pipeline.benchmarks import build_prompt, decoding_for, load_benchmark
 
 # SpatialGeo/llava/eval/benchmark/eval_spatial.py `eval_model`: conv_templates["llava_v1"] (conv_llava_v1's
 # system, SeparatorStyle.TWO, sep " "), conv.system + the hint, then get_prompt() over [USER: the human turn,

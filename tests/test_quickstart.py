@@ -13,8 +13,8 @@ from collections import Counter
 import pytest
 
 from conftest import assert_one_line_error, run_sgeo, run_sgeo_batch
-from sgeo.pipeline.benchmarks import load_benchmark
-from sgeo.pipeline.scoring import comparison_table, constant_baseline
+from sgeo.benchmarks import load_benchmark
+from sgeo.scoring import comparison_table, constant_baseline
 
 # the default question set (the recipe's relations): predicates and choices of left/right
 ASKED = {"left_predicate", "right_predicate", "left_choice", "right_choice"}
@@ -79,8 +79,8 @@ def test_the_closing_ask_picks_a_held_out_question_the_model_got_right(tmp_path)
     truth (else one right by the scorer's rule), not the first question: a newcomer's last line shows what
     it learned, and no answer whose closing verdict contradicts the truth."""
     from sgeo.jobs.quickstart.job import ask_example
-    from sgeo.pipeline.scoring import score_item
-    from sgeo.pipeline.synthetic import generate_synthetic
+    from sgeo.scoring import score_item
+    from sgeo.synthetic import generate_synthetic
 
     data = tmp_path / "data"
     generate_synthetic(data, 2, seed=0, n_eval=3, relations=("left", "tall"))
@@ -114,8 +114,8 @@ def test_the_closing_ask_picks_a_held_out_question_the_model_got_right(tmp_path)
 
 def _wrong_answer(item) -> str:
     """An answer the scorer counts wrong: the gt with its stated relation swapped."""
-    from sgeo.pipeline.scoring import score_item
-    from sgeo.pipeline.synthetic.questions import STATEMENTS
+    from sgeo.scoring import score_item
+    from sgeo.synthetic.questions import STATEMENTS
 
     swap = {a: b for pair in STATEMENTS.values() for a, b in (pair, pair[::-1])}
     said = next(w for w in swap if w in item.gt)
@@ -127,7 +127,7 @@ def _wrong_answer(item) -> str:
 def test_a_workdir_of_other_data_is_refused_not_reused(tmp_path):
     """A workdir's store and models were made from its data: another generator version or other sizes are
     refused in one line before anything is written, instead of being trained and scored as if asked for."""
-    from sgeo.pipeline.synthetic import GENERATOR_VERSION
+    from sgeo.synthetic import GENERATOR_VERSION
 
     work = tmp_path / "qs"
     (work / "data").mkdir(parents=True)
@@ -180,7 +180,7 @@ def test_training_beats_the_constant_answer_on_held_out_images(tmp_path):
     from sgeo.jobs.eval import EvalConfig, run_eval
     from sgeo.jobs.extract import ExtractConfig, run_extract
     from sgeo.jobs.train import TrainConfig, run_train
-    from sgeo.pipeline.synthetic import generate_synthetic
+    from sgeo.synthetic import generate_synthetic
 
     data, store, model = tmp_path / "data", str(tmp_path / "features.zarr"), tmp_path / "stage2"
     generate_synthetic(data, 300, seed=0, n_eval=40)

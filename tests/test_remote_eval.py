@@ -14,9 +14,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from conftest import assert_one_line_error, run_sgeo, run_sgeo_batch, serving
+from sgeo.benchmarks import load_benchmark
 from sgeo.errors import SgeoError
 from sgeo.jobs.eval import EvalConfig, run_eval
-from sgeo.pipeline.benchmarks import load_benchmark
 
 
 def _lines(path) -> list[dict]:
@@ -180,8 +180,8 @@ def test_refusals_are_one_line(synthetic_root, tmp_path):
 def test_retry_after_and_messages_follow_the_api():
     from email.utils import formatdate
 
+    from sgeo.benchmarks import Prompt
     from sgeo.clients.openai_compatible import messages_for, retry_after
-    from sgeo.pipeline.benchmarks import Prompt
 
     assert retry_after("3") == 3.0 and retry_after(None) is None and retry_after("soon") is None
     assert 50 < retry_after(formatdate(time.time() + 60, usegmt=True)) <= 60  # the HTTP-date form

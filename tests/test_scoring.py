@@ -6,10 +6,7 @@ import json
 
 import pytest
 
-from sgeo.errors import SgeoError
-from sgeo.jobs.score import score_answers
-from sgeo.pipeline.answers import append_answer, read_answers
-from sgeo.pipeline.benchmarks import (
+from sgeo.benchmarks import (
     DIRECTION_SUFFIX,
     QUALITATIVE_SUFFIX,
     QUANTITATIVE_SUFFIX,
@@ -17,7 +14,10 @@ from sgeo.pipeline.benchmarks import (
     image_root,
     load_benchmark,
 )
-from sgeo.pipeline.scoring import (
+from sgeo.errors import SgeoError
+from sgeo.jobs.score import score_answers
+from sgeo.pipeline.answers import append_answer, read_answers
+from sgeo.scoring import (
     aggregate,
     format_table,
     parse_choice,

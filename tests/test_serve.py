@@ -392,7 +392,7 @@ def test_the_defaults_ask_and_serve_share_are_declared_once():
     `Engine` each start from them, come from one declaration (a changed default cannot leave a copy behind)."""
     import inspect
 
-    from sgeo.jobs import generation_options as answer
+    from sgeo.inference import options as answer
     from sgeo.jobs.ask import AskConfig
     from sgeo.jobs.serve import ServeConfig
     from sgeo.jobs.serve import defaults as serving
@@ -584,7 +584,7 @@ QUESTIONS = [
 
 def _one_at_a_time(model_and_processor, images: list[bytes], max_tokens: list[int]) -> list[str]:
     """Today's answers: `sgeo ask`'s ImageChat, one question at a time, greedy."""
-    from sgeo.jobs.image_chat import ImageChat
+    from sgeo.inference.image_chat import ImageChat
     from sgeo.pipeline.images import decode_image
 
     model, processor = model_and_processor
@@ -825,7 +825,7 @@ def test_rows_joining_and_leaving_a_running_batch_keep_one_at_a_time_answers(dem
     `ImageChat`'s greedy one."""
     import torch
 
-    from sgeo.jobs.image_chat import TEMPLATE
+    from sgeo.inference.image_chat import TEMPLATE
     from sgeo.model.continuous_batch import Batch
     from sgeo.model.conversation import IMAGE_TOKEN
     from sgeo.model.sequence import Sequence
@@ -908,10 +908,10 @@ def test_eval_generation_on_the_batch_gives_evals_answers(demo):
     """`generate_answers` (what `sgeo eval` can call) against eval's generation before it (one left-padded
     `model.generate`): the same answers, greedy and seeded-sampled, for items of one, two and no images,
     two at a time (rows joining as others finish)."""
-    from sgeo.jobs.image_chat import TEMPLATE
+    from sgeo.benchmarks.protocols import Decoding
+    from sgeo.inference.image_chat import TEMPLATE
     from sgeo.model.conversation import IMAGE_TOKEN
     from sgeo.model.generation import generate_answers
-    from sgeo.pipeline.benchmarks.protocols import Decoding
     from sgeo.pipeline.images import decode_image
 
     model, processor = demo
@@ -939,7 +939,7 @@ def test_a_generation_config_repetition_penalty_is_applied_as_generate_applies_i
     `generate_answers` equal `ImageChat`'s answers with the penalty on (which differ from those without)."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from sgeo.jobs.image_chat import TEMPLATE
+    from sgeo.inference.image_chat import TEMPLATE
     from sgeo.model.conversation import IMAGE_TOKEN
     from sgeo.model.generation import generate_answers
     from sgeo.pipeline.images import decode_image
@@ -983,7 +983,7 @@ def test_a_system_message_replaces_the_templates_system_prompt(keyed_server, dem
     prompt): the answer is `ImageChat`'s with that system prompt in place of the template's own."""
     import openai
 
-    from sgeo.jobs.image_chat import ImageChat
+    from sgeo.inference.image_chat import ImageChat
     from sgeo.pipeline.images import decode_image
 
     url = keyed_server[0]

@@ -9,11 +9,11 @@ import json
 import pytest
 
 from benchmark_fixtures import SPATIALSCORE_CREDITS, SPATIALSCORE_PREDS, SPATIALSCORE_ROWS, write_spatialscore
+from sgeo.benchmarks import build_prompt, image_root, load_benchmark, split_options
 from sgeo.errors import SgeoError
 from sgeo.jobs.score import score_answers
 from sgeo.pipeline.answers import append_answer
-from sgeo.pipeline.benchmarks import build_prompt, image_root, load_benchmark, split_options
-from sgeo.pipeline.scoring import (
+from sgeo.scoring import (
     extract_number,
     extract_option,
     extract_yes_no,

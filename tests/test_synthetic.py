@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from sgeo.errors import SgeoError
-from sgeo.pipeline.synthetic import (
+from sgeo.synthetic import (
     BENCH_CATEGORIES,
     CHOICES,
     GENERATOR_VERSION,
@@ -253,8 +253,8 @@ def test_objects_per_scene_option_bounds_every_scene_and_is_recorded(out, tmp_pa
 def test_bench_answers_score_as_right_and_their_opposite_relation_as_wrong(out):
     """The scorer reads what the generator writes: each gt scores itself right, and the same answer with the
     stated relation flipped (the verdict left as it was) scores wrong, so the stated relation is what counts."""
-    from sgeo.pipeline.scoring import score_item
-    from sgeo.pipeline.synthetic.questions import STATEMENTS
+    from sgeo.scoring import score_item
+    from sgeo.synthetic.questions import STATEMENTS
 
     opposite = {a: b for pair in STATEMENTS.values() for a, b in (pair, pair[::-1])}
     checked = Counter()
@@ -273,7 +273,7 @@ def test_bench_answers_score_as_right_and_their_opposite_relation_as_wrong(out):
 def test_ray_cast_geometry_agrees_with_the_rendered_image_and_the_scene():
     """The exact point map (what a geometry-trained MoGe is taught) sees each object where the renderer drew
     it, its points lie on that object's surface, and the floor's lie on the floor."""
-    from sgeo.pipeline.synthetic.geometry import point_map, ray_hits
+    from sgeo.synthetic.geometry import point_map, ray_hits
 
     cam = Camera(*SIZE, focal=80.0, elevation=1.5, pitch_deg=10.0)
     box = SceneObject("box", "red", -0.8, 3.0, 0.6, 0.8, 0.5)
@@ -305,7 +305,7 @@ def test_relations_option_narrows_training_and_both_benches_and_is_recorded(out,
     """A narrowed question set (the quickstart asks left/right alone): here only left/right and taller/shorter
     predicates and choices, in the training conversations and in both benches, with where every object is;
     other relations never asked."""
-    from sgeo.pipeline.synthetic.writer import NARROW_TURNS_PER_IMAGE
+    from sgeo.synthetic.writer import NARROW_TURNS_PER_IMAGE
 
     generate_synthetic(tmp_path / "lt", 12, seed=7, image_size=SIZE, n_eval=6, relations=("left", "tall"))
     meta = _load(tmp_path / "lt", "meta.json")

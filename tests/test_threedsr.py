@@ -15,13 +15,13 @@ from benchmark_layouts import (
     write_threedsr_tsv,
 )
 from conftest import run_sgeo_batch
+from sgeo.benchmarks import build_prompt, decoding_for, image_root, load_benchmark
 from sgeo.errors import SgeoError
 from sgeo.jobs.eval import prompt_text
 from sgeo.jobs.score import score_answers
 from sgeo.pipeline.answers import append_answer
-from sgeo.pipeline.benchmarks import build_prompt, decoding_for, image_root, load_benchmark
-from sgeo.pipeline.scoring.threedsr import threedsr_letter
-from sgeo.pipeline.scoring.vlmevalkit import exact_matching
+from sgeo.scoring.threedsr import threedsr_letter
+from sgeo.scoring.vlmevalkit import exact_matching
 
 VICUNA = (
     "A chat between a curious user and an artificial intelligence assistant. "

@@ -26,7 +26,7 @@ def data_synthetic(
     ),
 ):
     """Render the synthetic spatial dataset (images, stage-1 captions, stage-2 QA, held-out bench)."""
-    from .pipeline.synthetic import generate_synthetic
+    from .synthetic import generate_synthetic
 
     summary = generate_synthetic(
         out, n, seed, n_eval=n_eval, image_size=(image_size, image_size), overwrite=overwrite

@@ -90,7 +90,7 @@ def data_url(raw: bytes, picture=None) -> str:
 def messages_for(prompt, urls: list[str]) -> list[dict[str, Any]]:
     """The chat messages of a `Prompt`: its system prompt (if any), then the human turn as content parts,
     each "<image>" replaced by the next image's URL (images the turn does not mark go first)."""
-    from ..pipeline.benchmarks.protocols import IMAGE
+    from ..benchmarks.protocols import IMAGE
 
     pieces = prompt.human.split(IMAGE)
     marked = len(pieces) - 1

@@ -14,16 +14,16 @@ from pathlib import Path
 
 from ..cli_options import MODEL_HELP, option
 from ..errors import SgeoError
-from ..model.conversation import clean_text
-from .generation_options import (
+from ..inference.image_chat import ImageChat
+from ..inference.loading import DEVICE_HELP, PRECISION_HELP, load_for_inference
+from ..inference.options import (
     MAX_NEW_TOKENS,
     TEMPERATURE,
     check_fits_context,
     check_max_new_tokens,
     check_temperature,
 )
-from .image_chat import ImageChat
-from .inference import DEVICE_HELP, PRECISION_HELP, load_for_inference
+from ..model.conversation import clean_text
 
 
 @dataclass

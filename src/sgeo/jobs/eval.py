@@ -1,7 +1,7 @@
 """`sgeo eval`: run a model over a spatial VQA benchmark, append each answer as it goes, then score.
 
 Items come from `load_benchmark`, their prompts and decoding from the chosen protocol (`reference`: the
-benchmark's own evaluation code; `sgeo`: greedy, sgeo's prompts; see `pipeline.benchmarks.protocols`).
+benchmark's own evaluation code; `sgeo`: greedy, sgeo's prompts; see `benchmarks.protocols`).
 Each batch is left-padded generation from pixels (the model's own towers); an item may show several images.
 Every answer is appended to `answers.jsonl` at once, so a killed eval resumes where it stopped: question
 ids already in the file are skipped, and sampled answers come from per-item seeds, so the resumed run gives
@@ -19,10 +19,10 @@ from typing import Any
 
 from ..cli_options import MODEL_HELP, option
 from ..errors import SgeoError
+from ..inference.loading import DEVICE_HELP, PRECISION_HELP, load_for_inference, pick_device
+from ..inference.options import check_fits_context
 from ..pipeline.answers import ANSWERS_FILE, answer_record, append_answer, read_answers, rewrite_answers
 from ..pipeline.names import BENCHMARKS, SUITES
-from .generation_options import check_fits_context
-from .inference import DEVICE_HELP, PRECISION_HELP, load_for_inference, pick_device
 from .remote import DEFAULT_CONCURRENCY
 
 BATCH_SIZE = 8  # items generated together (--batch-size)
@@ -107,7 +107,7 @@ def run_eval(config: EvalConfig, loaded: tuple | None = None, quiet: bool = Fals
 
     One benchmark: several ("a,b,c", a named suite) are `suite.run_suite`'s, which calls this for each.
     """
-    from ..pipeline.benchmarks import (
+    from ..benchmarks import (
         build_prompt,
         check_bench,
         check_multi_image,
@@ -200,7 +200,7 @@ def run_eval(config: EvalConfig, loaded: tuple | None = None, quiet: bool = Fals
         answer_items(model, processor, todo, prompts, root, answers, decoding, config.batch_size, recorded)
     judge = None
     if config.judge is not None:
-        from ..pipeline.scoring import ChatJudge
+        from ..scoring import ChatJudge
 
         judge = ChatJudge(config.judge, config.judge_model)
     result = score_answers(answers, bench, out, judge=judge)
@@ -336,8 +336,8 @@ def answer_items(
     """
     from tqdm.auto import tqdm
 
+    from ..benchmarks import model_images
     from ..model.sampling import item_seed
-    from ..pipeline.benchmarks import model_images
     from ..pipeline.images import load_image, resolve_inside
 
     run = run or {}

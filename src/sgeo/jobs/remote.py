@@ -81,9 +81,9 @@ def answer_remote(
     arrives (records as `pipeline.answers.answer_record` writes them). Returns {"answered", "refused", "retries"}."""
     from tqdm.auto import tqdm
 
+    from ..benchmarks import model_images
     from ..model.sampling import item_seed
     from ..pipeline.answers import answer_record, append_answer
-    from ..pipeline.benchmarks import model_images
     from ..pipeline.images import load_image, resolve_inside
 
     run = run or {}

@@ -12,10 +12,10 @@ import json
 from pathlib import Path
 from typing import Any
 
+from sgeo.benchmarks import REGISTRY, get_benchmark
 from sgeo.errors import SgeoError
 from sgeo.pipeline.answers import ANSWERS_FILE, read_scorable, rewrite_answers, unanswered_score
-from sgeo.pipeline.benchmarks import REGISTRY, get_benchmark
-from sgeo.pipeline.scoring import ChatJudge, JudgeError, aggregate, format_table, plot_scores
+from sgeo.scoring import ChatJudge, JudgeError, aggregate, format_table, plot_scores
 
 SAVE_EVERY = 20  # judge verdicts between two rewrites of the answers file
 SCORES_FILE = "scores.json"  # a scored run's figures (`aggregate`, with the benchmark's own summary)
@@ -164,7 +164,7 @@ def _checked(benchmarks: Any, path: Path) -> dict[str, Any]:
 def run_compare(runs: list[Path], out: Path | None = None, published: bool = False) -> dict[str, Any]:
     """`sgeo score --compare RUN...`: the runs' figures side by side (and, with `published`, the published
     figures of reference models with their sources) -> the table, OUT/compare.json, OUT/compare.png."""
-    from sgeo.pipeline.scoring.compare import compare_rows, compare_table, plot_compare
+    from sgeo.scoring.compare import compare_rows, compare_table, plot_compare
 
     if len(runs) < 1:
         raise SgeoError("--compare needs run folders: sgeo score --compare RUN_DIR RUN_DIR ...")
@@ -179,11 +179,11 @@ def run_compare(runs: list[Path], out: Path | None = None, published: bool = Fal
     columns = {label: run["benchmarks"] for label, run in zip(labels, loaded, strict=True)}
     references = []
     if published:
-        from sgeo.pipeline.benchmarks.published_figures import published_for
+        from sgeo.benchmarks.published_figures import published_for
 
         references = published_for(benches[0])
         if not references:
-            from sgeo.pipeline.benchmarks.published_figures import PUBLISHED
+            from sgeo.benchmarks.published_figures import PUBLISHED
 
             known = sorted({figure.bench for figure in PUBLISHED})
             raise SgeoError(

@@ -22,7 +22,7 @@ from ..errors import SgeoError
 
 def suite_benchmarks(spec: str) -> list[str]:
     """The benchmarks `--bench` names: a comma-separated list of names and suites, in order, each once."""
-    from ..pipeline.benchmarks import check_bench
+    from ..benchmarks import check_bench
     from ..pipeline.names import SUITES
 
     names: list[str] = []
@@ -45,8 +45,8 @@ def is_suite(spec: str) -> bool:
 
 def run_suite(config, loaded: tuple | None = None, quiet: bool = False) -> dict[str, Any]:
     """Run `run_eval` for each benchmark of `config.bench`; returns {"runs": {name: result}, "table", "files"}."""
-    from ..pipeline.benchmarks import get_benchmark, load_benchmark
-    from ..pipeline.scoring.compare import plot_suite, suite_table
+    from ..benchmarks import get_benchmark, load_benchmark
+    from ..scoring.compare import plot_suite, suite_table
     from .eval import run_eval
     from .score import SUITE_FILE, check_judge
 

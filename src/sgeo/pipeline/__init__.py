@@ -1,8 +1,9 @@
-"""Everything between files on disk and the model, and from answers back to scores.
+"""Files on disk -> what a run reads: dataset layouts (datasets), image decoding (images), LLaVA-format samples
+(samples), the training data a run iterates (training/: join with the stores, checks, dataset, collator,
+batch order, prefetch), the feature codec and the stores a run reads (features, feature_set, store_writer),
+user JSON files (json_files), the answers file an eval writes (answers), and the built-in names `sgeo --help`
+lists without importing their loaders (names).
 
-Training data: dataset layouts (datasets), image decoding (images), LLaVA-format samples (samples,
-training_data), the feature codec and stores a run reads (features, feature_set), user JSON files
-(json_files). Evaluation: the benchmarks as published (benchmarks/), the answers file (answers), scoring
-by the authors' rules or a judge (scoring/). The synthetic dataset (synthetic/) and the built-in names
-that `sgeo --help` lists without importing their loaders (names).
+The benchmarks (`sgeo.benchmarks`), their scoring (`sgeo.scoring`) and the synthetic dataset
+(`sgeo.synthetic`) have packages of their own.
 """

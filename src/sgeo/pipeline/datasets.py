@@ -257,7 +257,7 @@ class ImageFolder(Dataset):
 
 @register_dataset("synthetic")
 class SyntheticSpatial(Dataset):
-    """The layout `sgeo.pipeline.synthetic` writes.
+    """The layout `sgeo.synthetic` writes.
 
     split "train": images referenced by captions.json (stage 1) and spatial_qa.json (stage 2), relative to
     root; samples() are the stage-2 QA samples. split "eval": image_root is `eval/`, images and samples come

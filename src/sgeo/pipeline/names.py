@@ -4,7 +4,7 @@
 `datasets.register_dataset` (tests/test_cli.py checks that `DATASETS` names exactly what it registers).
 
 Benchmarks are registered here, once: `BENCHMARK_MODULES` maps each command-line name to the module of
-`sgeo.pipeline.benchmarks` that defines its `BENCHMARK` record (loader, protocols, scorer, image rule, judge).
+`sgeo.benchmarks` that defines its `BENCHMARK` record (loader, protocols, scorer, image rule, judge).
 `benchmarks.registry.REGISTRY` is built from this mapping when the package is imported, so the CLI's names,
 the loaders and the scorers cannot disagree; a module without a complete record stops that import.
 """

@@ -37,8 +37,8 @@ def run_quickstart(
     recipe: QuickstartRecipe = QUICKSTART,
 ) -> dict[str, Any]:
     """Run (or continue) the quickstart in `workdir`; returns the paths, timings and every score summary."""
-    from ...pipeline.benchmarks import load_benchmark
-    from ...pipeline.scoring import comparison_table, constant_baseline
+    from ...benchmarks import load_benchmark
+    from ...scoring import comparison_table, constant_baseline
     from ..extract import ExtractConfig, run_extract
 
     n = recipe.n if n is None else n
@@ -71,7 +71,7 @@ def run_quickstart(
 
     with steps("synthetic data", data, done=data_complete(data, n, recipe.n_eval, recipe.relations)) as todo:
         if todo:
-            from ...pipeline.synthetic import generate_synthetic
+            from ...synthetic import generate_synthetic
 
             summary = generate_synthetic(data, n, seed, n_eval=recipe.n_eval, overwrite=True,
                                          relations=recipe.relations)  # fmt: skip
@@ -107,7 +107,7 @@ def run_quickstart(
             f"      sgeo ask {example['image']} {json.dumps(example['question'])} --model {paths['stage2']}"
         )
         print("      answer: ", end="", flush=True)
-        from ...pipeline.scoring import score_item
+        from ...scoring import score_item
         from ..ask import AskConfig, run_ask
 
         asked = run_ask(AskConfig(image=example["image"], question=example["question"], model=str(paths["stage2"]),
@@ -184,8 +184,8 @@ def ask_example(bench: Path, trained_eval: Path) -> dict[str, Any]:
     """The first held-out question (in the bench's order) that the trained model's eval answered word for
     word as the truth, else the first it answered right by the scorer's rule (the relation stated), else
     the first question; with its image, its answer and the record that scores an answer to it."""
-    from ...pipeline.benchmarks import load_benchmark
-    from ...pipeline.scoring import score_item
+    from ...benchmarks import load_benchmark
+    from ...scoring import score_item
 
     items = load_benchmark("synthetic", bench)
     answered = _answers(trained_eval)

@@ -103,7 +103,7 @@ def data_complete(data: Path, n: int, n_eval: int | None, relations: tuple[str, 
     if not (data / SYNTHETIC_META).is_file():
         return False
     from ...pipeline.json_files import read_json
-    from ...pipeline.synthetic import GENERATOR_VERSION
+    from ...synthetic import GENERATOR_VERSION
 
     meta = read_json(data / SYNTHETIC_META)
     if not isinstance(meta, dict):

@@ -12,8 +12,8 @@ from pathlib import Path
 
 from ...cli_options import MODEL_HELP, option
 from ...errors import SgeoError
-from ..generation_options import MAX_NEW_TOKENS, TEMPERATURE, check_max_new_tokens, check_temperature
-from ..inference import DEVICE_HELP, load_for_inference
+from ...inference.loading import DEVICE_HELP, load_for_inference
+from ...inference.options import MAX_NEW_TOKENS, TEMPERATURE, check_max_new_tokens, check_temperature
 from .defaults import MAX_BATCH, MAX_IMAGE_MB, MAX_QUEUE, MAX_REQUEST_MB, MIB
 
 # Heavy imports (torch, transformers, gradio) wait until the options are checked and the port is bound, so

@@ -20,9 +20,9 @@ from urllib.request import url2pathname
 from PIL import Image
 
 from ...errors import SgeoError, one_line
+from ...inference.options import MAX_NEW_TOKENS, MAX_TEMPERATURE, TEMPERATURE
 from ...model.conversation import clean_text
 from ...pipeline.images import DEFAULT_MAX_PIXELS, decode_image, read_file, resolve_inside
-from ..generation_options import MAX_NEW_TOKENS, MAX_TEMPERATURE, TEMPERATURE
 from .defaults import MAX_IMAGE_MB, MAX_REQUEST_MB, MIB
 
 

@@ -1,6 +1,6 @@
 """The server's own defaults, declared once: `ServeConfig` (the `sgeo serve` options) and the classes a test or
 a library user builds without it (`Engine`, `Limits`) start from these. Light: `sgeo --help` imports it.
-The answer defaults (temperature, length) are `sgeo ask`'s too: `jobs.generation_options`."""
+The answer defaults (temperature, length) are `sgeo ask`'s too: `inference.options`."""
 
 MAX_BATCH = 32  # answers generated together
 MAX_QUEUE = 32  # requests waiting beyond MAX_BATCH before 429

@@ -25,11 +25,11 @@ from collections.abc import Sequence
 from PIL import Image
 
 from ...errors import SgeoError
+from ...inference.image_chat import TEMPLATE
 from ...model.conversation import clean_text
 from ...model.generation import Batcher, generation_defaults, stop_ids
 from ...model.processing import THINK_CLOSE, THINK_OPEN
 from ...model.sampling import item_seed
-from ..image_chat import TEMPLATE
 from .defaults import MAX_BATCH, MAX_QUEUE
 from .features import FeatureEncoder
 from .reply import Chat, Reply, Slot

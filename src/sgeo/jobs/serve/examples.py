@@ -10,7 +10,7 @@ from pathlib import Path
 from ...model.conversation import IMAGE_TOKEN
 from ...model.presets import sgeo_home
 from ...pipeline.names import SYNTHETIC_QA
-from ...pipeline.synthetic import GENERATOR_VERSION, generate_synthetic
+from ...synthetic import GENERATOR_VERSION, generate_synthetic
 
 N_EXAMPLES = 4
 

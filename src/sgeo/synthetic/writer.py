@@ -262,7 +262,7 @@ def generate_synthetic(
     _write_json(
         out / META,
         {
-            "generator": "sgeo.pipeline.synthetic",
+            "generator": "sgeo.synthetic",
             "version": GENERATOR_VERSION,
             "seed": seed,
             "n": n,

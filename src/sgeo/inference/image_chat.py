@@ -7,7 +7,7 @@ import time
 
 from ..errors import SgeoError
 from ..model.conversation import clean_text, question_turn
-from .generation_options import MAX_NEW_TOKENS
+from .options import MAX_NEW_TOKENS
 
 # The model's own template (its processor_config.json's; LLaVA-1.5's vicuna_v1 for every LLaVA / SpatialGeo
 # model): `processor.tokenize(turns, TEMPLATE)` and `processor.template()` resolve it.

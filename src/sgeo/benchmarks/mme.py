@@ -18,7 +18,7 @@ from pathlib import Path
 
 from sgeo.errors import SgeoError
 from sgeo.pipeline.json_files import read_text
-from sgeo.pipeline.scoring.mme import EVAL_TYPES, mme_summary, score_mme
+from sgeo.scoring.mme import EVAL_TYPES, mme_summary, score_mme
 
 from .common import JUDGMENT_SUFFIX, BenchItem, clean
 from .protocols import greedy_protocols, suffix_prompt

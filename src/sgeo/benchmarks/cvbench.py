@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from sgeo.errors import SgeoError
-from sgeo.pipeline.scoring.cvbench import cvbench_summary, score_cvbench
+from sgeo.scoring.cvbench import cvbench_summary, score_cvbench
 
 from .common import CHOICE_SUFFIX, BenchItem, clean, read_rows, sgeo_choice_prompt
 from .protocols import greedy_protocols, suffix_prompt

@@ -36,7 +36,7 @@ from typing import Any
 
 from sgeo.errors import SgeoError
 from sgeo.model.conversation import image_turn
-from sgeo.pipeline.scoring.threedsr import AUTHORS_FORM, CATEGORY_MAPPING, score_threedsr, threedsr_summary
+from sgeo.scoring.threedsr import AUTHORS_FORM, CATEGORY_MAPPING, score_threedsr, threedsr_summary
 
 from .common import BenchItem, clean, sgeo_choice_prompt
 from .protocols import Prompt, greedy_protocols, shown_images, verbatim_prompt

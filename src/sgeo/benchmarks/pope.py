@@ -21,7 +21,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from sgeo.errors import SgeoError
-from sgeo.pipeline.scoring.pope import pope_summary, score_pope
+from sgeo.scoring.pope import pope_summary, score_pope
 
 from .common import JUDGMENT_SUFFIX, BenchItem, clean, read_rows
 from .protocols import greedy_protocols, suffix_prompt

@@ -20,7 +20,7 @@ from typing import Any
 
 from sgeo.errors import SgeoError
 from sgeo.model.conversation import image_turn
-from sgeo.pipeline.scoring import CHOICE_LETTERS, score_spatialscore
+from sgeo.scoring import CHOICE_LETTERS, score_spatialscore
 
 from .common import CHOICE_SUFFIX, JUDGMENT_SUFFIX, BenchItem, clean, read_rows
 from .protocols import Prompt, greedy_protocols, sgeo_text, shown_images

@@ -14,7 +14,7 @@ from typing import Any
 
 from sgeo.errors import SgeoError
 from sgeo.model.conversation import TEMPLATES, image_turn
-from sgeo.pipeline.scoring import judge_record, score_item
+from sgeo.scoring import judge_record, score_item
 
 from .common import BenchItem, clean, read_rows
 from .protocols import GREEDY_SGEO, IMAGE, Decoding, Prompt, sgeo_text

@@ -15,7 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from sgeo.errors import SgeoError
-from sgeo.pipeline.scoring.embspatial import embspatial_summary, score_embspatial
+from sgeo.scoring.embspatial import embspatial_summary, score_embspatial
 
 from .common import BenchItem, clean, sgeo_choice_prompt
 from .protocols import Prompt, greedy_protocols, llava_turn, reference_or_sgeo

@@ -19,7 +19,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from sgeo.errors import SgeoError
-from sgeo.pipeline.scoring.blink import blink_judge, blink_summary, score_blink
+from sgeo.scoring.blink import blink_judge, blink_summary, score_blink
 
 from .common import BenchItem, clean, sgeo_choice_prompt
 from .protocols import IMAGE, Prompt, greedy_protocols, llava_turn, reference_or_sgeo

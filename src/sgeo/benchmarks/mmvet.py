@@ -15,7 +15,7 @@ from typing import Any
 
 from sgeo.errors import SgeoError
 from sgeo.pipeline.json_files import read_json
-from sgeo.pipeline.scoring.mmvet import mmvet_judge, mmvet_summary, score_mmvet
+from sgeo.scoring.mmvet import mmvet_judge, mmvet_summary, score_mmvet
 
 from .common import BenchItem, clean
 from .protocols import greedy_protocols

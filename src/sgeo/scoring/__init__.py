@@ -15,7 +15,7 @@ prompts instead (`judge_prompts`). SpatialScore answers are scored by SpatialSco
 - multiple choice (`choice`): the option letter (or option text) of the prediction against the gt letter.
 
 `dispatch.score_item` picks sgeo's scorer for one record (each benchmark's record names its rules, and
-`sgeo.pipeline.benchmarks.SCORERS` maps benchmarks to them: the benchmarks import this package, never the
+`sgeo.benchmarks.SCORERS` maps benchmarks to them: the benchmarks import this package, never the
 other way); `report` summarises a run, `compare` sets runs side by side; `baseline` is the best constant
 answer, fitted on a training split.
 """
