@@ -17,14 +17,14 @@ def _config_and_source(model: str):
     if preset is not None and preset.geometry is not None:  # counted without writing gigabytes first
         return preset.geometry()
     try:
-        resolved = resolve_model(model)
+        resolved_model = resolve_model(model)
     except SgeoError as missing:
         if model != "spatialgeo-7b":
             raise
         from ..model.reference import reference_7b_config
 
         return reference_7b_config(), f"not found on this machine ({missing})"
-    return load_config(resolved), resolved.describe()
+    return load_config(resolved_model), resolved_model.describe()
 
 
 def model_info(model: str) -> dict:

@@ -13,11 +13,13 @@ from .resolve import ResolvedModel, resolve_model
 
 def load_config(model: str | ResolvedModel):
     """The model's `SpatialGeoConfig` without loading any weights (used by `info` and fingerprints)."""
-    resolved = resolve_model(model)
+    resolved_model = resolve_model(model)
     try:
-        return resolved.config
+        return resolved_model.config
     except (ValueError, OSError, KeyError, TypeError) as error:
-        raise SgeoError(f"{resolved.directory}/config.json is not a valid model config ({error})") from None
+        raise SgeoError(
+            f"{resolved_model.directory}/config.json is not a valid model config ({error})"
+        ) from None
 
 
 def load_processor(model: str | ResolvedModel):
@@ -34,28 +36,28 @@ def load_model(
     attn_implementation: str | None = None,
 ):
     """(model, processor) through the real loaders; the towers only when asked."""
-    resolved = resolve_model(model)
-    with quiet_loading(), weights_errors(f"the model {resolved.name}"):
-        return _load_model(resolved, load_towers, dtype, device, attn_implementation)
+    resolved_model = resolve_model(model)
+    with quiet_loading(), weights_errors(f"the model {resolved_model.name}"):
+        return _load_model(resolved_model, load_towers, dtype, device, attn_implementation)
 
 
-def _load_model(resolved: ResolvedModel, load_towers: bool, dtype, device, attn_implementation):
+def _load_model(resolved_model: ResolvedModel, load_towers: bool, dtype, device, attn_implementation):
     from .modeling import SpatialGeoForCausalLM
 
-    config = load_config(resolved)
-    if resolved.layout == "sgeo":
-        if resolved.base is not None:  # composed: the LLM's weights where they are, the adapters here
+    config = load_config(resolved_model)
+    if resolved_model.layout == "sgeo":
+        if resolved_model.base is not None:  # composed: the LLM's weights where they are, the adapters here
             from .compose import load_composed
 
-            spatialgeo = load_composed(resolved, dtype, attn_implementation)
+            spatialgeo = load_composed(resolved_model, dtype, attn_implementation)
         else:
             kwargs = {"dtype": dtype} if dtype is not None else {}
             if attn_implementation:
                 kwargs["attn_implementation"] = attn_implementation
-            spatialgeo = SpatialGeoForCausalLM.from_pretrained(resolved.directory, **kwargs)
+            spatialgeo = SpatialGeoForCausalLM.from_pretrained(resolved_model.directory, **kwargs)
         from .saving import LORA_DIR
 
-        lora_dir = resolved.directory / LORA_DIR
+        lora_dir = resolved_model.directory / LORA_DIR
         if lora_dir.is_dir():
             from peft import PeftModel
 
@@ -63,18 +65,20 @@ def _load_model(resolved: ResolvedModel, load_towers: bool, dtype, device, attn_
     else:
         from .reference import load_reference_model
 
-        spatialgeo = load_reference_model(resolved, dtype=dtype, attn_implementation=attn_implementation)
+        spatialgeo = load_reference_model(
+            resolved_model, dtype=dtype, attn_implementation=attn_implementation
+        )
     # The tower names a saved model carries: hub ids stay hub ids, local towers become absolute paths.
     spatialgeo.config.vision_towers = config.vision_towers
-    processor = resolved.processor()
+    processor = resolved_model.processor()
     # The processor's `<image>` id is what the merge looks for (LLaVA: just past its 32000-token vocabulary).
     spatialgeo.config.image_token_id = processor.image_token_id
     stop_at_end_of_turn(spatialgeo, processor)
     if device:
         spatialgeo.to(device)
     if load_towers:
-        paths = {name: located.path for name, located in resolved.towers.items()}
-        with weights_errors(f"the vision towers of {resolved.name} ({', '.join(paths.values())})"):
+        paths = {name: located.path for name, located in resolved_model.towers.items()}
+        with weights_errors(f"the vision towers of {resolved_model.name} ({', '.join(paths.values())})"):
             spatialgeo.load_towers(paths)
     spatialgeo.eval()
     return spatialgeo, processor
@@ -98,10 +102,10 @@ def load_encoders(model: str | ResolvedModel, *, dtype=None, device: str | None 
     """The frozen towers alone, without the LLM (e.g. Ray encoder actors): all of them, or those `names`. `encode_images` is the same road as `SpatialGeoForCausalLM.encode_images`."""
     from .towers.stack import VisionTowers
 
-    resolved = resolve_model(model)
-    names = list(resolved.towers) if names is None else list(names)
-    paths = {name: resolved.towers[name].path for name in names}
-    with quiet_loading(), weights_errors(f"the vision towers of {resolved.name}"):
-        towers = VisionTowers(load_config(resolved).towers, paths)
+    resolved_model = resolve_model(model)
+    names = list(resolved_model.towers) if names is None else list(names)
+    paths = {name: resolved_model.towers[name].path for name in names}
+    with quiet_loading(), weights_errors(f"the vision towers of {resolved_model.name}"):
+        towers = VisionTowers(load_config(resolved_model).towers, paths)
     towers.to(device=device or "cpu", dtype=dtype)
     return towers

@@ -77,13 +77,13 @@ def _extract(config: ExtractConfig) -> ExtractSummary:
         )
     image_root = str(Path(dataset.image_root).resolve())
 
-    model = resolve_model(config.model)  # once: the driver and every worker use this object
-    processor = model.processor()
+    resolved_model = resolve_model(config.model)  # once: the driver and every worker use this object
+    processor = resolved_model.processor()
     # Stage-1 data (LCS-558K) is encoded as LLaVA's pretraining saw it (CLIP's resize + centre crop), the rest
     # padded to a square; both are recorded in the fingerprint.
     processor.image_aspect_ratio = config.image_aspect_ratio or dataset.image_aspect_ratio
     preprocessing = processor.preprocessing_spec()
-    specs = {spec.name: spec for spec in model.config.towers}
+    specs = {spec.name: spec for spec in resolved_model.config.towers}
     names = config.towers or list(specs)
     unknown = [n for n in names if n not in specs]
     if unknown:
@@ -96,16 +96,18 @@ def _extract(config: ExtractConfig) -> ExtractSummary:
         for name in names:  # one writer per store
             url = tower_store_url(config.store, name)
             locks.enter_context(writer_lock(url, config.storage_options))
-            fingerprint = towers_fingerprint(model, preprocessing, config.dtype, [name])
+            fingerprint = towers_fingerprint(resolved_model, preprocessing, config.dtype, [name])
             stores[name] = FeatureStore.create(
                 url, image_ids=image_ids, paths=[f"{image_root}/{i}" for i in image_ids], fingerprint=fingerprint,
                 shapes={name: specs[name].feature_shape}, dtype=config.dtype, shard_size=config.shard_size,
                 storage_options=config.storage_options,
             )  # fmt: skip
-        return _encode(config, model, processor, stores, image_ids, image_root, pixel_shape, t0)
+        return _encode(config, resolved_model, processor, stores, image_ids, image_root, pixel_shape, t0)
 
 
-def _encode(config, model, processor, stores: dict, image_ids, image_root, pixel_shape, t0) -> ExtractSummary:
+def _encode(
+    config, resolved_model, processor, stores: dict, image_ids, image_root, pixel_shape, t0
+) -> ExtractSummary:
     """Schedule every shard some store lacks (or, with --retry-failed, holds failed rows of), run the workers."""
     work: dict[int, dict[str, str]] = {}  # shard -> {tower: "all" | "retry"}
     redo: dict[int, set[int]] = {}  # a retried shard -> the rows failed in any of its stores
@@ -124,8 +126,8 @@ def _encode(config, model, processor, stores: dict, image_ids, image_root, pixel
     if work:
         items = [{"shard": k, "work": json.dumps(work[k]),
                   "ids": json.dumps(image_ids[rows_of[k].start : rows_of[k].stop])} for k in sorted(work)]  # fmt: skip
-        worker_args = {"model": model, "processor": processor, "stores": {n: stores[n] for n in busy},
-                       "image_root": image_root, "pixel_shape": pixel_shape, "dtype": config.dtype,
+        worker_args = {"resolved_model": resolved_model, "processor": processor,
+                       "stores": {n: stores[n] for n in busy}, "image_root": image_root, "pixel_shape": pixel_shape, "dtype": config.dtype,
                        "batch_size": config.batch_size, "autocast": config.autocast,
                        "precision": config.precision, "compile": config.compile,
                        "shard_size": config.shard_size}  # fmt: skip
@@ -134,7 +136,7 @@ def _encode(config, model, processor, stores: dict, image_ids, image_root, pixel
         enc = encoding(config.dtype)
         features_bytes = sum(enc.row_nbytes(stores[n].shapes[n]) for n in busy)
         shard_bytes = config.shard_size * (4 * int(np.prod(pixel_shape)) + features_bytes)
-        memory = worker_memory(model, busy, shard_bytes)
+        memory = worker_memory(resolved_model, busy, shard_bytes)
         _run_pipeline(config, items, worker_args, memory, todo, summary)
         for name, store in stores.items():  # the workers rewrote the retried shards' markers
             store.forget([k for k, w in work.items() if w.get(name) == "retry"])

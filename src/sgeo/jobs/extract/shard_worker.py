@@ -165,7 +165,7 @@ def image_bytes(encoder, names: list[str], pixel_shape: tuple, autocast_dtype, p
     return -(-peak // probe)
 
 
-def worker_memory(model, names: list[str], shard_bytes: int) -> int:
+def worker_memory(resolved_model, names: list[str], shard_bytes: int) -> int:
     """Bytes a worker asks Ray for: the process (torch, transformers), the weights of the towers `names` (as big
     as their files) and a shard of pixels and features, with the quarter of headroom Ray Data's memory check
     wants."""
@@ -173,7 +173,7 @@ def worker_memory(model, names: list[str], shard_bytes: int) -> int:
 
     weights = 0
     for name in names:
-        path = Path(model.towers[name].path)
+        path = Path(resolved_model.towers[name].path)
         files = [path] if path.is_file() else [p for p in path.rglob("*") if p.suffix in WEIGHT_SUFFIXES]
         weights += sum(f.stat().st_size for f in files)
     return PROCESS_MEMORY + int(1.25 * (weights + shard_bytes))
@@ -183,7 +183,7 @@ class ShardWorker:
     """Ray Data actor: the towers that have work, loaded once; one call reads and decodes one shard's images
     once, encodes them with every tower whose store lacks the shard, and writes each of those stores' shard."""
 
-    def __init__(self, model, processor, stores: dict, image_root: str, pixel_shape: tuple, dtype: str,
+    def __init__(self, resolved_model, processor, stores: dict, image_root: str, pixel_shape: tuple, dtype: str,
                  batch_size: int | str, torch_threads: int, decode_threads: int, device: str, autocast: bool,
                  precision: str | None = None, compile: str | None = None, shard_size: int | None = None):  # fmt: skip
         import torch
@@ -192,7 +192,7 @@ class ShardWorker:
 
         torch.set_num_threads(max(1, torch_threads))  # Ray sets OMP_NUM_THREADS=1 in workers
         # the towers only (never the LLM), and only those with work: an unchanged tower's store is not touched
-        self.encoder = load_encoders(model, device=device, names=list(stores))
+        self.encoder = load_encoders(resolved_model, device=device, names=list(stores))
         self.processor, self.stores, self.image_root = processor, stores, image_root
         self.pixel_shape, self.dtype = tuple(pixel_shape), dtype
         self.pool = ThreadPoolExecutor(max(1, decode_threads), thread_name_prefix="sgeo-decode")
