@@ -12,8 +12,9 @@ checkpointing (two probe steps of the model on the device, before the engine exi
   global batch is unchanged;
 - otherwise: checkpointing on, as LLaVA's scripts.
 
-On CPU `auto` is on (the old default: a CPU run is bounded by memory more than by compute). The choice is
-printed and saved in train_config.json; a resumed run keeps the micro-batch it started with.
+On CPU, and with ZeRO-3 or a DeepSpeed config of the user's (the probe's unpartitioned model says nothing of
+their steps), `auto` is on. The choice is printed and saved in train_config.json; a resumed run keeps the
+micro-batch it started with.
 """
 
 from __future__ import annotations
@@ -135,6 +136,10 @@ def choose_checkpointing(settings, model, dataset, collator, device, batch_given
         return settings, None
     if device.type != "cuda":  # a CPU run: memory is what bounds it; the old default
         return dataclasses.replace(settings, gradient_checkpointing=True), None
+    if settings.zero == 3 or settings.deepspeed:  # ZeRO-3 / a config of yours: the whole model on one device
+        # says nothing of the step it will run, so the probe cannot judge: recompute, as LLaVA's scripts
+        unprobed = "on: ZeRO-3 or --deepspeed (not probed)"
+        return dataclasses.replace(settings, gradient_checkpointing=True), unprobed
     model.to(device)
     make_batch, sequence = longest_sample_batches(dataset, collator, device)
     memory = measure_step_memory(model, make_batch, device)
