@@ -76,3 +76,16 @@ def test_auto_is_checkpointing_on_a_cpu():
     settings = training_settings(TrainConfig(stage=1, data="d.json", out="o", store="s"), 1, "cpu")
     chosen, reason = choose_checkpointing(settings, None, None, None, torch.device("cpu"), batch_given=False)
     assert chosen.gradient_checkpointing is True and reason is None
+
+
+def test_zero3_is_not_probed_and_recomputes():
+    """Under ZeRO-3 the unpartitioned model of the probe says nothing of the real step: on, nothing measured
+    (a CUDA device object is enough to reach that rule; no GPU is touched)."""
+    import torch
+
+    from sgeo.jobs.train.memory_plan import choose_checkpointing
+    from sgeo.jobs.train.recipe import TrainConfig, training_settings
+
+    settings = training_settings(TrainConfig(stage=2, data="d.json", out="o", store="s", zero=3), 8, "cuda")
+    chosen, reason = choose_checkpointing(settings, None, None, None, torch.device("cuda", 0), batch_given=False)
+    assert chosen.gradient_checkpointing is True and "not probed" in reason
