@@ -58,12 +58,14 @@ def test_resume_keeps_the_micro_batch_the_checkpoint_ran_with():
     saved = {"global_batch": 256, "batch_size": 8, "grad_accum": 4, "gradient_checkpointing": False}
     resumed = adopt_saved_plan(settings, saved, batch_given=False)
     assert (resumed.batch_size, resumed.grad_accum, resumed.gradient_checkpointing) == (8, 4, False)
-    # an explicit split, an explicit checkpointing choice or another global batch: nothing adopted
+    # an explicit split or another global batch: nothing adopted (the resume check then compares them)
     assert adopt_saved_plan(settings, saved, batch_given=True) == settings
     assert adopt_saved_plan(settings, {**saved, "global_batch": 128}, batch_given=False) == settings
+    # an explicit checkpointing choice on resume (free to change) keeps the split, not auto's choice
     given = training_settings(TrainConfig(stage=1, data="d.json", out="o", store="s", gradient_checkpointing=True),
                               world_size=8, device="cuda")  # fmt: skip
-    assert adopt_saved_plan(given, saved, batch_given=False) == given
+    resumed = adopt_saved_plan(given, saved, batch_given=False)
+    assert (resumed.batch_size, resumed.grad_accum, resumed.gradient_checkpointing) == (8, 4, True)
 
 
 def test_auto_is_checkpointing_on_a_cpu():
@@ -87,5 +89,30 @@ def test_zero3_is_not_probed_and_recomputes():
     from sgeo.jobs.train.recipe import TrainConfig, training_settings
 
     settings = training_settings(TrainConfig(stage=2, data="d.json", out="o", store="s", zero=3), 8, "cuda")
-    chosen, reason = choose_checkpointing(settings, None, None, None, torch.device("cuda", 0), batch_given=False)
+    chosen, reason = choose_checkpointing(
+        settings, None, None, None, torch.device("cuda", 0), batch_given=False
+    )
     assert chosen.gradient_checkpointing is True and "not probed" in reason
+
+
+def test_a_failure_setting_up_the_device_releases_the_process_group():
+    """The process group a run opened is closed again when setting up its device fails (here a malformed
+    LOCAL_WORLD_SIZE on CPU), so the next run in that process starts its own rather than adopting a stale one.
+    In a fresh process: DeepSpeed's distributed setup leaves state behind in the process that runs it."""
+    import os
+    import subprocess
+    import sys
+
+    script = """
+import torch.distributed as dist
+from sgeo.jobs.train.recipe import TrainConfig, training_settings
+from sgeo.jobs.train.setup import open_process_group
+settings = training_settings(TrainConfig(stage=1, data="d.json", out="o", store="s"), 1, "cpu")
+try:
+    open_process_group(settings, "cpu", launched=False)
+except ValueError:
+    print("refused; process group still open:", dist.is_initialized())
+"""
+    env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"} | {"LOCAL_WORLD_SIZE": "two"}
+    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
+    assert "refused; process group still open: False" in out.stdout, out.stderr[-2000:]

@@ -159,15 +159,16 @@ def choose_checkpointing(settings, model, dataset, collator, device, batch_given
 
 
 def adopt_saved_plan(settings, saved: dict, batch_given: bool):
-    """On resume, auto keeps the micro-batch, accumulation and checkpointing the checkpoint ran with (the batch
-    order depends on the micro-batch), where it ran the same global batch and the user gave no batch split."""
+    """On resume, the run keeps the micro-batch and accumulation its checkpoint ran with (the batch order depends
+    on the micro-batch; `auto` may have split the per-device batch), where it ran the same global batch and no
+    split is given now; and, with `auto`, the checkpointing it chose."""
     import dataclasses
 
-    if settings.gradient_checkpointing is not None or batch_given:
+    if batch_given or saved.get("global_batch") != settings.global_batch:
         return settings
-    if saved.get("global_batch") != settings.global_batch:
-        return settings
-    keys = ("batch_size", "grad_accum", "gradient_checkpointing")
+    keys = ["batch_size", "grad_accum"] + (
+        ["gradient_checkpointing"] if settings.gradient_checkpointing is None else []
+    )
     if any(saved.get(k) is None for k in keys):
         return settings
     return dataclasses.replace(settings, **{k: saved[k] for k in keys})

@@ -121,7 +121,7 @@ def setup(config: TrainConfig, features=None) -> Run:
     model.train()
     collator = Collator(processor, None if settings.online else features, model.config.feature_shapes)
 
-    device, rank, owns_process_group, threads = _process_group(settings, device_type, launched)
+    device, rank, owns_process_group, threads = open_process_group(settings, device_type, launched)
     try:
         # --gradient-checkpointing auto: measured on the device, agreed by every rank (memory_plan.py)
         settings, reason = choose_checkpointing(settings, model, data.dataset, collator, device, batch_given)
@@ -132,7 +132,7 @@ def setup(config: TrainConfig, features=None) -> Run:
             checkpoint_activations(model.language_model)
         engine = _deepspeed(model, settings)
     except BaseException:
-        _release_process_group(owns_process_group, threads)
+        release_process_group(owns_process_group, threads)
         raise
     run = Run(
         settings=settings, rank=rank, world_size=world_size, device=device, engine=engine, model=engine.module,
@@ -146,7 +146,7 @@ def setup(config: TrainConfig, features=None) -> Run:
     return run
 
 
-def _process_group(settings: TrainSettings, device_type: str, launched: bool):
+def open_process_group(settings: TrainSettings, device_type: str, launched: bool):
     """(device, rank, whether this run owns the process group, torch threads before) once the process group
     is up."""
     import deepspeed
@@ -163,17 +163,21 @@ def _process_group(settings: TrainSettings, device_type: str, launched: bool):
         dist.init_process_group(backend, store=dist.HashStore(), rank=0, world_size=1)
     deepspeed.init_distributed(dist_backend=backend, verbose=False)
     threads = None
-    if device_type == "cuda":
-        device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
-        torch.cuda.set_device(device)
-    else:
-        device = torch.device("cpu")
-        threads = cpu_threads(settings.num_workers)
-    return device, dist.get_rank(), owns_process_group, threads
+    try:
+        if device_type == "cuda":
+            device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
+            torch.cuda.set_device(device)
+        else:
+            device = torch.device("cpu")
+            threads = cpu_threads(settings.num_workers)
+        return device, dist.get_rank(), owns_process_group, threads
+    except BaseException:
+        release_process_group(owns_process_group, threads)
+        raise
 
 
-def _release_process_group(owns_process_group: bool, threads: int | None) -> None:
-    """Undo `_process_group` after a failure before the run exists (the run's cleanup does it after)."""
+def release_process_group(owns_process_group: bool, threads: int | None) -> None:
+    """Undo `open_process_group` after a failure before the run exists (the run's cleanup does it after)."""
     import deepspeed
     import torch
     import torch.distributed as dist
