@@ -402,7 +402,13 @@ def test_a_checkpoint_written_before_an_option_was_added_still_resumes(tmp_path)
     from dataclasses import asdict
 
     from sgeo.errors import SgeoError
-    from sgeo.jobs.train.checkpoints import CHECKPOINTS, LATEST, TRAINER_STATE, check_resumable
+    from sgeo.jobs.train.checkpoints import (
+        CHECKPOINTS,
+        LATEST,
+        TRAINER_STATE,
+        check_resumable,
+        latest_checkpoint,
+    )
     from sgeo.jobs.train.recipe import TrainConfig, training_settings
 
     data = tmp_path / "data.json"
@@ -418,8 +424,8 @@ def test_a_checkpoint_written_before_an_option_was_added_still_resumes(tmp_path)
     step.mkdir(parents=True)
     (step / TRAINER_STATE).write_text(json.dumps({"step": 1, "resolved": older}))
     (step.parent / LATEST).write_text(step.name)
-    check_resumable(settings)  # resumes
+    check_resumable(settings, latest_checkpoint(settings.out))  # resumes
     older["lr"] = settings.lr * 2  # another learning rate: still refused
     (step / TRAINER_STATE).write_text(json.dumps({"step": 1, "resolved": older}))
     with pytest.raises(SgeoError, match="was trained with lr="):
-        check_resumable(settings)
+        check_resumable(settings, latest_checkpoint(settings.out))

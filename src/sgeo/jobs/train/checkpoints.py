@@ -144,20 +144,19 @@ def read_trainer_state(directory: Path) -> dict:
         ) from None
 
 
-def saved_settings(out: str | Path) -> dict | None:
-    """The settings the latest checkpoint under `out` was trained with (None: no checkpoint)."""
+def latest_checkpoint(out: str | Path) -> tuple[Path, dict] | None:
+    """(directory, the settings it was trained with) of the latest checkpoint under `out`; None: none yet."""
     checkpoints = Path(out) / CHECKPOINTS
     tag = latest_tag(checkpoints)
-    return None if tag is None else read_trainer_state(checkpoints / tag)["resolved"]
+    return None if tag is None else (checkpoints / tag, read_trainer_state(checkpoints / tag)["resolved"])
 
 
-def check_resumable(settings) -> None:
-    """Refuse to resume a checkpoint made by different settings (before anything is loaded)."""
-    checkpoints = Path(settings.out) / CHECKPOINTS
-    tag = latest_tag(checkpoints)
-    if tag is None:
+def check_resumable(settings, latest: tuple[Path, dict] | None) -> None:
+    """Refuse to resume the `latest` checkpoint (`latest_checkpoint`) if different settings made it (before
+    anything is loaded)."""
+    if latest is None:
         return
-    saved = read_trainer_state(checkpoints / tag)["resolved"]
+    directory, saved = latest
     if isinstance(
         saved.get("store"), str
     ):  # written when --store named one store: the same run as a list of one
@@ -170,7 +169,7 @@ def check_resumable(settings) -> None:
             continue
         if saved.get(key) != now[key]:
             raise SgeoError(
-                f"{checkpoints / tag} was trained with {key}={saved.get(key)!r}, this run has {now[key]!r}; "
+                f"{directory} was trained with {key}={saved.get(key)!r}, this run has {now[key]!r}; "
                 "rerun with the same options to resume, or use another --out"
             )
 

@@ -21,9 +21,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-FILL = (
-    0.9  # of the device's memory a planned step may use: the allocator's fragmentation and the NCCL buffers
-)
+# of the device's memory a planned step may use: the rest for the allocator's fragmentation and NCCL's buffers
+FILL = 0.9
 MIN_TOKENS = 4096  # a micro-batch below this many tokens trades recomputation for slow, thin matmuls
 OPTIMIZER_BYTES_PER_PARAM = 16  # ZeRO's fp32 master weights, Adam's two moments and the fp32 gradient
 

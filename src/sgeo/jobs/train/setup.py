@@ -14,7 +14,7 @@ from typing import Any
 from sgeo.errors import SgeoError
 from sgeo.precision import torch_dtype
 
-from .checkpoints import CHECKPOINTS, check_resumable, saved_settings, write_json
+from .checkpoints import CHECKPOINTS, check_resumable, latest_checkpoint, write_json
 from .data import aspect_mode, check_features, prepare_data
 from .deepspeed_config import deepspeed_config
 from .environment import cpu_threads, prepare_environment, quiet_deepspeed
@@ -75,8 +75,9 @@ def setup(config: TrainConfig, features=None) -> Run:
     if device_type == "cpu" and settings.attn == "flash_attention_2":
         raise SgeoError("--attn flash_attention_2 needs a GPU (and the gpu extra); use sdpa on CPU")
     batch_given = config.batch_size is not None or config.grad_accum is not None
-    settings = adopt_saved_plan(settings, saved_settings(settings.out) or {}, batch_given)
-    check_resumable(settings)
+    latest = latest_checkpoint(settings.out)  # read once: the plan it ran, then the check against it
+    settings = adopt_saved_plan(settings, latest[1] if latest else {}, batch_given)
+    check_resumable(settings, latest)
     check_towers(settings, resolved_model.config)
 
     # data: JSON samples joined to store rows (the store's fingerprint must match the model's encoders)
